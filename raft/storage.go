@@ -1,0 +1,373 @@
+package raft
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+
+	etcdraft "go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	clog "github.com/chronik-dev/chronik/log"
+)
+
+// Entry data as proposed: one kind byte, an 8-byte proposal id (zero once
+// stored), then the payload. The id lets the proposing node match its
+// entries in Ready; followers and the stored log do not need it.
+const dataHeader = 9
+
+func encodeData(kind clog.Kind, id uint64, payload []byte) []byte {
+	b := make([]byte, dataHeader+len(payload))
+	b[0] = byte(kind)
+	binary.BigEndian.PutUint64(b[1:], id)
+	copy(b[dataHeader:], payload)
+	return b
+}
+
+// decodeData splits entry data; ok is false for data Chronik did not write.
+func decodeData(e *pb.Entry) (kind clog.Kind, id uint64, payload []byte, ok bool) {
+	switch e.GetType() {
+	case pb.EntryConfChange:
+		return clog.KindConfChange, 0, e.GetData(), true
+	case pb.EntryConfChangeV2:
+		return clog.KindConfChangeV2, 0, e.GetData(), true
+	}
+	d := e.GetData()
+	if len(d) == 0 {
+		return clog.KindNoop, 0, nil, true
+	}
+	if len(d) < dataHeader {
+		return 0, 0, nil, false
+	}
+	return clog.Kind(d[0]), binary.BigEndian.Uint64(d[1:]), d[dataHeader:], true
+}
+
+func toRaftEntry(e *clog.Entry) *pb.Entry {
+	re := &pb.Entry{Index: new(e.Index), Term: new(e.Term)}
+	switch e.Kind {
+	case clog.KindConfChange:
+		re.Type = pb.EntryConfChange.Enum()
+		re.Data = e.Payload
+	case clog.KindConfChangeV2:
+		re.Type = pb.EntryConfChangeV2.Enum()
+		re.Data = e.Payload
+	case clog.KindNoop:
+		re.Type = pb.EntryNormal.Enum()
+	default:
+		re.Type = pb.EntryNormal.Enum()
+		re.Data = encodeData(e.Kind, 0, e.Payload)
+	}
+	return re
+}
+
+// entryMeta is what the replica needs of an entry between appending it and
+// applying it.
+type entryMeta struct {
+	index      uint64
+	term       uint64
+	baseOffset int64
+	count      int32
+}
+
+// storage implements etcd raft's Storage over a clog.Log plus a small state
+// file holding the HardState and ConfState, and a snapshot file.
+//
+// Durability: entries are durable once the log is synced; the state file is
+// fsynced whenever term, vote or the configuration change (raft requires
+// those on disk before any message that depends on them is sent). Commit
+// index updates are written without fsync: raft recovers a lost commit index
+// from the leader, and the applied index can never pass the written one
+// because the replica writes the state before applying.
+type storage struct {
+	dir  string
+	log  *clog.Log
+	hs   *pb.HardState
+	cs   *pb.ConfState
+	snap *pb.Snapshot // latest local snapshot (metadata and data)
+	// compactToSnap: the log is compacted to local snapshots (state-machine
+	// groups) rather than by retention (data partitions).
+	compactToSnap bool
+
+	stateF *os.File
+	seq    uint64
+
+	// metas covers the entries after the applied index, in order.
+	metas []entryMeta
+}
+
+const stateSlot = 4096
+
+func openStorage(dir string, opts clog.Options) (*storage, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	opts.Dir = dir
+	l, err := clog.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &storage{dir: dir, log: l, hs: &pb.HardState{}, cs: &pb.ConfState{}}
+	if err := s.loadState(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := s.loadSnapshot(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// State file: two slots of stateSlot bytes written alternately, each
+// [u32 len][u32 crc][u64 seq][proto HardState len u32][HardState][ConfState].
+// The valid slot with the higher sequence wins, so a torn write of one slot
+// never loses the state.
+func (s *storage) loadState() error {
+	var err error
+	s.stateF, err = os.OpenFile(filepath.Join(s.dir, "raft-state"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 2*stateSlot)
+	n, _ := s.stateF.ReadAt(buf, 0)
+	buf = buf[:n]
+	var best []byte
+	for slot := 0; slot < 2; slot++ {
+		at := slot * stateSlot
+		if len(buf) < at+16 {
+			continue
+		}
+		l := int(binary.BigEndian.Uint32(buf[at:]))
+		if l < 8 || at+8+l > len(buf) || l > stateSlot-8 {
+			continue
+		}
+		body := buf[at+8 : at+8+l]
+		if crc32.Checksum(body, crcTable) != binary.BigEndian.Uint32(buf[at+4:]) {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(body)
+		if best == nil || seq > s.seq {
+			best, s.seq = body, seq
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	hl := int(binary.BigEndian.Uint32(best[8:]))
+	if 12+hl > len(best) {
+		return fmt.Errorf("raft state %s: bad record", s.dir)
+	}
+	if err := proto.Unmarshal(best[12:12+hl], s.hs); err != nil {
+		return err
+	}
+	return proto.Unmarshal(best[12+hl:], s.cs)
+}
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// saveState writes hs and cs; with sync it also fsyncs.
+func (s *storage) saveState(sync bool) error {
+	hb, err := proto.Marshal(s.hs)
+	if err != nil {
+		return err
+	}
+	cb, err := proto.Marshal(s.cs)
+	if err != nil {
+		return err
+	}
+	s.seq++
+	body := make([]byte, 12, 12+len(hb)+len(cb))
+	binary.BigEndian.PutUint64(body, s.seq)
+	binary.BigEndian.PutUint32(body[8:], uint32(len(hb)))
+	body = append(append(body, hb...), cb...)
+	if len(body) > stateSlot-8 {
+		return fmt.Errorf("raft state %s: %d bytes does not fit", s.dir, len(body))
+	}
+	rec := make([]byte, 8, 8+len(body))
+	binary.BigEndian.PutUint32(rec, uint32(len(body)))
+	binary.BigEndian.PutUint32(rec[4:], crc32.Checksum(body, crcTable))
+	rec = append(rec, body...)
+	if _, err := s.stateF.WriteAt(rec, int64(s.seq%2)*stateSlot); err != nil {
+		return fmt.Errorf("raft state %s: %w", s.dir, err)
+	}
+	if sync {
+		if err := s.stateF.Sync(); err != nil {
+			return fmt.Errorf("raft state %s: fsync: %w", s.dir, err)
+		}
+	}
+	return nil
+}
+
+// Snapshot file: [u32 crc][proto Snapshot].
+func (s *storage) snapPath() string { return filepath.Join(s.dir, "snapshot") }
+
+func (s *storage) loadSnapshot() error {
+	b, err := os.ReadFile(s.snapPath())
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(b) < 4 || crc32.Checksum(b[4:], crcTable) != binary.BigEndian.Uint32(b) {
+		return fmt.Errorf("raft snapshot %s: checksum mismatch", s.dir)
+	}
+	snap := &pb.Snapshot{}
+	if err := proto.Unmarshal(b[4:], snap); err != nil {
+		return err
+	}
+	s.snap = snap
+	return nil
+}
+
+func (s *storage) saveSnapshot(snap *pb.Snapshot) error {
+	b, err := proto.Marshal(snap)
+	if err != nil {
+		return err
+	}
+	out := make([]byte, 4, 4+len(b))
+	binary.BigEndian.PutUint32(out, crc32.Checksum(b, crcTable))
+	if err := clog.WriteFileSync(s.snapPath(), append(out, b...)); err != nil {
+		return err
+	}
+	s.snap = snap
+	return nil
+}
+
+// InitialState implements etcdraft.Storage.
+func (s *storage) InitialState() (*pb.HardState, *pb.ConfState, error) {
+	return proto.Clone(s.hs).(*pb.HardState), proto.Clone(s.cs).(*pb.ConfState), nil
+}
+
+// Entries implements etcdraft.Storage.
+func (s *storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
+	es, err := s.log.Entries(lo, hi, maxSize)
+	if err != nil {
+		return nil, mapLogErr(err)
+	}
+	out := make([]*pb.Entry, len(es))
+	for i := range es {
+		out[i] = toRaftEntry(&es[i])
+	}
+	return out, nil
+}
+
+func mapLogErr(err error) error {
+	switch {
+	case errors.Is(err, clog.ErrCompacted):
+		return etcdraft.ErrCompacted
+	case errors.Is(err, clog.ErrUnavailable):
+		return etcdraft.ErrUnavailable
+	}
+	return err
+}
+
+// Term implements etcdraft.Storage.
+func (s *storage) Term(i uint64) (uint64, error) {
+	t, err := s.log.Term(i)
+	return t, mapLogErr(err)
+}
+
+// LastIndex implements etcdraft.Storage.
+func (s *storage) LastIndex() (uint64, error) { return s.log.LastIndex(), nil }
+
+// FirstIndex implements etcdraft.Storage.
+func (s *storage) FirstIndex() (uint64, error) { return s.log.FirstIndex(), nil }
+
+// Snapshot implements etcdraft.Storage. It describes the log's base point:
+// a replica that needs entries before FirstIndex restarts its log there.
+// The data carries the log start offset and the state machine's latest
+// local snapshot (see replica.snapshotData).
+func (s *storage) Snapshot() (*pb.Snapshot, error) {
+	idx, term, off := s.log.Base()
+	if s.compactToSnap && s.snap != nil && s.snap.GetMetadata().GetIndex() >= idx {
+		// State-machine groups: the snapshot holds the whole state, so the
+		// receiver needs nothing before it.
+		return proto.Clone(s.snap).(*pb.Snapshot), nil
+	}
+	var smIndex uint64
+	var data []byte
+	if s.snap != nil && s.snap.GetMetadata().GetIndex() >= idx {
+		smIndex = s.snap.GetMetadata().GetIndex()
+		_, _, data = splitSnapData(s.snap.GetData())
+	}
+	cs := proto.Clone(s.cs).(*pb.ConfState)
+	return &pb.Snapshot{
+		Data:     joinSnapData(off, smIndex, data),
+		Metadata: &pb.SnapshotMetadata{ConfState: cs, Index: new(idx), Term: new(term)},
+	}, nil
+}
+
+// Snapshot data: [i64 log start offset][u64 index the state machine data is
+// at][state machine bytes].
+func joinSnapData(offset int64, smIndex uint64, data []byte) []byte {
+	b := make([]byte, 16, 16+len(data))
+	binary.BigEndian.PutUint64(b, uint64(offset))
+	binary.BigEndian.PutUint64(b[8:], smIndex)
+	return append(b, data...)
+}
+
+func splitSnapData(b []byte) (offset int64, smIndex uint64, data []byte) {
+	if len(b) < 16 {
+		return 0, 0, nil
+	}
+	return int64(binary.BigEndian.Uint64(b)), binary.BigEndian.Uint64(b[8:]), b[16:]
+}
+
+// append stores Ready entries and records their metadata.
+func (s *storage) append(ents []*pb.Entry, scratch []clog.Entry) ([]clog.Entry, error) {
+	out := scratch[:0]
+	for _, e := range ents {
+		kind, _, payload, ok := decodeData(e)
+		if !ok {
+			return nil, fmt.Errorf("raft %s: entry %d has foreign data", s.dir, e.GetIndex())
+		}
+		out = append(out, clog.Entry{Index: e.GetIndex(), Term: e.GetTerm(), Kind: kind, Payload: payload})
+	}
+	if err := s.log.Append(out); err != nil {
+		return nil, err
+	}
+	first := out[0].Index
+	for len(s.metas) > 0 && s.metas[len(s.metas)-1].index >= first {
+		s.metas = s.metas[:len(s.metas)-1]
+	}
+	for i := range out {
+		s.metas = append(s.metas, entryMeta{index: out[i].Index, term: out[i].Term, baseOffset: out[i].BaseOffset, count: out[i].Count})
+	}
+	return out, nil
+}
+
+// metaFor returns the metadata of an unapplied entry, reading the log when
+// it is not cached (after a restart).
+func (s *storage) metaFor(index uint64) (entryMeta, error) {
+	for len(s.metas) > 0 && s.metas[0].index < index {
+		s.metas = s.metas[1:]
+	}
+	if len(s.metas) > 0 && s.metas[0].index == index {
+		return s.metas[0], nil
+	}
+	es, err := s.log.Entries(index, index+1, 0)
+	if err != nil {
+		return entryMeta{}, err
+	}
+	e := es[0]
+	return entryMeta{index: e.Index, term: e.Term, baseOffset: e.BaseOffset, count: e.Count}, nil
+}
+
+func (s *storage) close() error {
+	err := s.log.Close()
+	if s.stateF != nil {
+		if e := s.stateF.Sync(); e != nil && err == nil {
+			err = e
+		}
+		if e := s.stateF.Close(); e != nil && err == nil {
+			err = e
+		}
+		s.stateF = nil
+	}
+	return err
+}
