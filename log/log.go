@@ -275,8 +275,18 @@ func (l *Log) openSegment(base uint64, active bool) (*segment, error) {
 			s.maxTs = s.times[len(s.times)-1].ts
 		}
 		first := len(s.index) > 0
+		wantIndex, wantOffset := base, l.nextOffsetLocked()
+		if first {
+			wantIndex, wantOffset = s.index[len(s.index)-1].index, s.index[len(s.index)-1].offset
+		}
 		end, err = s.scan(scanFrom, fileSize, func(h *frameHeader, pos int64, frame []byte) bool {
 			e := Entry{Index: h.index, Term: h.term, Kind: h.kind, BaseOffset: h.baseOffset, Count: h.count, MaxTimestamp: h.maxTimestamp}
+			// A frame that does not continue the log (index or offset out
+			// of sequence) is as bad as a torn one.
+			if e.Index != wantIndex || e.BaseOffset != wantOffset {
+				return false
+			}
+			wantIndex, wantOffset = e.Index+1, e.EndOffset()
 			if first {
 				// The frame at the last index record is indexed already.
 				first = false

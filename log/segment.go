@@ -198,8 +198,9 @@ func (s *segment) readHeader(pos int64, buf []byte) (frameHeader, error) {
 
 // scan walks frames from pos to limit, calling fn for each frame whose
 // length and CRC check out. It stops at the first bad or torn frame and
-// returns the position after the last good one. fn may stop the walk early by
-// returning false; the frame slice is only valid during the call.
+// returns the position after the last good one. fn may stop the walk by
+// returning false, and the returned position is then that frame's start;
+// the frame slice is only valid during the call.
 func (s *segment) scan(pos, limit int64, fn func(h *frameHeader, pos int64, frame []byte) bool) (int64, error) {
 	buf := make([]byte, 1<<20)
 	for limit-pos >= frameHeaderSize {
@@ -235,7 +236,7 @@ func (s *segment) scan(pos, limit int64, fn func(h *frameHeader, pos int64, fram
 				return pos + off, nil
 			}
 			if fn != nil && !fn(&h, pos+off, frame) {
-				return pos + off + sz, nil
+				return pos + off, nil
 			}
 			off += sz
 		}

@@ -114,8 +114,9 @@ type Host struct {
 	queue  []*Replica
 	qclose bool
 
-	peerMu sync.RWMutex
-	alive  map[uint64]bool
+	peerMu   sync.RWMutex
+	alive    map[uint64]bool
+	leaving  map[uint64]bool // peers that announced a graceful shutdown
 
 	propSeq  atomic.Uint64
 	stopping atomic.Bool
@@ -138,7 +139,7 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Host{id: cfg.ID, cfg: cfg, logger: cfg.Logger, tr: cfg.Transport,
-		replicas: map[uint64]*Replica{}, alive: map[uint64]bool{}, ctx: ctx, cancel: cancel}
+		replicas: map[uint64]*Replica{}, alive: map[uint64]bool{}, leaving: map[uint64]bool{}, ctx: ctx, cancel: cancel}
 	h.raftLogger = &slogRaftLogger{l: cfg.Logger}
 	h.qcond = sync.NewCond(&h.qmu)
 	return h, nil
@@ -236,6 +237,21 @@ func (h *Host) PeerAlive(id uint64) bool {
 	h.peerMu.RLock()
 	defer h.peerMu.RUnlock()
 	return h.alive[id]
+}
+
+// SetPeerLeaving records that peer id is shutting down gracefully: it is
+// no longer a target for leadership until it reconnects.
+func (h *Host) SetPeerLeaving(id uint64) {
+	h.peerMu.Lock()
+	h.leaving[id] = true
+	h.peerMu.Unlock()
+}
+
+// PeerLeaving reports whether peer id announced a shutdown.
+func (h *Host) PeerLeaving(id uint64) bool {
+	h.peerMu.RLock()
+	defer h.peerMu.RUnlock()
+	return h.leaving[id]
 }
 
 // SendNotice sends a node-level message on channel (non-zero) to node to.
@@ -420,7 +436,7 @@ func (h *Host) rebalance() {
 			continue
 		}
 		pref := s.Voters[0]
-		if !h.PeerAlive(pref) || !containsID(s.ISR, pref) || s.Match[pref] < s.LastIndex {
+		if !h.PeerAlive(pref) || h.PeerLeaving(pref) || !containsID(s.ISR, pref) || s.Match[pref] < s.LastIndex {
 			continue
 		}
 		if time.Since(s.LeaderChange) < h.cfg.RebalanceDelay {
@@ -507,6 +523,7 @@ func (h *Host) PeerDown(id uint64, graceful bool) {
 func (h *Host) PeerUp(id uint64) {
 	h.peerMu.Lock()
 	h.alive[id] = true
+	delete(h.leaving, id)
 	h.peerMu.Unlock()
 	if h.cfg.OnPeer != nil {
 		h.cfg.OnPeer(id, true)

@@ -61,6 +61,10 @@ type ReplicaConfig struct {
 	// Retention returns the current retention policy (bytes < 0 or age <= 0
 	// for no limit); nil means keep everything.
 	Retention func() (bytes int64, age time.Duration)
+	// ForwardProposals lets a follower hand proposals to the leader (Raft's
+	// MsgProp forwarding) instead of refusing them. The metadata group uses
+	// it so any node can change cluster metadata.
+	ForwardProposals bool
 }
 
 // Status is a replica's published state.
@@ -230,7 +234,7 @@ func newReplica(h *Host, cfg ReplicaConfig) (*Replica, error) {
 		MaxInflightMsgs:           256,
 		CheckQuorum:               true,
 		PreVote:                   true,
-		DisableProposalForwarding: true,
+		DisableProposalForwarding: !cfg.ForwardProposals,
 		Logger:                    h.raftLogger,
 	}
 	rn, err := etcdraft.NewRawNode(rc)
@@ -340,8 +344,24 @@ func (r *Replica) Wait(ctx context.Context, p Pending, commit bool) (Result, err
 		}
 		return p.res, nil
 	case <-ctx.Done():
+		if commit {
+			r.forget(p)
+		}
 		return Result{}, ctx.Err()
 	}
+}
+
+// forget drops a proposal that nobody waits for anymore and that never
+// reached the log (a forwarded proposal the leader dropped).
+func (r *Replica) forget(p *proposal) {
+	r.enqueue(func() {
+		r.inOps = append(r.inOps, func() {
+			if r.pending[p.id] == p {
+				delete(r.pending, p.id)
+				p.fail(context.DeadlineExceeded)
+			}
+		})
+	})
 }
 
 // Done reports whether a proposal has finished (applied or failed).
@@ -441,6 +461,16 @@ func (r *Replica) drainInbox() {
 
 func (r *Replica) propose(p *proposal) {
 	if r.raftState != etcdraft.StateLeader {
+		if r.cfg.ForwardProposals && r.lead != 0 {
+			// The leader may drop a forwarded proposal silently; the
+			// caller's deadline and cancel clean it up.
+			r.pending[p.id] = p
+			if err := r.rn.Propose(encodeData(p.kind, p.id, p.payload)); err != nil {
+				delete(r.pending, p.id)
+				p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
+			}
+			return
+		}
 		p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
 		return
 	}
@@ -1046,3 +1076,9 @@ func (r *Replica) closeLocked() error {
 // caughtUpSince returns when follower id was last seen caught up (leader
 // only). Callers hold r.mu.
 func (r *Replica) caughtUpSince(id uint64) time.Time { return r.caughtUp[id] }
+
+// IsLeader reports whether the status is of a leader.
+func (s *Status) IsLeader() bool { return s.State == etcdraft.StateLeader }
+
+// StateName is the Raft role as text.
+func (s *Status) StateName() string { return s.State.String() }

@@ -1,0 +1,48 @@
+# Chronik: build, run and test.
+#   make run    start a local 3-node cluster on loopback (data under ./data)
+#   make test   install what the tests need, then run them all
+#   make bench  throughput and latency against kfake, side by side
+
+GO      ?= go
+BIN     := bin/chronik-server
+PKGS    := ./...
+export CGO_ENABLED ?= 0
+
+.PHONY: all build run run-single test test-unit test-compat deps fuzz bench lint docker clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/chronik-server
+	$(GO) build -o bin/chronik-verify ./cmd/chronik-verify 2>/dev/null || true
+
+run: build
+	./scripts/run-cluster.sh
+
+run-single: build
+	CONFIG=deploy/single.toml ./scripts/run-cluster.sh
+
+# deps installs the client tools the compatibility tests drive (kcat,
+# librdkafka's Python binding, jq) when they are missing, on a Debian
+# machine as root.
+deps:
+	@./scripts/test-deps.sh
+
+test: deps build
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./log/ ./raft/ ./kafka/ ./coordinator/ ./admin/ ./broker/
+	$(GO) test -count=1 -timeout 20m ./compat/ ./cmd/...
+	$(MAKE) fuzz
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime 15s ./kafka/
+	$(GO) test -run '^$$' -fuzz FuzzRecovery -fuzztime 10s ./log/
+
+bench: build
+	$(GO) run ./cmd/chronik-bench
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf bin data

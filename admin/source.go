@@ -1,0 +1,42 @@
+package admin
+
+// Source is what the admin server reads from the broker. The broker
+// implements it; admin imports no sibling package.
+type Source interface {
+	// NodeID is this node's id.
+	NodeID() int32
+	// Partitions describes every partition this node knows of (all topics,
+	// including internal ones), sorted by topic then partition.
+	Partitions() []PartitionStatus
+	// ShuttingDown reports whether a graceful shutdown has begun.
+	ShuttingDown() bool
+	// Ready reports whether the node serves clients: its listeners are up
+	// and it has caught up on cluster metadata.
+	Ready() (bool, string)
+	// Nodes lists the cluster's nodes and whether this node currently sees
+	// each one as connected (itself included, always true).
+	Nodes() []NodeStatus
+}
+
+// PartitionStatus is one partition as /partitions and /health show it.
+type PartitionStatus struct {
+	Topic          string  `json:"topic"`
+	Partition      int32   `json:"partition"`
+	Leader         int32   `json:"leader"` // 0 when there is no leader
+	Replicas       []int32 `json:"replicas"`
+	InSyncReplicas []int32 `json:"in_sync_replicas"`
+	LeaderEpoch    int64   `json:"leader_epoch"`
+	HighWatermark  int64   `json:"high_watermark"`   // -1 when unknown on this node
+	LogStartOffset int64   `json:"log_start_offset"` // -1 when unknown on this node
+	AppliedIndex   uint64  `json:"applied_index"`    // this node's applied Raft index, 0 if not a replica
+	Status         string  `json:"status"`           // "healthy", "under_replicated", "offline"
+	Internal       bool    `json:"internal"`
+}
+
+// NodeStatus is one cluster node as seen from here.
+type NodeStatus struct {
+	ID        int32  `json:"id"`
+	Kafka     string `json:"kafka"`
+	Admin     string `json:"admin"`
+	Connected bool   `json:"connected"`
+}

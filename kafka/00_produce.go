@@ -1,0 +1,107 @@
+package kafka
+
+import (
+	"context"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Produce v3-11. v3 brought record batches (magic 2) and transactional ids;
+// v5 LogStartOffset; v8 per-record errors and messages; v9 flexible; v10
+// adds KIP-951 CurrentLeader and NodeEndpoints to NOT_LEADER_OR_FOLLOWER
+// answers, so clients move to the new leader without a metadata refresh.
+// v11 changed nothing on the wire.
+func init() { register(0, 3, 11, handleProduce) }
+
+type producePart struct {
+	topic string
+	part  int32
+	wait  ProduceWait
+	now   ProduceResult // set when the partition was refused up front
+}
+
+func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
+	req := kreq.(*kmsg.ProduceRequest)
+	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	var parts []producePart
+	for _, t := range req.Topics {
+		for _, p := range t.Partitions {
+			pp := producePart{topic: t.Topic, part: p.Partition}
+			switch {
+			case req.TransactionID != nil:
+				pp.now = ProduceResult{Err: kerr.TransactionalIDAuthorizationFailed.Code, Message: "transactions are not supported", Hint: LeaderHint{Leader: -1}}
+			case req.Acks != 0 && req.Acks != 1 && req.Acks != -1:
+				pp.now = ProduceResult{Err: kerr.InvalidRequiredAcks.Code, Hint: LeaderHint{Leader: -1}}
+			default:
+				// Submitting here, on the reader goroutine, keeps the
+				// connection's batches in order.
+				pp.wait = s.backend.Produce(t.Topic, p.Partition, p.Records, req.Acks, timeout)
+			}
+			parts = append(parts, pp)
+		}
+	}
+	if req.Acks == 0 {
+		// No response at all; still let the writes finish in the background.
+		for _, pp := range parts {
+			if pp.wait != nil {
+				go pp.wait(context.Background())
+			}
+		}
+		return nil
+	}
+	return func() kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		resp.Version = req.Version
+		ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Second)
+		defer cancel()
+		hinted := map[int32]bool{}
+		ti := -1
+		for i, pp := range parts {
+			if i == 0 || parts[i-1].topic != pp.topic {
+				resp.Topics = append(resp.Topics, kmsg.ProduceResponseTopic{Topic: pp.topic})
+				ti++
+			}
+			res := pp.now
+			if pp.wait != nil {
+				res = pp.wait(ctx)
+			}
+			rp := kmsg.ProduceResponseTopicPartition{Partition: pp.part, ErrorCode: res.Err, BaseOffset: res.BaseOffset,
+				LogAppendTime: res.LogAppendTime, LogStartOffset: res.LogStartOffset}
+			if res.Err != 0 {
+				rp.BaseOffset, rp.LogAppendTime = -1, -1
+				if res.Message != "" {
+					msg := res.Message
+					rp.ErrorMessage = &msg
+				}
+			}
+			rp.CurrentLeader.LeaderID, rp.CurrentLeader.LeaderEpoch = -1, -1
+			if res.Err == kerr.NotLeaderForPartition.Code && res.Hint.Leader >= 0 && req.Version >= 10 {
+				rp.CurrentLeader.LeaderID, rp.CurrentLeader.LeaderEpoch = res.Hint.Leader, res.Hint.Epoch
+				hinted[res.Hint.Leader] = true
+			}
+			s.metrics.countErr(0, res.Err)
+			resp.Topics[ti].Partitions = append(resp.Topics[ti].Partitions, rp)
+		}
+		resp.Brokers = nodeEndpoints(s, hinted)
+		return resp
+	}
+}
+
+// nodeEndpoints lists the brokers named in leader hints (KIP-951).
+func nodeEndpoints(s *Server, ids map[int32]bool) []kmsg.ProduceResponseBroker {
+	if len(ids) == 0 {
+		return nil
+	}
+	var out []kmsg.ProduceResponseBroker
+	for _, b := range s.backend.Brokers() {
+		if ids[b.NodeID] {
+			out = append(out, kmsg.ProduceResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: b.Rack})
+		}
+	}
+	return out
+}

@@ -1,0 +1,151 @@
+package kafka
+
+import (
+	"reflect"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Fetch v4-16. v4 isolation level and last stable offset; v5 log start
+// offset; v7 fetch sessions (KIP-227); v9 CurrentLeaderEpoch (KIP-320); v11
+// rack; v12 flexible, diverging epochs; v13 topic ids; v15 replica state;
+// v16 adds KIP-951 CurrentLeader and NodeEndpoints to NOT_LEADER answers.
+//
+// Sessions are not kept: every answer has session id 0, which tells the
+// client to keep sending full requests; an incremental request for a
+// session we never made gets FETCH_SESSION_ID_NOT_FOUND, which resets it.
+func init() { register(1, 4, 16, handleFetch) }
+
+type fetchPart struct {
+	topic   string
+	topicID [16]byte
+	unknown bool
+	req     kmsg.FetchRequestTopicPartition
+}
+
+func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
+	req := kreq.(*kmsg.FetchRequest)
+	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	resp.Version = req.Version
+	if req.Version >= 7 && (req.SessionID != 0 || req.SessionEpoch > 0) {
+		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
+		s.metrics.countErr(1, resp.ErrorCode)
+		return func() kmsg.Response { return resp }
+	}
+	var parts []fetchPart
+	for _, t := range req.Topics {
+		name := t.Topic
+		unknown := false
+		if req.Version >= 13 {
+			n, ok := s.backend.TopicName(t.TopicID)
+			name, unknown = n, !ok
+		}
+		for _, p := range t.Partitions {
+			parts = append(parts, fetchPart{topic: name, topicID: t.TopicID, unknown: unknown, req: p})
+		}
+	}
+	maxWait := time.Duration(req.MaxWaitMillis) * time.Millisecond
+	return func() kmsg.Response {
+		deadline := time.Now().Add(maxWait)
+		var timer *time.Timer
+		defer func() {
+			if timer != nil {
+				timer.Stop()
+			}
+		}()
+		for {
+			results, waits, total, stop := readFetch(s, req, parts)
+			if stop || total >= int(req.MinBytes) || !time.Now().Before(deadline) || len(waits) == 0 {
+				return buildFetch(s, req, resp, parts, results)
+			}
+			if timer == nil {
+				timer = time.NewTimer(time.Until(deadline))
+			}
+			cases := make([]reflect.SelectCase, 0, len(waits)+3)
+			cases = append(cases,
+				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)},
+				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.backend.ShuttingDown())},
+				reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(cc.ctx.Done())})
+			for _, w := range waits {
+				cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w)})
+			}
+			chosen, _, _ := reflect.Select(cases)
+			if chosen < 3 {
+				results, _, _, _ = readFetch(s, req, parts)
+				return buildFetch(s, req, resp, parts, results)
+			}
+		}
+	}
+}
+
+// readFetch reads every partition once. stop is set when an error should
+// be reported at once rather than waited out.
+func readFetch(s *Server, req *kmsg.FetchRequest, parts []fetchPart) (results []FetchResult, waits []<-chan struct{}, total int, stop bool) {
+	results = make([]FetchResult, len(parts))
+	budget := int(req.MaxBytes)
+	if req.Version < 3 || budget <= 0 {
+		budget = 50 << 20
+	}
+	for i, p := range parts {
+		if p.unknown {
+			results[i] = FetchResult{Err: kerr.UnknownTopicID.Code, HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: LeaderHint{Leader: -1}}
+			stop = true
+			continue
+		}
+		max := p.req.PartitionMaxBytes
+		if int(max) > budget {
+			max = int32(budget)
+		}
+		epoch := int32(-1)
+		if req.Version >= 9 {
+			epoch = p.req.CurrentLeaderEpoch
+		}
+		res, w := s.backend.Fetch(FetchPartition{Topic: p.topic, Partition: p.req.Partition, Offset: p.req.FetchOffset,
+			MaxBytes: max, CurrentEpoch: epoch, CommittedOnly: req.IsolationLevel == 1, MinOne: total == 0})
+		results[i] = res
+		if res.Err != 0 {
+			stop = true
+		}
+		if w != nil {
+			waits = append(waits, w)
+		}
+		total += len(res.Records)
+		budget -= len(res.Records)
+		if budget < 0 {
+			budget = 0
+		}
+	}
+	return results, waits, total, stop
+}
+
+func buildFetch(s *Server, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, parts []fetchPart, results []FetchResult) kmsg.Response {
+	hinted := map[int32]bool{}
+	ti := -1
+	for i, p := range parts {
+		if i == 0 || parts[i-1].topic != p.topic || parts[i-1].topicID != p.topicID {
+			resp.Topics = append(resp.Topics, kmsg.FetchResponseTopic{Topic: p.topic, TopicID: p.topicID})
+			ti++
+		}
+		res := results[i]
+		rp := kmsg.NewFetchResponseTopicPartition()
+		rp.Partition = p.req.Partition
+		rp.ErrorCode = res.Err
+		rp.HighWatermark = res.HighWatermark
+		rp.LastStableOffset = res.LastStable
+		rp.LogStartOffset = res.LogStartOffset
+		rp.RecordBatches = res.Records
+		rp.PreferredReadReplica = -1
+		if res.Err == kerr.NotLeaderForPartition.Code && res.Hint.Leader >= 0 && req.Version >= 16 {
+			rp.CurrentLeader.LeaderID, rp.CurrentLeader.LeaderEpoch = res.Hint.Leader, res.Hint.Epoch
+			hinted[res.Hint.Leader] = true
+		}
+		s.metrics.countErr(1, res.Err)
+		resp.Topics[ti].Partitions = append(resp.Topics[ti].Partitions, rp)
+	}
+	for _, b := range nodeEndpoints(s, hinted) {
+		resp.Brokers = append(resp.Brokers, kmsg.FetchResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: b.Rack})
+	}
+	return resp
+}

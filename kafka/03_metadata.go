@@ -1,0 +1,110 @@
+package kafka
+
+import (
+	"context"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Metadata v0-12. v1 added controller and racks; v2 cluster id; v4
+// AllowAutoTopicCreation; v5 offline replicas; v7 leader epochs; v8-10
+// authorized operations; v9 flexible; v10 topic ids; v12 lookup by id.
+// Any broker answers from its view of the cluster, which the brokers keep
+// current by telling each other of leadership changes.
+func init() { register(3, 0, 12, handleMetadata) }
+
+func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
+	req := kreq.(*kmsg.MetadataRequest)
+	resp := req.ResponseKind().(*kmsg.MetadataResponse)
+	resp.Version = req.Version
+	for _, b := range s.backend.Brokers() {
+		resp.Brokers = append(resp.Brokers, kmsg.MetadataResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: b.Rack})
+	}
+	id := s.backend.ClusterID()
+	resp.ClusterID = &id
+	resp.ControllerID = s.backend.ControllerID()
+
+	var names []string
+	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
+	unknownIDs := map[int]bool{}
+	if !all {
+		for i, t := range req.Topics {
+			if t.Topic != nil && *t.Topic != "" {
+				names = append(names, *t.Topic)
+				continue
+			}
+			if name, ok := s.backend.TopicName(t.TopicID); ok {
+				names = append(names, name)
+			} else {
+				unknownIDs[i] = true
+			}
+		}
+	}
+	var infos []TopicInfo
+	if all {
+		infos = s.backend.Topics(nil, true)
+	} else if len(names) > 0 {
+		infos = s.backend.Topics(names, true)
+	}
+	autoCreate := req.Version < 4 || req.AllowAutoTopicCreation
+	var create []CreateTopic
+	for i, ti := range infos {
+		if ti.Err == kerr.UnknownTopicOrPartition.Code && autoCreate && !all {
+			create = append(create, CreateTopic{Name: ti.Name, Partitions: -1, ReplicationFactor: -1})
+			infos[i].Err = kerr.LeaderNotAvailable.Code
+		}
+	}
+	if len(create) > 0 {
+		ctx, cancel := context.WithTimeout(cc.ctx, 5*time.Second)
+		res := s.backend.CreateTopics(ctx, create, false)
+		cancel()
+		for _, r := range res {
+			if r.Err != 0 && r.Err != kerr.TopicAlreadyExists.Code {
+				for i := range infos {
+					if infos[i].Name == r.Name {
+						infos[i].Err = r.Err
+					}
+				}
+			}
+		}
+		// Answer with the new topics if their leaders are already known.
+		for i := range infos {
+			if infos[i].Err == kerr.LeaderNotAvailable.Code {
+				if again := s.backend.Topics([]string{infos[i].Name}, true); len(again) == 1 && again[0].Err == 0 && leadersKnown(again[0]) {
+					infos[i] = again[0]
+				}
+			}
+		}
+	}
+	for i := range req.Topics {
+		if unknownIDs[i] {
+			resp.Topics = append(resp.Topics, kmsg.MetadataResponseTopic{TopicID: req.Topics[i].TopicID, ErrorCode: kerr.UnknownTopicID.Code})
+		}
+	}
+	for _, ti := range infos {
+		name := ti.Name
+		t := kmsg.MetadataResponseTopic{Topic: &name, TopicID: ti.ID, IsInternal: ti.Internal, ErrorCode: ti.Err,
+			AuthorizedOperations: -2147483648}
+		s.metrics.countErr(3, ti.Err)
+		for _, p := range ti.Partitions {
+			t.Partitions = append(t.Partitions, kmsg.MetadataResponseTopicPartition{
+				ErrorCode: p.Err, Partition: p.Partition, Leader: p.Leader, LeaderEpoch: p.LeaderEpoch,
+				Replicas: p.Replicas, ISR: p.ISR, OfflineReplicas: p.Offline,
+			})
+		}
+		resp.Topics = append(resp.Topics, t)
+	}
+	resp.AuthorizedOperations = -2147483648
+	return func() kmsg.Response { return resp }
+}
+
+func leadersKnown(t TopicInfo) bool {
+	for _, p := range t.Partitions {
+		if p.Leader < 0 {
+			return false
+		}
+	}
+	return len(t.Partitions) > 0
+}

@@ -1,0 +1,51 @@
+package kafka
+
+import (
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// DescribeConfigs v0-4. v1 sources and synonyms; v3 types and docs; v4
+// flexible. Topics and brokers are described with the configs that exist
+// here; other resource types get INVALID_REQUEST.
+func init() { register(32, 0, 4, handleDescribeConfigs) }
+
+func handleDescribeConfigs(s *Server, _ *connCtx, kreq kmsg.Request) reply {
+	req := kreq.(*kmsg.DescribeConfigsRequest)
+	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+	resp.Version = req.Version
+	for _, r := range req.Resources {
+		rr := kmsg.DescribeConfigsResponseResource{ResourceType: r.ResourceType, ResourceName: r.ResourceName}
+		var entries []ConfigEntry
+		switch r.ResourceType {
+		case kmsg.ConfigResourceTypeTopic:
+			entries, rr.ErrorCode = s.backend.TopicConfigs(r.ResourceName)
+		case kmsg.ConfigResourceTypeBroker:
+			if r.ResourceName != "" && r.ResourceName != strconv.Itoa(int(s.backend.NodeID())) {
+				rr.ErrorCode = kerr.InvalidRequest.Code
+				break
+			}
+			entries = s.backend.BrokerConfigs()
+		default:
+			rr.ErrorCode = kerr.InvalidRequest.Code
+		}
+		want := map[string]bool{}
+		for _, n := range r.ConfigNames {
+			want[n] = true
+		}
+		for _, e := range entries {
+			if r.ConfigNames != nil && !want[e.Name] {
+				continue
+			}
+			rr.Configs = append(rr.Configs, kmsg.DescribeConfigsResponseResourceConfig{
+				Name: e.Name, Value: e.Value, ReadOnly: e.ReadOnly, IsDefault: e.IsDefault,
+				Source: kmsg.ConfigSource(e.Source), IsSensitive: e.Sensitive, ConfigType: kmsg.ConfigType(e.Type),
+			})
+		}
+		s.metrics.countErr(32, rr.ErrorCode)
+		resp.Resources = append(resp.Resources, rr)
+	}
+	return func() kmsg.Response { return resp }
+}

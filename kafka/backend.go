@@ -1,0 +1,175 @@
+package kafka
+
+import (
+	"context"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Backend is what the protocol layer needs from the broker. The broker
+// package implements it; this package imports no sibling.
+type Backend interface {
+	// NodeID is this broker's id.
+	NodeID() int32
+	// ClusterID is the cluster's id string.
+	ClusterID() string
+	// Brokers lists every broker with its advertised address.
+	Brokers() []BrokerInfo
+	// ControllerID is the node leading the cluster metadata, or -1.
+	ControllerID() int32
+
+	// Topics describes the named topics, or every topic when names is nil.
+	// A name that does not exist comes back with Err set.
+	Topics(names []string, includeInternal bool) []TopicInfo
+	// TopicName resolves a topic id.
+	TopicName(id [16]byte) (string, bool)
+	CreateTopics(ctx context.Context, reqs []CreateTopic, validateOnly bool) []CreateTopicResult
+	DeleteTopic(ctx context.Context, name string) int16
+	CreatePartitions(ctx context.Context, topic string, count int32, validateOnly bool) (int16, string)
+	// TopicConfigs returns a topic's configs (nil map and an error code
+	// when it does not exist).
+	TopicConfigs(topic string) ([]ConfigEntry, int16)
+	BrokerConfigs() []ConfigEntry
+
+	// Produce submits one partition's records and returns a function that
+	// waits for the outcome. Submissions from one connection are made in
+	// request order, which idempotent producers rely on.
+	Produce(topic string, partition int32, records []byte, acks int16, timeout time.Duration) ProduceWait
+	// Fetch reads one partition. The returned channel, when not nil, is
+	// closed once the partition has more to offer (new records, or a
+	// leadership change) so a long poll can retry.
+	Fetch(req FetchPartition) (FetchResult, <-chan struct{})
+	ListOffset(topic string, partition int32, timestamp int64, currentEpoch int32, committedOnly bool) ListOffsetResult
+	EpochEndOffset(topic string, partition int32, currentEpoch, epoch int32) EpochEndResult
+
+	InitProducerID(ctx context.Context, transactionalID *string, producerID int64, epoch int16) (int64, int16, int16)
+
+	// Coordinator returns the node coordinating a consumer group.
+	Coordinator(group string) (node int32, err int16)
+	// GroupRequest serves a consumer-group API (keys 8, 9, 11-16, 42, 47).
+	GroupRequest(ctx context.Context, req kmsg.Request) kmsg.Response
+	GroupAPIs() []APIRange
+
+	// ShuttingDown is true once a graceful shutdown has begun; long polls
+	// end early then.
+	ShuttingDown() <-chan struct{}
+}
+
+// APIRange is one API key and the versions served.
+type APIRange struct{ Key, Min, Max int16 }
+
+// BrokerInfo is a broker's advertised address.
+type BrokerInfo struct {
+	NodeID int32
+	Host   string
+	Port   int32
+	Rack   *string
+}
+
+// TopicInfo describes a topic for Metadata.
+type TopicInfo struct {
+	Name       string
+	ID         [16]byte
+	Internal   bool
+	Err        int16
+	Partitions []PartitionInfo
+}
+
+// PartitionInfo describes one partition for Metadata.
+type PartitionInfo struct {
+	Partition   int32
+	Leader      int32 // -1 when none
+	LeaderEpoch int32
+	Replicas    []int32
+	ISR         []int32
+	Offline     []int32
+	Err         int16
+}
+
+// LeaderHint is KIP-951's CurrentLeader: where a client should go instead.
+type LeaderHint struct {
+	Leader int32 // -1 unknown
+	Epoch  int32
+}
+
+// CreateTopic is one topic of a CreateTopics request.
+type CreateTopic struct {
+	Name              string
+	Partitions        int32 // -1: broker default
+	ReplicationFactor int16 // -1: broker default
+	Assignment        map[int32][]int32
+	Configs           map[string]*string
+}
+
+// CreateTopicResult is one topic's outcome.
+type CreateTopicResult struct {
+	Name              string
+	ID                [16]byte
+	Err               int16
+	Message           string
+	Partitions        int32
+	ReplicationFactor int16
+	Configs           []ConfigEntry
+}
+
+// ConfigEntry is one config value.
+type ConfigEntry struct {
+	Name      string
+	Value     *string
+	ReadOnly  bool
+	IsDefault bool
+	Sensitive bool
+	Source    int8 // kmsg.ConfigSource
+	Type      int8 // kmsg.ConfigType
+}
+
+// ProduceResult is one partition's Produce outcome.
+type ProduceResult struct {
+	Err            int16
+	Message        string
+	BaseOffset     int64
+	LogAppendTime  int64 // -1 for CreateTime topics
+	LogStartOffset int64
+	Hint           LeaderHint
+}
+
+// ProduceWait waits for a submitted produce.
+type ProduceWait func(ctx context.Context) ProduceResult
+
+// FetchPartition is one partition of a Fetch request.
+type FetchPartition struct {
+	Topic         string
+	Partition     int32
+	Offset        int64
+	MaxBytes      int32
+	CurrentEpoch  int32 // -1: not checked
+	CommittedOnly bool  // read_committed isolation
+	MinOne        bool  // the first batch may exceed MaxBytes
+}
+
+// FetchResult is one partition's Fetch outcome.
+type FetchResult struct {
+	Err            int16
+	HighWatermark  int64
+	LastStable     int64
+	LogStartOffset int64
+	Records        []byte
+	Hint           LeaderHint
+}
+
+// ListOffsetResult answers ListOffsets for one partition.
+type ListOffsetResult struct {
+	Err         int16
+	Offset      int64
+	Timestamp   int64
+	LeaderEpoch int32
+	Hint        LeaderHint
+}
+
+// EpochEndResult answers OffsetForLeaderEpoch for one partition.
+type EpochEndResult struct {
+	Err         int16
+	LeaderEpoch int32
+	EndOffset   int64
+}

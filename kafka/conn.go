@@ -1,0 +1,287 @@
+package kafka
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// connCtx is what a handler knows of its connection.
+type connCtx struct {
+	ctx      context.Context
+	clientID string
+	remote   string
+}
+
+// conn is one client connection: a reader goroutine decodes requests and
+// starts them in order; a writer goroutine writes responses in that same
+// order, waiting on each in turn.
+type conn struct {
+	s    *Server
+	nc   net.Conn
+	cc   connCtx
+	out  chan pendingResp
+	once sync.Once
+	done chan struct{}
+}
+
+type pendingResp struct {
+	gen      int
+	key      int16
+	version  int16
+	corr     int32
+	flexible bool
+	start    time.Time
+	r        reply
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{s: s, nc: nc, out: make(chan pendingResp, s.cfg.MaxInFlight), done: make(chan struct{})}
+	c.cc = connCtx{ctx: s.ctx, remote: nc.RemoteAddr().String()}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	return c
+}
+
+func (c *conn) close() {
+	c.once.Do(func() {
+		close(c.done)
+		c.nc.Close()
+	})
+}
+
+func (c *conn) serve() {
+	defer c.s.wg.Done()
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	err := c.readLoop()
+	close(c.out)
+	<-writerDone
+	c.close()
+	c.s.dropConn(c)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		c.s.logger.Debug("kafka connection closed", "remote", c.cc.remote, "client_id", c.cc.clientID, "err", err)
+	}
+}
+
+func (c *conn) readLoop() error {
+	r := bufio.NewReaderSize(c.nc, 64<<10)
+	var sizeBuf [4]byte
+	for {
+		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+		if _, err := io.ReadFull(r, sizeBuf[:]); err != nil {
+			return err
+		}
+		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
+		if size < 8 || size > c.s.cfg.MaxRequestSize {
+			c.s.logger.Warn("closing connection: bad request size", "remote", c.cc.remote, "size", size, "max", c.s.cfg.MaxRequestSize)
+			c.s.metrics.badRequests.WithLabelValues("size").Inc()
+			return &badRequest{"size", "bad request size"}
+		}
+		body := make([]byte, size)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return err
+		}
+		if err := c.handle(body); err != nil {
+			return err
+		}
+	}
+}
+
+// decoded is a request read off the wire.
+type decoded struct {
+	key, version int16
+	corr         int32
+	clientID     *string
+	req          kmsg.Request // nil when the version is not served
+	api          *api
+}
+
+// badRequest explains why a frame cannot be served; the connection closes.
+type badRequest struct {
+	reason string // metric label
+	msg    string
+}
+
+func (e *badRequest) Error() string { return e.msg }
+
+// decodeRequest parses a request frame's header and body. It never panics
+// on any input (FuzzRequest checks that): unknown keys, versions outside
+// the served range (except ApiVersions, which gets a v0 answer) and
+// malformed bytes come back as a *badRequest.
+func decodeRequest(apis map[int16]*api, body []byte) (decoded, error) {
+	var d decoded
+	if len(body) < 8 {
+		return d, &badRequest{"size", "request shorter than its header"}
+	}
+	d.key = int16(binary.BigEndian.Uint16(body))
+	d.version = int16(binary.BigEndian.Uint16(body[2:]))
+	d.corr = int32(binary.BigEndian.Uint32(body[4:]))
+	d.api = apis[d.key]
+	if d.api == nil {
+		return d, &badRequest{"unknown_key", fmt.Sprintf("unknown api key %d", d.key)}
+	}
+	if d.version < d.api.min || d.version > d.api.max {
+		if d.key == 18 {
+			return d, nil // answered in v0 form; the body is not parsed
+		}
+		return d, &badRequest{"unsupported_version", fmt.Sprintf("%s v%d is not served (v%d-v%d)",
+			kmsg.NameForKey(d.key), d.version, d.api.min, d.api.max)}
+	}
+	req := kmsg.RequestForKey(d.key)
+	if req == nil {
+		return d, &badRequest{"unknown_key", fmt.Sprintf("unknown api key %d", d.key)}
+	}
+	req.SetVersion(d.version)
+	rd := kbin.Reader{Src: body[8:]}
+	d.clientID = rd.NullableString()
+	if req.IsFlexible() {
+		skipTags(&rd)
+	}
+	if !rd.Ok() {
+		return d, &badRequest{"malformed", "malformed request header"}
+	}
+	if err := req.ReadFrom(rd.Src); err != nil {
+		return d, &badRequest{"malformed", fmt.Sprintf("malformed %s v%d: %v", kmsg.NameForKey(d.key), d.version, err)}
+	}
+	d.req = req
+	return d, nil
+}
+
+// handle decodes one request and queues its reply.
+func (c *conn) handle(body []byte) error {
+	d, err := decodeRequest(c.s.apis, body)
+	if err != nil {
+		var br *badRequest
+		errors.As(err, &br)
+		c.s.logger.Warn("closing connection: "+br.msg, "remote", c.cc.remote, "client_id", c.cc.clientID)
+		c.s.metrics.badRequests.WithLabelValues(br.reason).Inc()
+		return err
+	}
+	if d.req == nil {
+		// ApiVersions above what we serve: a v0-shaped answer with our
+		// ranges, so the client retries at a version we speak.
+		gen := c.s.requestStarted()
+		return c.enqueue(pendingResp{gen: gen, key: d.key, version: 0, corr: d.corr, start: time.Now(), r: func() kmsg.Response {
+			resp := kmsg.NewPtrApiVersionsResponse()
+			resp.ErrorCode = 35 // UNSUPPORTED_VERSION
+			for _, r := range c.s.supported() {
+				resp.ApiKeys = append(resp.ApiKeys, kmsg.ApiVersionsResponseApiKey{ApiKey: r.Key, MinVersion: r.Min, MaxVersion: r.Max})
+			}
+			return resp
+		}})
+	}
+	if d.clientID != nil && c.cc.clientID == "" {
+		c.cc.clientID = *d.clientID
+	}
+	c.s.metrics.requests.WithLabelValues(kmsg.NameForKey(d.key)).Inc()
+	gen := c.s.requestStarted()
+	start := time.Now()
+	r := safeHandle(c, d.api, d.req)
+	if r == nil {
+		c.s.requestDone(gen)
+		return nil
+	}
+	flexible := d.req.IsFlexible() && d.key != 18
+	return c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start, r: r})
+}
+
+// safeHandle runs a handler, turning a panic into a closed connection
+// rather than a dead broker.
+func safeHandle(c *conn, a *api, req kmsg.Request) (r reply) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.s.logger.Error("kafka handler panic", "api", kmsg.NameForKey(a.key), "version", req.GetVersion(), "panic", fmt.Sprint(p))
+			r = func() kmsg.Response { return nil }
+			c.close()
+		}
+	}()
+	return a.handle(c.s, &c.cc, req)
+}
+
+func (c *conn) enqueue(p pendingResp) error {
+	select {
+	case c.out <- p:
+		return nil
+	case <-c.done:
+		c.s.requestDone(p.gen)
+		return net.ErrClosed
+	}
+}
+
+func skipTags(rd *kbin.Reader) {
+	n := rd.Uvarint()
+	for i := uint32(0); i < n; i++ {
+		rd.Uvarint()
+		size := rd.Uvarint()
+		rd.Span(int(size))
+	}
+}
+
+func (c *conn) writeLoop() {
+	w := bufio.NewWriterSize(c.nc, 64<<10)
+	var buf []byte
+	broken := false
+	for p := range c.out {
+		var resp kmsg.Response
+		if !broken {
+			resp = c.await(p)
+		}
+		if resp == nil || broken {
+			c.finish(p)
+			continue
+		}
+		buf = append(buf[:0], 0, 0, 0, 0)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(p.corr))
+		if p.flexible {
+			buf = append(buf, 0) // no tagged fields in the response header
+		}
+		resp.SetVersion(p.version)
+		buf = resp.AppendTo(buf)
+		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+		c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := w.Write(buf); err != nil {
+			broken = true
+			c.close()
+		}
+		c.finish(p)
+		if len(c.out) == 0 && !broken {
+			if err := w.Flush(); err != nil {
+				broken = true
+				c.close()
+			}
+		}
+		if cap(buf) > 8<<20 {
+			buf = nil
+		}
+	}
+}
+
+func (c *conn) await(p pendingResp) (resp kmsg.Response) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.s.logger.Error("kafka reply panic", "api", kmsg.NameForKey(p.key), "panic", fmt.Sprint(r))
+			resp = nil
+			c.close()
+		}
+	}()
+	return p.r()
+}
+
+func (c *conn) finish(p pendingResp) {
+	c.s.metrics.observe(p.key, time.Since(p.start))
+	c.s.requestDone(p.gen)
+}

@@ -1,0 +1,268 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Listen is the address to bind, e.g. "0.0.0.0:9092".
+	Listen string
+	// MaxRequestSize bounds a request frame (Kafka's
+	// socket.request.max.bytes); larger frames close the connection.
+	MaxRequestSize int32
+	// IdleTimeout closes connections that send nothing for this long
+	// (Kafka's connections.max.idle.ms).
+	IdleTimeout time.Duration
+	// MaxInFlight bounds pipelined requests per connection.
+	MaxInFlight int
+	Backend     Backend
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
+}
+
+// Server accepts Kafka clients and serves the protocol.
+type Server struct {
+	cfg     Config
+	backend Backend
+	logger  *slog.Logger
+	metrics *metrics
+	apis    map[int16]*api
+
+	ln       net.Listener
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	closed   bool
+	// Requests are counted in two generations: those received before a
+	// drain began (the drain waits for them) and those after.
+	draining atomic.Bool
+	inflight [2]atomic.Int64
+	idle     chan struct{} // signalled when a generation drops to zero
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// handler serves one request. It runs on the connection's reader goroutine
+// and must not block for long: work that waits (replication, long polls,
+// group rebalances) goes into the returned reply, which the connection's
+// writer calls in request order. A nil reply means no response (Produce
+// with acks=0).
+type handler func(s *Server, cc *connCtx, req kmsg.Request) reply
+
+type reply func() kmsg.Response
+
+// api binds a key, the versions served and the handler.
+type api struct {
+	key      int16
+	min, max int16
+	handle   handler
+}
+
+// registry holds the APIs this package serves; each NN_name.go file adds
+// its own at init and nothing changes it afterwards.
+var registry = map[int16]*api{}
+
+func register(key, min, max int16, h handler) {
+	if _, dup := registry[key]; dup {
+		panic(fmt.Sprintf("kafka: api key %d registered twice", key))
+	}
+	registry[key] = &api{key: key, min: min, max: max, handle: h}
+}
+
+// NewServer makes a server; Start listens.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Backend == nil {
+		return nil, errors.New("kafka: no backend")
+	}
+	if cfg.MaxRequestSize <= 0 {
+		cfg.MaxRequestSize = 100 << 20
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, backend: cfg.Backend, logger: cfg.Logger, metrics: m,
+		conns: map[*conn]struct{}{}, idle: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	s.apis = map[int16]*api{}
+	for k, a := range registry {
+		s.apis[k] = a
+	}
+	for _, g := range cfg.Backend.GroupAPIs() {
+		s.apis[g.Key] = &api{key: g.Key, min: g.Min, max: g.Max, handle: handleGroup}
+	}
+	return s, nil
+}
+
+// Start binds the listener and starts accepting.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("kafka: listen %s: %w", s.cfg.Listen, err)
+	}
+	s.ln = ln
+	s.wg.Add(1)
+	go s.accept()
+	return nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+func (s *Server) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.logger.Warn("kafka accept failed", "err", err)
+			select {
+			case <-time.After(20 * time.Millisecond):
+			case <-s.ctx.Done():
+				return
+			}
+			continue
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		cn := newConn(s, c)
+		s.conns[cn] = struct{}{}
+		s.mu.Unlock()
+		s.metrics.connections.Inc()
+		s.wg.Add(1)
+		go cn.serve()
+	}
+}
+
+func (s *Server) dropConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.metrics.connections.Dec()
+}
+
+// StopAccepting closes the listener: new connections are refused by the
+// kernel rather than accepted and dropped (franz-go does not retry an EOF
+// on a fresh connection's first request).
+func (s *Server) StopAccepting() {
+	if s.ln != nil {
+		s.ln.Close()
+	}
+}
+
+// InFlight is the number of requests received but not yet answered.
+func (s *Server) InFlight() int64 { return s.inflight[0].Load() + s.inflight[1].Load() }
+
+// requestStarted counts a request and returns its generation.
+func (s *Server) requestStarted() int {
+	gen := 0
+	if s.draining.Load() {
+		gen = 1
+	}
+	s.inflight[gen].Add(1)
+	return gen
+}
+
+func (s *Server) requestDone(gen int) {
+	if s.inflight[gen].Add(-1) == 0 {
+		select {
+		case s.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// BeginDrain starts a drain: Drain waits for the requests received so far.
+// Later requests are still served (a partition this node still leads is
+// best served here); they are counted apart.
+func (s *Server) BeginDrain() { s.draining.Store(true) }
+
+// Drain waits until every request received before BeginDrain has been
+// answered, or ctx ends.
+func (s *Server) Drain(ctx context.Context) error {
+	return s.waitGen(ctx, 0)
+}
+
+// DrainAll waits until no request at all is in flight, or ctx ends.
+func (s *Server) DrainAll(ctx context.Context) error {
+	if err := s.waitGen(ctx, 0); err != nil {
+		return err
+	}
+	return s.waitGen(ctx, 1)
+}
+
+func (s *Server) waitGen(ctx context.Context, gen int) error {
+	for {
+		if s.inflight[gen].Load() <= 0 {
+			return nil
+		}
+		select {
+		case <-s.idle:
+		case <-time.After(5 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Close stops the listener and closes every connection. Safe to call twice.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.StopAccepting()
+	for _, c := range conns {
+		c.close()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// supported lists the API ranges for ApiVersions, sorted by key.
+func (s *Server) supported() []APIRange {
+	out := make([]APIRange, 0, len(s.apis))
+	for _, a := range s.apis {
+		out = append(out, APIRange{Key: a.key, Min: a.min, Max: a.max})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
