@@ -1,0 +1,215 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// NodeSpec is one [[nodes]] entry of cluster.toml.
+type NodeSpec struct {
+	ID int32 `toml:"id"`
+	// Kafka is the address advertised to clients; KafkaListen, when set, is
+	// the address bound (containers and NAT need them to differ, as Kafka's
+	// listeners and advertised.listeners do). The same holds for Raft and
+	// Admin.
+	Kafka       string `toml:"kafka"`
+	KafkaListen string `toml:"kafka_listen"`
+	Raft        string `toml:"raft"`
+	RaftListen  string `toml:"raft_listen"`
+	Admin       string `toml:"admin"`
+	AdminListen string `toml:"admin_listen"`
+	Rack        string `toml:"rack"`
+}
+
+// ClusterFile is the shape of cluster.toml.
+type ClusterFile struct {
+	// ClusterID names the cluster in Metadata responses.
+	ClusterID string     `toml:"cluster_id"`
+	Nodes     []NodeSpec `toml:"nodes"`
+	// Topic defaults, as Kafka's num.partitions and
+	// default.replication.factor; replication 0 means min(3, nodes).
+	DefaultPartitions        int32 `toml:"default_partitions"`
+	DefaultReplicationFactor int16 `toml:"default_replication_factor"`
+	// OffsetsPartitions is the partition count of the internal offsets
+	// topic (Kafka's offsets.topic.num.partitions).
+	OffsetsPartitions int32 `toml:"offsets_partitions"`
+	// AutoCreateTopics lets Metadata create missing topics
+	// (auto.create.topics.enable). Default true.
+	AutoCreateTopics *bool `toml:"auto_create_topics"`
+}
+
+// LoadClusterFile reads and checks a cluster.toml.
+func LoadClusterFile(path string) (*ClusterFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cf ClusterFile
+	md, err := toml.Decode(string(b), &cf)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("%s: unknown keys %v", path, und)
+	}
+	if err := cf.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &cf, nil
+}
+
+func (cf *ClusterFile) check() error {
+	if len(cf.Nodes) == 0 {
+		return errors.New("no [[nodes]]")
+	}
+	seen := map[int32]bool{}
+	for _, n := range cf.Nodes {
+		if n.ID <= 0 || n.ID >= 1<<16 {
+			return fmt.Errorf("node id %d out of range [1, 65535]", n.ID)
+		}
+		if seen[n.ID] {
+			return fmt.Errorf("node id %d listed twice", n.ID)
+		}
+		seen[n.ID] = true
+		for what, addr := range map[string]string{"kafka": n.Kafka, "raft": n.Raft} {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return fmt.Errorf("node %d: %s address %q: %v", n.ID, what, addr, err)
+			}
+		}
+	}
+	sort.Slice(cf.Nodes, func(i, j int) bool { return cf.Nodes[i].ID < cf.Nodes[j].ID })
+	if cf.ClusterID == "" {
+		cf.ClusterID = "chronik"
+	}
+	if cf.DefaultPartitions <= 0 {
+		cf.DefaultPartitions = 1
+	}
+	if cf.DefaultReplicationFactor <= 0 {
+		cf.DefaultReplicationFactor = int16(min(3, len(cf.Nodes)))
+	}
+	if cf.OffsetsPartitions <= 0 {
+		cf.OffsetsPartitions = 6
+	}
+	return nil
+}
+
+// Node returns the spec of node id.
+func (cf *ClusterFile) Node(id int32) (NodeSpec, bool) {
+	for _, n := range cf.Nodes {
+		if n.ID == id {
+			return n, true
+		}
+	}
+	return NodeSpec{}, false
+}
+
+// FsyncMode is the --fsync policy.
+type FsyncMode string
+
+const (
+	FsyncAlways   FsyncMode = "always"
+	FsyncInterval FsyncMode = "interval"
+)
+
+// Config configures a Broker; cmd/chronik-server fills it from flags.
+type Config struct {
+	NodeID  int32
+	Cluster *ClusterFile
+	DataDir string
+
+	Fsync         FsyncMode
+	FsyncInterval time.Duration
+
+	// Graceful shutdown stage timeouts.
+	DrainTimeout    time.Duration
+	TransferTimeout time.Duration
+	WALSyncTimeout  time.Duration
+
+	// Raft timing: tick, and election/heartbeat in ticks.
+	RaftTick       time.Duration
+	ElectionTicks  int
+	HeartbeatTicks int
+	// ISRLagTime is Kafka's replica.lag.time.max.ms.
+	ISRLagTime time.Duration
+	// AutoLeaderRebalance moves leadership back to preferred replicas once
+	// they are in sync for RebalanceDelay (Kafka waits 5 minutes).
+	AutoLeaderRebalance bool
+	RebalanceDelay      time.Duration
+
+	SegmentBytes      int64
+	RetentionInterval time.Duration
+	MaxRequestSize    int32
+
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+func (c *Config) defaults() error {
+	if c.Cluster == nil {
+		return errors.New("broker: no cluster config")
+	}
+	if _, ok := c.Cluster.Node(c.NodeID); !ok {
+		return fmt.Errorf("broker: node %d is not in the cluster config", c.NodeID)
+	}
+	if c.DataDir == "" {
+		c.DataDir = "data/node-" + strconv.Itoa(int(c.NodeID))
+	}
+	if c.Fsync == "" {
+		c.Fsync = FsyncInterval
+	}
+	if c.Fsync != FsyncAlways && c.Fsync != FsyncInterval {
+		return fmt.Errorf("broker: fsync policy %q: want always or interval", c.Fsync)
+	}
+	if c.FsyncInterval <= 0 {
+		c.FsyncInterval = 100 * time.Millisecond
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.TransferTimeout <= 0 {
+		c.TransferTimeout = 30 * time.Second
+	}
+	if c.WALSyncTimeout <= 0 {
+		c.WALSyncTimeout = 5 * time.Second
+	}
+	if c.RaftTick <= 0 {
+		c.RaftTick = 100 * time.Millisecond
+	}
+	if c.ElectionTicks <= 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks <= 0 {
+		c.HeartbeatTicks = 2
+	}
+	if c.ISRLagTime <= 0 {
+		c.ISRLagTime = 10 * time.Second
+	}
+	if c.RebalanceDelay <= 0 {
+		c.RebalanceDelay = 2 * time.Second
+	}
+	if c.SegmentBytes <= 0 {
+		c.SegmentBytes = 128 << 20
+	}
+	if c.RetentionInterval <= 0 {
+		c.RetentionInterval = 30 * time.Second
+	}
+	if c.MaxRequestSize <= 0 {
+		c.MaxRequestSize = 100 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	return nil
+}

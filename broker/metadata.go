@@ -1,0 +1,311 @@
+package broker
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/chronik-dev/chronik/raft"
+)
+
+// The cluster metadata lives in Raft group 1, replicated over every node.
+// Partition groups get ids from firstPartitionGroup on, assigned when the
+// create command is applied, so every node derives the same ids.
+const (
+	metaGroup           = 1
+	firstPartitionGroup = 100
+	offsetsTopic        = "__consumer_offsets"
+	metaName            = "__cluster_metadata-0"
+	producerIDBlock     = 1000
+)
+
+type topicMeta struct {
+	Name       string            `json:"name"`
+	ID         [16]byte          `json:"id"`
+	Internal   bool              `json:"internal,omitempty"`
+	Partitions []partitionMeta   `json:"partitions"`
+	Configs    map[string]string `json:"configs,omitempty"`
+}
+
+type partitionMeta struct {
+	Group    uint64  `json:"group"`
+	Replicas []int32 `json:"replicas"` // Replicas[0] is the preferred leader
+}
+
+type metaState struct {
+	Topics         map[string]*topicMeta `json:"topics"`
+	NextGroup      uint64                `json:"next_group"`
+	NextProducerID int64                 `json:"next_producer_id"`
+}
+
+// metaCmd is a command in the metadata log (JSON, KindCommand).
+type metaCmd struct {
+	Op  string `json:"op"`
+	Req uint64 `json:"req"` // proposer's request id: node<<48 | sequence
+	// create_topic
+	Topic *topicMeta `json:"topic,omitempty"`
+	// delete_topic, create_partitions, alter_configs
+	Name   string            `json:"name,omitempty"`
+	Assign [][]int32         `json:"assign,omitempty"`
+	Set    map[string]string `json:"set,omitempty"`
+	// alloc_producer_ids
+	Count int64 `json:"count,omitempty"`
+}
+
+type metaResult struct {
+	Err      int16
+	Msg      string
+	PIDStart int64
+	Topic    *topicMeta
+}
+
+// metaSM is the metadata state machine.
+type metaSM struct {
+	node    int32
+	mu      sync.RWMutex
+	st      metaState
+	byID    map[[16]byte]string
+	byGroup map[uint64]groupRef
+	results map[uint64]metaResult
+	changed func() // told after every applied change (not under mu)
+}
+
+// groupRef names the partition a Raft group serves.
+type groupRef struct {
+	topic     string
+	partition int32
+}
+
+func newMetaSM(node int32, changed func()) *metaSM {
+	m := &metaSM{node: node, changed: changed, results: map[uint64]metaResult{}}
+	m.reset(metaState{})
+	return m
+}
+
+func (m *metaSM) reset(st metaState) {
+	if st.Topics == nil {
+		st.Topics = map[string]*topicMeta{}
+	}
+	if st.NextGroup < firstPartitionGroup {
+		st.NextGroup = firstPartitionGroup
+	}
+	if st.NextProducerID < 1 {
+		st.NextProducerID = 1
+	}
+	m.st = st
+	m.byID = map[[16]byte]string{}
+	m.byGroup = map[uint64]groupRef{}
+	for _, t := range st.Topics {
+		m.index(t)
+	}
+}
+
+func (m *metaSM) index(t *topicMeta) {
+	m.byID[t.ID] = t.Name
+	for i, p := range t.Partitions {
+		m.byGroup[p.Group] = groupRef{topic: t.Name, partition: int32(i)}
+	}
+}
+
+// Apply implements raft.StateMachine.
+func (m *metaSM) Apply(ents []raft.Committed) error {
+	changed := false
+	m.mu.Lock()
+	for _, e := range ents {
+		if e.Kind != clogCommand {
+			continue
+		}
+		var cmd metaCmd
+		if err := json.Unmarshal(e.Payload, &cmd); err != nil {
+			return fmt.Errorf("metadata entry %d: %w", e.Index, err)
+		}
+		res := m.apply(&cmd)
+		changed = true
+		if int32(cmd.Req>>48) == m.node && cmd.Req != 0 {
+			m.results[cmd.Req] = res
+		}
+	}
+	m.mu.Unlock()
+	if changed && m.changed != nil {
+		m.changed()
+	}
+	return nil
+}
+
+// apply runs one command; it must be deterministic.
+func (m *metaSM) apply(cmd *metaCmd) metaResult {
+	switch cmd.Op {
+	case "create_topic":
+		t := cmd.Topic
+		if t == nil {
+			return metaResult{Err: kerr.InvalidRequest.Code}
+		}
+		if old, ok := m.st.Topics[t.Name]; ok {
+			return metaResult{Err: kerr.TopicAlreadyExists.Code, Msg: "topic " + t.Name + " already exists", Topic: old}
+		}
+		nt := &topicMeta{Name: t.Name, ID: t.ID, Internal: t.Internal, Configs: t.Configs}
+		for _, reps := range cmd.Assign {
+			nt.Partitions = append(nt.Partitions, partitionMeta{Group: m.st.NextGroup, Replicas: reps})
+			m.st.NextGroup++
+		}
+		m.st.Topics[nt.Name] = nt
+		m.index(nt)
+		return metaResult{Topic: nt}
+	case "delete_topic":
+		t, ok := m.st.Topics[cmd.Name]
+		if !ok {
+			return metaResult{Err: kerr.UnknownTopicOrPartition.Code}
+		}
+		delete(m.st.Topics, cmd.Name)
+		delete(m.byID, t.ID)
+		for _, p := range t.Partitions {
+			delete(m.byGroup, p.Group)
+		}
+		return metaResult{Topic: t}
+	case "create_partitions":
+		t, ok := m.st.Topics[cmd.Name]
+		if !ok {
+			return metaResult{Err: kerr.UnknownTopicOrPartition.Code}
+		}
+		for _, reps := range cmd.Assign {
+			t.Partitions = append(t.Partitions, partitionMeta{Group: m.st.NextGroup, Replicas: reps})
+			m.st.NextGroup++
+		}
+		m.index(t)
+		return metaResult{Topic: t}
+	case "alter_configs":
+		t, ok := m.st.Topics[cmd.Name]
+		if !ok {
+			return metaResult{Err: kerr.UnknownTopicOrPartition.Code}
+		}
+		if t.Configs == nil {
+			t.Configs = map[string]string{}
+		}
+		for k, v := range cmd.Set {
+			if v == "" {
+				delete(t.Configs, k)
+			} else {
+				t.Configs[k] = v
+			}
+		}
+		return metaResult{Topic: t}
+	case "alloc_producer_ids":
+		start := m.st.NextProducerID
+		m.st.NextProducerID += cmd.Count
+		return metaResult{PIDStart: start}
+	}
+	return metaResult{Err: kerr.InvalidRequest.Code, Msg: "unknown metadata command " + strconv.Quote(cmd.Op)}
+}
+
+// Snapshot implements raft.StateMachine.
+func (m *metaSM) Snapshot() ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return json.Marshal(&m.st)
+}
+
+// Restore implements raft.StateMachine.
+func (m *metaSM) Restore(_ uint64, data []byte) error {
+	var st metaState
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &st); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	m.reset(st)
+	m.mu.Unlock()
+	if m.changed != nil {
+		m.changed()
+	}
+	return nil
+}
+
+func (m *metaSM) takeResult(req uint64) (metaResult, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.results[req]
+	delete(m.results, req)
+	return r, ok
+}
+
+// topic returns a copy of a topic's metadata.
+func (m *metaSM) topic(name string) (topicMeta, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	t, ok := m.st.Topics[name]
+	if !ok {
+		return topicMeta{}, false
+	}
+	return cloneTopic(t), true
+}
+
+func (m *metaSM) topicName(id [16]byte) (string, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n, ok := m.byID[id]
+	return n, ok
+}
+
+func (m *metaSM) group(g uint64) (groupRef, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r, ok := m.byGroup[g]
+	return r, ok
+}
+
+// topics returns copies of every topic, sorted by name.
+func (m *metaSM) topics() []topicMeta {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]topicMeta, 0, len(m.st.Topics))
+	for _, t := range m.st.Topics {
+		out = append(out, cloneTopic(t))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (m *metaSM) partitionCount() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n := 0
+	for _, t := range m.st.Topics {
+		n += len(t.Partitions)
+	}
+	return n
+}
+
+func cloneTopic(t *topicMeta) topicMeta {
+	c := *t
+	c.Partitions = make([]partitionMeta, len(t.Partitions))
+	for i, p := range t.Partitions {
+		c.Partitions[i] = partitionMeta{Group: p.Group, Replicas: slices.Clone(p.Replicas)}
+	}
+	c.Configs = map[string]string{}
+	for k, v := range t.Configs {
+		c.Configs[k] = v
+	}
+	return c
+}
+
+// assignReplicas spreads replicas of n new partitions over nodes: each
+// partition starts at the next node after the previous one, so preferred
+// leaders (the first replica) rotate evenly. offset continues the rotation
+// from partitions that already exist.
+func assignReplicas(nodes []int32, n int, rf int, offset int) [][]int32 {
+	out := make([][]int32, n)
+	for p := 0; p < n; p++ {
+		reps := make([]int32, rf)
+		for r := 0; r < rf; r++ {
+			reps[r] = nodes[(offset+p+r)%len(nodes)]
+		}
+		out[p] = reps
+	}
+	return out
+}

@@ -1,0 +1,458 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/chronik-dev/chronik/kafka"
+	clog "github.com/chronik-dev/chronik/log"
+	"github.com/chronik-dev/chronik/raft"
+)
+
+// partition is this node's replica of one Kafka partition: a Raft group
+// whose log is the partition log, and the state applied from it (the high
+// watermark and the idempotent-producer state).
+type partition struct {
+	b     *Broker
+	topic string
+	index int32
+	group uint64
+	rep   *raft.Replica
+
+	hw     atomic.Int64 // committed end offset: consumers never read past it
+	notify atomic.Pointer[chan struct{}]
+
+	mu        sync.Mutex
+	producers producerState
+	pending   map[int64][]*pendingBatch // proposed, not yet applied, per producer
+}
+
+type pendingBatch struct {
+	epoch       int16
+	first, last int32
+	p           raft.Pending
+}
+
+func newPartition(b *Broker, topic string, index int32, group uint64) *partition {
+	p := &partition{b: b, topic: topic, index: index, group: group,
+		producers: producerState{}, pending: map[int64][]*pendingBatch{}}
+	ch := make(chan struct{})
+	p.notify.Store(&ch)
+	return p
+}
+
+func (p *partition) name() string { return p.topic + "-" + strconv.Itoa(int(p.index)) }
+
+// wake tells long polls that the partition changed.
+func (p *partition) wake() {
+	ch := make(chan struct{})
+	old := p.notify.Swap(&ch)
+	close(*old)
+}
+
+func (p *partition) waitCh() <-chan struct{} { return *p.notify.Load() }
+
+// Apply implements raft.StateMachine: committed batches move the high
+// watermark and feed the producer state.
+func (p *partition) Apply(ents []raft.Committed) error {
+	hw := int64(-1)
+	p.mu.Lock()
+	for _, e := range ents {
+		if e.Kind == clog.KindBatch {
+			bi, err := clog.ParseBatch(e.Payload)
+			if err != nil {
+				p.mu.Unlock()
+				return fmt.Errorf("%s: committed entry %d: %w", p.name(), e.Index, err)
+			}
+			if bi.ProducerID >= 0 {
+				p.producers.apply(bi.ProducerID, bi.ProducerEpoch, bi.BaseSequence,
+					lastSeq(bi.BaseSequence, bi.LastOffsetDelta+1), e.BaseOffset)
+			}
+		}
+		hw = e.BaseOffset + int64(e.Count)
+	}
+	p.mu.Unlock()
+	if hw >= 0 && hw != p.hw.Load() {
+		p.hw.Store(hw)
+		p.wake()
+	}
+	return nil
+}
+
+// Snapshot implements raft.StateMachine: the producer state.
+func (p *partition) Snapshot() ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.producers.encode(), nil
+}
+
+// Restore implements raft.StateMachine.
+func (p *partition) Restore(index uint64, data []byte) error {
+	ps, err := decodeProducerState(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.name(), err)
+	}
+	p.mu.Lock()
+	p.producers = ps
+	p.mu.Unlock()
+	if p.rep != nil {
+		if hw, err := p.rep.Log().EndOffsetAt(index); err == nil {
+			p.hw.Store(hw)
+		} else {
+			_, _, off := p.rep.Log().Base()
+			p.hw.Store(off)
+		}
+		p.wake()
+	}
+	return nil
+}
+
+// initHW sets the high watermark after the replica opened: it is the end of
+// the applied entries (raft re-applies the rest as they commit).
+func (p *partition) initHW() {
+	st := p.rep.Status()
+	if hw, err := p.rep.Log().EndOffsetAt(st.Applied); err == nil {
+		p.hw.Store(hw)
+	} else {
+		p.hw.Store(p.rep.Log().StartOffset())
+	}
+}
+
+func (p *partition) hint(st *raft.Status) kafka.LeaderHint {
+	if st.Leader == 0 {
+		return kafka.LeaderHint{Leader: -1, Epoch: -1}
+	}
+	return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
+}
+
+func immediate(r kafka.ProduceResult) kafka.ProduceWait {
+	return func(context.Context) kafka.ProduceResult { return r }
+}
+
+func produceErr(code int16, msg string) kafka.ProduceWait {
+	return immediate(kafka.ProduceResult{Err: code, Message: msg, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}})
+}
+
+// produce validates a batch, checks its producer sequence and proposes it.
+// It runs on the client connection's reader goroutine, so batches from one
+// connection are proposed in order; the returned function waits.
+func (p *partition) produce(records []byte, acks int16, timeout time.Duration) kafka.ProduceWait {
+	bi, err := clog.ParseBatch(records)
+	if err != nil {
+		return produceErr(kerr.CorruptMessage.Code, "records must be exactly one v2 record batch")
+	}
+	if !clog.BatchCRCValid(records) {
+		return produceErr(kerr.CorruptMessage.Code, "record batch CRC mismatch")
+	}
+	if bi.NumRecords != bi.LastOffsetDelta+1 || bi.NumRecords <= 0 {
+		return produceErr(kerr.InvalidRecord.Code, "record count does not match the last offset delta")
+	}
+	if c := bi.Attributes & 0x7; c > 4 {
+		return produceErr(kerr.UnsupportedCompressionType.Code, "unknown compression codec")
+	}
+	if bi.Attributes&0x30 != 0 {
+		return produceErr(kerr.InvalidRecord.Code, "transactional and control batches are not supported")
+	}
+	cfg := p.b.topicConfig(p.topic)
+	if int64(len(records)) > cfg.maxMessageBytes {
+		return produceErr(kerr.MessageTooLarge.Code, "batch larger than max.message.bytes")
+	}
+	st := p.rep.Status()
+	if !st.IsLeader() {
+		return p.notLeader(st)
+	}
+	if !st.LeaderReady {
+		// A new leader first applies its own term's first entry, so its
+		// producer state covers everything its predecessor committed.
+		st = p.waitLeaderReady(min(timeout, 3*time.Second))
+		if !st.IsLeader() || !st.LeaderReady {
+			return p.notLeader(st)
+		}
+	}
+	if acks == -1 && len(st.ISR) < cfg.minInsync {
+		return immediate(kafka.ProduceResult{Err: kerr.NotEnoughReplicas.Code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1})
+	}
+	appendTime := int64(-1)
+	data := records
+	if cfg.logAppendTime {
+		appendTime = time.Now().UnixMilli()
+		data = append([]byte(nil), records...)
+		clog.SetBatchLogAppendTime(data, appendTime)
+	}
+
+	p.mu.Lock()
+	if bi.ProducerID >= 0 {
+		if w := p.checkSequence(bi, acks); w != nil {
+			p.mu.Unlock()
+			return w
+		}
+	}
+	pend := p.rep.Submit(clog.KindBatch, data)
+	if bi.ProducerID >= 0 {
+		p.pending[bi.ProducerID] = append(p.pending[bi.ProducerID], &pendingBatch{epoch: bi.ProducerEpoch,
+			first: bi.BaseSequence, last: lastSeq(bi.BaseSequence, bi.NumRecords), p: pend})
+	}
+	p.mu.Unlock()
+	return p.waiter(pend, acks, timeout, appendTime)
+}
+
+func (p *partition) waiter(pend raft.Pending, acks int16, timeout time.Duration, appendTime int64) kafka.ProduceWait {
+	return func(ctx context.Context) kafka.ProduceResult {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		res, err := p.rep.Wait(ctx, pend, acks == -1)
+		if err != nil {
+			return p.produceFailure(err)
+		}
+		return kafka.ProduceResult{BaseOffset: res.BaseOffset, LogAppendTime: appendTime, LogStartOffset: p.rep.Log().StartOffset()}
+	}
+}
+
+func (p *partition) produceFailure(err error) kafka.ProduceResult {
+	r := kafka.ProduceResult{BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}}
+	var nl *raft.NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		r.Err = kerr.NotLeaderForPartition.Code
+		if nl.Leader != 0 {
+			r.Hint = kafka.LeaderHint{Leader: int32(nl.Leader), Epoch: int32(nl.Term)}
+		} else {
+			r.Hint = p.hint(p.rep.Status())
+		}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// No quorum acknowledged in time: retriable, and retries of
+		// idempotent batches are deduplicated.
+		st := p.rep.Status()
+		if st.IsLeader() && len(st.ISR) <= len(st.Voters)/2 {
+			r.Err = kerr.NotEnoughReplicas.Code
+		} else {
+			r.Err = kerr.RequestTimedOut.Code
+		}
+	case errors.Is(err, raft.ErrStopped):
+		if st := p.rep.Status(); st.Failed {
+			r.Err = kerr.KafkaStorageError.Code
+		} else {
+			r.Err = kerr.NotLeaderForPartition.Code
+			r.Hint = p.b.viewHint(p.group)
+		}
+	default:
+		r.Err = kerr.KafkaStorageError.Code
+		r.Message = err.Error()
+	}
+	return r
+}
+
+func (p *partition) notLeader(st *raft.Status) kafka.ProduceWait {
+	h := p.hint(st)
+	if h.Leader < 0 || h.Leader == p.b.cfg.NodeID {
+		h = p.b.viewHint(p.group)
+	}
+	return immediate(kafka.ProduceResult{Err: kerr.NotLeaderForPartition.Code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: h})
+}
+
+func (p *partition) waitLeaderReady(d time.Duration) *raft.Status {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		ch := p.rep.Changed()
+		st := p.rep.Status()
+		if !st.IsLeader() || st.LeaderReady {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return p.rep.Status()
+		}
+	}
+}
+
+// checkSequence applies Kafka's idempotence rules against the applied
+// state and the batches still in flight. It returns a ready answer for
+// duplicates and errors, or nil to go ahead. Callers hold p.mu.
+func (p *partition) checkSequence(bi clog.BatchInfo, acks int16) kafka.ProduceWait {
+	pid, epoch, first := bi.ProducerID, bi.ProducerEpoch, bi.BaseSequence
+	last := lastSeq(first, bi.NumRecords)
+	// Drop finished proposals: applied ones are in the producer state now.
+	live := p.pending[pid][:0]
+	for _, pb := range p.pending[pid] {
+		select {
+		case <-raft.Done(pb.p):
+		default:
+			live = append(live, pb)
+		}
+	}
+	if len(live) == 0 {
+		delete(p.pending, pid)
+	} else {
+		p.pending[pid] = live
+	}
+	applied := p.producers[pid]
+	curEpoch := int16(-1)
+	if applied != nil {
+		curEpoch = applied.epoch
+	}
+	if n := len(live); n > 0 && live[n-1].epoch > curEpoch {
+		curEpoch = live[n-1].epoch
+	}
+	if epoch < curEpoch {
+		return produceErr(kerr.InvalidProducerEpoch.Code, "producer epoch is fenced")
+	}
+	for _, pb := range live {
+		if pb.epoch == epoch && pb.first == first && pb.last == last {
+			// A retry of a batch still in flight gets that batch's answer.
+			return p.waiter(pb.p, acks, 30*time.Second, -1)
+		}
+	}
+	if applied != nil && applied.epoch == epoch {
+		for _, b := range applied.batches {
+			if b.first == first && b.last == last {
+				return immediate(kafka.ProduceResult{BaseOffset: b.offset, LogAppendTime: -1, LogStartOffset: p.rep.Log().StartOffset()})
+			}
+		}
+	}
+	var prev *int32
+	if n := len(live); n > 0 && live[n-1].epoch == epoch {
+		prev = &live[n-1].last
+	} else if applied != nil && applied.epoch == epoch && len(applied.batches) > 0 {
+		prev = &applied.batches[len(applied.batches)-1].last
+	}
+	if prev == nil {
+		if first != 0 {
+			return produceErr(kerr.OutOfOrderSequenceNumber.Code, "a new producer epoch must start at sequence 0")
+		}
+		return nil
+	}
+	want := seqAfter(*prev)
+	if first == want {
+		return nil
+	}
+	diff := int64(first) - int64(want)
+	if diff < 0 && diff > -(1<<30) {
+		return produceErr(kerr.DuplicateSequenceNumber.Code, "batch is older than the last five")
+	}
+	return produceErr(kerr.OutOfOrderSequenceNumber.Code, fmt.Sprintf("expected sequence %d, got %d", want, first))
+}
+
+// checkEpoch applies KIP-320 fencing: an older epoch is fenced, a newer one
+// is not known here yet.
+func checkEpoch(current int32, st *raft.Status) int16 {
+	if current < 0 {
+		return 0
+	}
+	switch term := int32(st.Term); {
+	case current < term:
+		return kerr.FencedLeaderEpoch.Code
+	case current > term:
+		return kerr.UnknownLeaderEpoch.Code
+	}
+	return 0
+}
+
+func (p *partition) fetch(req kafka.FetchPartition) (kafka.FetchResult, <-chan struct{}) {
+	res := kafka.FetchResult{HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}}
+	st := p.rep.Status()
+	if !st.IsLeader() {
+		res.Err = kerr.NotLeaderForPartition.Code
+		res.Hint = p.hint(st)
+		return res, nil
+	}
+	if code := checkEpoch(req.CurrentEpoch, st); code != 0 {
+		res.Err = code
+		return res, nil
+	}
+	wait := p.waitCh()
+	hw := p.hw.Load()
+	l := p.rep.Log()
+	start := l.StartOffset()
+	res.HighWatermark, res.LastStable, res.LogStartOffset = hw, hw, start
+	// Out of range is judged against the log end, not the high watermark: a
+	// new leader's high watermark can briefly trail what consumers saw.
+	if req.Offset < start || req.Offset > l.NextOffset() {
+		res.Err = kerr.OffsetOutOfRange.Code
+		return res, nil
+	}
+	if req.Offset >= hw {
+		return res, wait
+	}
+	recs, err := l.ReadBatches(req.Offset, hw, int(req.MaxBytes), req.MinOne)
+	if err != nil {
+		p.b.logger.Error("fetch read failed", "partition", p.name(), "offset", req.Offset, "err", err)
+		res.Err = kerr.KafkaStorageError.Code
+		return res, nil
+	}
+	res.Records = recs
+	return res, wait
+}
+
+func (p *partition) listOffset(ts int64, current int32) kafka.ListOffsetResult {
+	res := kafka.ListOffsetResult{Offset: -1, Timestamp: -1, LeaderEpoch: -1}
+	st := p.rep.Status()
+	if !st.IsLeader() {
+		res.Err = kerr.NotLeaderForPartition.Code
+		res.Hint = p.hint(st)
+		return res
+	}
+	if code := checkEpoch(current, st); code != 0 {
+		res.Err = code
+		return res
+	}
+	res.LeaderEpoch = int32(st.Term)
+	l := p.rep.Log()
+	hw := p.hw.Load()
+	switch ts {
+	case -1:
+		res.Offset = hw
+	case -2:
+		res.Offset = l.StartOffset()
+	case -3:
+		mts, off, ok, err := l.MaxTimestamp()
+		if err != nil {
+			res.Err = kerr.KafkaStorageError.Code
+		} else if ok && off < hw {
+			res.Offset, res.Timestamp = off, mts
+		}
+	default:
+		off, batch, ok, err := l.OffsetForTime(ts)
+		if err != nil {
+			res.Err = kerr.KafkaStorageError.Code
+			return res
+		}
+		if !ok || off >= hw {
+			return res // no record at or after ts: offset -1
+		}
+		exact, rts := offsetInBatch(batch, ts)
+		res.Offset, res.Timestamp = exact, rts
+	}
+	return res
+}
+
+func (p *partition) epochEnd(current, epoch int32) kafka.EpochEndResult {
+	res := kafka.EpochEndResult{LeaderEpoch: -1, EndOffset: -1}
+	st := p.rep.Status()
+	if !st.IsLeader() {
+		res.Err = kerr.NotLeaderForPartition.Code
+		return res
+	}
+	if code := checkEpoch(current, st); code != 0 {
+		res.Err = code
+		return res
+	}
+	if epoch < 0 {
+		return res
+	}
+	l := p.rep.Log()
+	e, end, ok := l.EpochEndOffset(uint64(epoch), l.NextOffset())
+	if !ok {
+		return res
+	}
+	res.LeaderEpoch, res.EndOffset = int32(e), end
+	return res
+}

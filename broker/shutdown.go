@@ -1,0 +1,261 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chronik-dev/chronik/raft"
+)
+
+// noticeLeaving tells peers this node began a graceful shutdown, so their
+// leader rebalancing stops handing it leadership.
+const noticeLeaving uint16 = 2
+
+// maxParallelTransfers bounds leadership transfers in flight at once.
+const maxParallelTransfers = 256
+
+// ShutdownReport summarizes a graceful shutdown.
+type ShutdownReport struct {
+	Duration          time.Duration
+	Transferred       int
+	TransferFailed    int
+	DrainTimedOut     bool
+	TransferDurations []time.Duration
+}
+
+// Shutdown stops the node gracefully in the runbook's four stages:
+//
+//  1. DrainRequests: the Kafka listener closes, so new connections are
+//     refused by the kernel (never accepted and dropped); long polls return;
+//     requests received so far are answered. Requests on open connections
+//     keep being served: while this node leads a partition, refusing them
+//     would send the client nowhere.
+//  2. TransferLeadership: every group this node leads (partitions, offsets
+//     partitions, cluster metadata) is handed to its most caught-up in-sync
+//     follower, in parallel. Proposals arriving mid-transfer are held and
+//     then answered NOT_LEADER_OR_FOLLOWER with the new leader (KIP-951), so
+//     clients move at once; entries already in the log commit under the new
+//     leader and their requests succeed. The node no longer campaigns.
+//  3. SyncWAL: Raft processing stops and every log and Raft state file is
+//     fsynced and closed.
+//  4. Shutdown: client connections, the admin server and the peer transport
+//     close (peers get a goodbye and do not treat this as a crash).
+//
+// Each stage has its own timeout; when one expires the next stage starts.
+func (b *Broker) Shutdown() ShutdownReport {
+	start := time.Now()
+	var rep ShutdownReport
+	lg := b.logger
+	lg.Info("Starting graceful shutdown for node " + itoa(int(b.cfg.NodeID)))
+
+	lg.Info("Step 1/4: Draining in-flight requests")
+	b.beginShutdown()
+	b.host.SetStopping()
+	for _, n := range b.cfg.Cluster.Nodes {
+		if n.ID != b.cfg.NodeID {
+			b.host.SendNotice(uint64(n.ID), noticeLeaving, nil)
+		}
+	}
+	b.kafka.StopAccepting()
+	b.kafka.BeginDrain()
+	dctx, cancel := context.WithTimeout(context.Background(), b.cfg.DrainTimeout)
+	drainStart := time.Now()
+	if err := b.kafka.Drain(dctx); err != nil {
+		rep.DrainTimedOut = true
+		lg.Warn("Drain timeout reached with " + itoa(int(b.kafka.InFlight())) + " in-flight requests remaining")
+	} else {
+		lg.Info("All in-flight requests drained in " + fmtDur(time.Since(drainStart)))
+	}
+	cancel()
+
+	lg.Info("Step 2/4: Transferring leadership")
+	rep.Transferred, rep.TransferFailed, rep.TransferDurations = b.transferAll()
+	// Requests that arrived during the transfers are answered by now or
+	// soon (held proposals fail over, appended ones commit under the new
+	// leader); give them a moment before Raft stops.
+	settle, cancel := context.WithTimeout(context.Background(), time.Second)
+	b.kafka.DrainAll(settle)
+	cancel()
+
+	lg.Info("Step 3/4: Syncing WAL to disk")
+	b.cancel()
+	b.wg.Wait()
+	b.coord.Close()
+	done := make(chan error, 1)
+	go func() { done <- b.host.StopReplicas() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			lg.Error("WAL sync failed", "err", err)
+		} else {
+			lg.Info("WAL sync complete")
+		}
+	case <-time.After(b.cfg.WALSyncTimeout):
+		lg.Warn("WAL sync timeout after " + fmtDur(b.cfg.WALSyncTimeout))
+	}
+
+	lg.Info("Step 4/4: Shutting down")
+	b.kafka.Close()
+	if b.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		b.admin.Close(ctx)
+		cancel()
+	}
+	b.closeOnce.Do(func() {
+		b.host.Close()
+		close(b.stopped)
+	})
+	rep.Duration = time.Since(start)
+	b.shutdownDuration.Set(rep.Duration.Seconds())
+	lg.Info("Graceful shutdown complete in " + fmtDur(rep.Duration) +
+		" (transfers: " + itoa(rep.Transferred) + " successful, " + itoa(rep.TransferFailed) + " failed)")
+	return rep
+}
+
+// transferAll hands off every group this node leads.
+func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
+	var leading []*raft.Replica
+	alone := 0
+	for _, r := range b.host.Replicas() {
+		st := r.Status()
+		if !st.IsLeader() {
+			continue
+		}
+		if len(st.Voters) < 2 {
+			alone++ // no other replica to take over
+			continue
+		}
+		leading = append(leading, r)
+	}
+	if alone > 0 {
+		b.logger.Info(itoa(alone) + " partitions have no other replica; they are unavailable until this node is back")
+	}
+	if len(leading) == 0 {
+		b.logger.Info("No partitions where we're the leader, skipping transfer")
+		return 0, 0, nil
+	}
+	sort.Slice(leading, func(i, j int) bool { return leading[i].Name() < leading[j].Name() })
+	b.logger.Info("Found " + itoa(len(leading)) + " partitions where we're the leader")
+	deadline := time.Now().Add(b.cfg.TransferTimeout)
+	var nOK, nFailed atomic.Int64
+	var mu sync.Mutex
+	sem := make(chan struct{}, maxParallelTransfers)
+	var wg sync.WaitGroup
+	for _, r := range leading {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			d, err := b.transferOne(r, deadline)
+			if err != nil {
+				nFailed.Add(1)
+				b.transfersFailed.Inc()
+				return
+			}
+			nOK.Add(1)
+			b.transfersOK.Inc()
+			mu.Lock()
+			durations = append(durations, d)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	// Verify: nothing may still have this node as leader.
+	verify := time.Now().Add(500 * time.Millisecond)
+	for {
+		var still []string
+		for _, r := range b.host.Replicas() {
+			if st := r.Status(); st.IsLeader() && len(st.Voters) > 1 {
+				still = append(still, r.Name())
+			}
+		}
+		if len(still) == 0 {
+			break
+		}
+		if time.Now().After(verify) {
+			b.logger.Warn("still leader after transfers", "partitions", still)
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return int(nOK.Load()), int(nFailed.Load()), durations
+}
+
+// transferOne moves one group's leadership, trying followers from the most
+// caught up down.
+func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration, error) {
+	start := time.Now()
+	tried := map[uint64]bool{}
+	var lastErr error
+	for time.Now().Before(deadline) {
+		st := r.Status()
+		if !st.IsLeader() {
+			// Leadership moved on its own (e.g. a peer's election).
+			b.logger.Info("Successfully transferred leadership for " + r.Name() + " in " + fmtDur(time.Since(start)))
+			return time.Since(start), nil
+		}
+		target := b.pickTarget(st, tried)
+		if target == 0 {
+			if len(tried) == 0 {
+				break
+			}
+			tried = map[uint64]bool{} // every candidate failed once: go round again
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		tried[target] = true
+		b.logger.Info("Transferring leadership for " + r.Name() + " to node " + itoa(int(target)))
+		attempt := min(time.Until(deadline), 3*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), attempt)
+		err := r.TransferLeadership(ctx, target)
+		cancel()
+		if err == nil {
+			d := time.Since(start)
+			b.logger.Info("Successfully transferred leadership for " + r.Name() + " in " + fmtDur(d))
+			return d, nil
+		}
+		lastErr = err
+		b.logger.Debug("leadership transfer attempt failed", "partition", r.Name(), "to", target, "err", err)
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no live follower to take over")
+	}
+	b.logger.Warn("Leadership transfer timeout for "+r.Name()+" after "+fmtDur(time.Since(start)), "err", lastErr)
+	return 0, lastErr
+}
+
+// pickTarget chooses the live, in-sync, not-leaving follower with the
+// highest replicated index, skipping ones already tried; 0 when none.
+func (b *Broker) pickTarget(st *raft.Status, tried map[uint64]bool) uint64 {
+	var best uint64
+	var bestMatch uint64
+	inISR := map[uint64]bool{}
+	for _, id := range st.ISR {
+		inISR[id] = true
+	}
+	for _, strict := range []bool{true, false} {
+		for _, v := range st.Voters {
+			if v == st.ID || tried[v] || !b.host.PeerAlive(v) || b.host.PeerLeaving(v) {
+				continue
+			}
+			if strict && !inISR[v] {
+				continue
+			}
+			if m := st.Match[v]; best == 0 || m > bestMatch {
+				best, bestMatch = v, m
+			}
+		}
+		if best != 0 {
+			return best
+		}
+	}
+	return 0
+}
+
+// Done is closed once the node has stopped.
+func (b *Broker) Done() <-chan struct{} { return b.stopped }

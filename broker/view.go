@@ -1,0 +1,155 @@
+package broker
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/chronik-dev/chronik/raft"
+)
+
+// Brokers tell each other who leads what. A replica's own Raft status is
+// the truth for groups this node hosts; for the others (clusters with more
+// nodes than the replication factor), and for the ISR, which only a leader
+// knows, the leader broadcasts a notice whenever leader, epoch or ISR
+// change, and again to a peer that (re)connects.
+const noticeLeaders uint16 = 1
+
+type leaderInfo struct {
+	Group  uint64  `json:"g"`
+	Leader int32   `json:"l"`
+	Epoch  int32   `json:"e"`
+	ISR    []int32 `json:"i"`
+}
+
+type clusterView struct {
+	mu     sync.RWMutex
+	groups map[uint64]leaderInfo
+}
+
+func newClusterView() *clusterView { return &clusterView{groups: map[uint64]leaderInfo{}} }
+
+// update records li unless it is older than what is known.
+func (v *clusterView) update(li leaderInfo) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	old, ok := v.groups[li.Group]
+	if ok && li.Epoch < old.Epoch {
+		return false
+	}
+	if ok && old.Epoch == li.Epoch && old.Leader == li.Leader && slices.Equal(old.ISR, li.ISR) {
+		return false
+	}
+	v.groups[li.Group] = li
+	return true
+}
+
+func (v *clusterView) get(g uint64) (leaderInfo, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	li, ok := v.groups[g]
+	return li, ok
+}
+
+func (v *clusterView) forget(g uint64) {
+	v.mu.Lock()
+	delete(v.groups, g)
+	v.mu.Unlock()
+}
+
+func toInt32s(ids []uint64) []int32 {
+	out := make([]int32, len(ids))
+	for i, id := range ids {
+		out[i] = int32(id)
+	}
+	return out
+}
+
+// onLeaderChange runs on a Raft worker when a local replica's leader, term
+// or ISR changed. It must not block.
+func (b *Broker) onLeaderChange(r *raft.Replica, s *raft.Status) {
+	li := leaderInfo{Group: r.Group(), Leader: int32(s.Leader), Epoch: int32(s.Term)}
+	if s.IsLeader() {
+		li.ISR = toInt32s(s.ISR)
+	}
+	if s.Leader == 0 {
+		li.Leader = -1
+	}
+	b.view.update(li)
+	if s.IsLeader() {
+		b.broadcastLeaders([]leaderInfo{li}, 0)
+	}
+	if p := b.localPartition(r.Group()); p != nil {
+		p.wake() // long polls on a replica that lost leadership return at once
+	}
+	b.signalLeadership()
+}
+
+// broadcastLeaders sends leader notices to every peer, or only to one.
+func (b *Broker) broadcastLeaders(lis []leaderInfo, only int32) {
+	data, err := json.Marshal(lis)
+	if err != nil {
+		return
+	}
+	for _, n := range b.cfg.Cluster.Nodes {
+		if n.ID == b.cfg.NodeID || (only != 0 && n.ID != only) {
+			continue
+		}
+		b.host.SendNotice(uint64(n.ID), noticeLeaders, data)
+	}
+}
+
+func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
+	if channel == noticeLeaving {
+		b.host.SetPeerLeaving(from)
+		b.logger.Info("peer is shutting down gracefully", "node", from)
+		return
+	}
+	if channel != noticeLeaders {
+		return
+	}
+	var lis []leaderInfo
+	if err := json.Unmarshal(data, &lis); err != nil {
+		b.logger.Warn("bad leader notice", "from", from, "err", err)
+		return
+	}
+	for _, li := range lis {
+		if b.host.Replica(li.Group) != nil && li.Leader != int32(from) {
+			continue // local Raft knows better, except for the leader's ISR
+		}
+		b.view.update(li)
+	}
+}
+
+func (b *Broker) onPeer(id uint64, up bool) {
+	if !up {
+		b.signalLeadership()
+		return
+	}
+	// Tell a (re)connected peer what this node leads.
+	var lis []leaderInfo
+	for _, r := range b.host.Replicas() {
+		if s := r.Status(); s.IsLeader() {
+			lis = append(lis, leaderInfo{Group: r.Group(), Leader: int32(s.Leader), Epoch: int32(s.Term), ISR: toInt32s(s.ISR)})
+		}
+	}
+	if len(lis) > 0 {
+		b.broadcastLeaders(lis, int32(id))
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// fmtDur prints a duration the way the runbook's log lines show them:
+// milliseconds below a second ("150ms"), seconds with one decimal above.
+func fmtDur(d time.Duration) string {
+	if d < time.Millisecond {
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
+	}
+	if d < time.Second {
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	}
+	return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/chronik-dev/chronik/broker"
+)
+
+func serverFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "node-id", Usage: "this node's id in the cluster config", EnvVars: []string{"CHRONIK_NODE_ID"}},
+		&cli.StringFlag{Name: "cluster-config", Usage: "cluster TOML file ([[nodes]] with id, kafka, raft, admin)", EnvVars: []string{"CHRONIK_CLUSTER_CONFIG"}},
+		&cli.StringFlag{Name: "data-dir", Usage: "data directory (default ./data/node-<id>)", EnvVars: []string{"CHRONIK_DATA_DIR"}},
+		&cli.StringFlag{Name: "fsync", Value: "interval", Usage: "fsync policy: always (every write, group committed) or interval", EnvVars: []string{"CHRONIK_FSYNC"}},
+		&cli.StringFlag{Name: "fsync-interval", Value: "100ms", Usage: "with --fsync interval, how often logs are synced", EnvVars: []string{"CHRONIK_FSYNC_INTERVAL"}},
+		&cli.StringFlag{Name: "drain-timeout", Value: "10", Usage: "shutdown stage 1 timeout (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_DRAIN_TIMEOUT"}},
+		&cli.StringFlag{Name: "transfer-timeout", Value: "30", Usage: "shutdown stage 2 timeout (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_TRANSFER_TIMEOUT"}},
+		&cli.StringFlag{Name: "wal-sync-timeout", Value: "5", Usage: "shutdown stage 3 timeout (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_WAL_SYNC_TIMEOUT"}},
+		&cli.StringFlag{Name: "raft-tick", Value: "100ms", Usage: "Raft tick interval", EnvVars: []string{"CHRONIK_RAFT_TICK"}},
+		&cli.IntFlag{Name: "election-ticks", Value: 10, Usage: "ticks without a leader before an election", EnvVars: []string{"CHRONIK_ELECTION_TICKS"}},
+		&cli.IntFlag{Name: "heartbeat-ticks", Value: 2, Usage: "ticks between leader heartbeats", EnvVars: []string{"CHRONIK_HEARTBEAT_TICKS"}},
+		&cli.StringFlag{Name: "isr-lag-time", Value: "10s", Usage: "how long a follower may lag and stay in sync (replica.lag.time.max.ms)", EnvVars: []string{"CHRONIK_ISR_LAG_TIME"}},
+		&cli.BoolFlag{Name: "auto-leader-rebalance", Value: true, Usage: "move leadership back to preferred replicas once they are in sync", EnvVars: []string{"CHRONIK_AUTO_LEADER_REBALANCE"}},
+		&cli.StringFlag{Name: "rebalance-delay", Value: "2s", Usage: "how long a preferred replica must be in sync before it gets leadership back", EnvVars: []string{"CHRONIK_REBALANCE_DELAY"}},
+		&cli.Int64Flag{Name: "segment-bytes", Value: 128 << 20, Usage: "default log segment size", EnvVars: []string{"CHRONIK_SEGMENT_BYTES"}},
+		&cli.StringFlag{Name: "retention-check-interval", Value: "30s", Usage: "how often retention runs", EnvVars: []string{"CHRONIK_RETENTION_CHECK_INTERVAL"}},
+		&cli.IntFlag{Name: "max-request-size", Value: 100 << 20, Usage: "largest Kafka request frame accepted (bytes)", EnvVars: []string{"CHRONIK_MAX_REQUEST_SIZE"}},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"CHRONIK_LOG_LEVEL"}},
+		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"CHRONIK_LOG_FORMAT"}},
+	}
+}
+
+// parseSeconds reads a timeout given as plain seconds ("30", "2.5", as the
+// runbook writes them) or as a Go duration ("30s", "500ms").
+func parseSeconds(name, v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f < 0 {
+			return 0, fmt.Errorf("--%s: negative", name)
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("--%s: %q is neither seconds nor a duration", name, v)
+	}
+	return d, nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q: want text or json", format)
+}
+
+func configFromFlags(c *cli.Context) (broker.Config, error) {
+	var cfg broker.Config
+	if !c.IsSet("node-id") {
+		return cfg, fmt.Errorf("--node-id (or CHRONIK_NODE_ID) is required")
+	}
+	if c.String("cluster-config") == "" {
+		return cfg, fmt.Errorf("--cluster-config (or CHRONIK_CLUSTER_CONFIG) is required")
+	}
+	cf, err := broker.LoadClusterFile(c.String("cluster-config"))
+	if err != nil {
+		return cfg, err
+	}
+	logger, err := newLogger(c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg = broker.Config{
+		NodeID: int32(c.Int("node-id")), Cluster: cf, DataDir: c.String("data-dir"),
+		Fsync: broker.FsyncMode(c.String("fsync")), ElectionTicks: c.Int("election-ticks"),
+		HeartbeatTicks: c.Int("heartbeat-ticks"), AutoLeaderRebalance: c.Bool("auto-leader-rebalance"),
+		SegmentBytes: c.Int64("segment-bytes"), MaxRequestSize: int32(c.Int("max-request-size")),
+		Logger: logger, Registry: prometheus.NewRegistry(),
+	}
+	durs := []struct {
+		flag string
+		dst  *time.Duration
+	}{
+		{"fsync-interval", &cfg.FsyncInterval}, {"drain-timeout", &cfg.DrainTimeout},
+		{"transfer-timeout", &cfg.TransferTimeout}, {"wal-sync-timeout", &cfg.WALSyncTimeout},
+		{"raft-tick", &cfg.RaftTick}, {"isr-lag-time", &cfg.ISRLagTime},
+		{"rebalance-delay", &cfg.RebalanceDelay}, {"retention-check-interval", &cfg.RetentionInterval},
+	}
+	for _, d := range durs {
+		v, err := parseSeconds(d.flag, c.String(d.flag))
+		if err != nil {
+			return cfg, err
+		}
+		*d.dst = v
+	}
+	return cfg, nil
+}
+
+func runServer(c *cli.Context) error {
+	cfg, err := configFromFlags(c)
+	if err != nil {
+		return err
+	}
+	b, err := broker.New(cfg)
+	if err != nil {
+		return err
+	}
+	// Signals are caught before Start so that none is missed.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	if err := b.Start(); err != nil {
+		return err
+	}
+	sig := <-sigs
+	cfg.Logger.Info("received signal, stopping", "signal", sig.String())
+	// A second signal, or the stages' timeouts plus a margin, force the exit.
+	deadline := cfg.DrainTimeout + cfg.TransferTimeout + cfg.WALSyncTimeout + 5*time.Second
+	go func() {
+		select {
+		case s := <-sigs:
+			cfg.Logger.Error("second signal: forcing exit", "signal", s.String())
+		case <-time.After(deadline):
+			cfg.Logger.Error("graceful shutdown deadline passed: forcing exit", "deadline", deadline)
+		}
+		os.Exit(1)
+	}()
+	b.Shutdown()
+	return nil
+}

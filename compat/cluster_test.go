@@ -1,0 +1,329 @@
+// Package compat holds black-box tests: they build the real chronik-server
+// binary, start it as separate processes on loopback ports, and drive it
+// with real Kafka clients (franz-go, sarama, kafka-go, kcat, and Python's
+// confluent-kafka).
+package compat
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var serverBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	serverBin = os.Getenv("CHRONIK_BIN")
+	if serverBin == "" {
+		dir, err := os.MkdirTemp("", "chronik-compat-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		serverBin = filepath.Join(dir, "chronik-server")
+		cmd := exec.Command("go", "build", "-o", serverBin, "../cmd/chronik-server")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building chronik-server:", err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// node is one chronik-server process.
+type node struct {
+	id                  int
+	kafka, raft, admin  string
+	dataDir             string
+	cmd                 *exec.Cmd
+	log                 *lockedBuffer
+	exited              chan struct{}
+	exitErr             error
+	extraArgs, extraEnv []string
+}
+
+// cluster is a set of nodes sharing one cluster.toml.
+type cluster struct {
+	t     testing.TB
+	dir   string
+	cfg   string
+	nodes []*node
+}
+
+type clusterOpt func(*clusterOptions)
+
+type clusterOptions struct {
+	args []string
+	toml string
+}
+
+// withArgs passes extra flags to every node.
+func withArgs(args ...string) clusterOpt {
+	return func(o *clusterOptions) { o.args = append(o.args, args...) }
+}
+
+// withTOML adds top-level keys to cluster.toml.
+func withTOML(s string) clusterOpt {
+	return func(o *clusterOptions) { o.toml += s + "\n" }
+}
+
+// freePorts reserves n loopback ports. The listeners close before the
+// nodes bind, so a port can in rare cases be taken in between; startNode
+// reports that clearly.
+func freePorts(t testing.TB, n int) []string {
+	t.Helper()
+	var out []string
+	var lns []net.Listener
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+// startCluster starts n nodes and waits until they serve.
+func startCluster(t testing.TB, n int, opts ...clusterOpt) *cluster {
+	t.Helper()
+	var o clusterOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	c := &cluster{t: t, dir: t.TempDir()}
+	ports := freePorts(t, 3*n)
+	var sb strings.Builder
+	sb.WriteString("cluster_id = \"compat\"\n")
+	sb.WriteString(o.toml)
+	for i := 0; i < n; i++ {
+		nd := &node{id: i + 1, kafka: ports[3*i], raft: ports[3*i+1], admin: ports[3*i+2],
+			dataDir: filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)), extraArgs: o.args}
+		c.nodes = append(c.nodes, nd)
+		fmt.Fprintf(&sb, "\n[[nodes]]\nid = %d\nkafka = %q\nraft = %q\nadmin = %q\n", nd.id, nd.kafka, nd.raft, nd.admin)
+	}
+	c.cfg = filepath.Join(c.dir, "cluster.toml")
+	if err := os.WriteFile(c.cfg, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, nd := range c.nodes {
+			c.kill(nd.id)
+		}
+		if t.Failed() {
+			for _, nd := range c.nodes {
+				t.Logf("---- node %d log (tail) ----\n%s", nd.id, nd.log.tail(6000))
+			}
+		}
+	})
+	for _, nd := range c.nodes {
+		c.start(nd.id)
+	}
+	c.waitReady(30 * time.Second)
+	return c
+}
+
+func (c *cluster) node(id int) *node { return c.nodes[id-1] }
+
+// bootstrap lists the Kafka addresses of the running nodes.
+func (c *cluster) bootstrap() []string {
+	var out []string
+	for _, nd := range c.nodes {
+		if nd.running() {
+			out = append(out, nd.kafka)
+		}
+	}
+	return out
+}
+
+func (nd *node) running() bool {
+	if nd.cmd == nil {
+		return false
+	}
+	select {
+	case <-nd.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// start launches node id (again).
+func (c *cluster) start(id int) {
+	c.t.Helper()
+	nd := c.node(id)
+	if nd.log == nil {
+		nd.log = &lockedBuffer{}
+	}
+	args := append([]string{"--node-id", fmt.Sprint(id), "--cluster-config", c.cfg, "--data-dir", nd.dataDir,
+		"--log-level", "info"}, nd.extraArgs...)
+	cmd := exec.Command(serverBin, args...)
+	cmd.Env = append(os.Environ(), nd.extraEnv...)
+	cmd.Stdout = nd.log
+	cmd.Stderr = nd.log
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start node %d: %v", id, err)
+	}
+	nd.cmd = cmd
+	nd.exited = make(chan struct{})
+	go func() {
+		nd.exitErr = cmd.Wait()
+		close(nd.exited)
+	}()
+}
+
+// kill stops node id with SIGKILL (a crash).
+func (c *cluster) kill(id int) {
+	nd := c.node(id)
+	if !nd.running() {
+		return
+	}
+	nd.cmd.Process.Signal(syscall.SIGKILL)
+	<-nd.exited
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (c *cluster) stop(id int, timeout time.Duration) {
+	c.t.Helper()
+	nd := c.node(id)
+	if !nd.running() {
+		return
+	}
+	nd.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-nd.exited:
+		if nd.exitErr != nil {
+			c.t.Fatalf("node %d exited with %v after SIGTERM\n%s", id, nd.exitErr, nd.log.tail(4000))
+		}
+	case <-time.After(timeout):
+		c.t.Fatalf("node %d did not stop within %v after SIGTERM\n%s", id, timeout, nd.log.tail(4000))
+	}
+}
+
+// get fetches an admin endpoint of node id.
+func (c *cluster) get(id int, path string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.node(id).admin+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// waitReady waits until every running node answers /ready.
+func (c *cluster) waitReady(d time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for _, nd := range c.nodes {
+		if !nd.running() {
+			continue
+		}
+		for {
+			code, _, err := c.get(nd.id, "/ready")
+			if err == nil && code == 200 {
+				break
+			}
+			if !nd.running() {
+				c.t.Fatalf("node %d exited: %v\n%s", nd.id, nd.exitErr, nd.log.tail(4000))
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("node %d not ready after %v (code %d, err %v)\n%s", nd.id, d, code, err, nd.log.tail(4000))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// waitHealthy waits until node id's /health answers 200 (every partition
+// led, full ISR).
+func (c *cluster) waitHealthy(id int, d time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		code, body, err := c.get(id, "/health")
+		if err == nil && code == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("node %d not healthy after %v: %d %s %v", id, d, code, body, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// lockedBuffer collects a process's output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
+func (l *lockedBuffer) tail(n int) string {
+	s := l.String()
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return s
+}
+
+// lines returns the output lines containing sub.
+func (l *lockedBuffer) lines(sub string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(l.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), sub) {
+			out = append(out, sc.Text())
+		}
+	}
+	return out
+}
+
+// waitFor polls cond every few milliseconds until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

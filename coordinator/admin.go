@@ -1,0 +1,158 @@
+package coordinator
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// groupType is what ListGroups v5 reports: only classic groups live here.
+const groupType = "classic"
+
+// groupOperations is the authorized-operations bit set DescribeGroups reports
+// when asked: every operation a group supports, as there are no ACLs here.
+const groupOperations = 1<<kmsg.ACLOperationRead | 1<<kmsg.ACLOperationDelete | 1<<kmsg.ACLOperationDescribe
+
+func (c *Coordinator) describeGroups(req *kmsg.DescribeGroupsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.DescribeGroupsResponse)
+	for _, name := range req.Groups {
+		dg := kmsg.NewDescribeGroupsResponseGroup()
+		dg.Group = name
+		if req.IncludeAuthorizedOperations {
+			dg.AuthorizedOperations = groupOperations
+		}
+		if !c.lockOwner(name) {
+			dg.ErrorCode = kerr.NotCoordinator.Code
+			resp.Groups = append(resp.Groups, dg)
+			continue
+		}
+		g := c.groups[name]
+		if g != nil {
+			c.describeLocked(g, &dg)
+		}
+		c.mu.Unlock()
+		if g == nil {
+			// Kafka answers an unknown group as Dead, without error; a
+			// group known only by its offsets is Empty.
+			dg.State = stateDead.String()
+			if c.hasOffsets(name) {
+				dg.State = stateEmpty.String()
+			}
+		}
+		resp.Groups = append(resp.Groups, dg)
+	}
+	return resp
+}
+
+func (c *Coordinator) describeLocked(g *group, dg *kmsg.DescribeGroupsResponseGroup) {
+	dg.State = g.state.String()
+	dg.ProtocolType = g.protocolType
+	// Like Kafka, the protocol, metadata and assignments are only shown
+	// once they are settled.
+	stable := g.state == stateStable
+	if stable {
+		dg.Protocol = g.protocol
+	}
+	for _, m := range g.sortedMembers() {
+		dm := kmsg.NewDescribeGroupsResponseGroupMember()
+		dm.MemberID = m.id
+		dm.InstanceID = m.instanceID
+		dm.ClientID = m.clientID
+		dm.ClientHost = m.clientHost
+		if stable {
+			dm.ProtocolMetadata = m.metadata(g.protocol)
+			dm.MemberAssignment = m.assignment
+		}
+		dg.Members = append(dg.Members, dm)
+	}
+}
+
+func (c *Coordinator) listGroups(req *kmsg.ListGroupsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
+	// Both filters compare case-insensitively, as Kafka does.
+	if len(req.TypesFilter) > 0 && !slices.ContainsFunc(req.TypesFilter, func(t string) bool {
+		return strings.EqualFold(strings.TrimSpace(t), groupType)
+	}) {
+		return resp
+	}
+	stateOK := func(state string) bool {
+		return len(req.StatesFilter) == 0 || slices.ContainsFunc(req.StatesFilter, func(s string) bool {
+			return strings.EqualFold(strings.TrimSpace(s), state)
+		})
+	}
+
+	type listed struct{ protocolType, state string }
+	found := make(map[string]listed)
+	c.mu.Lock()
+	for name, g := range c.groups {
+		found[name] = listed{protocolType: g.protocolType, state: g.state.String()}
+	}
+	c.mu.Unlock()
+	for _, name := range c.cfg.Store.Groups() {
+		if _, ok := found[name]; !ok {
+			found[name] = listed{state: stateEmpty.String()}
+		}
+	}
+
+	for _, name := range sortedKeys(found) {
+		l := found[name]
+		// The store also holds groups of offsets partitions this node
+		// only follows.
+		if !stateOK(l.state) || !c.owns(name) {
+			continue
+		}
+		lg := kmsg.NewListGroupsResponseGroup()
+		lg.Group = name
+		lg.ProtocolType = l.protocolType
+		lg.GroupState = l.state
+		lg.GroupType = groupType
+		resp.Groups = append(resp.Groups, lg)
+	}
+	return resp
+}
+
+func (c *Coordinator) deleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.DeleteGroupsResponse)
+	for _, name := range req.Groups {
+		dg := kmsg.NewDeleteGroupsResponseGroup()
+		dg.Group = name
+		dg.ErrorCode = c.deleteGroup(ctx, name)
+		resp.Groups = append(resp.Groups, dg)
+	}
+	return resp
+}
+
+// deleteGroup deletes one group if it has no members: its in-memory state
+// at once, then its committed offsets.
+func (c *Coordinator) deleteGroup(ctx context.Context, name string) int16 {
+	if !c.lockOwner(name) {
+		return kerr.NotCoordinator.Code
+	}
+	g := c.groups[name]
+	if g != nil && g.state != stateEmpty {
+		c.mu.Unlock()
+		return kerr.NonEmptyGroup.Code
+	}
+	if g != nil {
+		g.drop(0)
+		delete(c.groups, name)
+		c.log.Info("group deleted", "group", name)
+	}
+	c.mu.Unlock()
+
+	if !c.hasOffsets(name) {
+		if g == nil {
+			return kerr.GroupIDNotFound.Code
+		}
+		return 0
+	}
+	if err := c.cfg.Store.Delete(ctx, name, nil); err != nil {
+		code := storeErrorCode(err)
+		c.log.Warn("group offsets delete failed", "group", name, "err", err, "error_code", kerr.ErrorForCode(code))
+		return code
+	}
+	return 0
+}

@@ -1,0 +1,35 @@
+package coordinator
+
+import (
+	"context"
+)
+
+// TopicPartition names one partition of a topic.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// Offset is a committed consumer position.
+type Offset struct {
+	Offset      int64
+	LeaderEpoch int32 // -1 when unknown
+	Metadata    string
+	CommitTime  int64 // unix millis when the commit was applied
+}
+
+// OffsetStore keeps committed offsets durably. The broker implements it over
+// the replicated internal offsets topic: Commit returns only once the commit
+// is replicated (or the context ends), and the read methods see every commit
+// that has been applied on this node.
+type OffsetStore interface {
+	// Commit stores offsets for group; it returns once they are durable.
+	Commit(ctx context.Context, group string, offsets map[TopicPartition]Offset) error
+	// Delete removes the given partitions' offsets for group; an empty tps
+	// removes every offset of the group.
+	Delete(ctx context.Context, group string, tps []TopicPartition) error
+	// Offsets returns a copy of every committed offset of group.
+	Offsets(group string) map[TopicPartition]Offset
+	// Groups lists the groups that have committed offsets.
+	Groups() []string
+}

@@ -1,0 +1,55 @@
+// Package coordinator is Chronik's classic (pre-KIP-848) Kafka consumer-group
+// coordinator: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, the offset APIs
+// (OffsetCommit, OffsetFetch, OffsetDelete) and the group admin APIs
+// (DescribeGroups, ListGroups, DeleteGroups).
+//
+// # State machine
+//
+// Each group follows Kafka's classic state machine:
+//
+//	Empty ──join──▶ PreparingRebalance ──all rejoined / timeout──▶ CompletingRebalance
+//	  ▲                 ▲        │                                      │
+//	  │                 │        └──no member left──▶ Empty             │ leader's SyncGroup
+//	  │                 └──join, leave, expiry, leader rejoin── Stable ◀┘
+//	  └── DeleteGroups, Release, Close ──▶ Dead (dropped)
+//
+// A rebalance waits up to the largest rebalance timeout of the members for
+// every known member to send JoinGroup again (the first rebalance of an Empty
+// group also waits Config.InitialRebalanceDelay for more members). Dynamic
+// members that did not rejoin are dropped, the generation increments, the
+// protocol is chosen by Kafka's vote, and the leader (the longest-standing
+// member that rejoined) receives the member list. Followers park in SyncGroup
+// until the leader sends the assignment. Members whose session timer runs out
+// are removed and trigger a new rebalance; members that got a JoinGroup
+// response but never sent SyncGroup are removed after the rebalance timeout.
+// Static members (KIP-345) keep their place across restarts: a rejoin with a
+// known instance id replaces the old member id, fences it with
+// FENCED_INSTANCE_ID and, for a Stable group whose protocol does not change,
+// skips the rebalance.
+//
+// # Concurrency
+//
+// All group state lives behind one mutex in Coordinator; a handler takes it
+// only for in-memory bookkeeping and never holds it across a call into the
+// OffsetStore or Config.Owns, so a slow replicated commit never delays
+// heartbeats and the broker may call Release from within its own locks.
+// Timers are time.AfterFunc callbacks that take the mutex and first check that
+// they are still current, so a timer that fires after being replaced or after
+// its group was dropped does nothing. JoinGroup and SyncGroup park on a
+// buffered channel that the group fills exactly once; the caller also stops
+// waiting when its context ends, and Release and Close answer every parked
+// request with NOT_COORDINATOR. Nothing runs in the background besides those
+// timers, and Close stops them all.
+//
+// # Ownership and durability
+//
+// Config.Owns says whether this node coordinates a group (the broker maps the
+// group to a partition of its internal offsets topic and answers true while
+// it leads that partition); every request for a group this node does not own
+// is answered NOT_COORDINATOR. Only committed offsets are durable, through
+// OffsetStore, which the broker replicates. Group membership is kept in memory
+// only: when leadership of the offsets partition moves, the broker calls
+// Release, the old node forgets the group, and the clients find the new
+// coordinator, get UNKNOWN_MEMBER_ID and rejoin. A group that exists only as
+// committed offsets behaves as an Empty group.
+package coordinator
