@@ -243,12 +243,16 @@ func (b *Broker) reconcileLoop() {
 	defer b.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	gossip := time.NewTicker(500 * time.Millisecond)
+	defer gossip.Stop()
 	for {
 		select {
 		case <-b.reconcileCh:
 			b.reconcile()
 		case <-b.leadershipCh:
 			b.coord.Release()
+		case <-gossip.C:
+			b.broadcastLed(0)
 		case <-t.C:
 			b.reconcile()
 			b.coord.Release()

@@ -128,7 +128,13 @@ func (b *Broker) onPeer(id uint64, up bool) {
 		b.signalLeadership()
 		return
 	}
-	// Tell a (re)connected peer what this node leads.
+	b.broadcastLed(int32(id))
+}
+
+// broadcastLed tells peers (or only one) about every group this node
+// leads. Notices travel over a transport that drops messages while a
+// connection is re-established, so this also runs periodically.
+func (b *Broker) broadcastLed(only int32) {
 	var lis []leaderInfo
 	for _, r := range b.host.Replicas() {
 		if s := r.Status(); s.IsLeader() {
@@ -136,7 +142,7 @@ func (b *Broker) onPeer(id uint64, up bool) {
 		}
 	}
 	if len(lis) > 0 {
-		b.broadcastLeaders(lis, int32(id))
+		b.broadcastLeaders(lis, only)
 	}
 }
 

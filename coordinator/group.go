@@ -370,7 +370,7 @@ func (g *group) addMember(m *member, w *waiter) {
 	}
 	m.join = w
 	g.armSession(m, newMemberJoinTimeout)
-	g.c.log.Info("member joined", "group", g.name, "member", m.id, "state", g.state.String())
+	g.c.log.Debug("member joined", "group", g.name, "member", m.id, "state", g.state.String())
 	g.maybePrepareRebalanceOrCompleteJoin()
 }
 

@@ -46,13 +46,14 @@ func (c *Coordinator) offsetCommit(ctx context.Context, req *kmsg.OffsetCommitRe
 	if unknown {
 		// No group in memory, yet the commit names a generation: a group
 		// with only offsets is Empty and knows no members; otherwise the
-		// group does not exist.
-		switch {
-		case c.hasOffsets(req.Group):
+		// generation cannot be ours. (Kafka answers v9+ GROUP_ID_NOT_FOUND
+		// here, meant for KIP-848 members; since membership does not
+		// survive a coordinator move here, classic members hit this case
+		// routinely, and ILLEGAL_GENERATION makes them rejoin instead of
+		// failing.)
+		if c.hasOffsets(req.Group) {
 			code = kerr.UnknownMemberID.Code
-		case req.Version >= 9:
-			code = kerr.GroupIDNotFound.Code
-		default:
+		} else {
 			code = kerr.IllegalGeneration.Code
 		}
 	}

@@ -296,18 +296,29 @@ func (h *Host) worker() {
 		batch = append(batch[:0], h.queue[:n]...)
 		h.queue = append(h.queue[:0], h.queue[n:]...)
 		h.qmu.Unlock()
+		// A replica may be queued again while another worker still holds
+		// it. Waiting for it here could deadlock two workers holding each
+		// other's replicas, so a busy replica is skipped and its holder
+		// reschedules it (rerun is set before trying, cleared by the one
+		// that gets the lock).
+		locked := batch[:0]
 		for _, r := range batch {
 			r.queued.Store(false)
+			r.rerun.Store(true)
+			if r.mu.TryLock() {
+				r.rerun.Store(false)
+				locked = append(locked, r)
+			}
 		}
-		works = h.processBatch(batch, works[:0])
+		works = h.processBatch(locked, works[:0])
 	}
 }
 
 // processBatch handles a Ready for each replica, sharing one round of
-// fsyncs between them.
+// fsyncs between them. The caller holds every replica's mu; processBatch
+// releases them.
 func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 	for _, r := range rs {
-		r.mu.Lock()
 		var w readyWork
 		var err error
 		if !r.stopped.Load() {
@@ -355,7 +366,7 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 		}
 		again := !r.failed && !r.stopped.Load() && r.rn.HasReady()
 		r.mu.Unlock()
-		if again {
+		if r.rerun.Swap(false) || again {
 			h.schedule(r)
 		}
 	}
@@ -442,10 +453,7 @@ func (h *Host) rebalance() {
 		if time.Since(s.LeaderChange) < h.cfg.RebalanceDelay {
 			continue
 		}
-		r.mu.Lock()
-		up := r.caughtUpSince(pref)
-		r.mu.Unlock()
-		if up.IsZero() || time.Since(up) < h.cfg.RebalanceDelay {
+		if up := s.InSyncSince[pref]; up.IsZero() || time.Since(up) < h.cfg.RebalanceDelay {
 			continue
 		}
 		if _, busy := h.transferring.LoadOrStore(r.cfg.Group, struct{}{}); busy {

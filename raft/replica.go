@@ -81,6 +81,9 @@ type Status struct {
 	Voters       []uint64 // in preference order
 	ISR          []uint64 // leader only: voters caught up within the lag time
 	Match        map[uint64]uint64
+	// InSyncSince is, for each follower in the ISR, since when it has been
+	// in it without interruption (leader only).
+	InSyncSince map[uint64]time.Time
 	Transferee   uint64
 	Failed       bool // a storage error stopped this replica
 	LeaderChange time.Time
@@ -155,6 +158,7 @@ type Replica struct {
 	inTicks int
 	inOps   []func()
 	queued  atomic.Bool
+	rerun   atomic.Bool // work arrived while another worker held mu
 	stopped atomic.Bool
 
 	// worker-owned state
@@ -948,6 +952,17 @@ func (r *Replica) publish() {
 			s.Match[id] = pr.Match
 		})
 		s.ISR = r.isr(s.Match)
+		s.InSyncSince = map[uint64]time.Time{}
+		for _, id := range s.ISR {
+			if id == r.id {
+				continue
+			}
+			since := now()
+			if old != nil && old.InSyncSince != nil && !old.InSyncSince[id].IsZero() {
+				since = old.InSyncSince[id]
+			}
+			s.InSyncSince[id] = since
+		}
 	}
 	if old != nil {
 		s.LeaderChange = old.LeaderChange
@@ -1073,9 +1088,7 @@ func (r *Replica) closeLocked() error {
 	return err
 }
 
-// caughtUpSince returns when follower id was last seen caught up (leader
-// only). Callers hold r.mu.
-func (r *Replica) caughtUpSince(id uint64) time.Time { return r.caughtUp[id] }
+func now() time.Time { return time.Now() }
 
 // IsLeader reports whether the status is of a leader.
 func (s *Status) IsLeader() bool { return s.State == etcdraft.StateLeader }
