@@ -40,10 +40,10 @@ type Server struct {
 	metrics *metrics
 	apis    map[int16]*api
 
-	ln       net.Listener
-	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	closed   bool
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
 	// Requests are counted in two generations: those received before a
 	// drain began (the drain waits for them) and those after.
 	draining atomic.Bool

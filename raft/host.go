@@ -114,9 +114,9 @@ type Host struct {
 	queue  []*Replica
 	qclose bool
 
-	peerMu   sync.RWMutex
-	alive    map[uint64]bool
-	leaving  map[uint64]bool // peers that announced a graceful shutdown
+	peerMu  sync.RWMutex
+	alive   map[uint64]bool
+	leaving map[uint64]bool // peers that announced a graceful shutdown
 
 	propSeq  atomic.Uint64
 	stopping atomic.Bool

@@ -69,21 +69,21 @@ type ReplicaConfig struct {
 
 // Status is a replica's published state.
 type Status struct {
-	Group        uint64
-	ID           uint64
-	Leader       uint64
-	Term         uint64
-	State        etcdraft.StateType
-	Commit       uint64
-	Applied      uint64
-	LastIndex    uint64
-	LeaderReady  bool     // leader whose own term has an applied entry
-	Voters       []uint64 // in preference order
-	ISR          []uint64 // leader only: voters caught up within the lag time
-	Match        map[uint64]uint64
+	Group       uint64
+	ID          uint64
+	Leader      uint64
+	Term        uint64
+	State       etcdraft.StateType
+	Commit      uint64
+	Applied     uint64
+	LastIndex   uint64
+	LeaderReady bool     // leader whose own term has an applied entry
+	Voters      []uint64 // in preference order
+	ISR         []uint64 // leader only: voters caught up within the lag time
+	Match       map[uint64]uint64
 	// InSyncSince is, for each follower in the ISR, since when it has been
 	// in it without interruption (leader only).
-	InSyncSince map[uint64]time.Time
+	InSyncSince  map[uint64]time.Time
 	Transferee   uint64
 	Failed       bool // a storage error stopped this replica
 	LeaderChange time.Time
