@@ -221,10 +221,11 @@ func (p *partition) produceFailure(err error) kafka.ProduceResult {
 	switch {
 	case errors.As(err, &nl):
 		r.Err = kerr.NotLeaderForPartition.Code
-		if nl.Leader != 0 {
+		r.Message = nl.Error()
+		if nl.Leader != 0 && nl.Leader != uint64(p.b.cfg.NodeID) {
 			r.Hint = kafka.LeaderHint{Leader: int32(nl.Leader), Epoch: int32(nl.Term)}
 		} else {
-			r.Hint = p.hint(p.rep.Status())
+			r.Hint = p.knownHint(nl.Term, time.Second)
 		}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		// No quorum acknowledged in time: retriable, and retries of
@@ -254,7 +255,43 @@ func (p *partition) notLeader(st *raft.Status) kafka.ProduceWait {
 	if h.Leader < 0 || h.Leader == p.b.cfg.NodeID {
 		h = p.b.viewHint(p.group)
 	}
-	return immediate(kafka.ProduceResult{Err: kerr.NotLeaderForPartition.Code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: h})
+	res := kafka.ProduceResult{Err: kerr.NotLeaderForPartition.Code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: h}
+	if h.Leader >= 0 {
+		return immediate(res)
+	}
+	return func(context.Context) kafka.ProduceResult {
+		res.Hint = p.knownHint(st.Term, time.Second)
+		return res
+	}
+}
+
+// knownHint waits, up to d, until this replica's published status is of
+// term minTerm or later and names a leader other than itself, and returns
+// that leader as a KIP-951 hint. Right after a leadership
+// change the old leader does not know the new one for a moment (it stepped
+// down on the new term's vote, before the new leader's first append); an
+// answer without a hint would make clients wait for a metadata refresh
+// (franz-go: up to 5 s), so a brief wait here is far cheaper.
+func (p *partition) knownHint(minTerm uint64, d time.Duration) kafka.LeaderHint {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		ch := p.rep.Changed()
+		st := p.rep.Status()
+		if st.Term >= minTerm {
+			if st.Leader != 0 && st.Leader != uint64(p.b.cfg.NodeID) {
+				return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
+			}
+			if st.IsLeader() {
+				return kafka.LeaderHint{Leader: -1, Epoch: -1}
+			}
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return p.b.viewHint(p.group)
+		}
+	}
 }
 
 func (p *partition) waitLeaderReady(d time.Duration) *raft.Status {
@@ -362,6 +399,9 @@ func (p *partition) fetch(req kafka.FetchPartition) (kafka.FetchResult, <-chan s
 	if !st.IsLeader() {
 		res.Err = kerr.NotLeaderForPartition.Code
 		res.Hint = p.hint(st)
+		if res.Hint.Leader < 0 {
+			res.Hint = p.knownHint(st.Term, 500*time.Millisecond)
+		}
 		return res, nil
 	}
 	if code := checkEpoch(req.CurrentEpoch, st); code != 0 {

@@ -131,6 +131,11 @@ func startCluster(t testing.TB, n int, opts ...clusterOpt) *cluster {
 		for _, nd := range c.nodes {
 			c.kill(nd.id)
 		}
+		if dir := os.Getenv("CHRONIK_TEST_LOG_DIR"); dir != "" {
+			for _, nd := range c.nodes {
+				os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-node-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), nd.id)), []byte(nd.log.String()), 0o644)
+			}
+		}
 		if t.Failed() {
 			for _, nd := range c.nodes {
 				t.Logf("---- node %d log (tail) ----\n%s", nd.id, nd.log.tail(6000))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ type loader struct {
 	lastAck  map[int32]time.Time
 	maxGap   map[int32]time.Duration
 	gaps     []time.Duration // every gap above 20ms, for percentiles
+	bigGaps  []string
 	errs     map[string]int
 	nonRetry []error
 	sent     int
@@ -49,6 +51,14 @@ func startLoader(t testing.TB, c *cluster, topic string, rate int, opts ...kgo.O
 	t.Helper()
 	base := []kgo.Opt{kgo.SeedBrokers(c.bootstrap()...), kgo.DefaultProduceTopic(topic),
 		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.ProducerLinger(0)}
+	if path := os.Getenv("CHRONIK_TEST_CLIENT_LOG"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		base = append(base, kgo.WithLogger(kgo.BasicLogger(f, kgo.LogLevelDebug, func() string { return time.Now().Format("15:04:05.000 ") })))
+	}
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +132,9 @@ func (l *loader) onAck(r *kgo.Record, err error) {
 		}
 		if gap > 20*time.Millisecond {
 			l.gaps = append(l.gaps, gap)
+		}
+		if gap > 100*time.Millisecond {
+			l.bigGaps = append(l.bigGaps, fmt.Sprintf("p%d %s..%s", r.Partition, last.Format("15:04:05.000"), now.Format("15:04:05.000")))
 		}
 	}
 	l.lastAck[r.Partition] = now

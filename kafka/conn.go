@@ -60,6 +60,22 @@ func (c *conn) close() {
 	})
 }
 
+// closeReset closes an idle connection with a TCP reset instead of a FIN.
+// A client that later writes to a connection closed with a FIN only finds
+// out when the read fails, and franz-go then backs off (250 ms by default)
+// before retrying; after a reset the write itself fails with nothing sent,
+// and franz-go retries at once on a new connection. That matters when a
+// node comes back from a restart and takes leadership again: clients still
+// hold connections to its previous process.
+func (c *conn) closeReset() {
+	if len(c.out) == 0 && c.s.inflight[0].Load()+c.s.inflight[1].Load() == 0 {
+		if tc, ok := c.nc.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+	}
+	c.close()
+}
+
 func (c *conn) serve() {
 	defer c.s.wg.Done()
 	writerDone := make(chan struct{})

@@ -251,7 +251,7 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.StopAccepting()
 	for _, c := range conns {
-		c.close()
+		c.closeReset()
 	}
 	s.wg.Wait()
 	return nil

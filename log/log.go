@@ -53,14 +53,16 @@ type epoch struct {
 type Log struct {
 	opts Options
 
-	mu       sync.RWMutex
-	segs     []*segment // ordered by baseIndex; last is active
-	base     epoch      // the point before the first entry
-	epochs   []epoch    // term history after base, ascending
-	dirtyEp  bool       // epochs changed since last written
-	closed   bool
-	frameBuf []byte
-	hdrBuf   []byte
+	mu         sync.RWMutex
+	segs       []*segment // ordered by baseIndex; last is active
+	base       epoch      // the point before the first entry
+	epochs     []epoch    // term history after base, ascending
+	dirtyEp    bool       // epochs changed in a way that needs a rewrite
+	epF        *os.File   // epochs file open for appends
+	epUnsynced bool       // epochs appended since the last Sync
+	closed     bool
+	frameBuf   []byte
+	hdrBuf     []byte
 }
 
 // Open opens or creates the log in opts.Dir and recovers its tail.
@@ -115,9 +117,15 @@ func (l *Log) loadEpochs() error {
 	if l.base, err = parse(lines[1]); err != nil {
 		return err
 	}
-	for _, line := range lines[2:] {
+	for i, line := range lines[2:] {
 		e, err := parse(line)
 		if err != nil {
+			if i == len(lines)-3 {
+				// A torn last line from a crash mid-append: the tail scan
+				// recovers that term from the frames.
+				l.dirtyEp = true
+				break
+			}
 			return err
 		}
 		l.epochs = append(l.epochs, e)
@@ -133,10 +141,41 @@ func (l *Log) writeEpochs() error {
 	for _, e := range l.epochs {
 		fmt.Fprintf(&sb, "%d %d %d\n", e.term, e.index, e.offset)
 	}
+	if l.epF != nil {
+		l.epF.Close()
+		l.epF = nil
+	}
 	if err := writeFileSync(l.epochsPath(), []byte(sb.String())); err != nil {
 		return err
 	}
 	l.dirtyEp = false
+	l.epUnsynced = false
+	return nil
+}
+
+// appendEpochs adds epochs noted by Append to the end of the epochs file.
+// A new term is rare but happens on every leader change, so this is one
+// small write rather than a rewrite with two fsyncs; Sync makes it durable,
+// before the segment, so no synced frame ever has an unrecorded term.
+func (l *Log) appendEpochs(from int) error {
+	if l.epF == nil {
+		if _, err := os.Stat(l.epochsPath()); err != nil {
+			return l.writeEpochs()
+		}
+		f, err := os.OpenFile(l.epochsPath(), os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		l.epF = f
+	}
+	var sb strings.Builder
+	for _, e := range l.epochs[from:] {
+		fmt.Fprintf(&sb, "%d %d %d\n", e.term, e.index, e.offset)
+	}
+	if _, err := l.epF.WriteString(sb.String()); err != nil {
+		return fmt.Errorf("log %s: epochs: %w", l.opts.Dir, err)
+	}
+	l.epUnsynced = true
 	return nil
 }
 
@@ -191,6 +230,7 @@ func (l *Log) loadSegments() error {
 		bases = append(bases, b)
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	fromFile := len(l.epochs)
 	// Segments wholly at or before the base were compacted away; a crash
 	// can leave them behind.
 	for len(bases) > 0 && len(bases) > 1 && bases[1] <= l.base.index+1 {
@@ -222,7 +262,7 @@ func (l *Log) loadSegments() error {
 		l.epochs = l.epochs[:len(l.epochs)-1]
 		l.dirtyEp = true
 	}
-	if l.dirtyEp {
+	if l.dirtyEp || len(l.epochs) != fromFile {
 		return l.writeEpochs()
 	}
 	return nil
@@ -399,7 +439,6 @@ func (l *Log) lastTermLocked() uint64 {
 
 func (l *Log) noteTerm(term, index uint64, offset int64) {
 	l.epochs = append(l.epochs, epoch{term: term, index: index, offset: offset})
-	l.dirtyEp = true
 }
 
 // FirstIndex is the index of the first entry still stored.
@@ -485,6 +524,7 @@ func (l *Log) Append(entries []Entry) error {
 		return fmt.Errorf("log %s: append at %d leaves a gap after %d", l.opts.Dir, first, last)
 	}
 	next := l.nextOffsetLocked()
+	knownEpochs := len(l.epochs)
 	buf := l.frameBuf[:0]
 	seg := l.active()
 	start := seg.size
@@ -523,10 +563,14 @@ func (l *Log) Append(entries []Entry) error {
 		buf = l.appendFrame(buf, e)
 		seg.noteFrame(e, pos, size, l.opts.IndexInterval)
 	}
+	// The term history must not lag the entries it describes: write it
+	// before the frames.
 	if l.dirtyEp {
-		// The term history must not lag the entries it describes: write it
-		// before the frames so a crash never leaves a term unrecorded.
 		if err := l.writeEpochs(); err != nil {
+			return err
+		}
+	} else if len(l.epochs) > knownEpochs {
+		if err := l.appendEpochs(knownEpochs); err != nil {
 			return err
 		}
 	}
@@ -729,12 +773,19 @@ func (l *Log) Sync() error {
 	}
 	s := l.active()
 	s.acquire()
-	dirty := l.dirtyEp
+	dirty := l.dirtyEp || l.epUnsynced
 	l.mu.RUnlock()
 	defer s.release()
 	if dirty {
 		l.mu.Lock()
-		err := l.writeEpochs()
+		var err error
+		if l.dirtyEp {
+			err = l.writeEpochs()
+		} else if l.epUnsynced && l.epF != nil {
+			if err = l.epF.Sync(); err == nil {
+				l.epUnsynced = false
+			}
+		}
 		l.mu.Unlock()
 		if err != nil {
 			return err
@@ -1137,6 +1188,13 @@ func (l *Log) Close() error {
 		if e := l.writeEpochs(); e != nil && err == nil {
 			err = e
 		}
+	}
+	if l.epF != nil {
+		if e := l.epF.Sync(); e != nil && err == nil {
+			err = e
+		}
+		l.epF.Close()
+		l.epF = nil
 	}
 	l.closeFiles()
 	return err

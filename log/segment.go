@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -202,7 +203,9 @@ func (s *segment) readHeader(pos int64, buf []byte) (frameHeader, error) {
 // returning false, and the returned position is then that frame's start;
 // the frame slice is only valid during the call.
 func (s *segment) scan(pos, limit int64, fn func(h *frameHeader, pos int64, frame []byte) bool) (int64, error) {
-	buf := make([]byte, 1<<20)
+	bp := scanBufs.Get().(*[]byte)
+	defer scanBufs.Put(bp)
+	buf := *bp
 	for limit-pos >= frameHeaderSize {
 		n := int64(len(buf))
 		if limit-pos < n {
@@ -226,7 +229,7 @@ func (s *segment) scan(pos, limit int64, fn func(h *frameHeader, pos int64, fram
 			}
 			if off+sz > int64(len(b)) {
 				if off == 0 {
-					buf = make([]byte, sz)
+					buf = make([]byte, sz) // a frame larger than the pooled buffer
 					grew = true
 				}
 				break
@@ -247,6 +250,12 @@ func (s *segment) scan(pos, limit int64, fn func(h *frameHeader, pos int64, fram
 	}
 	return pos, nil
 }
+
+// scanBufs recycles scan's read buffers: scans run on every cache miss and
+// every fetch, and a fresh megabyte each time costs more than the read.
+var scanBufs = sync.Pool{New: func() any { b := make([]byte, scanChunk); return &b }}
+
+const scanChunk = 256 << 10
 
 // loadIndexFile reads an index file into records, dropping a partial tail.
 func loadIndexFile(path string) ([]indexRecord, error) {

@@ -77,7 +77,9 @@ func (c *Config) defaults() {
 		c.HeartbeatTicks = 2
 	}
 	if c.Workers <= 0 {
-		c.Workers = max(2, runtime.GOMAXPROCS(0))
+		// Workers block in write and fsync system calls; more of them than
+		// cores keeps the CPUs busy meanwhile.
+		c.Workers = max(4, 4*runtime.GOMAXPROCS(0))
 	}
 	if c.FsyncInterval <= 0 {
 		c.FsyncInterval = 100 * time.Millisecond
@@ -263,8 +265,28 @@ func (h *Host) nextProposalID() uint64 {
 	return h.id<<48 | (h.propSeq.Add(1) & (1<<48 - 1))
 }
 
-func (h *Host) schedule(r *Replica) {
+func (h *Host) schedule(r *Replica) { h.enqueueReplica(r, false) }
+
+// scheduleUrgent puts a replica at the front of the run queue: elections,
+// leadership transfers and operator requests should not wait behind a
+// backlog of ordinary replication work, since clients stall until they end.
+func (h *Host) scheduleUrgent(r *Replica) { h.enqueueReplica(r, true) }
+
+func (h *Host) enqueueReplica(r *Replica, urgent bool) {
 	if !r.queued.CompareAndSwap(false, true) {
+		if !urgent {
+			return
+		}
+		// Already queued: move it to the front.
+		h.qmu.Lock()
+		for i, q := range h.queue {
+			if q == r {
+				copy(h.queue[1:i+1], h.queue[:i])
+				h.queue[0] = r
+				break
+			}
+		}
+		h.qmu.Unlock()
 		return
 	}
 	h.qmu.Lock()
@@ -272,7 +294,13 @@ func (h *Host) schedule(r *Replica) {
 		h.qmu.Unlock()
 		return
 	}
-	h.queue = append(h.queue, r)
+	if urgent {
+		h.queue = append(h.queue, nil)
+		copy(h.queue[1:], h.queue)
+		h.queue[0] = r
+	} else {
+		h.queue = append(h.queue, r)
+	}
 	h.qmu.Unlock()
 	h.qcond.Signal()
 }
@@ -329,32 +357,35 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 		}
 		works = append(works, w)
 	}
-	var syncs []*Replica
+	var syncs []int
 	for i, r := range rs {
-		if works[i].needSync && !r.failed {
-			syncs = append(syncs, r)
+		if (works[i].needSync || works[i].stateSync) && !r.failed {
+			syncs = append(syncs, i)
 		}
 	}
 	switch len(syncs) {
 	case 0:
 	case 1:
-		if err := syncs[0].sync(); err != nil {
-			syncs[0].fail(err)
+		i := syncs[0]
+		if err := rs[i].sync(&works[i]); err != nil {
+			rs[i].fail(err)
 		}
 	default:
+		// fsyncs of different files proceed in parallel; the round waits
+		// for all of them (group commit across replicas).
 		var wg sync.WaitGroup
 		errs := make([]error, len(syncs))
-		for i, r := range syncs {
+		for k, i := range syncs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i] = r.sync()
+				errs[k] = rs[i].sync(&works[i])
 			}()
 		}
 		wg.Wait()
-		for i, err := range errs {
+		for k, err := range errs {
 			if err != nil {
-				syncs[i].fail(err)
+				rs[syncs[k]].fail(err)
 			}
 		}
 	}
@@ -505,7 +536,12 @@ func (h *Host) Receive(from uint64, msgs []WireMsg) {
 		r.inMu.Lock()
 		r.inMsgs = append(r.inMsgs, m)
 		r.inMu.Unlock()
-		h.schedule(r)
+		switch m.GetType() {
+		case pb.MsgVote, pb.MsgVoteResp, pb.MsgPreVote, pb.MsgPreVoteResp, pb.MsgTimeoutNow:
+			h.scheduleUrgent(r)
+		default:
+			h.schedule(r)
+		}
 	}
 }
 

@@ -100,10 +100,11 @@ var (
 type NotLeaderError struct {
 	Leader uint64
 	Term   uint64
+	Why    string
 }
 
 func (e *NotLeaderError) Error() string {
-	return fmt.Sprintf("raft: not the leader (leader %d, term %d)", e.Leader, e.Term)
+	return fmt.Sprintf("raft: not the leader (leader %d, term %d): %s", e.Leader, e.Term, e.Why)
 }
 
 // Result is what a proposal became.
@@ -309,6 +310,14 @@ func (r *Replica) enqueue(fn func()) {
 	r.host.schedule(r)
 }
 
+// enqueueUrgent is enqueue at the front of the run queue.
+func (r *Replica) enqueueUrgent(fn func()) {
+	r.inMu.Lock()
+	fn()
+	r.inMu.Unlock()
+	r.host.scheduleUrgent(r)
+}
+
 // Propose appends an entry. With commit false it returns once the entry is
 // in the local log (Kafka acks=1); with commit true once it is committed and
 // applied (acks=all). A proposal that was appended keeps waiting across a
@@ -375,13 +384,13 @@ func Done(p Pending) <-chan struct{} { return p.done }
 // until it has moved, failed, or ctx ends.
 func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
 	w := &transferWait{to: to, done: make(chan error, 1)}
-	r.enqueue(func() {
+	r.enqueueUrgent(func() {
 		r.inOps = append(r.inOps, func() {
 			if r.raftState != etcdraft.StateLeader {
 				if r.lead == to {
 					w.done <- nil
 				} else {
-					w.done <- &NotLeaderError{Leader: r.lead, Term: r.term}
+					w.done <- &NotLeaderError{Leader: r.lead, Term: r.term, Why: "transfer target is not the leader"}
 				}
 				return
 			}
@@ -464,21 +473,25 @@ func (r *Replica) drainInbox() {
 }
 
 func (r *Replica) propose(p *proposal) {
-	if r.raftState != etcdraft.StateLeader {
-		if r.cfg.ForwardProposals && r.lead != 0 {
+	// Read Raft's live state: messages stepped earlier in this round may
+	// have changed it since the last Ready updated r.raftState.
+	bs := r.rn.BasicStatus()
+	lead, term := bs.Lead, bs.GetTerm()
+	if bs.RaftState != etcdraft.StateLeader {
+		if r.cfg.ForwardProposals && lead != 0 {
 			// The leader may drop a forwarded proposal silently; the
 			// caller's deadline and cancel clean it up.
 			r.pending[p.id] = p
 			if err := r.rn.Propose(encodeData(p.kind, p.id, p.payload)); err != nil {
 				delete(r.pending, p.id)
-				p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
+				p.fail(&NotLeaderError{Leader: lead, Term: term, Why: "forwarding failed"})
 			}
 			return
 		}
-		p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
+		p.fail(&NotLeaderError{Leader: lead, Term: term, Why: "follower"})
 		return
 	}
-	if r.rn.BasicStatus().LeadTransferee != 0 {
+	if bs.LeadTransferee != 0 {
 		// etcd raft drops proposals during a transfer; hold them until it
 		// ends, then propose them or send the client to the new leader.
 		r.held = append(r.held, p)
@@ -488,7 +501,8 @@ func (r *Replica) propose(p *proposal) {
 	if err := r.rn.Propose(encodeData(p.kind, p.id, p.payload)); err != nil {
 		delete(r.pending, p.id)
 		if errors.Is(err, etcdraft.ErrProposalDropped) {
-			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
+			bs = r.rn.BasicStatus()
+			p.fail(&NotLeaderError{Leader: bs.Lead, Term: bs.GetTerm(), Why: "proposal dropped"})
 			return
 		}
 		p.fail(err)
@@ -499,7 +513,7 @@ func (r *Replica) proposeHeld() {
 	if len(r.held) == 0 {
 		return
 	}
-	if r.raftState == etcdraft.StateLeader && r.rn.BasicStatus().LeadTransferee != 0 {
+	if bs := r.rn.BasicStatus(); bs.RaftState == etcdraft.StateLeader && bs.LeadTransferee != 0 {
 		return
 	}
 	held := r.held
@@ -547,9 +561,13 @@ func (r *Replica) prepare() (w readyWork, err error) {
 	}
 	if rd.HardState != nil {
 		r.st.hs = proto.Clone(rd.HardState).(*pb.HardState)
-		if err := r.st.saveState(termOrVote); err != nil {
+		// A new term or vote must be on disk before the messages that
+		// depend on it leave; the fsync happens in the host's sync phase,
+		// shared with other replicas, and those messages wait for finish.
+		if err := r.st.saveState(false); err != nil {
 			return w, err
 		}
+		w.stateSync = termOrVote
 	}
 	return w, nil
 }
@@ -561,7 +579,7 @@ func (r *Replica) noteAppended(out []clog.Entry) {
 	keep := r.waiting[:0]
 	for _, p := range r.waiting {
 		if p.res.Index >= first {
-			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "entry overwritten by a new leader"})
 			continue
 		}
 		keep = append(keep, p)
@@ -601,8 +619,14 @@ func (r *Replica) rdEntry(index uint64) *pb.Entry {
 	return ents[i]
 }
 
-func (r *Replica) sync() error {
-	if !r.dirty {
+// sync makes a Ready's writes durable as the policy and Raft require.
+func (r *Replica) sync(w *readyWork) error {
+	if w.stateSync {
+		if err := r.st.syncState(); err != nil {
+			return err
+		}
+	}
+	if !w.needSync || !r.dirty {
 		return nil
 	}
 	if err := r.st.log.Sync(); err != nil {
@@ -663,6 +687,7 @@ func (r *Replica) installSnapshot(snap *pb.Snapshot) error {
 		return err
 	}
 	r.st.metas = nil
+	r.st.cacheClear()
 	r.st.cs = proto.Clone(md.GetConfState()).(*pb.ConfState)
 	if smIndex == 0 {
 		smIndex = md.GetIndex()
@@ -682,7 +707,7 @@ func (r *Replica) installSnapshot(snap *pb.Snapshot) error {
 	r.snapIndex = md.GetIndex()
 	r.lastIndex = md.GetIndex()
 	for _, p := range r.waiting {
-		p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
+		p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "log reset by a snapshot"})
 	}
 	r.waiting = nil
 	r.host.logger.Info("installed raft snapshot", "partition", r.cfg.Name, "index", md.GetIndex(), "term", md.GetTerm(), "log_start_offset", off)
@@ -739,6 +764,7 @@ func (r *Replica) apply(ents []*pb.Entry) error {
 	}
 	last := batch[len(batch)-1]
 	r.applied, r.appliedTerm = last.Index, last.Term
+	r.st.cacheEvict(r.applied)
 	// Answer the proposals that are now applied.
 	n := 0
 	for _, p := range r.waiting {
@@ -750,7 +776,7 @@ func (r *Replica) apply(ents []*pb.Entry) error {
 			p.finished = true
 			close(p.done)
 		} else {
-			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "entry replaced in a new term"})
 		}
 	}
 	r.waiting = r.waiting[n:]
@@ -859,12 +885,12 @@ func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
 		// Proposals not yet in the log cannot be proposed anymore.
 		for id, p := range r.pending {
 			delete(r.pending, id)
-			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "lost leadership before appending"})
 		}
 		held := r.held
 		r.held = nil
 		for _, p := range held {
-			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term})
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "lost leadership during a transfer"})
 		}
 	}
 }

@@ -97,6 +97,82 @@ type storage struct {
 
 	// metas covers the entries after the applied index, in order.
 	metas []entryMeta
+
+	// cache holds the latest appended entries, contiguous: Raft reads
+	// them back to apply them and to replicate them, and serving that from
+	// memory spares a disk read on every commit.
+	cache      []*pb.Entry
+	cacheBytes int
+}
+
+// cacheLimit bounds a replica's entry cache. Entries not yet applied stay
+// regardless, so the bound is soft under a commit backlog.
+const cacheLimit = 2 << 20
+
+func (s *storage) cachePut(ents []*pb.Entry) {
+	if len(ents) == 0 {
+		return
+	}
+	first := ents[0].GetIndex()
+	if n := len(s.cache); n > 0 {
+		c0 := s.cache[0].GetIndex()
+		switch {
+		case first <= c0:
+			s.cacheClear()
+		case first <= s.cache[n-1].GetIndex():
+			for _, e := range s.cache[first-c0:] {
+				s.cacheBytes -= len(e.GetData())
+			}
+			s.cache = s.cache[:first-c0]
+		case first != s.cache[n-1].GetIndex()+1:
+			s.cacheClear()
+		}
+	}
+	for _, e := range ents {
+		s.cache = append(s.cache, e)
+		s.cacheBytes += len(e.GetData())
+	}
+}
+
+func (s *storage) cacheClear() {
+	clear(s.cache)
+	s.cache = s.cache[:0]
+	s.cacheBytes = 0
+}
+
+// cacheEvict drops applied entries from the front while over the limit.
+func (s *storage) cacheEvict(applied uint64) {
+	n := 0
+	for n < len(s.cache) && s.cacheBytes > cacheLimit && s.cache[n].GetIndex() <= applied {
+		s.cacheBytes -= len(s.cache[n].GetData())
+		s.cache[n] = nil
+		n++
+	}
+	if n > 0 {
+		s.cache = append(s.cache[:0], s.cache[n:]...)
+	}
+}
+
+// cacheGet serves [lo, hi) from the cache when it holds all of it.
+func (s *storage) cacheGet(lo, hi, maxSize uint64) ([]*pb.Entry, bool) {
+	if len(s.cache) == 0 || hi <= lo {
+		return nil, false
+	}
+	c0 := s.cache[0].GetIndex()
+	last := s.cache[len(s.cache)-1].GetIndex()
+	if lo < c0 || hi > last+1 {
+		return nil, false
+	}
+	var size uint64
+	out := make([]*pb.Entry, 0, hi-lo)
+	for _, e := range s.cache[lo-c0 : hi-c0] {
+		size += uint64(len(e.GetData()))
+		if len(out) > 0 && size > maxSize {
+			break
+		}
+		out = append(out, e)
+	}
+	return out, true
 }
 
 const stateSlot = 4096
@@ -202,6 +278,14 @@ func (s *storage) saveState(sync bool) error {
 	return nil
 }
 
+// syncState fsyncs the state file.
+func (s *storage) syncState() error {
+	if err := s.stateF.Sync(); err != nil {
+		return fmt.Errorf("raft state %s: fsync: %w", s.dir, err)
+	}
+	return nil
+}
+
 // Snapshot file: [u32 crc][proto Snapshot].
 func (s *storage) snapPath() string { return filepath.Join(s.dir, "snapshot") }
 
@@ -245,6 +329,9 @@ func (s *storage) InitialState() (*pb.HardState, *pb.ConfState, error) {
 
 // Entries implements etcdraft.Storage.
 func (s *storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
+	if out, ok := s.cacheGet(lo, hi, maxSize); ok {
+		return out, nil
+	}
 	es, err := s.log.Entries(lo, hi, maxSize)
 	if err != nil {
 		return nil, mapLogErr(err)
@@ -329,8 +416,10 @@ func (s *storage) append(ents []*pb.Entry, scratch []clog.Entry) ([]clog.Entry, 
 		out = append(out, clog.Entry{Index: e.GetIndex(), Term: e.GetTerm(), Kind: kind, Payload: payload})
 	}
 	if err := s.log.Append(out); err != nil {
+		s.cacheClear()
 		return nil, err
 	}
+	s.cachePut(ents)
 	first := out[0].Index
 	for len(s.metas) > 0 && s.metas[len(s.metas)-1].index >= first {
 		s.metas = s.metas[:len(s.metas)-1]

@@ -1,0 +1,136 @@
+package raft
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	etcdraft "go.etcd.io/raft/v3"
+)
+
+// TestParallelTransfersUnderLoad moves the leadership of 30 groups at once
+// while they take proposals, over real TCP, as a graceful shutdown does.
+func TestParallelTransfersUnderLoad(t *testing.T) {
+	root := t.TempDir()
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		addrs = append(addrs, ln.Addr().String())
+		ln.Close()
+	}
+	peers := map[uint64]string{1: addrs[0], 2: addrs[1], 3: addrs[2]}
+	hosts := map[uint64]*Host{}
+	reps := map[uint64]map[uint64]*Replica{}
+	for id := uint64(1); id <= 3; id++ {
+		tr := NewTCPTransport(id, peers[id], peers, nil)
+		h, err := NewHost(Config{ID: id, Transport: tr, Fsync: FsyncInterval})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Start()
+		hosts[id] = h
+		reps[id] = map[uint64]*Replica{}
+		for g := uint64(10); g < 40; g++ {
+			ps := []uint64{1 + g%3, 1 + (g+1)%3, 1 + (g+2)%3}
+			r, err := h.AddReplica(ReplicaConfig{Group: g, Name: fmt.Sprint("g", g), Dir: filepath.Join(root, fmt.Sprint(id), fmt.Sprint(g)), Peers: ps, SM: &listSM{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			reps[id][g] = r
+			if ps[0] == id {
+				r.Campaign()
+			}
+		}
+	}
+	defer func() {
+		for _, h := range hosts {
+			h.Close()
+		}
+	}()
+	waitFor(t, 10*time.Second, "leaders", func() bool {
+		for g := uint64(10); g < 40; g++ {
+			s := reps[1][g].Status()
+			if s.Leader == 0 {
+				return false
+			}
+			if rr := reps[s.Leader][g].Status(); !rr.LeaderReady {
+				return false
+			}
+		}
+		return true
+	})
+	// Move every group to node 1 first.
+	for g := uint64(10); g < 40; g++ {
+		s := reps[1][g].Status()
+		if s.Leader != 1 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := reps[s.Leader][g].TransferLeadership(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		}
+	}
+	waitFor(t, 10*time.Second, "ready", func() bool {
+		for g := uint64(10); g < 40; g++ {
+			if !reps[1][g].Status().LeaderReady {
+				return false
+			}
+		}
+		return true
+	})
+	stop := make(chan struct{})
+	var lwg sync.WaitGroup
+	for g := uint64(10); g < 40; g++ {
+		lwg.Add(1)
+		go func() {
+			defer lwg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				reps[1][g].Propose(ctx, 4, make([]byte, 1000), true)
+				cancel()
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	defer func() { close(stop); lwg.Wait() }()
+	var mu sync.Mutex
+	var ds []time.Duration
+	var wg sync.WaitGroup
+	for g := uint64(10); g < 40; g++ {
+		r := reps[1][g]
+		if r.Status().State != etcdraft.StateLeader {
+			continue
+		}
+		to := uint64(2)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			st := time.Now()
+			if err := r.TransferLeadership(ctx, to); err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			ds = append(ds, time.Since(st))
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	if len(ds) != 30 {
+		t.Fatalf("%d transfers completed, want 30", len(ds))
+	}
+	t.Logf("30 parallel transfers: fastest %v, median %v, slowest %v", ds[0], ds[len(ds)/2], ds[len(ds)-1])
+}
