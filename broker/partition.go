@@ -230,12 +230,8 @@ func (p *partition) produceFailure(err error) kafka.ProduceResult {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		// No quorum acknowledged in time: retriable, and retries of
 		// idempotent batches are deduplicated.
-		st := p.rep.Status()
-		if st.IsLeader() && len(st.ISR) <= len(st.Voters)/2 {
-			r.Err = kerr.NotEnoughReplicas.Code
-		} else {
-			r.Err = kerr.RequestTimedOut.Code
-		}
+		r.Err = kerr.NotEnoughReplicas.Code
+		r.Message = "not replicated to a quorum within the request timeout"
 	case errors.Is(err, raft.ErrStopped):
 		if st := p.rep.Status(); st.Failed {
 			r.Err = kerr.KafkaStorageError.Code

@@ -3,6 +3,7 @@ package compat
 import (
 	"context"
 	"encoding/binary"
+	"hash/crc32"
 	"io"
 	"net"
 	"testing"
@@ -160,4 +161,11 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("no log line about %q", want)
 		}
 	}
+}
+
+// withCRC fills in a raw v2 batch's length and CRC-32C.
+func withCRC(raw []byte) []byte {
+	binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
+	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return raw
 }

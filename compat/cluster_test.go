@@ -57,21 +57,31 @@ type node struct {
 	exited              chan struct{}
 	exitErr             error
 	extraArgs, extraEnv []string
+	cfg                 string // this node's own cluster config, when proxies are used
 }
 
 // cluster is a set of nodes sharing one cluster.toml.
 type cluster struct {
-	t     testing.TB
-	dir   string
-	cfg   string
-	nodes []*node
+	t       testing.TB
+	dir     string
+	cfg     string
+	nodes   []*node
+	proxies map[[2]int]*netProxy // (from, to) -> proxy
 }
 
 type clusterOpt func(*clusterOptions)
 
 type clusterOptions struct {
-	args []string
-	toml string
+	args    []string
+	toml    string
+	proxies bool
+}
+
+// withRaftProxies routes every node-to-node Raft connection through a
+// proxy the test controls, so it can cut nodes off from each other (see
+// isolate) while clients still reach every node.
+func withRaftProxies() clusterOpt {
+	return func(o *clusterOptions) { o.proxies = true }
 }
 
 // withArgs passes extra flags to every node.
@@ -127,6 +137,9 @@ func startCluster(t testing.TB, n int, opts ...clusterOpt) *cluster {
 	if err := os.WriteFile(c.cfg, []byte(sb.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if o.proxies {
+		c.setupProxies(o.toml)
+	}
 	t.Cleanup(func() {
 		for _, nd := range c.nodes {
 			c.kill(nd.id)
@@ -181,7 +194,11 @@ func (c *cluster) start(id int) {
 	if nd.log == nil {
 		nd.log = &lockedBuffer{}
 	}
-	args := append([]string{"--node-id", fmt.Sprint(id), "--cluster-config", c.cfg, "--data-dir", nd.dataDir,
+	cfg := c.cfg
+	if nd.cfg != "" {
+		cfg = nd.cfg
+	}
+	args := append([]string{"--node-id", fmt.Sprint(id), "--cluster-config", cfg, "--data-dir", nd.dataDir,
 		"--log-level", "info"}, nd.extraArgs...)
 	cmd := exec.Command(serverBin, args...)
 	cmd.Env = append(os.Environ(), nd.extraEnv...)

@@ -179,6 +179,9 @@ type Replica struct {
 	samples     []indexSample
 	caughtUp    map[uint64]time.Time
 	leaderSince time.Time
+	// leaderLostAt is when this replica last stopped leading (zero while
+	// it leads).
+	leaderLostAt time.Time
 	failed      bool
 	scratch     []clog.Entry
 	applyBuf    []Committed
@@ -462,6 +465,7 @@ func (r *Replica) drainInbox() {
 	}
 	if ticks > 0 {
 		r.sampleIndex()
+		r.expireOrphans()
 	}
 	for _, op := range ops {
 		op()
@@ -881,7 +885,11 @@ func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
 		}
 		r.samples = r.samples[:0]
 	}
+	if r.raftState == etcdraft.StateLeader {
+		r.leaderLostAt = time.Time{}
+	}
 	if wasLeader && r.raftState != etcdraft.StateLeader {
+		r.leaderLostAt = time.Now()
 		// Proposals not yet in the log cannot be proposed anymore.
 		for id, p := range r.pending {
 			delete(r.pending, id)
@@ -892,6 +900,31 @@ func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
 		for _, p := range held {
 			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "lost leadership during a transfer"})
 		}
+	}
+}
+
+// Orphaned proposals: entries this node appended as leader, then lost the
+// leadership. Normally the next leader commits them (they succeed) or
+// overwrites them (they fail) within milliseconds. When this node is cut off
+// it learns neither, and its clients would wait out their request timeout:
+// so without a known leader for orphanWaitNoLeader, or without an outcome
+// for orphanWait, they fail as NOT_LEADER (retriable; idempotent producers
+// retry them without duplicates).
+const (
+	orphanWaitNoLeader = 500 * time.Millisecond
+	orphanWait         = 3 * time.Second
+)
+
+func (r *Replica) expireOrphans() {
+	if len(r.waiting) == 0 || r.raftState == etcdraft.StateLeader || r.leaderLostAt.IsZero() {
+		return
+	}
+	since := time.Since(r.leaderLostAt)
+	if (r.lead == 0 && since > orphanWaitNoLeader) || since > orphanWait {
+		for _, p := range r.waiting {
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "leadership lost; outcome unknown"})
+		}
+		r.waiting = nil
 	}
 }
 
