@@ -257,6 +257,7 @@ type partitionsJSON struct {
 	InSyncReplicas []int32 `json:"in_sync_replicas"`
 	LeaderEpoch    int64   `json:"leader_epoch"`
 	HighWatermark  int64   `json:"high_watermark"`
+	LogStartOffset int64   `json:"log_start_offset"`
 }
 
 // partitions fetches /partitions from node id.
