@@ -176,10 +176,13 @@ type healthResponse struct {
 	ShuttingDown bool                       `json:"shutting_down"`
 	Partitions   map[string]PartitionHealth `json:"partitions"`
 	Reasons      []string                   `json:"reasons,omitempty"`
+	PID          int                        `json:"pid"`
+	StartedAt    time.Time                  `json:"started_at"`
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	r, snap := evaluate(s.src)
+	proc := s.src.Process()
 	code := http.StatusOK
 	if r.Status != StatusHealthy {
 		code = http.StatusServiceUnavailable
@@ -190,6 +193,8 @@ func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 		ShuttingDown: snap.shuttingDown,
 		Partitions:   r.Partitions,
 		Reasons:      r.Reasons,
+		PID:          proc.PID,
+		StartedAt:    proc.StartedAt,
 	})
 }
 

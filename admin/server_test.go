@@ -45,6 +45,10 @@ func (f *fakeSource) Nodes() []NodeStatus {
 	return append([]NodeStatus(nil), f.nodes...)
 }
 
+func (f *fakeSource) Process() ProcessInfo {
+	return ProcessInfo{PID: 42, StartedAt: time.Unix(1700000000, 0)}
+}
+
 func (f *fakeSource) set(fn func(f *fakeSource)) { f.mu.Lock(); defer f.mu.Unlock(); fn(f) }
 
 // healthyCluster is three nodes, every partition replicated on all three

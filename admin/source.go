@@ -1,5 +1,7 @@
 package admin
 
+import "time"
+
 // Source is what the admin server reads from the broker. The broker
 // implements it; admin imports no sibling package.
 type Source interface {
@@ -16,6 +18,15 @@ type Source interface {
 	// Nodes lists the cluster's nodes and whether this node currently sees
 	// each one as connected (itself included, always true).
 	Nodes() []NodeStatus
+	// Process identifies the running process, so tools can tell that a
+	// node restarted (the rolling restart waits for a new start time).
+	Process() ProcessInfo
+}
+
+// ProcessInfo describes the node's process.
+type ProcessInfo struct {
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 // PartitionStatus is one partition as /partitions and /health show it.

@@ -62,6 +62,7 @@ type Broker struct {
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
 
+	started          time.Time
 	pidMu            sync.Mutex
 	pidNext, pidEnd  int64
 	transfersOK      prometheus.Counter
@@ -87,7 +88,7 @@ func New(cfg Config) (*Broker, error) {
 	b := &Broker{cfg: cfg, logger: cfg.Logger, reg: cfg.Registry, view: newClusterView(),
 		parts: map[uint64]*partition{}, byTP: map[tpKey]*partition{}, offsets: map[uint64]*offsetsPartition{},
 		cfgs: map[string]*topicConfig{}, reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
-		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel}
+		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	if err := b.registerMetrics(); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"os"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,10 @@ func (a adminSource) Nodes() []admin.NodeStatus {
 }
 
 func (a adminSource) Partitions() []admin.PartitionStatus { return a.b.partitionStatuses() }
+
+func (a adminSource) Process() admin.ProcessInfo {
+	return admin.ProcessInfo{PID: os.Getpid(), StartedAt: a.b.started}
+}
 
 // partitionStatuses describes every partition, the metadata group first.
 func (b *Broker) partitionStatuses() []admin.PartitionStatus {

@@ -1,21 +1,45 @@
 #!/usr/bin/env bash
 # Runs a local Chronik cluster in the foreground: every node of the cluster
 # config on loopback, data under ./data/node-N, logs prefixed by node.
-# Ctrl-C (or SIGTERM) stops every node gracefully and waits for them.
-set -euo pipefail
+#
+# It supervises the nodes the way systemd or Docker would: a node that exits
+# (after a SIGTERM, as `chronik-server rolling-restart` sends, or a crash)
+# is started again. Ctrl-C (or SIGTERM to this script) stops every node
+# gracefully and waits for them.
+set -uo pipefail
 
 BIN=${BIN:-bin/chronik-server}
 CONFIG=${CONFIG:-deploy/cluster.toml}
 DATA=${DATA:-data}
-
+RUN=$(mktemp -d)
 ids=$(grep -E '^\s*id\s*=' "$CONFIG" | sed -E 's/[^0-9]//g')
-pids=()
+sups=()
+
+supervise() {
+	local id=$1
+	shift
+	while [ ! -e "$RUN/stopping" ]; do
+		"$BIN" --node-id "$id" --cluster-config "$CONFIG" --data-dir "$DATA/node-$id" "$@" \
+			> >(sed -u "s/^/[node $id] /") 2>&1 &
+		local pid=$!
+		echo "$pid" > "$RUN/node-$id.pid"
+		wait "$pid"
+		local rc=$?
+		[ -e "$RUN/stopping" ] && break
+		echo "[node $id] exited with status $rc; starting it again" >&2
+		sleep 0.2
+	done
+}
 
 stop() {
 	trap - INT TERM
+	touch "$RUN/stopping"
 	echo "stopping cluster..." >&2
-	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	for f in "$RUN"/node-*.pid; do
+		[ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null
+	done
+	for s in "${sups[@]}"; do wait "$s" 2>/dev/null; done
+	rm -rf "$RUN"
 	echo "cluster stopped" >&2
 	exit 0
 }
@@ -23,8 +47,11 @@ trap stop INT TERM
 
 for id in $ids; do
 	mkdir -p "$DATA/node-$id"
-	"$BIN" --node-id "$id" --cluster-config "$CONFIG" --data-dir "$DATA/node-$id" "$@" 2>&1 | sed -u "s/^/[node $id] /" &
-	pids+=($!)
+	supervise "$id" "$@" &
+	sups+=($!)
 done
-echo "chronik: $(echo $ids | wc -w) node(s) from $CONFIG; Kafka on $(grep -E '^\s*kafka\s*=' "$CONFIG" | sed -E 's/.*"(.*)".*/\1/' | paste -sd, -); Ctrl-C stops" >&2
-wait
+echo "chronik: $(echo $ids | wc -w) node(s) from $CONFIG; Kafka on $(grep -E '^\s*kafka\s*=' "$CONFIG" | sed -E 's/.*"(.*)".*/\1/' | paste -sd, -); admin on $(grep -E '^\s*admin\s*=' "$CONFIG" | sed -E 's/.*"(.*)".*/\1/' | paste -sd, -); Ctrl-C stops" >&2
+while true; do
+	wait
+	[ -e "$RUN/stopping" ] && break
+done

@@ -24,6 +24,7 @@ func main() {
 		Action: runServer,
 		Commands: []*cli.Command{
 			healthCommand(),
+			rollingRestartCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {
