@@ -391,17 +391,34 @@ func (b *Broker) removeReplica(g uint64) {
 	}
 }
 
+// joinTimeout is how long a node waits for a metadata leader before it
+// reports that it cannot join the cluster (it keeps trying).
+const joinTimeout = 30 * time.Second
+
 // bootstrapLoop makes sure the internal offsets topic exists; the metadata
 // leader creates it once.
 func (b *Broker) bootstrapLoop() {
 	defer b.wg.Done()
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	var noLeaderSince time.Time
+	warned := false
 	for {
 		select {
 		case <-t.C:
 		case <-b.ctx.Done():
 			return
+		}
+		if b.meta.Status().Leader == 0 {
+			if noLeaderSince.IsZero() {
+				noLeaderSince = time.Now()
+			} else if !warned && time.Since(noLeaderSince) > joinTimeout {
+				b.logger.Error("Failed to join cluster: no leader elected within "+fmtDur(joinTimeout),
+					"hint", "check that a majority of the nodes in the cluster config run and reach each other's raft addresses")
+				warned = true
+			}
+		} else {
+			noLeaderSince, warned = time.Time{}, false
 		}
 		if _, ok := b.metaSM.topic(offsetsTopic); ok {
 			b.ready.Store(true)
