@@ -157,5 +157,8 @@ func fmtDur(d time.Duration) string {
 	if d < time.Second {
 		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
 	}
+	if d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
 	return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
 }
