@@ -32,6 +32,7 @@ type loader struct {
 	lastAck  map[int32]time.Time
 	maxGap   map[int32]time.Duration
 	gaps     []time.Duration // every gap above 20ms, for percentiles
+	allGaps  []gapAt         // every gap, with when it ended
 	bigGaps  []string
 	errs     map[string]int
 	nonRetry []error
@@ -133,6 +134,7 @@ func (l *loader) onAck(r *kgo.Record, err error) {
 		if gap > 20*time.Millisecond {
 			l.gaps = append(l.gaps, gap)
 		}
+		l.allGaps = append(l.allGaps, gapAt{partition: r.Partition, gap: gap, end: now})
 		if gap > 100*time.Millisecond {
 			l.bigGaps = append(l.bigGaps, fmt.Sprintf("p%d %s..%s", r.Partition, last.Format("15:04:05.000"), now.Format("15:04:05.000")))
 		}
@@ -167,6 +169,34 @@ func (l *loader) lastAckOn(p int32) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.lastAck[p]
+}
+
+type gapAt struct {
+	partition int32
+	gap       time.Duration
+	end       time.Time
+}
+
+// stallsBetween returns, for each partition, the longest gap between acks
+// that ended in [from, to], sorted ascending.
+func (l *loader) stallsBetween(from, to time.Time) []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	worst := map[int32]time.Duration{}
+	for _, g := range l.allGaps {
+		if g.end.Before(from) || g.end.After(to) {
+			continue
+		}
+		if g.gap > worst[g.partition] {
+			worst[g.partition] = g.gap
+		}
+	}
+	out := make([]time.Duration, 0, len(worst))
+	for _, d := range worst {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 // report summarizes errors and gaps.

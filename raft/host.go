@@ -614,14 +614,29 @@ func (h *Host) StopReplicas() error {
 	h.qmu.Unlock()
 	h.qcond.Broadcast()
 	h.workers.Wait()
+	// Close replicas in parallel: each syncs its own files, and a node with
+	// hundreds of partitions should not fsync them one after the other.
+	var mu sync.Mutex
 	var errs []error
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
 	for _, r := range h.Replicas() {
-		r.mu.Lock()
-		if err := r.closeLocked(); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", r.cfg.Name, err))
-		}
-		r.mu.Unlock()
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r.mu.Lock()
+			err := r.closeLocked()
+			r.mu.Unlock()
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", r.cfg.Name, err))
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

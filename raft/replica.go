@@ -1111,6 +1111,12 @@ func (r *Replica) fail(err error) {
 	}
 }
 
+// Thresholds above which closing a replica takes a snapshot first.
+const (
+	closeSnapshotEntries = 2000
+	closeSnapshotBytes   = 8 << 20
+)
+
 // closeLocked syncs and closes storage, failing whatever still waits.
 func (r *Replica) closeLocked() error {
 	r.stopped.Store(true)
@@ -1138,7 +1144,9 @@ func (r *Replica) closeLocked() error {
 	}
 	r.transfers = nil
 	var err error
-	if !r.failed {
+	// A restart replays the log after the last snapshot; a short tail is
+	// cheaper to replay than a snapshot is to write now, during shutdown.
+	if !r.failed && (r.applied-r.snapIndex >= closeSnapshotEntries || r.snapBytes >= closeSnapshotBytes) {
 		err = r.snapshotNow()
 	}
 	if e := r.st.close(); e != nil && err == nil {
