@@ -1,0 +1,99 @@
+package compat
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// createWithAssignment creates a topic with explicit replica assignments.
+func createWithAssignment(ctx context.Context, cl *kgo.Client, topic string, assign map[int32][]int32) error {
+	req := kmsg.NewPtrCreateTopicsRequest()
+	req.TimeoutMillis = 30000
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic = topic
+	rt.NumPartitions = -1
+	rt.ReplicationFactor = -1
+	for p, reps := range assign {
+		rt.ReplicaAssignment = append(rt.ReplicaAssignment, kmsg.CreateTopicsRequestTopicReplicaAssignment{Partition: p, Replicas: reps})
+	}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return err
+	}
+	return kerr.ErrorForCode(resp.Topics[0].ErrorCode)
+}
+
+// TestShutdownLeaderOfEverything: one node leads all 100 partitions of a
+// topic (and more) when it gets SIGTERM under load. It must hand every one
+// of them off and exit within 2 s, with nothing lost and no failed request.
+func TestShutdownLeaderOfEverything(t *testing.T) {
+	c := startCluster(t, 3, withArgs("--rebalance-delay", "200ms"))
+	cl := newFranz(t, c)
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Node 1 is every partition's preferred (first) replica.
+	assign := map[int32][]int32{}
+	for p := int32(0); p < 100; p++ {
+		assign[p] = []int32{1, 2, 3}
+	}
+	_ = adm
+	if err := createWithAssignment(ctx, cl, "all", assign); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	waitFor(t, 30*time.Second, "node 1 to lead all 100 partitions", func() bool {
+		ps, err := c.partitions(2)
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, p := range ps {
+			if p.Topic == "all" && p.Leader == 1 && len(p.InSyncReplicas) == 3 {
+				n++
+			}
+		}
+		return n == 100
+	})
+	l := startLoader(t, c, "all", 3000)
+	l.waitAcks(3000, 30*time.Second)
+	start := time.Now()
+	c.stop(1, 30*time.Second)
+	took := time.Since(start)
+	checkShutdownLog(t, c.node(1))
+	line := c.node(1).log.lines("Graceful shutdown complete")
+	t.Logf("SIGTERM to exit: %v; %s", took.Round(time.Millisecond), line[0][strings.Index(line[0], "msg="):])
+	ds := transferDurations(c.node(1))
+	if len(ds) < 100 {
+		t.Fatalf("only %d transfers logged", len(ds))
+	}
+	t.Logf("transfers: %d, p50 %v, p99 %v, max %v", len(ds), percentile(ds, 0.5), percentile(ds, 0.99), ds[len(ds)-1])
+	if took > 2*time.Second {
+		t.Errorf("shutdown of a node leading 100 partitions took %v, want at most 2s", took)
+	}
+	if !strings.Contains(line[0], " 0 failed") {
+		t.Errorf("failed transfers: %s", line[0])
+	}
+	l.waitAcks(l.ackedCount()+3000, 30*time.Second)
+	c.start(1)
+	c.waitReady(30 * time.Second)
+	l.halt()
+	t.Log(l.report())
+	l.mu.Lock()
+	errs := len(l.errs)
+	l.mu.Unlock()
+	if errs != 0 {
+		t.Errorf("produce errors: %v", l.errs)
+	}
+	lost, dup := l.verify(c)
+	if lost != 0 || dup != 0 {
+		t.Fatalf("lost %d acknowledged records, %d duplicates", lost, dup)
+	}
+}
