@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -83,6 +84,10 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /ready", s.handleReady)
 	s.mux.HandleFunc("GET /restart-safe", s.handleRestartSafe)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: errLog}))
+	// Go profiling, for performance work on a running node.
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 
 	s.http = &http.Server{
 		Handler:           s.mux,
@@ -167,6 +172,7 @@ func (s *Server) handleIndex(w http.ResponseWriter, _ *http.Request) {
   /ready         readiness to serve clients (503 when not ready)
   /restart-safe  whether stopping this node now keeps every quorum (503 if not)
   /metrics       Prometheus metrics
+  /debug/pprof/  Go profiles
 `)
 }
 

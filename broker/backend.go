@@ -456,7 +456,8 @@ func (b *Broker) Coordinator(group string) (int32, int16) {
 
 // GroupRequest implements kafka.Backend.
 func (b *Broker) GroupRequest(ctx context.Context, req kmsg.Request) kmsg.Response {
-	return b.coord.Handle(ctx, req)
+	cl := kafka.ClientFromContext(ctx)
+	return b.coord.Handle(coordinator.WithClient(ctx, cl.ID, "/"+cl.Host), req)
 }
 
 // GroupAPIs implements kafka.Backend.

@@ -729,12 +729,28 @@ func TestSaramaKillLeader(t *testing.T) {
 	if a := adminLeader(t, c, victim, topic, 0); a != int32(victim) {
 		t.Logf("sarama says node %d leads %s/0, admin endpoint says %d", victim, topic, a)
 	}
+	perPart := func() [parts]int {
+		mu.Lock()
+		defer mu.Unlock()
+		var out [parts]int
+		for _, pos := range acked {
+			out[pos[0]]++
+		}
+		return out
+	}
+	before := perPart()
 	t.Logf("killing node %d (leader of %s/0) at %d acks", victim, topic, ackCount())
 	killedAt := time.Now()
 	c.kill(victim)
 	stopAt.Store(4000)
 	wg.Wait()
 	t.Logf("reached %d acks %v after the kill; %d produce errors (first: %v)", ackCount(), time.Since(killedAt), len(failed), firstErr)
+	if after := perPart(); after[0] <= before[0] {
+		t.Fatalf("no acks on %s/0 after its leader was killed: %v before, %v after", topic, before, after)
+	}
+	if l, err := cl.Leader(topic, 0); err != nil || int(l.ID()) == victim {
+		t.Fatalf("after the kill sarama sees leader %v of %s/0 (err %v)", l, topic, err)
+	}
 
 	c.start(victim)
 	c.waitReady(30 * time.Second)
@@ -785,5 +801,36 @@ func TestSaramaKillLeader(t *testing.T) {
 			bad = append(bad[:20], fmt.Sprintf("... and %d more", len(bad)-20))
 		}
 		t.Fatalf("after the leader kill:\n%s", strings.Join(bad, "\n"))
+	}
+}
+
+// TestSaramaReproDescribeGroupsClientID reproduces a broker bug: the group
+// coordinator never learns the client id and address of a member's
+// connection (coordinator.WithClient is never called), so JoinGroup hands
+// out member ids "-<uuid>" instead of "<client.id>-<uuid>" and
+// DescribeGroups reports client_id "" and client_host "" for every member.
+// Kafka reports the request header's client id and "/<ip>".
+func TestSaramaReproDescribeGroupsClientID(t *testing.T) {
+	c := startCluster(t, 3)
+	const topic, group = "sarama-describe", "sarama-describe-g"
+	createTopic(t, c, topic, 1, 3, nil)
+	tr := newGroupTracker(1 << 62)
+	close(tr.start)
+	startSaramaMember(t, c, group, topic, tr) // ClientID "compat-sarama"
+	waitGroupStable(t, c, group, topic, 1, 1)
+	adm, err := sarama.NewClusterAdmin(c.bootstrap(), saramaConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	ds, err := adm.DescribeConsumerGroups([]string{group})
+	if err != nil || len(ds) != 1 || len(ds[0].Members) != 1 {
+		t.Fatalf("DescribeGroups: %v %+v", err, ds)
+	}
+	for id, m := range ds[0].Members {
+		if m.ClientId != "compat-sarama" || !strings.HasPrefix(id, "compat-sarama-") || !strings.Contains(m.ClientHost, "127.0.0.1") {
+			t.Fatalf("DescribeGroups member: id %q, client_id %q, client_host %q; want id \"compat-sarama-<uuid>\", client_id \"compat-sarama\", client_host \"/127.0.0.1\"",
+				id, m.ClientId, m.ClientHost)
+		}
 	}
 }

@@ -135,7 +135,12 @@ func buildFetch(s *Server, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, par
 		rp.HighWatermark = res.HighWatermark
 		rp.LastStableOffset = res.LastStable
 		rp.LogStartOffset = res.LogStartOffset
+		// An empty set, never null: librdkafka and kafka-go reject a null
+		// record set (size -1) and drop the whole response.
 		rp.RecordBatches = res.Records
+		if rp.RecordBatches == nil {
+			rp.RecordBatches = []byte{}
+		}
 		rp.PreferredReadReplica = -1
 		if res.Err == kerr.NotLeaderForPartition.Code && res.Hint.Leader >= 0 && req.Version >= 16 {
 			rp.CurrentLeader.LeaderID, rp.CurrentLeader.LeaderEpoch = res.Hint.Leader, res.Hint.Epoch

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"net"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -14,7 +15,7 @@ import (
 // happens in the reply, off the reader goroutine.
 func handleGroup(s *Server, cc *connCtx, req kmsg.Request) reply {
 	return func() kmsg.Response {
-		ctx, cancel := context.WithCancel(cc.ctx)
+		ctx, cancel := context.WithCancel(context.WithValue(cc.ctx, clientKey{}, Client{ID: cc.clientID, Host: hostOf(cc.remote)}))
 		defer cancel()
 		resp := s.backend.GroupRequest(ctx, req)
 		if resp != nil {
@@ -22,4 +23,25 @@ func handleGroup(s *Server, cc *connCtx, req kmsg.Request) reply {
 		}
 		return resp
 	}
+}
+
+// Client identifies the client connection a request came on.
+type Client struct {
+	ID   string // the request header's client id
+	Host string // the client's address, without the port
+}
+
+type clientKey struct{}
+
+// ClientFromContext returns the client of a group request's context.
+func ClientFromContext(ctx context.Context) Client {
+	c, _ := ctx.Value(clientKey{}).(Client)
+	return c
+}
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }

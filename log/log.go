@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,9 +61,12 @@ type Log struct {
 	dirtyEp    bool       // epochs changed in a way that needs a rewrite
 	epF        *os.File   // epochs file open for appends
 	epUnsynced bool       // epochs appended since the last Sync
-	closed     bool
-	frameBuf   []byte
-	hdrBuf     []byte
+	// unsynced is set by Append and cleared by Sync, so periodic syncs of
+	// idle logs cost nothing.
+	unsynced atomic.Bool
+	closed   bool
+	frameBuf []byte
+	hdrBuf   []byte
 }
 
 // Open opens or creates the log in opts.Dir and recovers its tail.
@@ -577,6 +581,7 @@ func (l *Log) Append(entries []Entry) error {
 	if err := l.writeFrames(seg, buf, start); err != nil {
 		return err
 	}
+	l.unsynced.Store(true)
 	if cap(buf) <= 4<<20 {
 		l.frameBuf = buf[:0]
 	}
@@ -766,6 +771,9 @@ func (l *Log) dropSegment(s *segment) {
 
 // Sync makes everything appended so far durable.
 func (l *Log) Sync() error {
+	if !l.unsynced.Swap(false) {
+		return nil
+	}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -792,6 +800,7 @@ func (l *Log) Sync() error {
 		}
 	}
 	if err := s.f.Sync(); err != nil {
+		l.unsynced.Store(true)
 		return fmt.Errorf("log %s: fsync: %w", l.opts.Dir, err)
 	}
 	return nil

@@ -186,6 +186,8 @@ type Replica struct {
 	scratch     []clog.Entry
 	applyBuf    []Committed
 	curEntries  []*pb.Entry
+	mustPublish bool // inbox work arrived since the last publish
+	idleTicks   int  // ticks since the last publish
 
 	status atomic.Pointer[Status]
 	watch  atomic.Pointer[chan struct{}]
@@ -439,6 +441,10 @@ func (r *Replica) drainInbox() {
 	msgs, props, ticks, ops := r.inMsgs, r.inProps, r.inTicks, r.inOps
 	r.inMsgs, r.inProps, r.inTicks, r.inOps = nil, nil, 0, nil
 	r.inMu.Unlock()
+	if len(msgs) > 0 || len(props) > 0 || len(ops) > 0 {
+		r.mustPublish = true
+	}
+	r.idleTicks += ticks
 	if r.failed {
 		for _, p := range props {
 			p.fail(ErrStopped)
@@ -648,7 +654,11 @@ func (r *Replica) finish(w *readyWork) error {
 	}
 	r.unsynced = r.unsynced[:0]
 	if !w.has {
-		r.publish()
+		// Nothing happened but time passing: refresh the status (the ISR
+		// ages) once a second rather than on every tick.
+		if r.mustPublish || r.idleTicks >= idlePublishTicks {
+			r.publish()
+		}
 		return nil
 	}
 	rd := &w.rd
@@ -995,8 +1005,12 @@ func (r *Replica) isr(match map[uint64]uint64) []uint64 {
 	return out
 }
 
+// idlePublishTicks is how many idle ticks pass between status refreshes.
+const idlePublishTicks = 10
+
 // publish refreshes the status readers see and wakes watchers on change.
 func (r *Replica) publish() {
+	r.mustPublish, r.idleTicks = false, 0
 	bs := r.rn.BasicStatus()
 	old := r.status.Load()
 	s := &Status{

@@ -18,7 +18,9 @@ sups=()
 supervise() {
 	local id=$1
 	shift
+	local quick=0
 	while [ ! -e "$RUN/stopping" ]; do
+		local started=$SECONDS
 		"$BIN" --node-id "$id" --cluster-config "$CONFIG" --data-dir "$DATA/node-$id" "$@" \
 			> >(sed -u "s/^/[node $id] /") 2>&1 &
 		local pid=$!
@@ -26,6 +28,17 @@ supervise() {
 		wait "$pid"
 		local rc=$?
 		[ -e "$RUN/stopping" ] && break
+		# A node that keeps failing right after start (a port in use, a bad
+		# config) is not restarted forever.
+		if [ "$rc" -ne 0 ] && [ $((SECONDS - started)) -lt 3 ]; then
+			quick=$((quick + 1))
+			if [ "$quick" -ge 3 ]; then
+				echo "[node $id] failed to start $quick times in a row; giving up on it" >&2
+				return 1
+			fi
+		else
+			quick=0
+		fi
 		echo "[node $id] exited with status $rc; starting it again" >&2
 		sleep 0.2
 	done
@@ -51,7 +64,6 @@ for id in $ids; do
 	sups+=($!)
 done
 echo "chronik: $(echo $ids | wc -w) node(s) from $CONFIG; Kafka on $(grep -E '^\s*kafka\s*=' "$CONFIG" | sed -E 's/.*"(.*)".*/\1/' | paste -sd, -); admin on $(grep -E '^\s*admin\s*=' "$CONFIG" | sed -E 's/.*"(.*)".*/\1/' | paste -sd, -); Ctrl-C stops" >&2
-while true; do
-	wait
-	[ -e "$RUN/stopping" ] && break
-done
+# Wait until Ctrl-C, or until every supervisor gave up.
+for s in "${sups[@]}"; do wait "$s"; done
+[ -e "$RUN/stopping" ] || { echo "no node is running; exiting" >&2; rm -rf "$RUN"; exit 1; }

@@ -1,0 +1,363 @@
+// Command chronik-bench measures Chronik against franz-go's in-memory kfake
+// broker: produce throughput and latency, consume throughput, and the time
+// a node holding ~1 GiB takes to serve again after a restart.
+//
+//	go run ./cmd/chronik-bench [-quick] [-json out.json]
+//
+// Progress goes to stderr, the results table to stdout. Every server
+// process and temp dir it starts is removed on exit, error or Ctrl-C (a
+// second Ctrl-C kills everything at once).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	tputTopic = "bench-throughput"
+	latTopic  = "bench-latency"
+)
+
+type config struct {
+	Records      int           `json:"records"`
+	Size         int           `json:"size"`
+	Partitions   int           `json:"partitions"`
+	Rounds       int           `json:"rounds"`
+	Rate         int           `json:"latency_rate"`
+	LatencyDur   time.Duration `json:"latency_duration_ns"`
+	RestartBytes int64         `json:"restart_bytes"`
+	SkipRestart  bool          `json:"skip_restart"`
+	Bin          string        `json:"bin"`
+	jsonPath     string
+}
+
+func parseFlags() config {
+	var c config
+	var quick bool
+	flag.IntVar(&c.Records, "records", 200_000, "records per throughput run")
+	flag.IntVar(&c.Size, "size", 1024, "record value size in bytes")
+	flag.IntVar(&c.Partitions, "partitions", 6, "partitions per topic")
+	flag.IntVar(&c.Rounds, "rounds", 5, "rounds; each runs every target once, alternating, and the median is reported (0: restart test only)")
+	flag.IntVar(&c.Rate, "rate", 5000, "records/s of the paced latency run")
+	flag.DurationVar(&c.LatencyDur, "latency-duration", 5*time.Second, "length of the paced latency run")
+	flag.Int64Var(&c.RestartBytes, "restart-bytes", 1<<30, "data held by the node in the restart test")
+	flag.BoolVar(&c.SkipRestart, "skip-restart", false, "skip the restart test")
+	flag.BoolVar(&quick, "quick", false, "small sizes for a smoke run (explicit flags still win)")
+	flag.StringVar(&c.Bin, "bin", "bin/chronik-server", "chronik-server binary")
+	flag.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.Parse()
+	if quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quickDefault := func(name string, apply func()) {
+			if !set[name] {
+				apply()
+			}
+		}
+		quickDefault("records", func() { c.Records = 20_000 })
+		quickDefault("rounds", func() { c.Rounds = 1 })
+		quickDefault("rate", func() { c.Rate = 2000 })
+		quickDefault("latency-duration", func() { c.LatencyDur = time.Second })
+		quickDefault("restart-bytes", func() { c.RestartBytes = 64 << 20 })
+	}
+	return c
+}
+
+func main() {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	cfg := parseFlags()
+	if cfg.Records < 1 || cfg.Size < 1 || cfg.Partitions < 1 || cfg.Rounds < 0 || cfg.Rate < 1 || cfg.LatencyDur <= 0 {
+		fmt.Fprintln(os.Stderr, "chronik-bench: -records, -size, -partitions, -rate and -latency-duration must be positive, -rounds not negative")
+		os.Exit(2)
+	}
+
+	// First signal: cancel, and let the deferred cleanups run. Second:
+	// kill whatever is still registered and exit now.
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		slog.Warn("interrupted; cleaning up (signal again to force)", "signal", s)
+		cancel()
+		<-sigs
+		live.runAll()
+		os.Exit(130)
+	}()
+
+	code := run(ctx, cfg)
+	cancel()
+	live.runAll() // nothing should be left; this is the safety net
+	os.Exit(code)
+}
+
+type runResult struct {
+	Round   int           `json:"round"`
+	Produce produceResult `json:"produce"`
+	Latency latencyResult `json:"latency"`
+	Consume consumeResult `json:"consume"`
+	Err     string        `json:"error,omitempty"`
+}
+
+type summary struct {
+	Name  string      `json:"name"`
+	Runs  []runResult `json:"runs"`
+	OK    int         `json:"ok_runs"`
+	spec  targetSpec
+	Stats struct {
+		ProduceMiBps   float64 `json:"produce_mib_per_s"`
+		ProduceRecPerS float64 `json:"produce_records_per_s"`
+		P50ms          float64 `json:"p50_ms"`
+		P99ms          float64 `json:"p99_ms"`
+		ConsumeMiBps   float64 `json:"consume_mib_per_s"`
+		ConsumeRecPerS float64 `json:"consume_records_per_s"`
+	} `json:"median"`
+	ProduceVsKfake float64 `json:"produce_vs_kfake"`
+	ConsumeVsKfake float64 `json:"consume_vs_kfake"`
+}
+
+type report struct {
+	Config             config         `json:"config"`
+	Targets            []*summary     `json:"targets"`
+	RF3OverRF1         float64        `json:"rf3_over_rf1_produce"`
+	AlwaysOverInterval float64        `json:"always_over_interval_produce"`
+	Restart            *restartResult `json:"restart,omitempty"`
+	RestartErr         string         `json:"restart_error,omitempty"`
+}
+
+func run(ctx context.Context, cfg config) int {
+	if _, err := os.Stat(cfg.Bin); err != nil {
+		fmt.Fprintf(os.Stderr, "chronik-bench: %v (build it with `make build`, or pass -bin)\n", err)
+		return 2
+	}
+	rep := &report{Config: cfg}
+	for _, spec := range []targetSpec{
+		{name: "kfake (in-memory)", kfake: true},
+		{name: "chronik RF=1 interval", nodes: 1},
+		{name: "chronik RF=1 always", nodes: 1, args: []string{"--fsync", "always"}},
+		{name: "chronik RF=3 acks=all", nodes: 3},
+	} {
+		rep.Targets = append(rep.Targets, &summary{Name: spec.name, spec: spec})
+	}
+	failed := false
+	// Every round runs each target once, kfake first, so that kfake's
+	// run-to-run swings are spread across the comparison.
+	for round := 1; round <= cfg.Rounds && ctx.Err() == nil; round++ {
+		for _, s := range rep.Targets {
+			if ctx.Err() != nil {
+				break
+			}
+			slog.Info("run", "round", round, "target", s.Name)
+			r := runTarget(ctx, cfg, s.spec)
+			r.Round = round
+			if r.Err != "" {
+				failed = true
+				slog.Error("run failed", "round", round, "target", s.Name, "err", r.Err)
+			} else {
+				slog.Info("run done", "target", s.Name, "produce MiB/s", f1(r.Produce.MiBps),
+					"p50 ms", f2(r.Latency.P50ms), "p99 ms", f2(r.Latency.P99ms), "consume MiB/s", f1(r.Consume.MiBps))
+			}
+			s.Runs = append(s.Runs, r)
+		}
+	}
+	if !cfg.SkipRestart && ctx.Err() == nil {
+		slog.Info("restart test", "bytes", cfg.RestartBytes)
+		rr, err := runRestart(ctx, cfg.Bin, int32(cfg.Partitions), cfg.RestartBytes)
+		if err != nil {
+			failed = true
+			rep.RestartErr = err.Error()
+			slog.Error("restart test failed", "err", err)
+		} else {
+			rep.Restart = &rr
+		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "chronik-bench: interrupted")
+		return 130
+	}
+	summarize(rep)
+	printReport(os.Stdout, rep)
+	if cfg.jsonPath != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(cfg.jsonPath, append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "chronik-bench:", err)
+			failed = true
+		}
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// runTarget starts a fresh target and runs throughput, consume and the
+// paced latency run against it. A failure is recorded, not fatal, so one
+// broken target still leaves the others' numbers.
+func runTarget(ctx context.Context, cfg config, spec targetSpec) (r runResult) {
+	fail := func(what string, err error) runResult {
+		r.Err = what + ": " + err.Error()
+		return r
+	}
+	t0 := time.Now()
+	t, err := startTarget(ctx, spec, cfg.Bin, int32(cfg.Partitions), tputTopic, latTopic)
+	if err != nil {
+		return fail("start", err)
+	}
+	defer t.close()
+	slog.Info("target up, topics created", "target", spec.name, "took", time.Since(t0).Round(time.Millisecond))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(t.ctx, func() { cancel(context.Cause(t.ctx)) })
+	defer stop()
+
+	bytes := int64(cfg.Records) * int64(cfg.Size)
+	// Generous bounds: they only turn a stall into an error.
+	bound := 2*time.Minute + time.Duration(bytes/(256<<10))*time.Second
+
+	pctx, pcancel := context.WithTimeout(ctx, bound)
+	r.Produce, err = produceThroughput(pctx, t.seeds, tputTopic, cfg.Records, cfg.Size)
+	pcancel()
+	if err != nil {
+		return fail("produce", err)
+	}
+	cctx, ccancel := context.WithTimeout(ctx, bound)
+	r.Consume, err = consumeAll(cctx, t.seeds, tputTopic)
+	ccancel()
+	if err != nil {
+		return fail("consume", err)
+	}
+	lctx, lcancel := context.WithTimeout(ctx, cfg.LatencyDur+2*time.Minute)
+	r.Latency, err = produceLatency(lctx, t.seeds, latTopic, cfg.Rate, cfg.LatencyDur, cfg.Size)
+	lcancel()
+	if err != nil {
+		return fail("latency", err)
+	}
+	return r
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// summarize takes each metric's median over a target's successful runs.
+func summarize(rep *report) {
+	for _, s := range rep.Targets {
+		var pm, pr, p50, p99, cm, cr []float64
+		for _, r := range s.Runs {
+			if r.Err != "" {
+				continue
+			}
+			pm, pr = append(pm, r.Produce.MiBps), append(pr, r.Produce.RecPerS)
+			p50, p99 = append(p50, r.Latency.P50ms), append(p99, r.Latency.P99ms)
+			cm, cr = append(cm, r.Consume.MiBps), append(cr, r.Consume.RecPerS)
+		}
+		s.OK = len(pm)
+		st := &s.Stats
+		st.ProduceMiBps, st.ProduceRecPerS = median(pm), median(pr)
+		st.P50ms, st.P99ms = median(p50), median(p99)
+		st.ConsumeMiBps, st.ConsumeRecPerS = median(cm), median(cr)
+	}
+	k := rep.Targets[0].Stats
+	for _, s := range rep.Targets {
+		s.ProduceVsKfake = ratio(s.Stats.ProduceMiBps, k.ProduceMiBps)
+		s.ConsumeVsKfake = ratio(s.Stats.ConsumeMiBps, k.ConsumeMiBps)
+	}
+	rep.RF3OverRF1 = ratio(rep.Targets[3].Stats.ProduceMiBps, rep.Targets[1].Stats.ProduceMiBps)
+	rep.AlwaysOverInterval = ratio(rep.Targets[2].Stats.ProduceMiBps, rep.Targets[1].Stats.ProduceMiBps)
+}
+
+func ratio(a, b float64) float64 {
+	if a == 0 || b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func f1(x float64) string { return fmt.Sprintf("%.1f", x) }
+func f2(x float64) string { return fmt.Sprintf("%.2f", x) }
+
+func printReport(w io.Writer, rep *report) {
+	if rep.Config.Rounds > 0 {
+		printLoad(w, rep)
+	}
+	switch {
+	case rep.Restart != nil:
+		r := rep.Restart
+		fmt.Fprintf(w, "restart with %.2f GiB (%d records): graceful %.2f s, after kill -9 %.2f s\n",
+			float64(r.DataBytes)/(1<<30), r.Records, r.GracefulServeS, r.CrashServeS)
+		fmt.Fprintf(w, "  (process start to /ready %.2f s / %.2f s, to all partitions led %.2f s / %.2f s; SIGTERM shutdown took %.2f s)\n",
+			r.GracefulReadyS, r.CrashReadyS, r.GracefulLedS, r.CrashLedS, r.GracefulStopS)
+		if r.LostRecords > 0 {
+			fmt.Fprintf(w, "WARNING: %d acked records missing after kill -9\n", r.LostRecords)
+		}
+	case rep.RestartErr != "":
+		fmt.Fprintf(w, "restart test failed: %s\n", firstLine(rep.RestartErr))
+	case rep.Config.SkipRestart:
+		fmt.Fprintln(w, "restart: skipped")
+	}
+	for _, s := range rep.Targets {
+		for _, r := range s.Runs {
+			if r.Err != "" {
+				fmt.Fprintf(w, "error: %s round %d: %s\n", s.Name, r.Round, firstLine(r.Err))
+			}
+		}
+	}
+}
+
+func printLoad(w io.Writer, rep *report) {
+	c := rep.Config
+	fmt.Fprintf(w, "\nproduce: %d x %d B records, %d partitions, acks=all, idempotent, no compression; "+
+		"latency: paced %d rec/s for %v; median of %d round(s); MiB = 2^20 B\n\n",
+		c.Records, c.Size, c.Partitions, c.Rate, c.LatencyDur, c.Rounds)
+	fmt.Fprintf(w, "%-23s %11s %11s %7s %7s %11s %11s %11s %11s\n", "target", "prod MiB/s", "prod rec/s",
+		"p50 ms", "p99 ms", "cons MiB/s", "cons rec/s", "prod/kfake", "cons/kfake")
+	for _, s := range rep.Targets {
+		if s.OK == 0 {
+			fmt.Fprintf(w, "%-23s  all runs failed: %s\n", s.Name, firstLine(s.Runs[len(s.Runs)-1].Err))
+			continue
+		}
+		st := s.Stats
+		fmt.Fprintf(w, "%-23s %11.1f %11.0f %7.2f %7.2f %11.1f %11.0f %11.2f %11.2f\n", s.Name,
+			st.ProduceMiBps, st.ProduceRecPerS, st.P50ms, st.P99ms, st.ConsumeMiBps, st.ConsumeRecPerS,
+			s.ProduceVsKfake, s.ConsumeVsKfake)
+	}
+	fmt.Fprintln(w)
+	for _, s := range rep.Targets {
+		var runs []string
+		for _, r := range s.Runs {
+			if r.Err != "" {
+				runs = append(runs, "error")
+			} else {
+				runs = append(runs, f1(r.Produce.MiBps))
+			}
+		}
+		fmt.Fprintf(w, "%-23s produce MiB/s by round: %s\n", s.Name, strings.Join(runs, ", "))
+	}
+	fmt.Fprintf(w, "RF=3 / RF=1 produce throughput: %.2f\n", rep.RF3OverRF1)
+	fmt.Fprintf(w, "fsync always / interval produce throughput: %.2f\n", rep.AlwaysOverInterval)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " ..."
+	}
+	return s
+}
