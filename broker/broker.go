@@ -399,7 +399,7 @@ const joinTimeout = 30 * time.Second
 // leader creates it once.
 func (b *Broker) bootstrapLoop() {
 	defer b.wg.Done()
-	t := time.NewTicker(100 * time.Millisecond)
+	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	var noLeaderSince time.Time
 	warned := false
@@ -421,7 +421,7 @@ func (b *Broker) bootstrapLoop() {
 			noLeaderSince, warned = time.Time{}, false
 		}
 		if _, ok := b.metaSM.topic(offsetsTopic); ok {
-			b.ready.Store(true)
+			b.ready.Store(b.replicasSettled())
 			continue
 		}
 		st := b.meta.Status()
@@ -437,6 +437,36 @@ func (b *Broker) bootstrapLoop() {
 		}
 	}
 }
+
+// replicasSettled reports whether every partition this node hosts is open
+// and knows its leader, so clients that connect now find leaders rather
+// than LEADER_NOT_AVAILABLE (which makes franz-go wait 5 s to look again).
+// After settleGrace it answers true regardless: a partition whose other
+// replicas are down must not keep the node unready.
+func (b *Broker) replicasSettled() bool {
+	if time.Since(b.started) > settleGrace {
+		return true
+	}
+	if b.meta.Status().Leader == 0 {
+		return false
+	}
+	for _, t := range b.metaSM.topics() {
+		for _, pm := range t.Partitions {
+			if !slices.Contains(pm.Replicas, b.cfg.NodeID) {
+				continue
+			}
+			r := b.host.Replica(pm.Group)
+			if r == nil || r.Status().Leader == 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// settleGrace bounds how long readiness waits for local partitions to
+// elect leaders after a start.
+const settleGrace = 5 * time.Second
 
 func (b *Broker) nextReq() uint64 {
 	return uint64(b.cfg.NodeID)<<48 | (b.reqSeq.Add(1) & (1<<48 - 1))
