@@ -118,8 +118,12 @@ type latencyResult struct {
 // produceLatency produces at a fixed rate, well below saturation, and
 // measures each record's Produce-call-to-ack time, so that the percentiles
 // show the broker's path rather than queueing in the client.
+//
+// The client lingers 0 ms (franz-go's default is 10 ms): each record is
+// sent at once, so the figures are the broker's replication and ack path
+// rather than the client's batching delay.
 func produceLatency(ctx context.Context, seeds []string, topic string, rate int, dur time.Duration, size int) (latencyResult, error) {
-	cl, err := newProducer(seeds, topic)
+	cl, err := newProducer(seeds, topic, kgo.ProducerLinger(0))
 	if err != nil {
 		return latencyResult{}, err
 	}

@@ -325,7 +325,7 @@ func printReport(w io.Writer, rep *report) {
 func printLoad(w io.Writer, rep *report) {
 	c := rep.Config
 	fmt.Fprintf(w, "\nproduce: %d x %d B records, %d partitions, acks=all, idempotent, no compression; "+
-		"latency: paced %d rec/s for %v; median of %d round(s); MiB = 2^20 B\n\n",
+		"latency: paced %d rec/s for %v, client linger 0; median of %d round(s); MiB = 2^20 B\n\n",
 		c.Records, c.Size, c.Partitions, c.Rate, c.LatencyDur, c.Rounds)
 	fmt.Fprintf(w, "%-23s %11s %11s %7s %7s %11s %11s %11s %11s\n", "target", "prod MiB/s", "prod rec/s",
 		"p50 ms", "p99 ms", "cons MiB/s", "cons rec/s", "prod/kfake", "cons/kfake")
