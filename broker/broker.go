@@ -244,7 +244,9 @@ func (b *Broker) reconcileLoop() {
 	defer b.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	gossip := time.NewTicker(500 * time.Millisecond)
+	// Changes are announced as they happen (onLeaderChange); this full
+	// refresh covers notices lost while a connection was re-established.
+	gossip := time.NewTicker(2 * time.Second)
 	defer gossip.Stop()
 	for {
 		select {

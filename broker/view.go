@@ -39,6 +39,15 @@ func (v *clusterView) update(li leaderInfo) bool {
 	if ok && li.Epoch < old.Epoch {
 		return false
 	}
+	if ok && li.ISR == nil && li.Epoch == old.Epoch {
+		// What a follower knows of a leadership (no ISR) only adds a
+		// leader the view did not have; it never drops the ISR the leader
+		// announced for this epoch.
+		if old.Leader > 0 || li.Leader <= 0 {
+			return false
+		}
+		li.ISR = old.ISR
+	}
 	if ok && old.Epoch == li.Epoch && old.Leader == li.Leader && slices.Equal(old.ISR, li.ISR) {
 		return false
 	}

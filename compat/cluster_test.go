@@ -286,10 +286,25 @@ func (c *cluster) waitReady(d time.Duration) {
 func (c *cluster) waitHealthy(id int, d time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(d)
+	start := time.Now()
+	logged := false
 	for {
 		code, body, err := c.get(id, "/health")
 		if err == nil && code == 200 {
 			return
+		}
+		if os.Getenv("CHRONIK_TEST_DEBUG") != "" && !logged && time.Since(start) > time.Second {
+			logged = true
+			c.t.Logf("node %d still unhealthy after 1s: %s", id, body[strings.Index(body, `"reasons"`):])
+			for _, nd := range c.nodes {
+				if ps, err := c.partitions(nd.id); err == nil {
+					for _, p := range ps {
+						if len(p.InSyncReplicas) < len(p.Replicas) {
+							c.t.Logf("  node %d sees %s-%d leader %d epoch %d isr %v", nd.id, p.Topic, p.Partition, p.Leader, p.LeaderEpoch, p.InSyncReplicas)
+						}
+					}
+				}
+			}
 		}
 		if time.Now().After(deadline) {
 			c.t.Fatalf("node %d not healthy after %v: %d %s %v", id, d, code, body, err)

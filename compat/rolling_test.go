@@ -161,9 +161,12 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 		if code, _, _ := c.get(other, "/health"); code != 503 {
 			t.Errorf("while node %d is down, node %d's /health answered %d", nd.id, other, code)
 		}
+		restart := time.Now()
 		c.start(nd.id)
 		c.waitReady(30 * time.Second)
+		ready := time.Since(restart)
 		c.waitAllHealthy(30 * time.Second)
+		t.Logf("node %d: ready %v after start, every node healthy after %v", nd.id, ready.Round(time.Millisecond), time.Since(restart).Round(time.Millisecond))
 	}
 	rollEnd := time.Now()
 	t.Logf("rolled 3 nodes in %v (each back with a full ISR before the next)", rollEnd.Sub(rollStart).Round(time.Millisecond))

@@ -123,6 +123,9 @@ type Host struct {
 	propSeq  atomic.Uint64
 	stopping atomic.Bool
 
+	heardMu   sync.Mutex
+	lastHeard map[uint64]time.Time
+
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -141,7 +144,7 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Host{id: cfg.ID, cfg: cfg, logger: cfg.Logger, tr: cfg.Transport,
-		replicas: map[uint64]*Replica{}, alive: map[uint64]bool{}, leaving: map[uint64]bool{}, ctx: ctx, cancel: cancel}
+		replicas: map[uint64]*Replica{}, alive: map[uint64]bool{}, leaving: map[uint64]bool{}, lastHeard: map[uint64]time.Time{}, ctx: ctx, cancel: cancel}
 	h.raftLogger = &slogRaftLogger{l: cfg.Logger}
 	h.qcond = sync.NewCond(&h.qmu)
 	return h, nil
@@ -165,9 +168,89 @@ func (h *Host) Start() error {
 		h.wg.Add(1)
 		go h.syncer()
 	}
-	h.wg.Add(1)
+	h.wg.Add(2)
 	go h.housekeeping()
+	go h.liveness()
 	return nil
+}
+
+// Node-level channels on the transport (Raft messages use channel 0).
+const (
+	chanPing    uint16 = 0xFFF0 // liveness ping, no payload
+	chanQuiesce uint16 = 0xFFF1 // group goes quiet (Group set)
+)
+
+// liveness pings every peer a few times per election timeout and declares a
+// peer down when nothing at all arrived from it for an election timeout.
+// A dropped connection says so at once; this catches the silent failures
+// (a network partition that blackholes traffic), on which quiet groups
+// depend to wake up.
+func (h *Host) liveness() {
+	defer h.wg.Done()
+	timeout := time.Duration(h.cfg.ElectionTicks) * h.cfg.TickInterval
+	t := time.NewTicker(timeout / 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-h.ctx.Done():
+			return
+		}
+		now := time.Now()
+		var silent []uint64
+		h.peerMu.RLock()
+		for id, alive := range h.alive {
+			if !alive {
+				continue
+			}
+			h.heardMu.Lock()
+			last := h.lastHeard[id]
+			h.heardMu.Unlock()
+			if !last.IsZero() && now.Sub(last) > timeout {
+				silent = append(silent, id)
+			}
+		}
+		peers := make([]uint64, 0, len(h.alive))
+		for id := range h.alive {
+			peers = append(peers, id)
+		}
+		h.peerMu.RUnlock()
+		for _, id := range silent {
+			h.logger.Warn("peer silent; treating it as down", "node", id, "for", timeout)
+			h.PeerDown(id, false)
+		}
+		for _, id := range peers {
+			h.tr.Send(id, []WireMsg{{Channel: chanPing}})
+		}
+	}
+}
+
+// heard records traffic from a peer; a peer declared silent that speaks
+// again is up.
+func (h *Host) heard(id uint64) {
+	h.heardMu.Lock()
+	h.lastHeard[id] = time.Now()
+	h.heardMu.Unlock()
+	h.peerMu.RLock()
+	alive, known := h.alive[id]
+	h.peerMu.RUnlock()
+	if known && !alive {
+		h.PeerUp(id)
+	}
+}
+
+func (h *Host) sendQuiesce(to, group uint64, msg []byte) {
+	h.tr.Send(to, []WireMsg{{Group: group, Channel: chanQuiesce, Data: msg}})
+}
+
+// wakeAll ends quiescence everywhere (a peer came back and needs its
+// leaders' attention).
+func (h *Host) wakeAll() {
+	for _, r := range h.Replicas() {
+		if r.quiesced.Load() {
+			r.enqueue(func() { r.inOps = append(r.inOps, r.wake) })
+		}
+	}
 }
 
 // AddReplica opens (or creates) a replica and starts driving it.
@@ -415,6 +498,9 @@ func (h *Host) ticker() {
 			return
 		}
 		for _, r := range h.Replicas() {
+			if r.quiesced.Load() {
+				continue
+			}
 			r.inMu.Lock()
 			r.inTicks++
 			r.inMu.Unlock()
@@ -517,7 +603,18 @@ func containsID(ids []uint64, id uint64) bool {
 
 // Receive implements TransportHandler.
 func (h *Host) Receive(from uint64, msgs []WireMsg) {
+	h.heard(from)
 	for _, wm := range msgs {
+		if wm.Channel == chanQuiesce {
+			if r := h.Replica(wm.Group); r != nil {
+				data := wm.Data
+				r.enqueue(func() { r.inOps = append(r.inOps, func() { r.onQuiesce(from, data) }) })
+			}
+			continue
+		}
+		if wm.Channel == chanPing {
+			continue
+		}
 		if wm.Channel != 0 {
 			if h.cfg.OnNotice != nil {
 				h.cfg.OnNotice(from, wm.Channel, wm.Data)
@@ -569,6 +666,10 @@ func (h *Host) PeerUp(id uint64) {
 	h.alive[id] = true
 	delete(h.leaving, id)
 	h.peerMu.Unlock()
+	h.heardMu.Lock()
+	h.lastHeard[id] = time.Now()
+	h.heardMu.Unlock()
+	h.wakeAll()
 	if h.cfg.OnPeer != nil {
 		h.cfg.OnPeer(id, true)
 	}

@@ -2,6 +2,7 @@ package raft
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -158,8 +159,9 @@ type Replica struct {
 	inProps []*proposal
 	inTicks int
 	inOps   []func()
-	queued  atomic.Bool
-	rerun   atomic.Bool // work arrived while another worker held mu
+	queued   atomic.Bool
+	quiesced atomic.Bool // quiet: no ticks (see maybeQuiesce)
+	rerun    atomic.Bool // work arrived while another worker held mu
 	stopped atomic.Bool
 
 	// worker-owned state
@@ -187,6 +189,9 @@ type Replica struct {
 	applyBuf    []Committed
 	curEntries  []*pb.Entry
 	mustPublish bool // inbox work arrived since the last publish
+	quietTicks  int  // leader: consecutive idle, fully replicated ticks
+	wokeAt      time.Time
+	heardFrom   map[uint64]time.Time // last Raft message from each peer
 	idleTicks   int  // ticks since the last publish
 
 	status atomic.Pointer[Status]
@@ -218,7 +223,7 @@ func newReplica(h *Host, cfg ReplicaConfig) (*Replica, error) {
 		return nil, err
 	}
 	st.compactToSnap = cfg.CompactToSnapshot
-	r := &Replica{host: h, cfg: cfg, id: h.id, st: st, pending: map[uint64]*proposal{}, caughtUp: map[uint64]time.Time{}}
+	r := &Replica{host: h, cfg: cfg, id: h.id, st: st, pending: map[uint64]*proposal{}, caughtUp: map[uint64]time.Time{}, heardFrom: map[uint64]time.Time{}}
 	fresh := len(st.cs.GetVoters()) == 0 && st.log.LastIndex() == 0 && st.snap == nil
 	if fresh {
 		st.cs = &pb.ConfState{Voters: slices.Clone(cfg.Peers)}
@@ -452,13 +457,25 @@ func (r *Replica) drainInbox() {
 		return
 	}
 	stopping := r.host.stopping.Load()
+	if len(props) > 0 || len(ops) > 0 {
+		r.wake()
+	}
 	for _, m := range msgs {
 		if stopping && m.GetType() == pb.MsgTimeoutNow {
 			continue // a stopping node must not take leadership
 		}
+		if r.quiesced.Load() && !isResponse(m.GetType()) {
+			r.wake()
+		}
+		if f := m.GetFrom(); f != 0 && f != r.id {
+			r.heardFrom[f] = time.Now()
+		}
 		if err := r.rn.Step(m); err != nil && !errors.Is(err, etcdraft.ErrStepPeerNotFound) && !errors.Is(err, etcdraft.ErrStepLocalMsg) {
 			r.host.logger.Debug("raft step failed", "group", r.cfg.Name, "err", err)
 		}
+	}
+	if r.quiesced.Load() {
+		ticks = 0 // a quiet group's clocks stand still
 	}
 	for i := 0; i < ticks; i++ {
 		if stopping && r.raftState != etcdraft.StateLeader {
@@ -472,6 +489,7 @@ func (r *Replica) drainInbox() {
 	if ticks > 0 {
 		r.sampleIndex()
 		r.expireOrphans()
+		r.maybeQuiesce()
 	}
 	for _, op := range ops {
 		op()
@@ -913,6 +931,89 @@ func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
 	}
 }
 
+// Quiescence. A group with nothing to do still costs a heartbeat per
+// follower every HeartbeatTicks, and a node with a thousand partitions
+// would spend its CPU on them. So a leader whose followers have all of its
+// (applied) log for quiesceTicks ticks tells them to go quiet, and stops
+// ticking; they stop ticking too. Any proposal, operation or Raft message
+// other than a response wakes a replica, and a woken leader's next message
+// wakes its followers. A quiet follower cannot notice that its leader died,
+// so the host wakes every group when it loses a peer (a dropped connection,
+// or no traffic at all from the peer for an election timeout).
+const quiesceTicks = 3
+
+// isResponse reports whether a message type only answers earlier traffic.
+func isResponse(t pb.MessageType) bool {
+	return t == pb.MsgAppResp || t == pb.MsgHeartbeatResp
+}
+
+// wake ends quiescence.
+func (r *Replica) wake() {
+	r.quietTicks = 0
+	r.wokeAt = time.Now()
+	if r.quiesced.Swap(false) {
+		r.mustPublish = true
+	}
+}
+
+// maybeQuiesce runs on a leader's tick and quiets the group once it has been
+// idle and fully replicated for quiesceTicks ticks.
+func (r *Replica) maybeQuiesce() {
+	if r.quiesced.Load() || r.raftState != etcdraft.StateLeader || r.host.stopping.Load() ||
+		len(r.pending) > 0 || len(r.held) > 0 || len(r.waiting) > 0 || len(r.transfers) > 0 {
+		r.quietTicks = 0
+		return
+	}
+	bs := r.rn.BasicStatus()
+	if bs.LeadTransferee != 0 || bs.GetCommit() != r.lastIndex || r.applied != r.lastIndex {
+		r.quietTicks = 0
+		return
+	}
+	// Every follower must hold the whole log and must have answered since
+	// the group last woke: the leader's progress for a follower that just
+	// restarted still shows its old, complete log.
+	caughtUp := true
+	r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
+		if id != r.id && (pr.Match != r.lastIndex || !r.host.PeerAlive(id) || r.host.PeerLeaving(id) ||
+			!r.heardFrom[id].After(r.wokeAt)) {
+			caughtUp = false
+		}
+	})
+	if !caughtUp {
+		r.quietTicks = 0
+		return
+	}
+	if r.quietTicks++; r.quietTicks < quiesceTicks {
+		return
+	}
+	r.publish() // the status is frozen while quiet: make it current first
+	msg := make([]byte, 24)
+	binary.BigEndian.PutUint64(msg, bs.GetTerm())
+	binary.BigEndian.PutUint64(msg[8:], r.lastIndex)
+	binary.BigEndian.PutUint64(msg[16:], bs.GetCommit())
+	for _, v := range r.st.cs.GetVoters() {
+		if v != r.id {
+			r.host.sendQuiesce(v, r.cfg.Group, msg)
+		}
+	}
+	r.quiesced.Store(true)
+}
+
+// onQuiesce handles a leader's request to go quiet: a follower of that
+// leader in that term, holding and having applied the leader's whole log,
+// stops ticking.
+func (r *Replica) onQuiesce(from uint64, msg []byte) {
+	if len(msg) < 24 || r.raftState == etcdraft.StateLeader || r.lead != from {
+		return
+	}
+	term, last, commit := binary.BigEndian.Uint64(msg), binary.BigEndian.Uint64(msg[8:]), binary.BigEndian.Uint64(msg[16:])
+	if term != r.term || r.lastIndex != last || r.applied < commit {
+		return
+	}
+	r.publish()
+	r.quiesced.Store(true)
+}
+
 // Orphaned proposals: entries this node appended as leader, then lost the
 // leadership. Normally the next leader commits them (they succeed) or
 // overwrites them (they fail) within milliseconds. When this node is cut off
@@ -1078,6 +1179,7 @@ func (r *Replica) voters() []uint64 {
 // waiting for an election timeout. The first live voter in preference order
 // campaigns; the others vote for it.
 func (r *Replica) peerDown(id uint64) {
+	r.wake()
 	delete(r.caughtUp, id)
 	if r.lead != id || r.raftState == etcdraft.StateLeader {
 		return

@@ -3,6 +3,7 @@ package raft
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -44,7 +45,7 @@ type TransportHandler interface {
 }
 
 // Wire format. A connection opens with a hello: "CHRK", u16 version, u64
-// sender id. Then frames: u32 length, u8 type, body. Type 1 carries
+// sender id, u64 incarnation (random per process start). Then frames: u32 length, u8 type, body. Type 1 carries
 // messages: repeated (u64 group, u16 channel, u32 length, bytes). Type 2 is
 // goodbye.
 const (
@@ -58,7 +59,7 @@ const (
 	writeTimeout    = 5 * time.Second
 	minRedialDelay  = 20 * time.Millisecond
 	maxRedialDelay  = time.Second
-	helloSize       = 4 + 2 + 8
+	helloSize       = 4 + 2 + 8 + 8
 	msgHeaderLength = 8 + 2 + 4
 )
 
@@ -78,6 +79,10 @@ type TCPTransport struct {
 	mu      sync.Mutex
 	inbound map[net.Conn]uint64
 	current map[uint64]net.Conn // newest inbound connection per peer
+	// incarnation is each peer's process incarnation, from its hello;
+	// incarnationID is ours.
+	incarnation   map[uint64]uint64
+	incarnationID uint64
 	closed  bool
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -93,7 +98,7 @@ func NewTCPTransport(id uint64, listen string, peers map[uint64]string, logger *
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &TCPTransport{id: id, listen: listen, peers: map[uint64]string{}, logger: logger,
 		senders: map[uint64]*peerSender{}, inbound: map[net.Conn]uint64{}, current: map[uint64]net.Conn{},
-		ctx: ctx, cancel: cancel}
+		incarnation: map[uint64]uint64{}, incarnationID: randomIncarnation(), ctx: ctx, cancel: cancel}
 	for pid, addr := range peers {
 		if pid != id {
 			t.peers[pid] = addr
@@ -194,13 +199,26 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 		return 0, false, errors.New("bad hello")
 	}
 	from = binary.BigEndian.Uint64(hello[6:])
+	inc := binary.BigEndian.Uint64(hello[14:])
 	if _, ok := t.peers[from]; !ok {
 		return 0, false, fmt.Errorf("hello from unknown node %d", from)
 	}
 	t.mu.Lock()
 	t.inbound[c] = from
+	prev := t.current[from]
 	t.current[from] = c
 	t.mu.Unlock()
+	_ = prev
+	t.mu.Lock()
+	restarted := t.incarnation[from] != 0 && t.incarnation[from] != inc
+	t.incarnation[from] = inc
+	t.mu.Unlock()
+	if s := t.senders[from]; s != nil && restarted {
+		// The peer is a new process: our outbound connection may still be
+		// to the old one and would swallow what we send next. Redial.
+		s.closeConn()
+		s.kick()
+	}
 	t.handler.PeerUp(from)
 	var hdr [5]byte
 	var buf []byte
@@ -234,6 +252,12 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 		}
 		t.handler.Receive(from, msgs)
 	}
+}
+
+func randomIncarnation() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:]) | 1
 }
 
 func decodeMsgs(b []byte) ([]WireMsg, error) {
@@ -424,6 +448,7 @@ func (s *peerSender) dial() (net.Conn, error) {
 	copy(hello, wireMagic)
 	binary.BigEndian.PutUint16(hello[4:], wireVersion)
 	binary.BigEndian.PutUint64(hello[6:], s.t.id)
+	binary.BigEndian.PutUint64(hello[14:], s.t.incarnationID)
 	c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.Write(hello); err != nil {
 		c.Close()
