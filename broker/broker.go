@@ -194,7 +194,11 @@ func (b *Broker) Start() error {
 	b.wg.Add(2)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
-	if err := b.kafka.Start(); err != nil {
+	// The listener is bound now (a port in use fails the start), but
+	// accepts only once this node's partitions know their leaders (see
+	// bootstrapLoop): a client served earlier would get answers without
+	// leader hints and wait for its next metadata refresh.
+	if err := b.kafka.Listen(); err != nil {
 		b.host.Close()
 		return err
 	}
@@ -423,8 +427,15 @@ func (b *Broker) bootstrapLoop() {
 			noLeaderSince, warned = time.Time{}, false
 		}
 		if _, ok := b.metaSM.topic(offsetsTopic); ok {
-			b.ready.Store(b.replicasSettled())
+			settled := b.replicasSettled()
+			if settled {
+				b.kafka.Serve()
+			}
+			b.ready.Store(settled)
 			continue
+		}
+		if time.Since(b.started) > settleGrace {
+			b.kafka.Serve() // the cluster may be down: serve what can be served
 		}
 		st := b.meta.Status()
 		if !st.IsLeader() || !st.LeaderReady {

@@ -40,10 +40,11 @@ type Server struct {
 	metrics *metrics
 	apis    map[int16]*api
 
-	ln     net.Listener
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
+	ln        net.Listener
+	serveOnce sync.Once
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	closed    bool
 	// Requests are counted in two generations: those received before a
 	// drain began (the drain waits for them) and those after.
 	draining atomic.Bool
@@ -120,14 +121,30 @@ func NewServer(cfg Config) (*Server, error) {
 
 // Start binds the listener and starts accepting.
 func (s *Server) Start() error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.Serve()
+	return nil
+}
+
+// Listen binds the listener without accepting yet: clients that connect
+// wait in the kernel's backlog until Serve.
+func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("kafka: listen %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
-	s.wg.Add(1)
-	go s.accept()
 	return nil
+}
+
+// Serve starts accepting connections; calls after the first do nothing.
+func (s *Server) Serve() {
+	s.serveOnce.Do(func() {
+		s.wg.Add(1)
+		go s.accept()
+	})
 }
 
 // Addr is the bound address.
