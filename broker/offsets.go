@@ -21,10 +21,11 @@ import (
 // coordinator has them all.
 
 type offsetCmd struct {
-	Op      string         `json:"op"` // "commit" or "delete"
+	Op      string         `json:"op"` // "commit", "delete" or "group"
 	Group   string         `json:"group"`
 	Offsets []offsetRecord `json:"offsets,omitempty"`
 	TPs     []tpRef        `json:"tps,omitempty"`
+	Data    []byte         `json:"data,omitempty"` // "group": the coordinator's membership snapshot
 }
 
 type offsetRecord struct {
@@ -41,14 +42,17 @@ type tpRef struct {
 	Partition int32  `json:"p"`
 }
 
-// offsetsSM is the state of one offsets partition.
+// offsetsSM is the state of one offsets partition: committed offsets, and
+// the coordinator's membership snapshot of each group, so a new
+// coordinator carries on with the same members and generation.
 type offsetsSM struct {
-	mu     sync.RWMutex
-	groups map[string]map[coordinator.TopicPartition]coordinator.Offset
+	mu      sync.RWMutex
+	groups  map[string]map[coordinator.TopicPartition]coordinator.Offset
+	members map[string][]byte
 }
 
 func newOffsetsSM() *offsetsSM {
-	return &offsetsSM{groups: map[string]map[coordinator.TopicPartition]coordinator.Offset{}}
+	return &offsetsSM{groups: map[string]map[coordinator.TopicPartition]coordinator.Offset{}, members: map[string][]byte{}}
 }
 
 // Apply implements raft.StateMachine.
@@ -74,9 +78,16 @@ func (s *offsetsSM) Apply(ents []raft.Committed) error {
 				g[coordinator.TopicPartition{Topic: o.Topic, Partition: o.Partition}] = coordinator.Offset{
 					Offset: o.Offset, LeaderEpoch: o.Epoch, Metadata: o.Meta, CommitTime: o.Time}
 			}
+		case "group":
+			if len(cmd.Data) == 0 {
+				delete(s.members, cmd.Group)
+			} else {
+				s.members[cmd.Group] = cmd.Data
+			}
 		case "delete":
 			if len(cmd.TPs) == 0 {
 				delete(s.groups, cmd.Group)
+				delete(s.members, cmd.Group)
 				continue
 			}
 			g := s.groups[cmd.Group]
@@ -92,14 +103,15 @@ func (s *offsetsSM) Apply(ents []raft.Committed) error {
 }
 
 type offsetsSnapshot struct {
-	Groups map[string][]offsetRecord `json:"groups"`
+	Groups  map[string][]offsetRecord `json:"groups"`
+	Members map[string][]byte         `json:"members,omitempty"`
 }
 
 // Snapshot implements raft.StateMachine.
 func (s *offsetsSM) Snapshot() ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := offsetsSnapshot{Groups: map[string][]offsetRecord{}}
+	snap := offsetsSnapshot{Groups: map[string][]offsetRecord{}, Members: s.members}
 	for g, m := range s.groups {
 		for tp, o := range m {
 			snap.Groups[g] = append(snap.Groups[g], offsetRecord{Topic: tp.Topic, Partition: tp.Partition,
@@ -112,6 +124,7 @@ func (s *offsetsSM) Snapshot() ([]byte, error) {
 // Restore implements raft.StateMachine.
 func (s *offsetsSM) Restore(_ uint64, data []byte) error {
 	groups := map[string]map[coordinator.TopicPartition]coordinator.Offset{}
+	members := map[string][]byte{}
 	if len(data) > 0 {
 		var snap offsetsSnapshot
 		if err := json.Unmarshal(data, &snap); err != nil {
@@ -125,9 +138,13 @@ func (s *offsetsSM) Restore(_ uint64, data []byte) error {
 			}
 			groups[g] = m
 		}
+		for g, d := range snap.Members {
+			members[g] = d
+		}
 	}
 	s.mu.Lock()
 	s.groups = groups
+	s.members = members
 	s.mu.Unlock()
 	return nil
 }
@@ -186,6 +203,22 @@ func (o offsetStore) Delete(ctx context.Context, group string, tps []coordinator
 		cmd.TPs = append(cmd.TPs, tpRef{Topic: tp.Topic, Partition: tp.Partition})
 	}
 	return o.propose(ctx, group, cmd)
+}
+
+// SaveGroup implements coordinator.OffsetStore.
+func (o offsetStore) SaveGroup(ctx context.Context, group string, data []byte) error {
+	return o.propose(ctx, group, offsetCmd{Op: "group", Group: group, Data: data})
+}
+
+// LoadGroup implements coordinator.OffsetStore.
+func (o offsetStore) LoadGroup(group string) []byte {
+	op, err := o.replica(group)
+	if err != nil {
+		return nil
+	}
+	op.sm.mu.RLock()
+	defer op.sm.mu.RUnlock()
+	return op.sm.members[group]
 }
 
 // Offsets implements coordinator.OffsetStore.
