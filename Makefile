@@ -14,7 +14,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/chronik-server
-	$(GO) build -o bin/chronik-verify ./cmd/chronik-verify 2>/dev/null || true
+	$(GO) build -o bin/chronik-verify ./cmd/chronik-verify
 
 run: build
 	./scripts/run-cluster.sh

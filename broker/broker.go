@@ -188,9 +188,7 @@ func (b *Broker) Start() error {
 		return err
 	}
 	b.meta = meta
-	if peers[0] == uint64(b.cfg.NodeID) {
-		meta.Campaign()
-	}
+	b.campaignIfPreferred(meta, peers)
 	b.wg.Add(2)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
@@ -357,9 +355,7 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 		b.mu.Lock()
 		b.offsets[g] = &offsetsPartition{index: w.index, group: g, rep: rep, sm: sm}
 		b.mu.Unlock()
-		if peers[0] == uint64(b.cfg.NodeID) {
-			rep.Campaign()
-		}
+		b.campaignIfPreferred(rep, peers)
 		return nil
 	}
 	p := newPartition(b, w.topic, w.index, g)
@@ -377,10 +373,39 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	b.parts[g] = p
 	b.byTP[tpKey{w.topic, w.index}] = p
 	b.mu.Unlock()
-	if peers[0] == uint64(b.cfg.NodeID) {
-		rep.Campaign()
-	}
+	b.campaignIfPreferred(rep, peers)
 	return nil
+}
+
+// campaignIfPreferred makes the preferred replica of a new or restarted
+// group stand for election at once, and again every few milliseconds while
+// its peers may still be opening the group (their votes are lost until
+// then): leadership starts where the rebalancer would put it, instead of
+// landing at random and moving a few seconds later under the clients.
+func (b *Broker) campaignIfPreferred(rep *raft.Replica, peers []uint64) {
+	if len(peers) == 0 || peers[0] != uint64(b.cfg.NodeID) {
+		return
+	}
+	rep.Campaign()
+	if len(peers) == 1 {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-b.ctx.Done():
+				return
+			}
+			if rep.Status().Leader != 0 {
+				return
+			}
+			rep.Campaign()
+		}
+	}()
 }
 
 func (b *Broker) removeReplica(g uint64) {
