@@ -487,9 +487,10 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 	return works
 }
 
-func (h *Host) ticker() {
+// every runs fn every d until the host stops.
+func (h *Host) every(d time.Duration, fn func()) {
 	defer h.wg.Done()
-	t := time.NewTicker(h.cfg.TickInterval)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -497,6 +498,12 @@ func (h *Host) ticker() {
 		case <-h.ctx.Done():
 			return
 		}
+		fn()
+	}
+}
+
+func (h *Host) ticker() {
+	h.every(h.cfg.TickInterval, func() {
 		for _, r := range h.Replicas() {
 			if r.quiesced.Load() {
 				continue
@@ -506,25 +513,17 @@ func (h *Host) ticker() {
 			r.inMu.Unlock()
 			h.schedule(r)
 		}
-	}
+	})
 }
 
 func (h *Host) syncer() {
-	defer h.wg.Done()
-	t := time.NewTicker(h.cfg.FsyncInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-h.ctx.Done():
-			return
-		}
+	h.every(h.cfg.FsyncInterval, func() {
 		for _, r := range h.Replicas() {
 			if err := r.st.log.Sync(); err != nil && !errors.Is(err, errClosedLog) {
 				r.enqueue(func() { r.inOps = append(r.inOps, func() { r.fail(err) }) })
 			}
 		}
-	}
+	})
 }
 
 // housekeeping runs retention and leader rebalancing.

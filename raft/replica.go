@@ -1209,22 +1209,27 @@ func (r *Replica) fail(err error) {
 	}
 	r.failed = true
 	r.host.logger.Error("raft replica stopped after storage error", "partition", r.cfg.Name, "err", err)
-	for id, p := range r.pending {
-		delete(r.pending, id)
-		p.fail(ErrStopped)
-	}
-	for _, p := range r.waiting {
-		p.fail(ErrStopped)
-	}
-	r.waiting = nil
-	for _, p := range r.held {
-		p.fail(ErrStopped)
-	}
-	r.held = nil
+	r.failProposals(ErrStopped)
 	r.publish()
 	if r.host.cfg.OnStorageError != nil {
 		r.host.cfg.OnStorageError(r.cfg.Name, err)
 	}
+}
+
+// failProposals fails every proposal this replica tracks.
+func (r *Replica) failProposals(err error) {
+	for id, p := range r.pending {
+		delete(r.pending, id)
+		p.fail(err)
+	}
+	for _, p := range r.waiting {
+		p.fail(err)
+	}
+	r.waiting = nil
+	for _, p := range r.held {
+		p.fail(err)
+	}
+	r.held = nil
 }
 
 // Thresholds above which closing a replica takes a snapshot first.
@@ -1243,18 +1248,7 @@ func (r *Replica) closeLocked() error {
 	for _, p := range props {
 		p.fail(ErrStopped)
 	}
-	for id, p := range r.pending {
-		delete(r.pending, id)
-		p.fail(ErrStopped)
-	}
-	for _, p := range r.waiting {
-		p.fail(ErrStopped)
-	}
-	r.waiting = nil
-	for _, p := range r.held {
-		p.fail(ErrStopped)
-	}
-	r.held = nil
+	r.failProposals(ErrStopped)
 	for _, w := range r.transfers {
 		w.done <- ErrStopped
 	}

@@ -18,4 +18,10 @@ CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH $GO build -trimpath -ldflags='-s -w' \
 echo "building image $IMAGE" >&2
 # --pull=false: never contact a registry (FROM scratch needs none).
 # DOCKER_BUILDKIT is left as the daemon's default; both builders work.
+old=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 docker build --pull=false -t "$IMAGE" .
+# Drop the image this one replaced, unless something still uses it.
+new=$(docker image inspect -f '{{.Id}}' "$IMAGE")
+if [ -n "$old" ] && [ "$old" != "$new" ]; then
+	docker rmi "$old" >/dev/null 2>&1 || true
+fi
