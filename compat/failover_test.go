@@ -3,10 +3,12 @@ package compat
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // probeFailover measures how soon partition p of topic takes writes again
@@ -70,5 +72,56 @@ func TestKillLeaderUnderLoad(t *testing.T) {
 	}
 	for _, nd := range c.nodes {
 		c.waitHealthy(nd.id, 30*time.Second)
+	}
+}
+
+// TestCommittedOffsetsSurviveCoordinatorLoss: a group commits, the node
+// coordinating it is killed with -9, and a new member of the group resumes
+// exactly after the committed offsets.
+func TestCommittedOffsetsSurviveCoordinatorLoss(t *testing.T) {
+	c := startCluster(t, 3)
+	createTopic(t, c, "coord", 3, 3, nil)
+	prod := newFranz(t, c, kgo.DefaultProduceTopic("coord"), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	produceAll(t, prod, "coord", 300, "c1")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	member := newFranz(t, c, kgo.ConsumeTopics("coord"), kgo.ConsumerGroup("coord-g"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	got := 0
+	for got < 300 {
+		fs := member.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of 300", got)
+		}
+		got += len(fs.Records())
+	}
+	if err := member.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	member.Close()
+	// Find and kill the coordinator.
+	req := kmsg.NewPtrFindCoordinatorRequest()
+	req.CoordinatorKey = "coord-g"
+	resp, err := req.RequestWith(ctx, prod)
+	if err != nil || resp.ErrorCode != 0 {
+		t.Fatalf("find coordinator: %v %v", err, resp)
+	}
+	t.Logf("killing node %d, the group's coordinator", resp.NodeID)
+	c.kill(int(resp.NodeID))
+	produceAll(t, prod, "coord", 30, "c2")
+	fresh := newFranz(t, c, kgo.ConsumeTopics("coord"), kgo.ConsumerGroup("coord-g"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var vals []string
+	for len(vals) < 30 {
+		fs := fresh.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("after the coordinator died, got %d of the 30 new records", len(vals))
+		}
+		fs.EachRecord(func(r *kgo.Record) { vals = append(vals, string(r.Value)) })
+	}
+	for _, v := range vals {
+		if !strings.HasPrefix(v, "c2-") {
+			t.Fatalf("a record committed before the coordinator died came back: %q", v[:8])
+		}
 	}
 }
