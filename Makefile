@@ -8,7 +8,10 @@ BIN     := bin/chronik-server
 PKGS    := ./...
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run run-single test test-unit test-compat deps fuzz bench lint docker clean
+COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+SCENARIOS := rolling kill partition powercut
+
+.PHONY: all build run run-single test deps fuzz bench lint docker compose-up compose-down scenarios $(SCENARIOS:%=scenario-%) clean
 
 all: build
 
@@ -28,14 +31,35 @@ run-single: build
 deps:
 	@./scripts/test-deps.sh
 
+# test: unit tests with the race detector, black-box tests with the five
+# clients, short fuzz runs, then the four end-to-end scenarios (against
+# the Docker Compose cluster when Docker works, else loopback processes).
 test: deps build
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./log/ ./raft/ ./kafka/ ./coordinator/ ./admin/ ./broker/
 	$(GO) test -count=1 -timeout 20m ./compat/ ./cmd/...
 	$(MAKE) fuzz
+	DURATION=25s $(MAKE) scenarios
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime 15s ./kafka/
 	$(GO) test -run '^$$' -fuzz FuzzRecovery -fuzztime 10s ./log/
+
+docker:
+	./scripts/docker-build.sh
+
+compose-up: docker
+	$(COMPOSE) up -d --no-build
+
+compose-down:
+	$(COMPOSE) down -v -t 90
+
+# Each scenario runs chronik-verify under load while it rolls, kills,
+# partitions or power-cuts the cluster, and fails on any lost record.
+scenario-%: build
+	./scripts/scenario-$*.sh
+
+scenarios: build
+	rc=0; for s in $(SCENARIOS); do ./scripts/scenario-$$s.sh || rc=1; done; exit $$rc
 
 bench: build
 	$(GO) run ./cmd/chronik-bench
@@ -45,4 +69,4 @@ lint:
 	$(GO) vet $(PKGS)
 
 clean:
-	rm -rf bin data
+	rm -rf bin data out

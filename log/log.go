@@ -532,6 +532,7 @@ func (l *Log) Append(entries []Entry) error {
 	buf := l.frameBuf[:0]
 	seg := l.active()
 	start := seg.size
+	saved := seg.save()
 	for i := range entries {
 		e := &entries[i]
 		e.BaseOffset = next
@@ -551,6 +552,7 @@ func (l *Log) Append(entries []Entry) error {
 		if !seg.empty() && (seg.size+int64(len(buf))+size > l.opts.SegmentBytes ||
 			(l.opts.SegmentAge > 0 && time.Since(seg.created) > l.opts.SegmentAge)) {
 			if err := l.writeFrames(seg, buf, start); err != nil {
+				seg.restore(saved)
 				return err
 			}
 			buf = buf[:0]
@@ -559,6 +561,7 @@ func (l *Log) Append(entries []Entry) error {
 			}
 			seg = l.active()
 			start = seg.size
+			saved = seg.save()
 		}
 		if e.Term > l.lastTermLocked() {
 			l.noteTerm(e.Term, e.Index, e.BaseOffset)
@@ -579,6 +582,14 @@ func (l *Log) Append(entries []Entry) error {
 		}
 	}
 	if err := l.writeFrames(seg, buf, start); err != nil {
+		// Nothing of this write counts: cut what may have reached the file
+		// and forget the frames, so the log stays readable up to the last
+		// good entry (a full disk must not lose what came before it).
+		seg.restore(saved)
+		last := l.lastIndexLocked()
+		for len(l.epochs) > 0 && l.epochs[len(l.epochs)-1].index > last {
+			l.epochs = l.epochs[:len(l.epochs)-1]
+		}
 		return err
 	}
 	l.unsynced.Store(true)

@@ -113,6 +113,33 @@ func (s *segment) noteFrame(e *Entry, pos int64, size int64, interval int64) {
 	s.nextOffset = e.EndOffset()
 }
 
+// segState is what Append changes in a segment, for undoing a failed write.
+type segState struct {
+	size, sinceIndex, sinceTime int64
+	lastIndex                   uint64
+	baseOffset, nextOffset      int64
+	maxTs                       int64
+	created                     time.Time
+	nIndex, nTimes              int
+	nPendingIndex, nPendingTime int
+}
+
+func (s *segment) save() segState {
+	return segState{size: s.size, sinceIndex: s.sinceIndex, sinceTime: s.sinceTime, lastIndex: s.lastIndex,
+		baseOffset: s.baseOffset, nextOffset: s.nextOffset, maxTs: s.maxTs, created: s.created,
+		nIndex: len(s.index), nTimes: len(s.times), nPendingIndex: len(s.pendingIndex), nPendingTime: len(s.pendingTime)}
+}
+
+// restore undoes the frames noted since st was saved and cuts the file back
+// (best effort: the disk may be failing).
+func (s *segment) restore(st segState) {
+	s.size, s.sinceIndex, s.sinceTime, s.lastIndex = st.size, st.sinceIndex, st.sinceTime, st.lastIndex
+	s.baseOffset, s.nextOffset, s.maxTs, s.created = st.baseOffset, st.nextOffset, st.maxTs, st.created
+	s.index, s.times = s.index[:st.nIndex], s.times[:st.nTimes]
+	s.pendingIndex, s.pendingTime = s.pendingIndex[:st.nPendingIndex], s.pendingTime[:st.nPendingTime]
+	s.f.Truncate(st.size)
+}
+
 func appendIndexRecord(b []byte, r indexRecord) []byte {
 	b = binary.BigEndian.AppendUint64(b, r.index)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.offset))
@@ -228,8 +255,13 @@ func (s *segment) scan(pos, limit int64, fn func(h *frameHeader, pos int64, fram
 				return pos + off, nil // torn: runs past the end of the data
 			}
 			if off+sz > int64(len(b)) {
-				if off == 0 {
-					buf = make([]byte, sz) // a frame larger than the pooled buffer
+				if int64(got) < n {
+					// The file ended before the frame did: a torn tail
+					// (or in-memory state ahead of a failed write).
+					return pos + off, nil
+				}
+				if off == 0 && sz > int64(len(buf)) {
+					buf = make([]byte, sz) // a frame larger than the buffer
 					grew = true
 				}
 				break
