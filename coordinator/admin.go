@@ -92,8 +92,17 @@ func (c *Coordinator) listGroups(req *kmsg.ListGroupsRequest) kmsg.Response {
 	}
 	c.mu.Unlock()
 	for _, name := range c.cfg.Store.Groups() {
-		if _, ok := found[name]; !ok {
-			found[name] = listed{state: stateEmpty.String()}
+		if _, ok := found[name]; ok {
+			continue
+		}
+		// A group with offsets may have a saved snapshot (this node became
+		// its coordinator and no request for it came yet): load it.
+		found[name] = listed{state: stateEmpty.String()}
+		if c.lockOwner(name) {
+			if g := c.groups[name]; g != nil {
+				found[name] = listed{protocolType: g.protocolType, state: g.state.String()}
+			}
+			c.mu.Unlock()
 		}
 	}
 
@@ -126,12 +135,26 @@ func (c *Coordinator) deleteGroups(ctx context.Context, req *kmsg.DeleteGroupsRe
 }
 
 // deleteGroup deletes one group if it has no members: its in-memory state
-// at once, then its committed offsets.
+// at once, then its committed offsets and saved snapshot. The store delete
+// is queued behind the group's pending snapshot saves, so none of them can
+// bring the snapshot back.
 func (c *Coordinator) deleteGroup(ctx context.Context, name string) int16 {
 	if !c.lockOwner(name) {
 		return kerr.NotCoordinator.Code
 	}
 	g := c.groups[name]
+	if g == nil {
+		// Not in memory even after loading: the group exists only if it has
+		// offsets (or a snapshot that could not be read).
+		c.mu.Unlock()
+		if !c.hasOffsets(name) && c.cfg.Store.LoadGroup(name) == nil {
+			return kerr.GroupIDNotFound.Code
+		}
+		if !c.lockOwner(name) {
+			return kerr.NotCoordinator.Code
+		}
+		g = c.groups[name]
+	}
 	if g != nil && g.state != stateEmpty {
 		c.mu.Unlock()
 		return kerr.NonEmptyGroup.Code
@@ -141,17 +164,19 @@ func (c *Coordinator) deleteGroup(ctx context.Context, name string) int16 {
 		delete(c.groups, name)
 		c.log.Info("group deleted", "group", name)
 	}
+	op := &storeOp{del: true, ctx: ctx, done: make(chan error, 1)}
+	c.enqueue(name, op)
 	c.mu.Unlock()
 
-	if !c.hasOffsets(name) {
-		if g == nil {
-			return kerr.GroupIDNotFound.Code
-		}
-		return 0
+	var err error
+	select {
+	case err = <-op.done:
+	case <-ctx.Done():
+		err = ctx.Err()
 	}
-	if err := c.cfg.Store.Delete(ctx, name, nil); err != nil {
+	if err != nil {
 		code := storeErrorCode(err)
-		c.log.Warn("group offsets delete failed", "group", name, "err", err, "error_code", kerr.ErrorForCode(code))
+		c.log.Warn("group delete failed", "group", name, "err", err, "error_code", kerr.ErrorForCode(code))
 		return code
 	}
 	return 0

@@ -94,9 +94,15 @@ type Coordinator struct {
 	// checked Owns before a leadership change can tell and check again.
 	epoch atomic.Uint64
 
+	// ctx ends at Close; snapshot saves run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	mu      sync.Mutex
 	groups  map[string]*group
-	joinSeq uint64 // orders members by arrival, for leader succession
+	joinSeq uint64                // orders members by arrival, for leader succession
+	writers map[string]*writer    // groups with durable writes queued or in flight
+	loads   map[string]*loadState // groups whose snapshot is being read
 }
 
 // New returns a coordinator serving groups for which cfg.Owns answers true.
@@ -114,10 +120,15 @@ func New(cfg Config) *Coordinator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Coordinator{
-		cfg:    cfg,
-		log:    log.With("component", "coordinator"),
-		groups: make(map[string]*group),
+		cfg:     cfg,
+		log:     log.With("component", "coordinator"),
+		ctx:     ctx,
+		cancel:  cancel,
+		groups:  make(map[string]*group),
+		writers: make(map[string]*writer),
+		loads:   make(map[string]*loadState),
 	}
 }
 
@@ -175,12 +186,19 @@ func served(req kmsg.Request) bool {
 // false (the node lost the coordinator role: leadership of the offsets
 // partition moved). Requests parked in such a group (JoinGroup, SyncGroup)
 // are answered NOT_COORDINATOR at once, so clients re-find the coordinator.
+// The group's saved snapshot stays in the store for the next coordinator;
+// snapshot saves not yet started are abandoned.
 func (c *Coordinator) Release() {
 	c.mu.Lock()
 	c.epoch.Add(1)
 	names := make([]string, 0, len(c.groups))
 	for name := range c.groups {
 		names = append(names, name)
+	}
+	for name := range c.writers {
+		if c.groups[name] == nil { // a forgotten group with a save pending
+			names = append(names, name)
+		}
 	}
 	c.mu.Unlock()
 
@@ -202,6 +220,7 @@ func (c *Coordinator) Release() {
 			g.drop(kerr.NotCoordinator.Code)
 			delete(c.groups, name)
 		}
+		c.dropSavesLocked(name)
 	}
 }
 
@@ -209,11 +228,15 @@ func (c *Coordinator) Release() {
 // later requests are answered NOT_COORDINATOR too. Safe to call twice.
 func (c *Coordinator) Close() {
 	c.closed.Store(true)
+	c.cancel()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, g := range c.groups {
 		g.drop(kerr.NotCoordinator.Code)
 		delete(c.groups, name)
+	}
+	for name := range c.writers {
+		c.dropSavesLocked(name)
 	}
 }
 
@@ -238,7 +261,9 @@ func (c *Coordinator) owns(group string) bool {
 // lockOwner takes c.mu if this node coordinates group and reports whether it
 // did. Owns is consulted without the lock; the epoch check makes sure no
 // Release started in between, so a handler never creates state for a group
-// that a concurrent Release has already decided to drop.
+// that a concurrent Release has already decided to drop. A group not in
+// memory is first loaded from its saved snapshot, if it has one (the store
+// is read without the lock).
 func (c *Coordinator) lockOwner(group string) bool {
 	for {
 		e := c.epoch.Load()
@@ -251,7 +276,12 @@ func (c *Coordinator) lockOwner(group string) bool {
 			return false
 		}
 		if c.epoch.Load() == e {
-			return true
+			if c.groups[group] != nil {
+				return true
+			}
+			if c.loadLocked(group, e) {
+				return true
+			}
 		}
 		c.mu.Unlock()
 	}

@@ -38,18 +38,32 @@
 // its group was dropped does nothing. JoinGroup and SyncGroup park on a
 // buffered channel that the group fills exactly once; the caller also stops
 // waiting when its context ends, and Release and Close answer every parked
-// request with NOT_COORDINATOR. Nothing runs in the background besides those
-// timers, and Close stops them all.
+// request with NOT_COORDINATOR. Besides those timers, the only background
+// work is one short-lived writer goroutine per group with snapshot writes
+// pending (see below); Close stops the timers and cancels the writes.
 //
 // # Ownership and durability
 //
 // Config.Owns says whether this node coordinates a group (the broker maps the
 // group to a partition of its internal offsets topic and answers true while
 // it leads that partition); every request for a group this node does not own
-// is answered NOT_COORDINATOR. Only committed offsets are durable, through
-// OffsetStore, which the broker replicates. Group membership is kept in memory
-// only: when leadership of the offsets partition moves, the broker calls
-// Release, the old node forgets the group, and the clients find the new
-// coordinator, get UNKNOWN_MEMBER_ID and rejoin. A group that exists only as
-// committed offsets behaves as an Empty group.
+// is answered NOT_COORDINATOR. Committed offsets and a snapshot of each
+// group's membership are durable, through OffsetStore, which the broker
+// replicates. The snapshot (protocol type and name, generation, leader, and
+// each member's ids, client, timeouts, metadata for the chosen protocol and
+// assignment) is saved, as Kafka does, whenever a group becomes Stable (the
+// leader's SyncGroup), a static member's id is replaced in a Stable group, and
+// whenever it becomes Empty. Saves run outside the lock, one group's in
+// order through a per-group queue in which only the newest pending snapshot
+// is kept; a failed save is logged and the group carries on.
+//
+// When leadership of the offsets partition moves, the broker calls Release
+// and the old node forgets the group. The first request the new coordinator
+// gets for it loads the snapshot: the group is back Stable (Empty without
+// members) at the saved generation, every member's session restarted, so
+// members keep heartbeating and committing with their generation and ids and
+// no rebalance happens. Only the rebalance in progress during the move, if
+// any, is lost: members rejoin from the last Stable generation. A group with
+// neither snapshot nor members but committed offsets behaves as an Empty
+// group.
 package coordinator

@@ -516,6 +516,7 @@ func (g *group) completeJoin() {
 		g.transition(stateEmpty)
 		g.schedule(&g.idleTimer, emptyGroupRetention, g.forgetIfIdle)
 		g.c.log.Info("group is empty", "group", g.name, "generation", g.generation)
+		g.persist() // the next coordinator must know the generation
 		return
 	}
 	g.protocol = g.selectProtocol()

@@ -14,11 +14,45 @@ import (
 type memStore struct {
 	mu        sync.Mutex
 	offsets   map[string]map[TopicPartition]Offset
+	snapshots map[string][]byte
 	commitErr error // returned by Commit and Delete when set
+	saveErr   error // returned by SaveGroup when set
+	// saveHook, when set, runs at the start of every SaveGroup, outside mu.
+	saveHook func(group string, data []byte)
+	saves    int // successful SaveGroup calls
 }
 
 func newMemStore() *memStore {
-	return &memStore{offsets: make(map[string]map[TopicPartition]Offset)}
+	return &memStore{
+		offsets:   make(map[string]map[TopicPartition]Offset),
+		snapshots: make(map[string][]byte),
+	}
+}
+
+func (s *memStore) SaveGroup(_ context.Context, group string, data []byte) error {
+	s.mu.Lock()
+	hook := s.saveHook
+	s.mu.Unlock()
+	if hook != nil {
+		hook(group, data)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.saveErr != nil {
+		return s.saveErr
+	}
+	s.snapshots[group] = append([]byte(nil), data...)
+	s.saves++
+	return nil
+}
+
+func (s *memStore) LoadGroup(group string) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, ok := s.snapshots[group]; ok {
+		return append([]byte(nil), d...)
+	}
+	return nil
 }
 
 func (s *memStore) Commit(_ context.Context, group string, offsets map[TopicPartition]Offset) error {
@@ -46,6 +80,7 @@ func (s *memStore) Delete(_ context.Context, group string, tps []TopicPartition)
 	}
 	if len(tps) == 0 {
 		delete(s.offsets, group)
+		delete(s.snapshots, group)
 		return nil
 	}
 	for _, tp := range tps {

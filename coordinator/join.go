@@ -193,6 +193,7 @@ func (g *group) replaceStaticMember(oldID, newID string, req *kmsg.JoinGroupRequ
 			return w
 		}
 		m.join = nil
+		g.persist() // the old member id is fenced for the next coordinator too
 		*resp = *g.joinResponse(req, newID, false)
 		if req.Version >= 9 {
 			// KIP-814: a returning leader learns it leads but need not
@@ -285,6 +286,7 @@ func (c *Coordinator) syncLocked(req *kmsg.SyncGroupRequest, resp *kmsg.SyncGrou
 			g.transition(stateStable)
 			g.c.log.Info("group stable", "group", g.name, "generation", g.generation, "members", len(g.members))
 			g.propagateAssignment()
+			g.persist()
 		}
 		return w
 	case stateStable:

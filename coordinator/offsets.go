@@ -44,12 +44,12 @@ func (c *Coordinator) offsetCommit(ctx context.Context, req *kmsg.OffsetCommitRe
 	code, unknown := c.validateCommitLocked(req.Group, generation, memberID, req.InstanceID)
 	c.mu.Unlock()
 	if unknown {
-		// No group in memory, yet the commit names a generation: a group
-		// with only offsets is Empty and knows no members; otherwise the
-		// generation cannot be ours. (Kafka answers v9+ GROUP_ID_NOT_FOUND
-		// here, meant for KIP-848 members; since membership does not
-		// survive a coordinator move here, classic members hit this case
-		// routinely, and ILLEGAL_GENERATION makes them rejoin instead of
+		// No group in memory nor snapshot, yet the commit names a
+		// generation: a group with only offsets is Empty and knows no
+		// members; otherwise the generation cannot be ours. (Kafka answers
+		// v9+ GROUP_ID_NOT_FOUND here, meant for KIP-848 members; classic
+		// members of a group whose snapshot was lost or never saved hit
+		// this case, and ILLEGAL_GENERATION makes them rejoin instead of
 		// failing.)
 		if c.hasOffsets(req.Group) {
 			code = kerr.UnknownMemberID.Code
