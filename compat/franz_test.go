@@ -221,7 +221,7 @@ func TestFranzGroupRebalance(t *testing.T) {
 // offsets by timestamp.
 func TestFranzAdminAndTimestamps(t *testing.T) {
 	c := startCluster(t, 3)
-	cl := newFranz(t, c)
+	cl := newFranz(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	adm := kadm.NewClient(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
