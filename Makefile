@@ -55,7 +55,7 @@ compose-down:
 
 # Each scenario runs chronik-verify under load while it rolls, kills,
 # partitions or power-cuts the cluster, and fails on any lost record.
-scenario-%: build
+$(SCENARIOS:%=scenario-%): scenario-%: build
 	./scripts/scenario-$*.sh
 
 scenarios: build

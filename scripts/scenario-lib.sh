@@ -457,6 +457,9 @@ await_healthy() {
 verify_start() {
 	local args=(--brokers "$(brokers)" --topic "$SC_TOPIC" --partitions "$PARTITIONS" --replication 3
 		--rate "$RATE" --size "$SIZE" --duration "$DURATION" --settle "$SETTLE" --progress 5s)
+	# VERIFY_ARGS adds flags, e.g. VERIFY_ARGS="--client-log /tmp/kgo.log".
+	# shellcheck disable=SC2206
+	args+=(${VERIFY_ARGS:-})
 	if [ "$SCENARIO_MODE" = docker ] && [ "$VERIFY_IN_NETWORK" = 1 ]; then
 		verify_image
 		SC_VERIFY_CTR="chronik-verify-$SC_NAME-$$"

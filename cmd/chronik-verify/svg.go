@@ -14,7 +14,7 @@ const (
 	svgW, svgH   = 1000, 640
 	padL, padR   = 78, 24
 	eventRowH    = 14
-	maxEventRows = 4
+	maxEventRows = 12
 	panelGap     = 30
 	padBottom    = 46
 )
