@@ -69,4 +69,6 @@ func TestFullDiskKeepsWrittenEntriesReadable(t *testing.T) {
 	check(l2, "after reopening")
 }
 
-func be32(b []byte) uint32 { return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+func be32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}

@@ -154,15 +154,15 @@ type Replica struct {
 	rn *etcdraft.RawNode
 	st *storage
 
-	inMu    sync.Mutex
-	inMsgs  []*pb.Message
-	inProps []*proposal
-	inTicks int
-	inOps   []func()
+	inMu     sync.Mutex
+	inMsgs   []*pb.Message
+	inProps  []*proposal
+	inTicks  int
+	inOps    []func()
 	queued   atomic.Bool
 	quiesced atomic.Bool // quiet: no ticks (see maybeQuiesce)
 	rerun    atomic.Bool // work arrived while another worker held mu
-	stopped atomic.Bool
+	stopped  atomic.Bool
 
 	// worker-owned state
 	pending     map[uint64]*proposal // proposed, index not yet known
@@ -184,15 +184,15 @@ type Replica struct {
 	// leaderLostAt is when this replica last stopped leading (zero while
 	// it leads).
 	leaderLostAt time.Time
-	failed      bool
-	scratch     []clog.Entry
-	applyBuf    []Committed
-	curEntries  []*pb.Entry
-	mustPublish bool // inbox work arrived since the last publish
-	quietTicks  int  // leader: consecutive idle, fully replicated ticks
-	wokeAt      time.Time
-	heardFrom   map[uint64]time.Time // last Raft message from each peer
-	idleTicks   int  // ticks since the last publish
+	failed       bool
+	scratch      []clog.Entry
+	applyBuf     []Committed
+	curEntries   []*pb.Entry
+	mustPublish  bool // inbox work arrived since the last publish
+	quietTicks   int  // leader: consecutive idle, fully replicated ticks
+	wokeAt       time.Time
+	heardFrom    map[uint64]time.Time // last Raft message from each peer
+	idleTicks    int                  // ticks since the last publish
 
 	status atomic.Pointer[Status]
 	watch  atomic.Pointer[chan struct{}]

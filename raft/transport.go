@@ -83,10 +83,10 @@ type TCPTransport struct {
 	// incarnationID is ours.
 	incarnation   map[uint64]uint64
 	incarnationID uint64
-	closed  bool
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	closed        bool
+	ctx           context.Context
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
 }
 
 // NewTCPTransport makes a transport for node id listening on listen, with
