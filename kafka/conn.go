@@ -68,10 +68,8 @@ func (c *conn) close() {
 // node comes back from a restart and takes leadership again: clients still
 // hold connections to its previous process.
 func (c *conn) closeReset() {
-	if len(c.out) == 0 && c.s.inflight[0].Load()+c.s.inflight[1].Load() == 0 {
-		if tc, ok := c.nc.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-		}
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		tc.SetLinger(0)
 	}
 	c.close()
 }
@@ -86,7 +84,11 @@ func (c *conn) serve() {
 	err := c.readLoop()
 	close(c.out)
 	<-writerDone
-	c.close()
+	if c.s.ctx.Err() != nil {
+		c.closeReset() // the server is stopping: see closeReset
+	} else {
+		c.close()
+	}
 	c.s.dropConn(c)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		c.s.logger.Debug("kafka connection closed", "remote", c.cc.remote, "client_id", c.cc.clientID, "err", err)

@@ -267,12 +267,31 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.StopAccepting()
+	// Stop reading, let the writers send what was already read, then
+	// close (see closeReset). A connection still busy after closeGrace is
+	// cut.
+	for _, c := range conns {
+		c.nc.SetReadDeadline(time.Now())
+	}
+	deadline := time.Now().Add(closeGrace)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	for _, c := range conns {
 		c.closeReset()
 	}
 	s.wg.Wait()
 	return nil
 }
+
+// closeGrace bounds how long Close waits for responses to be written.
+const closeGrace = 500 * time.Millisecond
 
 // supported lists the API ranges for ApiVersions, sorted by key.
 func (s *Server) supported() []APIRange {
