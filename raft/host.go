@@ -13,7 +13,6 @@ import (
 
 	etcdraft "go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // FsyncPolicy says when appended entries reach stable storage.
@@ -624,8 +623,8 @@ func (h *Host) Receive(from uint64, msgs []WireMsg) {
 		if r == nil {
 			continue // not created here yet; Raft will resend
 		}
-		m := &pb.Message{}
-		if err := proto.Unmarshal(wm.Data, m); err != nil {
+		m, err := decodeMessage(wm.Data)
+		if err != nil {
 			h.logger.Warn("dropping undecodable raft message", "from", from, "err", err)
 			continue
 		}
@@ -675,7 +674,7 @@ func (h *Host) PeerUp(id uint64) {
 }
 
 func (h *Host) sendRaft(r *Replica, m *pb.Message) {
-	data, err := proto.Marshal(m)
+	data, err := encodeMessage(m)
 	if err != nil {
 		h.logger.Error("marshal raft message", "err", err)
 		return

@@ -279,16 +279,6 @@ func decodeMsgs(b []byte) ([]WireMsg, error) {
 	return out, nil
 }
 
-func appendMsgs(b []byte, msgs []WireMsg) []byte {
-	for _, m := range msgs {
-		b = binary.BigEndian.AppendUint64(b, m.Group)
-		b = binary.BigEndian.AppendUint16(b, m.Channel)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(m.Data)))
-		b = append(b, m.Data...)
-	}
-	return b
-}
-
 // Send implements Transport.
 func (t *TCPTransport) Send(to uint64, msgs []WireMsg) {
 	s := t.senders[to]
@@ -371,8 +361,8 @@ func (s *peerSender) kick() {
 func (s *peerSender) run() {
 	defer s.t.wg.Done()
 	delay := minRedialDelay
-	var w *bufio.Writer
 	var frame []byte
+	var parts net.Buffers
 	for {
 		if s.t.ctx.Err() != nil {
 			s.closeConn()
@@ -402,7 +392,6 @@ func (s *peerSender) run() {
 			s.conn = c
 			s.mu.Unlock()
 			conn = c
-			w = bufio.NewWriterSize(c, 256<<10)
 		}
 		s.mu.Lock()
 		batch := s.queue
@@ -417,14 +406,33 @@ func (s *peerSender) run() {
 			}
 			continue
 		}
+		// Small messages are copied into one buffer; large ones (entries
+		// being replicated) go out as their own slices in one writev.
 		frame = append(frame[:0], 0, 0, 0, 0, frameMsgs)
-		frame = appendMsgs(frame, batch)
-		binary.BigEndian.PutUint32(frame, uint32(len(frame)-5))
-		conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		_, err := w.Write(frame)
-		if err == nil {
-			err = w.Flush()
+		parts = parts[:0]
+		from, size := 0, 0
+		for _, m := range batch {
+			frame = binary.BigEndian.AppendUint64(frame, m.Group)
+			frame = binary.BigEndian.AppendUint16(frame, m.Channel)
+			frame = binary.BigEndian.AppendUint32(frame, uint32(len(m.Data)))
+			if len(m.Data) < 16<<10 {
+				frame = append(frame, m.Data...)
+				continue
+			}
+			parts = append(parts, frame[from:], m.Data)
+			size += len(frame) - from + len(m.Data)
+			from = len(frame)
 		}
+		if from < len(frame) {
+			parts = append(parts, frame[from:])
+			size += len(frame) - from
+		}
+		// parts[0] starts the frame even if frame has grown since.
+		binary.BigEndian.PutUint32(parts[0], uint32(size-5))
+		conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		iov := parts // WriteTo consumes its receiver
+		_, err := iov.WriteTo(conn)
+		clear(parts)
 		if cap(frame) > 4<<20 {
 			frame = nil
 		}
