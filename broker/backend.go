@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -17,8 +16,6 @@ import (
 
 // The Broker implements kafka.Backend.
 var _ kafka.Backend = (*Broker)(nil)
-
-func jsonMarshalImpl(v any) ([]byte, error) { return json.Marshal(v) }
 
 // NodeID implements kafka.Backend.
 func (b *Broker) NodeID() int32 { return b.cfg.NodeID }

@@ -3,8 +3,8 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -516,7 +516,7 @@ func (b *Broker) nextReq() uint64 {
 func (b *Broker) metaPropose(ctx context.Context, cmd metaCmd) (metaResult, error) {
 	for {
 		cmd.Req = b.nextReq()
-		data, err := jsonMarshal(&cmd)
+		data, err := json.Marshal(&cmd)
 		if err != nil {
 			return metaResult{}, err
 		}
@@ -642,8 +642,6 @@ func (b *Broker) beginShutdown() {
 	b.shutOnce.Do(func() { close(b.shutting) })
 }
 
-func jsonMarshal(v any) ([]byte, error) { return jsonMarshalImpl(v) }
-
 // addrHostPort splits an advertised address for Metadata.
 func addrHostPort(addr string) (string, int32) {
 	h, p, err := net.SplitHostPort(addr)
@@ -653,5 +651,3 @@ func addrHostPort(addr string) (string, int32) {
 	port, _ := strconv.Atoi(p)
 	return h, int32(port)
 }
-
-var _ = fmt.Sprintf

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -37,7 +36,6 @@ func createWithAssignment(ctx context.Context, cl *kgo.Client, topic string, ass
 func TestShutdownLeaderOfEverything(t *testing.T) {
 	c := startCluster(t, 3, withArgs("--rebalance-delay", "200ms"))
 	cl := newFranz(t, c)
-	adm := kadm.NewClient(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// Node 1 is every partition's preferred (first) replica.
@@ -45,7 +43,6 @@ func TestShutdownLeaderOfEverything(t *testing.T) {
 	for p := int32(0); p < 100; p++ {
 		assign[p] = []int32{1, 2, 3}
 	}
-	_ = adm
 	if err := createWithAssignment(ctx, cl, "all", assign); err != nil {
 		t.Fatalf("create: %v", err)
 	}

@@ -205,11 +205,7 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 	}
 	t.mu.Lock()
 	t.inbound[c] = from
-	prev := t.current[from]
 	t.current[from] = c
-	t.mu.Unlock()
-	_ = prev
-	t.mu.Lock()
 	restarted := t.incarnation[from] != 0 && t.incarnation[from] != inc
 	t.incarnation[from] = inc
 	t.mu.Unlock()
@@ -221,7 +217,6 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 	}
 	t.handler.PeerUp(from)
 	var hdr [5]byte
-	var buf []byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			return from, false, err
@@ -236,9 +231,6 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 		case frameMsgs:
 		default:
 			return from, false, fmt.Errorf("unknown frame type %d", hdr[4])
-		}
-		if cap(buf) < int(n) {
-			buf = make([]byte, n)
 		}
 		// Messages are handed to the handler, which keeps them: read into a
 		// fresh buffer each time rather than reusing one.
