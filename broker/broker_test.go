@@ -240,6 +240,8 @@ func TestFmtDur(t *testing.T) {
 		150 * time.Millisecond:  "150ms",
 		30 * time.Second:        "30s",
 		8500 * time.Millisecond: "8.5s",
+		450 * time.Microsecond:  "0.45ms",
+		3 * time.Microsecond:    "0.003ms",
 	} {
 		if got := fmtDur(d); got != want {
 			t.Errorf("fmtDur(%v) = %q, want %q", d, got, want)

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -143,6 +144,7 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 	deadline := time.Now().Add(b.cfg.TransferTimeout)
 	var nOK, nFailed atomic.Int64
 	var mu sync.Mutex
+	failedNames := map[string]bool{}
 	sem := make(chan struct{}, maxParallelTransfers)
 	var wg sync.WaitGroup
 	for _, r := range leading {
@@ -155,6 +157,9 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 			if err != nil {
 				nFailed.Add(1)
 				b.transfersFailed.Inc()
+				mu.Lock()
+				failedNames[r.Name()] = true
+				mu.Unlock()
 				return
 			}
 			nOK.Add(1)
@@ -165,23 +170,44 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 		}()
 	}
 	wg.Wait()
-	// Verify: nothing may still have this node as leader.
+	// Verify: nothing may still have this node as leader. A group can come
+	// back here while peers move their own leaderships (several nodes stopping
+	// at once); hand those off again, briefly. Groups whose transfer already
+	// failed are known to be stuck and are not retried.
 	verify := time.Now().Add(500 * time.Millisecond)
 	for {
-		var still []string
+		var still []*raft.Replica
 		for _, r := range b.host.Replicas() {
+			if failedNames[r.Name()] {
+				continue
+			}
 			if st := r.Status(); st.IsLeader() && len(st.Voters) > 1 {
-				still = append(still, r.Name())
+				still = append(still, r)
 			}
 		}
 		if len(still) == 0 {
 			break
 		}
 		if time.Now().After(verify) {
-			b.logger.Warn("still leader after transfers", "partitions", still)
+			names := make([]string, len(still))
+			for i, r := range still {
+				names[i] = r.Name()
+			}
+			b.logger.Warn("still leader after transfers", "partitions", names)
 			break
 		}
-		time.Sleep(5 * time.Millisecond)
+		for _, r := range still {
+			d, err := b.transferOne(r, verify)
+			if err != nil {
+				failedNames[r.Name()] = true
+				nFailed.Add(1)
+				b.transfersFailed.Inc()
+				continue
+			}
+			nOK.Add(1)
+			b.transfersOK.Inc()
+			durations = append(durations, d)
+		}
 	}
 	return int(nOK.Load()), int(nFailed.Load()), durations
 }
@@ -202,7 +228,15 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 		target := b.pickTarget(st, tried)
 		if target == 0 {
 			if len(tried) == 0 {
-				break
+				// Not a timeout: every peer is down or leaving too (e.g. the
+				// whole cluster is stopping). The group elects a leader when
+				// peers return.
+				err := errors.New("no live in-sync follower to take over")
+				if lastErr != nil {
+					err = fmt.Errorf("%w (last attempt: %v)", err, lastErr)
+				}
+				b.logger.Warn("No follower can take over leadership for "+r.Name()+"; it moves by election once peers are back", "err", err)
+				return 0, err
 			}
 			tried = map[uint64]bool{} // every candidate failed once: go round again
 			time.Sleep(20 * time.Millisecond)
@@ -212,7 +246,9 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 		b.logger.Info("Transferring leadership for " + r.Name() + " to node " + itoa(int(target)))
 		attempt := min(time.Until(deadline), 3*time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), attempt)
+		stopWatch := b.abandonIfGone(ctx, cancel, target)
 		err := r.TransferLeadership(ctx, target)
+		stopWatch()
 		cancel()
 		if err == nil {
 			d := time.Since(start)
@@ -223,10 +259,36 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 		b.logger.Debug("leadership transfer attempt failed", "partition", r.Name(), "to", target, "err", err)
 	}
 	if lastErr == nil {
-		lastErr = errors.New("no live follower to take over")
+		lastErr = context.DeadlineExceeded
 	}
 	b.logger.Warn("Leadership transfer timeout for "+r.Name()+" after "+fmtDur(time.Since(start)), "err", lastErr)
 	return 0, lastErr
+}
+
+// abandonIfGone cancels a transfer attempt as soon as its target announces
+// that it is leaving too, or goes silent: a stopping node never takes over,
+// and raft would otherwise hold the attempt for an election timeout. This
+// matters when several nodes stop at once. The returned func ends the watch.
+func (b *Broker) abandonIfGone(ctx context.Context, cancel context.CancelFunc, target uint64) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if b.host.PeerLeaving(target) || !b.host.PeerAlive(target) {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // pickTarget chooses the live, in-sync, not-leaving follower with the

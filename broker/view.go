@@ -161,7 +161,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // milliseconds below a second ("150ms"), seconds with one decimal above.
 func fmtDur(d time.Duration) string {
 	if d < time.Millisecond {
-		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'g', 2, 64) + "ms"
 	}
 	if d < time.Second {
 		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"

@@ -3,6 +3,7 @@ package compat
 import (
 	"context"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,6 +90,54 @@ func TestShutdownLeaderOfEverything(t *testing.T) {
 	if errs != 0 {
 		t.Errorf("produce errors: %v", l.errs)
 	}
+	lost, dup := l.verify(c)
+	if lost != 0 || dup != 0 {
+		t.Fatalf("lost %d acknowledged records, %d duplicates", lost, dup)
+	}
+}
+
+// TestWholeClusterStop: every node gets SIGTERM at once (Ctrl-C on
+// `make run`, a host reboot). No node can hand off to a peer that is
+// leaving too; each must notice that at once instead of waiting out a
+// transfer timeout, exit cleanly, and keep every acknowledged record.
+func TestWholeClusterStop(t *testing.T) {
+	c := startCluster(t, 3)
+	createTopic(t, c, "whole", 6, 3, nil)
+	l := startLoader(t, c, "whole", 3000)
+	l.waitAcks(2000, 30*time.Second)
+	l.halt()
+	start := time.Now()
+	for _, nd := range c.nodes {
+		nd.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, nd := range c.nodes {
+		select {
+		case <-nd.exited:
+			if nd.exitErr != nil {
+				t.Fatalf("node %d exited with %v\n%s", nd.id, nd.exitErr, nd.log.tail(4000))
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("node %d still running 20s after SIGTERM\n%s", nd.id, nd.log.tail(4000))
+		}
+	}
+	t.Logf("all 3 nodes exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	for _, nd := range c.nodes {
+		if len(nd.log.lines("Graceful shutdown complete")) != 1 {
+			t.Errorf("node %d: no clean shutdown line\n%s", nd.id, nd.log.tail(3000))
+		}
+		// A peer that is leaving is no transfer target; nothing should have
+		// waited for a transfer to time out, nor for leadership to move.
+		for _, bad := range []string{"Leadership transfer timeout", "still leader after transfers"} {
+			if got := nd.log.lines(bad); len(got) > 0 {
+				t.Errorf("node %d: %s", nd.id, got[0])
+			}
+		}
+	}
+	for _, nd := range c.nodes {
+		c.start(nd.id)
+	}
+	c.waitReady(30 * time.Second)
+	t.Log(l.report())
 	lost, dup := l.verify(c)
 	if lost != 0 || dup != 0 {
 		t.Fatalf("lost %d acknowledged records, %d duplicates", lost, dup)
