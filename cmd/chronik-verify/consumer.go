@@ -174,17 +174,17 @@ type consumer struct {
 
 // newConsumer joins the group right away (franz-go manages the group in the
 // background); t0 and tr must be set before loop starts.
-func newConsumer(seeds []string, topic, group string) (*consumer, error) {
+func newConsumer(seeds []string, topic, group string, extra ...kgo.Opt) (*consumer, error) {
 	c := &consumer{errs: tally{}, assigned: make(chan struct{})}
 	var once sync.Once
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(seeds...),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumerGroup(group),
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
 			once.Do(func() { close(c.assigned) })
 		}),
-	)
+	}, extra...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -74,6 +74,7 @@ type Config struct {
 	AckTimeout    dur      `json:"ack_timeout"`
 	SetupTimeout  dur      `json:"setup_timeout"`
 	ClientLog     string   `json:"client_log,omitempty"`
+	ConsumerLog   string   `json:"consumer_log,omitempty"`
 	MetadataAge   dur      `json:"metadata_min_age,omitempty"`
 }
 
@@ -102,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar((*time.Duration)(&c.SetupTimeout), "setup-timeout", 30*time.Second, "wait this long at most for the topic and the consumer group")
 	fs.DurationVar((*time.Duration)(&c.MetadataAge), "metadata-min-age", 0, "producer's minimum time between metadata refreshes (0 = franz-go's default, 5s); lower it to tell broker failover time from client back-off")
 	fs.StringVar(&c.ClientLog, "client-log", "", "write the producer client's debug log here (for diagnosing stalls)")
+	fs.StringVar(&c.ConsumerLog, "consumer-log", "", "write the consumer client's debug log here (for diagnosing consume stalls)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -202,7 +204,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "topic %s ready: %d partitions with leaders (%s)\n", cfg.Topic, parts, time.Since(setupStart).Round(time.Millisecond))
 
-	cons, err := newConsumer(cfg.Brokers, cfg.Topic, cfg.Group)
+	var consOpts []kgo.Opt
+	if cfg.ConsumerLog != "" {
+		f, err := os.Create(cfg.ConsumerLog)
+		if err != nil {
+			return setupErr("%v", err)
+		}
+		defer f.Close()
+		consOpts = append(consOpts, kgo.WithLogger(debugLogger{&clientLog{w: f}}))
+	}
+	cons, err := newConsumer(cfg.Brokers, cfg.Topic, cfg.Group, consOpts...)
 	if err != nil {
 		return setupErr("%v", err)
 	}

@@ -252,6 +252,13 @@ func (c *clientLog) log(level kgo.LogLevel, msg string, kv ...any) {
 	io.WriteString(c.w, b.String())
 }
 
+// debugLogger hands all of a client's debug log to a clientLog.
+type debugLogger struct{ out *clientLog }
+
+func (debugLogger) Level() kgo.LogLevel { return kgo.LogLevelDebug }
+
+func (l debugLogger) Log(level kgo.LogLevel, msg string, kv ...any) { l.out.log(level, msg, kv...) }
+
 func (l retryLogger) Level() kgo.LogLevel { return kgo.LogLevelDebug }
 
 // producedRe matches one partition's retried outcome in franz-go's debug
