@@ -566,6 +566,13 @@ func (r *Replica) prepare() (w readyWork, err error) {
 	if !termOrVote {
 		// Messages that do not report on this Ready's writes may leave
 		// before them: the leader replicates while it writes.
+		if rd.SoftState != nil {
+			// A new leader publishes before its first message goes out,
+			// so whoever hears of it (an old leader finishing a transfer,
+			// a client it redirects) finds it leading here. The term is
+			// durable already: it was written when the campaign began.
+			r.publish()
+		}
 		r.sendMsgs(rd.Messages, false)
 		w.sentEarly = true
 	}
