@@ -164,7 +164,7 @@ func (p *partition) produce(records []byte, acks int16, timeout time.Duration) k
 	if int64(len(records)) > cfg.maxMessageBytes {
 		return produceErr(kerr.MessageTooLarge.Code, "batch larger than max.message.bytes")
 	}
-	st := p.rep.Status()
+	st := p.status(min(timeout, electionWait))
 	if !st.IsLeader() {
 		return p.notLeader(st)
 	}
@@ -290,6 +290,37 @@ func (p *partition) knownHint(minTerm uint64, d time.Duration) kafka.LeaderHint 
 	}
 }
 
+// electionWait bounds how long a request waits for an election in progress
+// on this partition to resolve.
+const electionWait = 500 * time.Millisecond
+
+// status returns the replica's status; while an election is in progress
+// (no leader known yet), it waits up to d for the outcome. During a
+// leadership transfer the old leader already names this node as the new
+// one (KIP-951 hint) while this node may still be finishing its election:
+// answering the client's redirected request NOT_LEADER without a usable
+// hint would leave it waiting for its next metadata refresh (seconds).
+func (p *partition) status(d time.Duration) *raft.Status {
+	st := p.rep.Status()
+	if st.IsLeader() || st.Leader != 0 {
+		return st
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		ch := p.rep.Changed()
+		st = p.rep.Status()
+		if st.IsLeader() || st.Leader != 0 {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return p.rep.Status()
+		}
+	}
+}
+
 func (p *partition) waitLeaderReady(d time.Duration) *raft.Status {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -391,12 +422,12 @@ func checkEpoch(current int32, st *raft.Status) int16 {
 
 func (p *partition) fetch(req kafka.FetchPartition) (kafka.FetchResult, <-chan struct{}) {
 	res := kafka.FetchResult{HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}}
-	st := p.rep.Status()
+	st := p.status(electionWait)
 	if !st.IsLeader() {
 		res.Err = kerr.NotLeaderForPartition.Code
 		res.Hint = p.hint(st)
 		if res.Hint.Leader < 0 {
-			res.Hint = p.knownHint(st.Term, 500*time.Millisecond)
+			res.Hint = p.b.viewHint(p.group) // status already waited for an election
 		}
 		return res, nil
 	}
@@ -430,7 +461,7 @@ func (p *partition) fetch(req kafka.FetchPartition) (kafka.FetchResult, <-chan s
 
 func (p *partition) listOffset(ts int64, current int32) kafka.ListOffsetResult {
 	res := kafka.ListOffsetResult{Offset: -1, Timestamp: -1, LeaderEpoch: -1}
-	st := p.rep.Status()
+	st := p.status(electionWait)
 	if !st.IsLeader() {
 		res.Err = kerr.NotLeaderForPartition.Code
 		res.Hint = p.hint(st)
@@ -472,7 +503,7 @@ func (p *partition) listOffset(ts int64, current int32) kafka.ListOffsetResult {
 
 func (p *partition) epochEnd(current, epoch int32) kafka.EpochEndResult {
 	res := kafka.EpochEndResult{LeaderEpoch: -1, EndOffset: -1}
-	st := p.rep.Status()
+	st := p.status(electionWait)
 	if !st.IsLeader() {
 		res.Err = kerr.NotLeaderForPartition.Code
 		return res
