@@ -30,11 +30,12 @@ type ShutdownReport struct {
 
 // Shutdown stops the node gracefully in the runbook's four stages:
 //
-//  1. DrainRequests: the Kafka listener closes, so new connections are
-//     refused by the kernel (never accepted and dropped); long polls return;
-//     requests received so far are answered. Requests on open connections
-//     keep being served: while this node leads a partition, refusing them
-//     would send the client nowhere.
+//  1. DrainRequests: long polls return and requests received so far are
+//     answered. Later requests keep being served, and the listener stays
+//     open: while this node leads a partition, refusing a client (or its
+//     reconnect, which franz-go makes whenever it reroutes a fetch) would
+//     send it nowhere; served here, it gets the data or NOT_LEADER with the
+//     new leader. The listener closes once leadership is gone (after 2).
 //  2. TransferLeadership: every group this node leads (partitions, offsets
 //     partitions, cluster metadata) is handed to its most caught-up in-sync
 //     follower, in parallel. Proposals arriving mid-transfer are held and
@@ -61,7 +62,6 @@ func (b *Broker) Shutdown() ShutdownReport {
 			b.host.SendNotice(uint64(n.ID), noticeLeaving, nil)
 		}
 	}
-	b.kafka.StopAccepting()
 	b.kafka.BeginDrain()
 	dctx, cancel := context.WithTimeout(context.Background(), b.cfg.DrainTimeout)
 	drainStart := time.Now()
@@ -75,9 +75,15 @@ func (b *Broker) Shutdown() ShutdownReport {
 
 	lg.Info("Step 2/4: Transferring leadership")
 	rep.Transferred, rep.TransferFailed, rep.TransferDurations = b.transferAll()
+	if rep.Transferred > 0 {
+		b.informClients()
+	}
 	// Requests that arrived during the transfers are answered by now or
 	// soon (held proposals fail over, appended ones commit under the new
 	// leader); give them a moment before Raft stops.
+	// New connections are refused from here on (by the kernel: never
+	// accepted and then dropped); open ones are closed in step 4.
+	b.kafka.StopAccepting()
 	settle, cancel := context.WithTimeout(context.Background(), time.Second)
 	b.kafka.DrainAll(settle)
 	cancel()
@@ -115,6 +121,33 @@ func (b *Broker) Shutdown() ShutdownReport {
 	lg.Info("Graceful shutdown complete in " + fmtDur(rep.Duration) +
 		" (transfers: " + itoa(rep.Transferred) + " successful, " + itoa(rep.TransferFailed) + " failed)")
 	return rep
+}
+
+// informWindow: a connection that sent a request this recently before the
+// transfers ended belongs to an active client, which is sent on to the new
+// leaders before its connection closes. informWait bounds the wait.
+const (
+	informWindow = time.Second
+	informWait   = 500 * time.Millisecond
+)
+
+// informClients keeps serving until every active client has made a request
+// since leadership moved (and so got NOT_LEADER with the new leader), so no
+// client finds this node gone without knowing where its partitions went.
+// With steady traffic that takes one request round, milliseconds.
+func (b *Broker) informClients() {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), informWait)
+	defer cancel()
+	waited, silent := b.kafka.AwaitActiveClients(ctx, start, informWindow)
+	switch {
+	case waited == 0:
+	case silent == 0:
+		b.logger.Info("Sent " + itoa(waited) + " active client connections to the new leaders in " + fmtDur(time.Since(start)))
+	default:
+		b.logger.Info(itoa(silent) + " of " + itoa(waited) + " active client connections sent no request within " + fmtDur(informWait) +
+			"; they find the new leaders through metadata")
+	}
 }
 
 // transferAll hands off every group this node leads.

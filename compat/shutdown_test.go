@@ -2,6 +2,7 @@ package compat
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -141,5 +142,50 @@ func TestWholeClusterStop(t *testing.T) {
 	lost, dup := l.verify(c)
 	if lost != 0 || dup != 0 {
 		t.Fatalf("lost %d acknowledged records, %d duplicates", lost, dup)
+	}
+}
+
+// TestShutdownSendsModestProducerOn: a producer writing every 50 ms (so a
+// node's whole graceful stop, ~10 ms, can fall between two of its
+// requests) must still be sent on to the new leader before the node closes
+// its connection. Had it found the port closed instead, franz-go would wait
+// for its next metadata refresh, up to 5 s after the last one.
+func TestShutdownSendsModestProducerOn(t *testing.T) {
+	c := startCluster(t, 3)
+	createTopic(t, c, "modest", 1, 3, nil)
+	var leader int32
+	waitFor(t, 20*time.Second, "a leader for modest-0", func() bool {
+		leader = c.leaderOf(1, "modest", 0)
+		return leader > 0
+	})
+	cl := newFranz(t, c, kgo.DefaultProduceTopic("modest"), kgo.ProducerLinger(0))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var acks []time.Time
+	stopped := false
+	for i := 0; i < 60; i++ {
+		if i == 20 {
+			// The client's metadata is about a second old: a refresh it
+			// asked for now would wait out franz-go's 5 s minimum age.
+			c.node(int(leader)).cmd.Process.Signal(syscall.SIGTERM)
+			stopped = true
+		}
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+			t.Fatalf("record %d (leader stopped: %v): %v", i, stopped, err)
+		}
+		acks = append(acks, time.Now())
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.stop(int(leader), 30*time.Second) // waits for the exit
+	var worst time.Duration
+	for i := 1; i < len(acks); i++ {
+		worst = max(worst, acks[i].Sub(acks[i-1]))
+	}
+	t.Logf("longest gap between acks: %v (50 ms apart when nothing happens)", worst.Round(time.Millisecond))
+	if lines := c.node(int(leader)).log.lines("active client connections"); len(lines) > 0 {
+		t.Log(lines[0][strings.Index(lines[0], "msg="):])
+	}
+	if worst > time.Second {
+		t.Errorf("the producer went %v without an ack across the leader's graceful stop; want under 1s", worst.Round(time.Millisecond))
 	}
 }

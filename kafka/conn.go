@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -32,6 +34,13 @@ type conn struct {
 	out  chan pendingResp
 	once sync.Once
 	done chan struct{}
+	// lastData is when the latest Produce or Fetch began (unix ns):
+	// shutdown uses it to tell which clients have heard of the new leaders.
+	lastData atomic.Int64
+	// movedAt is the start (unix ns) of the latest Produce or Fetch answered,
+	// while draining, with NOT_LEADER for every partition: that client knows
+	// that nothing it uses is led here any more.
+	movedAt atomic.Int64
 }
 
 type pendingResp struct {
@@ -208,6 +217,9 @@ func (c *conn) handle(body []byte) error {
 	c.s.metrics.requests.WithLabelValues(kmsg.NameForKey(d.key)).Inc()
 	gen := c.s.requestStarted()
 	start := time.Now()
+	if d.key == 0 || d.key == 1 {
+		c.lastData.Store(start.UnixNano())
+	}
 	r := safeHandle(c, d.api, d.req)
 	if r == nil {
 		c.s.requestDone(gen)
@@ -268,6 +280,9 @@ func (c *conn) writeLoop() {
 			buf = append(buf, 0) // no tagged fields in the response header
 		}
 		resp.SetVersion(p.version)
+		if (p.key == 0 || p.key == 1) && c.s.draining.Load() && allNotLeader(resp) {
+			c.movedAt.Store(p.start.UnixNano())
+		}
 		buf = resp.AppendTo(buf)
 		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 		c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
@@ -286,6 +301,33 @@ func (c *conn) writeLoop() {
 			buf = nil
 		}
 	}
+}
+
+// allNotLeader reports whether a Produce or Fetch response answers every
+// partition NOT_LEADER_OR_FOLLOWER.
+func allNotLeader(resp kmsg.Response) bool {
+	n := 0
+	switch r := resp.(type) {
+	case *kmsg.ProduceResponse:
+		for _, t := range r.Topics {
+			for _, p := range t.Partitions {
+				if p.ErrorCode != kerr.NotLeaderForPartition.Code {
+					return false
+				}
+				n++
+			}
+		}
+	case *kmsg.FetchResponse:
+		for _, t := range r.Topics {
+			for _, p := range t.Partitions {
+				if p.ErrorCode != kerr.NotLeaderForPartition.Code {
+					return false
+				}
+				n++
+			}
+		}
+	}
+	return n > 0
 }
 
 func (c *conn) await(p pendingResp) (resp kmsg.Response) {

@@ -252,6 +252,62 @@ func (s *Server) waitGen(ctx context.Context, gen int) error {
 	}
 }
 
+// AwaitActiveClients waits until every connection that sent a Produce or
+// Fetch in the window before since has sent another one at or after since,
+// or ctx ends. A request handled after since sees the state of then (for a
+// node that just handed off its leaderships: NOT_LEADER with the new
+// leader), so an active client learns where to go before its connection
+// closes, instead of finding a closed port and waiting for its next
+// metadata refresh. Idle and metadata-only connections are not waited for,
+// nor is one whose latest such request was already answered NOT_LEADER for
+// every partition. It returns how many connections it waited for and how
+// many of those were not heard from.
+func (s *Server) AwaitActiveClients(ctx context.Context, since time.Time, window time.Duration) (waited, silent int) {
+	from, to := since.Add(-window).UnixNano(), since.UnixNano()
+	pending := func() []*conn {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var out []*conn
+		for c := range s.conns {
+			if c.waitingForNews(from, to) {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	waiting := pending()
+	waited = len(waiting)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for len(waiting) > 0 {
+		select {
+		case <-ctx.Done():
+			return waited, len(waiting)
+		case <-tick.C:
+		}
+		still := waiting[:0]
+		for _, c := range waiting {
+			select {
+			case <-c.done: // closed by the client: nothing to tell it
+				continue
+			default:
+			}
+			if c.waitingForNews(from, to) {
+				still = append(still, c)
+			}
+		}
+		waiting = still
+	}
+	return waited, 0
+}
+
+// waitingForNews reports whether c's latest Produce or Fetch began in
+// [from, to) and was not already answered NOT_LEADER for everything.
+func (c *conn) waitingForNews(from, to int64) bool {
+	t := c.lastData.Load()
+	return t >= from && t < to && c.movedAt.Load() < t
+}
+
 // Close stops the listener and closes every connection. Safe to call twice.
 func (s *Server) Close() error {
 	s.mu.Lock()
