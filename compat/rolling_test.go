@@ -197,6 +197,11 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	stalls := l.stallsBetween(rollStart, time.Now())
 	t.Logf("longest gap between acks per partition during the roll and rebalance: p50 %v, p99 %v, max %v",
 		percentile(stalls, 0.5).Round(time.Millisecond), percentile(stalls, 0.99).Round(time.Millisecond), stalls[len(stalls)-1].Round(time.Millisecond))
+	// Following a leader hint takes milliseconds; a second or more means a
+	// client was left to wait for its next metadata refresh (franz-go: 5 s).
+	if worst := stalls[len(stalls)-1]; worst > time.Second {
+		t.Errorf("a partition went %v without an ack during the roll; want under 1s", worst.Round(time.Millisecond))
+	}
 	l.mu.Lock()
 	errs := l.errs
 	l.mu.Unlock()
