@@ -457,6 +457,9 @@ await_healthy() {
 verify_start() {
 	local args=(--brokers "$(brokers)" --topic "$SC_TOPIC" --partitions "$PARTITIONS" --replication 3
 		--rate "$RATE" --size "$SIZE" --duration "$DURATION" --settle "$SETTLE" --progress 5s)
+	# MAX_ACK_STALL (e.g. 1s) fails the run when a partition goes longer
+	# without an ack; scenario-rolling.sh sets it.
+	[ -n "${MAX_ACK_STALL:-}" ] && args+=(--max-ack-stall "$MAX_ACK_STALL")
 	# VERIFY_ARGS adds flags, e.g. VERIFY_ARGS="--client-log /tmp/kgo.log".
 	# shellcheck disable=SC2206
 	args+=(${VERIFY_ARGS:-})

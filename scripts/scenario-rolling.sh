@@ -10,8 +10,13 @@
 #
 # docker: docker compose stop chronik-N / docker compose start chronik-N
 # local:  SIGTERM to node N's process; scripts/run-cluster.sh starts it again
-# Knobs: see scripts/scenario-lib.sh (DURATION defaults to 40s here).
+# Knobs: see scripts/scenario-lib.sh (DURATION defaults to 40s here,
+# MAX_ACK_STALL to 1s).
 DURATION=${DURATION:-40s}
+# A graceful roll moves every leader with a hint to clients; a partition
+# that goes a second without an ack means a client was left to wait for a
+# metadata refresh. Fail on it.
+MAX_ACK_STALL=${MAX_ACK_STALL:-1s}
 . "$(dirname "$0")/scenario-lib.sh"
 
 sc_init rolling

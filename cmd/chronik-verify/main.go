@@ -76,6 +76,7 @@ type Config struct {
 	ClientLog     string   `json:"client_log,omitempty"`
 	ConsumerLog   string   `json:"consumer_log,omitempty"`
 	MetadataAge   dur      `json:"metadata_min_age,omitempty"`
+	MaxAckStall   dur      `json:"max_ack_stall,omitempty"`
 }
 
 func parseFlags(args []string, stderr io.Writer) (Config, error) {
@@ -102,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar((*time.Duration)(&c.AckTimeout), "ack-timeout", 30*time.Second, "after producing stops, wait this long at most for outstanding acks")
 	fs.DurationVar((*time.Duration)(&c.SetupTimeout), "setup-timeout", 30*time.Second, "wait this long at most for the topic and the consumer group")
 	fs.DurationVar((*time.Duration)(&c.MetadataAge), "metadata-min-age", 0, "producer's minimum time between metadata refreshes (0 = franz-go's default, 5s); lower it to tell broker failover time from client back-off")
+	fs.DurationVar((*time.Duration)(&c.MaxAckStall), "max-ack-stall", 0, "exit 1 if a partition goes longer than this without an ack (0 = no limit)")
 	fs.StringVar(&c.ClientLog, "client-log", "", "write the producer client's debug log here (for diagnosing stalls)")
 	fs.StringVar(&c.ConsumerLog, "consumer-log", "", "write the consumer client's debug log here (for diagnosing consume stalls)")
 	if err := fs.Parse(args); err != nil {
@@ -134,6 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	check(c.MaxInflight >= 1, "--max-inflight must be at least 1")
 	check(c.MaxLost >= 0, "--max-lost must not be negative")
 	check(c.MetadataAge >= 0, "--metadata-min-age must not be negative")
+	check(c.MaxAckStall >= 0, "--max-ack-stall must not be negative")
 	if len(bad) > 0 {
 		return c, errors.New(strings.Join(bad, "; "))
 	}

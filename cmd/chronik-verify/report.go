@@ -190,6 +190,10 @@ func (r *Report) judge(c Config) {
 			r.Summary += fmt.Sprintf(", %d %s", x.n, x.what)
 		}
 	}
+	if limit := time.Duration(c.MaxAckStall); limit > 0 && r.ProduceStall.MaxMs > float64(limit)/float64(time.Millisecond) {
+		ok = false
+		r.Summary += fmt.Sprintf(", ack stall %.0fms over the %s limit", r.ProduceStall.MaxMs, limit)
+	}
 	r.Verdict, r.ExitCode = "PASS", 0
 	if !ok {
 		r.Verdict, r.ExitCode = "FAIL", 1

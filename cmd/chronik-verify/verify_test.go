@@ -156,6 +156,16 @@ func TestJudge(t *testing.T) {
 			t.Errorf("%+v: exit %d, want %d", c.cfg, clean.ExitCode, c.want)
 		}
 	}
+	stalled := Report{ProduceStall: Stall{MaxMs: 1500}}
+	if stalled.judge(Config{}); stalled.ExitCode != 0 {
+		t.Errorf("no stall limit: exit %d", stalled.ExitCode)
+	}
+	if stalled.judge(Config{MaxAckStall: dur(2 * time.Second)}); stalled.ExitCode != 0 {
+		t.Errorf("stall under the limit: exit %d", stalled.ExitCode)
+	}
+	if stalled.judge(Config{MaxAckStall: dur(time.Second)}); stalled.ExitCode != 1 || !strings.Contains(stalled.Summary, "ack stall 1500ms") {
+		t.Errorf("stall over the limit: exit %d, summary %q", stalled.ExitCode, stalled.Summary)
+	}
 	if clean.Summary != "1 lost, 2 duplicates, 3 reordered" {
 		t.Errorf("summary %q", clean.Summary)
 	}
