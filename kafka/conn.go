@@ -254,7 +254,9 @@ func (c *conn) enqueue(p pendingResp) error {
 
 func skipTags(rd *kbin.Reader) {
 	n := rd.Uvarint()
-	for i := uint32(0); i < n; i++ {
+	// Stop at the first short read: a forged count would otherwise spin
+	// up to 2^32 times over an exhausted reader.
+	for i := uint32(0); i < n && rd.Ok(); i++ {
 		rd.Uvarint()
 		size := rd.Uvarint()
 		rd.Span(int(size))

@@ -3,6 +3,7 @@ package kafka
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -79,6 +80,28 @@ func FuzzRequest(f *testing.F) {
 	})
 }
 
+// forgedTagCount is a flexible ListOffsets header whose tagged-field count
+// claims about 2^32 fields in a 3-byte remainder (found by FuzzRequest).
+var forgedTagCount = []byte("\x00\x02\x00\x06\x00\x00\x00\n\x00\x04uzz\x00\xff\xff\xff\xff\x00\x01\x80")
+
+// A forged count must not make the decoder spin: one such frame used to
+// hold a connection's goroutine and a core for seconds.
+func TestDecodeForgedTagCountReturnsAtOnce(t *testing.T) {
+	done := make(chan error, 1)
+	go func() {
+		_, err := decodeRequest(testAPIs(), forgedTagCount)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("accepted")
+		}
+	case <-time.After(time.Second):
+		t.Fatal("decoding a forged tag count still running after 1s")
+	}
+}
+
 func TestDecodeRequestRejects(t *testing.T) {
 	apis := testAPIs()
 	cases := map[string][]byte{
@@ -88,6 +111,7 @@ func TestDecodeRequestRejects(t *testing.T) {
 		"too old version":   func() []byte { r := kmsg.NewPtrProduceRequest(); r.SetVersion(2); return frame(r, 1, "x") }(),
 		"truncated body":    func() []byte { b := frame(seedRequests()[len(seedRequests())-2], 1, "x"); return b[:len(b)-3] }(),
 		"garbage client id": {0, 3, 0, 1, 0, 0, 0, 1, 0x7f, 0xff},
+		"forged tag count":  forgedTagCount,
 	}
 	for name, body := range cases {
 		if _, err := decodeRequest(apis, body); err == nil {
