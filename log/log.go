@@ -934,14 +934,11 @@ func (l *Log) ReadBatches(offset, maxOffset int64, maxBytes int, minOne bool) ([
 				return false
 			}
 			if out == nil {
-				n := maxBytes
-				if n > 1<<20 {
-					n = 1 << 20
-				}
-				if n < len(p) {
-					n = len(p)
-				}
-				out = make([]byte, 0, n)
+				// Start small and let append grow: a consumer at the tail
+				// reads a batch or two per fetch, and sizing every answer
+				// for maxBytes (1 MiB by default) cost a zeroed 1 MiB
+				// allocation per fetch.
+				out = make([]byte, 0, min(maxBytes, max(len(p), 16<<10)))
 			}
 			out = append(out, p...)
 			return true
