@@ -139,15 +139,47 @@ func (b *Broker) informClients() {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), informWait)
 	defer cancel()
+	// When every peer is stopping too (the whole cluster going down), the
+	// new leaders are leaving as well: there is nowhere to send clients.
+	var allLeaving atomic.Bool
+	go func() {
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if !b.anyPeerStaying() {
+				allLeaving.Store(true)
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	waited, silent := b.kafka.AwaitActiveClients(ctx, start, informWindow)
 	switch {
 	case waited == 0:
+	case allLeaving.Load():
+		b.logger.Info("Every peer is stopping too; not waiting for " + itoa(silent) + " client connections to hear of new leaders")
 	case silent == 0:
 		b.logger.Info("Sent " + itoa(waited) + " active client connections to the new leaders in " + fmtDur(time.Since(start)))
 	default:
 		b.logger.Info(itoa(silent) + " of " + itoa(waited) + " active client connections sent no request within " + fmtDur(informWait) +
 			"; they find the new leaders through metadata")
 	}
+}
+
+// anyPeerStaying reports whether some peer is connected and not stopping.
+func (b *Broker) anyPeerStaying() bool {
+	for _, n := range b.cfg.Cluster.Nodes {
+		id := uint64(n.ID)
+		if n.ID != b.cfg.NodeID && b.host.PeerAlive(id) && !b.host.PeerLeaving(id) {
+			return true
+		}
+	}
+	return false
 }
 
 // transferAll hands off every group this node leads.
