@@ -258,6 +258,18 @@ func (c *Coordinator) owns(group string) bool {
 	return !c.closed.Load() && c.cfg.Owns(group)
 }
 
+// lockGroup is lockOwner for the group requests that need a group id: it
+// returns 0 with c.mu held, or the error code to answer with.
+func (c *Coordinator) lockGroup(group string) int16 {
+	if group == "" {
+		return kerr.InvalidGroupID.Code
+	}
+	if !c.lockOwner(group) {
+		return kerr.NotCoordinator.Code
+	}
+	return 0
+}
+
 // lockOwner takes c.mu if this node coordinates group and reports whether it
 // did. Owns is consulted without the lock; the epoch check makes sure no
 // Release started in between, so a handler never creates state for a group

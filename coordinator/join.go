@@ -13,12 +13,7 @@ func millis(ms int32) time.Duration { return time.Duration(ms) * time.Millisecon
 func (c *Coordinator) joinGroup(ctx context.Context, req *kmsg.JoinGroupRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.JoinGroupResponse)
 	resp.MemberID = req.MemberID
-	if req.Group == "" {
-		resp.ErrorCode = kerr.InvalidGroupID.Code
-		return resp
-	}
-	if !c.lockOwner(req.Group) {
-		resp.ErrorCode = kerr.NotCoordinator.Code
+	if resp.ErrorCode = c.lockGroup(req.Group); resp.ErrorCode != 0 {
 		return resp
 	}
 	w, memberID := c.joinLocked(ctx, req, resp)
@@ -223,12 +218,7 @@ func (g *group) replaceStaticMember(oldID, newID string, req *kmsg.JoinGroupRequ
 
 func (c *Coordinator) syncGroup(ctx context.Context, req *kmsg.SyncGroupRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SyncGroupResponse)
-	if req.Group == "" {
-		resp.ErrorCode = kerr.InvalidGroupID.Code
-		return resp
-	}
-	if !c.lockOwner(req.Group) {
-		resp.ErrorCode = kerr.NotCoordinator.Code
+	if resp.ErrorCode = c.lockGroup(req.Group); resp.ErrorCode != 0 {
 		return resp
 	}
 	w := c.syncLocked(req, resp)
@@ -302,12 +292,7 @@ func (c *Coordinator) syncLocked(req *kmsg.SyncGroupRequest, resp *kmsg.SyncGrou
 
 func (c *Coordinator) heartbeat(req *kmsg.HeartbeatRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.HeartbeatResponse)
-	if req.Group == "" {
-		resp.ErrorCode = kerr.InvalidGroupID.Code
-		return resp
-	}
-	if !c.lockOwner(req.Group) {
-		resp.ErrorCode = kerr.NotCoordinator.Code
+	if resp.ErrorCode = c.lockGroup(req.Group); resp.ErrorCode != 0 {
 		return resp
 	}
 	defer c.mu.Unlock()
@@ -343,12 +328,7 @@ func (c *Coordinator) heartbeatLocked(req *kmsg.HeartbeatRequest) int16 {
 
 func (c *Coordinator) leaveGroup(req *kmsg.LeaveGroupRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.LeaveGroupResponse)
-	if req.Group == "" {
-		resp.ErrorCode = kerr.InvalidGroupID.Code
-		return resp
-	}
-	if !c.lockOwner(req.Group) {
-		resp.ErrorCode = kerr.NotCoordinator.Code
+	if resp.ErrorCode = c.lockGroup(req.Group); resp.ErrorCode != 0 {
 		return resp
 	}
 	defer c.mu.Unlock()

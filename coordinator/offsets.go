@@ -260,12 +260,7 @@ func (c *Coordinator) offsetFetch(req *kmsg.OffsetFetchRequest) kmsg.Response {
 
 func (c *Coordinator) offsetDelete(ctx context.Context, req *kmsg.OffsetDeleteRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)
-	if req.Group == "" {
-		resp.ErrorCode = kerr.InvalidGroupID.Code
-		return resp
-	}
-	if !c.lockOwner(req.Group) {
-		resp.ErrorCode = kerr.NotCoordinator.Code
+	if resp.ErrorCode = c.lockGroup(req.Group); resp.ErrorCode != 0 {
 		return resp
 	}
 	g := c.groups[req.Group]
