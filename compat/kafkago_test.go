@@ -273,14 +273,7 @@ func TestKafkaGoConsumerGroup(t *testing.T) {
 	fresh := newGroupTracker(1 << 62)
 	close(fresh.start)
 	m := startKafkagoMember(t, c, group, topic, fresh)
-	waitFor(t, 40*time.Second, "the fresh member to get the new records", func() bool {
-		missing, extra, _ := fresh.check(wantNew)
-		return missing == 0 || extra > 0
-	})
-	m.close()
-	if missing, extra, dups := fresh.check(wantNew); missing != 0 || extra != 0 || dups != 0 {
-		t.Fatalf("fresh member: %d missing, %d redelivered/unexpected, %d duplicates", missing, extra, dups)
-	}
+	fresh.expectExactly(t, "fresh member", wantNew, m.close)
 }
 
 // TestKafkaGoReproEmptyFetch reproduces a broker bug: a Fetch that finds

@@ -234,6 +234,20 @@ func (g *groupTracker) check(want map[string]bool) (missing, extra, dups int) {
 	return
 }
 
+// expectExactly waits until the tracker has seen all of want (or anything
+// else), calls stop, and fails unless it saw want exactly once each.
+func (g *groupTracker) expectExactly(t testing.TB, who string, want map[string]bool, stop func()) {
+	t.Helper()
+	waitFor(t, 40*time.Second, who+" to get the new records", func() bool {
+		missing, extra, _ := g.check(want)
+		return missing == 0 || extra > 0
+	})
+	stop()
+	if missing, extra, dups := g.check(want); missing != 0 || extra != 0 || dups != 0 {
+		t.Fatalf("%s: %d missing, %d redelivered/unexpected, %d duplicates", who, missing, extra, dups)
+	}
+}
+
 // waitGroupStable waits until the broker describes group as Stable with
 // members members that split all partitions of topic between them, each
 // holding at least one; it returns the assignment per member id.
@@ -446,14 +460,7 @@ func TestSaramaConsumerGroup(t *testing.T) {
 	pcfg.Producer.Partitioner = sarama.NewManualPartitioner
 	saramaProduceAsync(t, newSaramaClient(t, c, pcfg), newMsgs)
 	m := startSaramaMember(t, c, group, topic, fresh)
-	waitFor(t, 40*time.Second, "the fresh member to get the new records", func() bool {
-		missing, extra, _ := fresh.check(wantNew)
-		return missing == 0 || extra > 0
-	})
-	m.close()
-	if missing, extra, dups := fresh.check(wantNew); missing != 0 || extra != 0 || dups != 0 {
-		t.Fatalf("fresh member: %d missing, %d redelivered/unexpected, %d duplicates", missing, extra, dups)
-	}
+	fresh.expectExactly(t, "fresh member", wantNew, m.close)
 }
 
 func TestSaramaAdminTopics(t *testing.T) {
