@@ -105,6 +105,16 @@ func (m *metaSM) reset(st metaState) {
 	}
 }
 
+// addPartitions appends a partition per replica list to t, each with the
+// next Raft group id, and indexes them.
+func (m *metaSM) addPartitions(t *topicMeta, assign [][]int32) {
+	for _, reps := range assign {
+		t.Partitions = append(t.Partitions, partitionMeta{Group: m.st.NextGroup, Replicas: reps})
+		m.st.NextGroup++
+	}
+	m.index(t)
+}
+
 func (m *metaSM) index(t *topicMeta) {
 	m.byID[t.ID] = t.Name
 	for i, p := range t.Partitions {
@@ -149,12 +159,8 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 			return metaResult{Err: kerr.TopicAlreadyExists.Code, Msg: "topic " + t.Name + " already exists", Topic: old}
 		}
 		nt := &topicMeta{Name: t.Name, ID: t.ID, Internal: t.Internal, Configs: t.Configs}
-		for _, reps := range cmd.Assign {
-			nt.Partitions = append(nt.Partitions, partitionMeta{Group: m.st.NextGroup, Replicas: reps})
-			m.st.NextGroup++
-		}
 		m.st.Topics[nt.Name] = nt
-		m.index(nt)
+		m.addPartitions(nt, cmd.Assign)
 		return metaResult{Topic: nt}
 	case "delete_topic":
 		t, ok := m.st.Topics[cmd.Name]
@@ -172,11 +178,7 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		if !ok {
 			return metaResult{Err: kerr.UnknownTopicOrPartition.Code}
 		}
-		for _, reps := range cmd.Assign {
-			t.Partitions = append(t.Partitions, partitionMeta{Group: m.st.NextGroup, Replicas: reps})
-			m.st.NextGroup++
-		}
-		m.index(t)
+		m.addPartitions(t, cmd.Assign)
 		return metaResult{Topic: t}
 	case "alter_configs":
 		t, ok := m.st.Topics[cmd.Name]

@@ -190,7 +190,12 @@ func endOffsets(ctx context.Context, seeds []string, topic string) (map[int32]in
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	lo, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	return listEnds(ctx, kadm.NewClient(cl), topic)
+}
+
+// listEnds lists the high watermark of each of topic's partitions.
+func listEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
+	lo, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
 		return nil, err
 	}

@@ -211,16 +211,7 @@ func leadersAndEnds(ctx context.Context, adm *kadm.Client, partitions int) (map[
 			return nil, fmt.Errorf("partition %d: leader %d, err %v", p.Partition, p.Leader, p.Err)
 		}
 	}
-	lo, err := adm.ListEndOffsets(rctx, restartTopic)
-	if err != nil {
-		return nil, err
-	}
-	if err := lo.Error(); err != nil {
-		return nil, err
-	}
-	out := map[int32]int64{}
-	lo.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out, nil
+	return listEnds(rctx, adm, restartTopic)
 }
 
 // fetchOnce fetches from each partition at the given offset until a record
