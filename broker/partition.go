@@ -269,24 +269,17 @@ func (p *partition) notLeader(st *raft.Status) kafka.ProduceWait {
 // answer without a hint would make clients wait for a metadata refresh
 // (franz-go: up to 5 s), so a brief wait here is far cheaper.
 func (p *partition) knownHint(minTerm uint64, d time.Duration) kafka.LeaderHint {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		ch := p.rep.Changed()
-		st := p.rep.Status()
-		if st.Term >= minTerm {
-			if st.Leader != 0 && st.Leader != uint64(p.b.cfg.NodeID) {
-				return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
-			}
-			if st.IsLeader() {
-				return kafka.LeaderHint{Leader: -1, Epoch: -1}
-			}
-		}
-		select {
-		case <-ch:
-		case <-t.C:
-			return p.b.viewHint(p.group)
-		}
+	self := uint64(p.b.cfg.NodeID)
+	st, ok := p.awaitStatus(d, func(st *raft.Status) bool {
+		return st.Term >= minTerm && (st.IsLeader() || st.Leader != 0 && st.Leader != self)
+	})
+	switch {
+	case !ok:
+		return p.b.viewHint(p.group)
+	case st.IsLeader():
+		return kafka.LeaderHint{Leader: -1, Epoch: -1}
+	default:
+		return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
 	}
 }
 
@@ -301,39 +294,37 @@ const electionWait = 500 * time.Millisecond
 // answering the client's redirected request NOT_LEADER without a usable
 // hint would leave it waiting for its next metadata refresh (seconds).
 func (p *partition) status(d time.Duration) *raft.Status {
-	st := p.rep.Status()
-	if st.IsLeader() || st.Leader != 0 {
-		return st
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		ch := p.rep.Changed()
-		st = p.rep.Status()
-		if st.IsLeader() || st.Leader != 0 {
-			return st
-		}
-		select {
-		case <-ch:
-		case <-t.C:
-			return p.rep.Status()
-		}
-	}
+	st, _ := p.awaitStatus(d, leaderKnown)
+	return st
 }
 
+func leaderKnown(st *raft.Status) bool { return st.IsLeader() || st.Leader != 0 }
+
+// waitLeaderReady waits up to d, while this replica leads, until it has
+// applied its own term's first entry.
 func (p *partition) waitLeaderReady(d time.Duration) *raft.Status {
+	st, _ := p.awaitStatus(d, func(st *raft.Status) bool { return !st.IsLeader() || st.LeaderReady })
+	return st
+}
+
+// awaitStatus returns the replica's status once done accepts it, waiting up
+// to d for changes; ok is false when d ran out first. An accepted status
+// costs no timer: this sits on the produce and fetch paths.
+func (p *partition) awaitStatus(d time.Duration, done func(*raft.Status) bool) (st *raft.Status, ok bool) {
+	if st = p.rep.Status(); done(st) {
+		return st, true
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
 		ch := p.rep.Changed()
-		st := p.rep.Status()
-		if !st.IsLeader() || st.LeaderReady {
-			return st
+		if st = p.rep.Status(); done(st) {
+			return st, true
 		}
 		select {
 		case <-ch:
 		case <-t.C:
-			return p.rep.Status()
+			return p.rep.Status(), false
 		}
 	}
 }
