@@ -185,16 +185,8 @@ const (
 // (a network partition that blackholes traffic), on which quiet groups
 // depend to wake up.
 func (h *Host) liveness() {
-	defer h.wg.Done()
 	timeout := time.Duration(h.cfg.ElectionTicks) * h.cfg.TickInterval
-	t := time.NewTicker(timeout / 5)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-h.ctx.Done():
-			return
-		}
+	h.every(timeout/5, func() {
 		now := time.Now()
 		var silent []uint64
 		h.peerMu.RLock()
@@ -221,7 +213,7 @@ func (h *Host) liveness() {
 		for _, id := range peers {
 			h.tr.Send(id, []WireMsg{{Channel: chanPing}})
 		}
-	}
+	})
 }
 
 // heard records traffic from a peer; a peer declared silent that speaks
