@@ -1,0 +1,302 @@
+package raft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	etcdraft "go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	clog "github.com/chronik-dev/chronik/log"
+)
+
+// Errors returned by Propose and TransferLeadership.
+var (
+	ErrStopped      = errors.New("raft: replica stopped")
+	ErrTransferFail = errors.New("raft: leadership transfer failed")
+)
+
+// NotLeaderError says this replica cannot take proposals; Leader is the
+// known leader (0 when none).
+type NotLeaderError struct {
+	Leader uint64
+	Term   uint64
+	Why    string
+}
+
+func (e *NotLeaderError) Error() string {
+	return fmt.Sprintf("raft: not the leader (leader %d, term %d): %s", e.Leader, e.Term, e.Why)
+}
+
+// Result is what a proposal became.
+type Result struct {
+	Index      uint64
+	Term       uint64
+	BaseOffset int64
+	Count      int32
+}
+
+type proposal struct {
+	id      uint64
+	kind    clog.Kind
+	payload []byte
+	res     Result
+	// appended is closed once the entry is in the local log (and synced
+	// under the always policy); done once it is applied or has failed.
+	appended chan struct{}
+	done     chan struct{}
+	err      error
+	finished bool
+}
+
+func (p *proposal) fail(err error) {
+	if p.finished {
+		return
+	}
+	p.finished = true
+	p.err = err
+	select {
+	case <-p.appended:
+	default:
+		close(p.appended)
+	}
+	close(p.done)
+}
+
+type transferWait struct {
+	to   uint64
+	done chan error
+}
+
+// Propose appends an entry. With commit false it returns once the entry is
+// in the local log (Kafka acks=1); with commit true once it is committed and
+// applied (acks=all). A proposal that was appended keeps waiting across a
+// leadership change: it succeeds if the new leader commits it and fails
+// with NotLeaderError if its index is overwritten.
+func (r *Replica) Propose(ctx context.Context, kind clog.Kind, payload []byte, commit bool) (Result, error) {
+	p := r.Submit(kind, payload)
+	return r.Wait(ctx, p, commit)
+}
+
+// Pending is a submitted proposal.
+type Pending = *proposal
+
+// Submit queues a proposal without waiting. Submissions from one goroutine
+// are proposed in order, which idempotent producers rely on.
+func (r *Replica) Submit(kind clog.Kind, payload []byte) Pending {
+	p := &proposal{id: r.host.nextProposalID(), kind: kind, payload: payload,
+		appended: make(chan struct{}), done: make(chan struct{})}
+	if r.stopped.Load() {
+		p.fail(ErrStopped)
+		return p
+	}
+	r.enqueue(func() { r.inProps = append(r.inProps, p) })
+	return p
+}
+
+// Wait waits for a submitted proposal (see Propose).
+func (r *Replica) Wait(ctx context.Context, p Pending, commit bool) (Result, error) {
+	ch := p.appended
+	if commit {
+		ch = p.done
+	}
+	select {
+	case <-ch:
+		if p.err != nil {
+			return Result{}, p.err
+		}
+		return p.res, nil
+	case <-ctx.Done():
+		if commit {
+			r.forget(p)
+		}
+		return Result{}, ctx.Err()
+	}
+}
+
+// forget drops a proposal that nobody waits for anymore and that never
+// reached the log (a forwarded proposal the leader dropped).
+func (r *Replica) forget(p *proposal) {
+	r.enqueue(func() {
+		r.inOps = append(r.inOps, func() {
+			if r.pending[p.id] == p {
+				delete(r.pending, p.id)
+				p.fail(context.DeadlineExceeded)
+			}
+		})
+	})
+}
+
+// Done reports whether a proposal has finished (applied or failed).
+func Done(p Pending) <-chan struct{} { return p.done }
+
+// TransferLeadership asks Raft to hand leadership to node to and waits
+// until it has moved, failed, or ctx ends.
+func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
+	w := &transferWait{to: to, done: make(chan error, 1)}
+	r.enqueueUrgent(func() {
+		r.inOps = append(r.inOps, func() {
+			if r.raftState != etcdraft.StateLeader {
+				if r.lead == to {
+					w.done <- nil
+				} else {
+					w.done <- &NotLeaderError{Leader: r.lead, Term: r.term, Why: "transfer target is not the leader"}
+				}
+				return
+			}
+			r.transfers = append(r.transfers, w)
+			r.rn.TransferLeader(to)
+		})
+	})
+	select {
+	case err := <-w.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Campaign makes this replica stand for election now.
+func (r *Replica) Campaign() {
+	r.enqueue(func() {
+		r.inOps = append(r.inOps, func() {
+			if !r.host.stopping.Load() {
+				r.rn.Campaign()
+			}
+		})
+	})
+}
+
+func (r *Replica) propose(p *proposal) {
+	// Read Raft's live state: messages stepped earlier in this round may
+	// have changed it since the last Ready updated r.raftState.
+	bs := r.rn.BasicStatus()
+	lead, term := bs.Lead, bs.GetTerm()
+	if bs.RaftState != etcdraft.StateLeader {
+		if r.cfg.ForwardProposals && lead != 0 {
+			// The leader may drop a forwarded proposal silently; the
+			// caller's deadline and cancel clean it up.
+			r.pending[p.id] = p
+			if err := r.rn.Propose(encodeData(p.kind, p.id, p.payload)); err != nil {
+				delete(r.pending, p.id)
+				p.fail(&NotLeaderError{Leader: lead, Term: term, Why: "forwarding failed"})
+			}
+			return
+		}
+		p.fail(&NotLeaderError{Leader: lead, Term: term, Why: "follower"})
+		return
+	}
+	if bs.LeadTransferee != 0 {
+		// etcd raft drops proposals during a transfer; hold them until it
+		// ends, then propose them or send the client to the new leader.
+		r.held = append(r.held, p)
+		return
+	}
+	r.pending[p.id] = p
+	if err := r.rn.Propose(encodeData(p.kind, p.id, p.payload)); err != nil {
+		delete(r.pending, p.id)
+		if errors.Is(err, etcdraft.ErrProposalDropped) {
+			bs = r.rn.BasicStatus()
+			p.fail(&NotLeaderError{Leader: bs.Lead, Term: bs.GetTerm(), Why: "proposal dropped"})
+			return
+		}
+		p.fail(err)
+	}
+}
+
+func (r *Replica) proposeHeld() {
+	if len(r.held) == 0 {
+		return
+	}
+	if bs := r.rn.BasicStatus(); bs.RaftState == etcdraft.StateLeader && bs.LeadTransferee != 0 {
+		return
+	}
+	held := r.held
+	r.held = nil
+	for _, p := range held {
+		r.propose(p)
+	}
+}
+
+// noteAppended matches this node's proposals with their log positions and
+// fails proposals whose entries a new leader overwrote.
+func (r *Replica) noteAppended(out []clog.Entry) {
+	first := out[0].Index
+	keep := r.waiting[:0]
+	for _, p := range r.waiting {
+		if p.res.Index >= first {
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "entry overwritten by a new leader"})
+			continue
+		}
+		keep = append(keep, p)
+	}
+	r.waiting = keep
+	for i := range out {
+		e := &out[i]
+		if len(r.pending) == 0 {
+			break
+		}
+		re := r.rdEntry(e.Index)
+		if re == nil {
+			continue
+		}
+		_, id, _, _ := decodeData(re)
+		p := r.pending[id]
+		if p == nil {
+			continue
+		}
+		delete(r.pending, id)
+		p.res = Result{Index: e.Index, Term: e.Term, BaseOffset: e.BaseOffset, Count: e.Count}
+		r.waiting = append(r.waiting, p)
+		r.unsynced = append(r.unsynced, p)
+	}
+}
+
+// rdEntry finds the raft entry with index in the Ready being handled.
+func (r *Replica) rdEntry(index uint64) *pb.Entry {
+	ents := r.curEntries
+	if len(ents) == 0 {
+		return nil
+	}
+	i := index - ents[0].GetIndex()
+	if i >= uint64(len(ents)) {
+		return nil
+	}
+	return ents[i]
+}
+
+func (r *Replica) expireOrphans() {
+	if len(r.waiting) == 0 || r.raftState == etcdraft.StateLeader || r.leaderLostAt.IsZero() {
+		return
+	}
+	since := time.Since(r.leaderLostAt)
+	if (r.lead == 0 && since > orphanWaitNoLeader) || since > orphanWait {
+		for _, p := range r.waiting {
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "leadership lost; outcome unknown"})
+		}
+		r.waiting = nil
+	}
+}
+
+func (r *Replica) checkTransfers() {
+	if len(r.transfers) == 0 {
+		return
+	}
+	bs := r.rn.BasicStatus()
+	keep := r.transfers[:0]
+	for _, w := range r.transfers {
+		switch {
+		case bs.RaftState != etcdraft.StateLeader && bs.Lead == w.to:
+			w.done <- nil
+		case bs.RaftState != etcdraft.StateLeader && bs.Lead != 0:
+			w.done <- fmt.Errorf("%w: node %d became leader instead", ErrTransferFail, bs.Lead)
+		case bs.RaftState == etcdraft.StateLeader && bs.LeadTransferee == 0:
+			w.done <- fmt.Errorf("%w: transfer to %d aborted", ErrTransferFail, w.to)
+		default:
+			keep = append(keep, w)
+		}
+	}
+	r.transfers = keep
+}

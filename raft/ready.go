@@ -1,0 +1,323 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	etcdraft "go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	clog "github.com/chronik-dev/chronik/log"
+)
+
+// The Ready cycle. A worker holding r.mu drains the inbox and handles one
+// Ready in three phases so the host can share fsyncs between replicas:
+// prepare (step, propose, write), then sync, then finish (send, apply,
+// advance). See doc.go for the order and what each phase may do.
+
+// readyWork carries one Ready from prepare through sync to finish.
+type readyWork struct {
+	rd        etcdraft.Ready
+	has       bool
+	sentEarly bool
+	needSync  bool
+	stateSync bool
+}
+
+func (r *Replica) drainInbox() {
+	r.inMu.Lock()
+	msgs, props, ticks, ops := r.inMsgs, r.inProps, r.inTicks, r.inOps
+	r.inMsgs, r.inProps, r.inTicks, r.inOps = nil, nil, 0, nil
+	r.inMu.Unlock()
+	if len(msgs) > 0 || len(props) > 0 || len(ops) > 0 {
+		r.mustPublish = true
+	}
+	r.idleTicks += ticks
+	if r.failed {
+		for _, p := range props {
+			p.fail(ErrStopped)
+		}
+		return
+	}
+	stopping := r.host.stopping.Load()
+	if len(props) > 0 || len(ops) > 0 {
+		r.wake()
+	}
+	for _, m := range msgs {
+		if stopping && m.GetType() == pb.MsgTimeoutNow {
+			continue // a stopping node must not take leadership
+		}
+		if r.quiesced.Load() && !isResponse(m.GetType()) {
+			r.wake()
+		}
+		if f := m.GetFrom(); f != 0 && f != r.id {
+			r.heardFrom[f] = time.Now()
+		}
+		if err := r.rn.Step(m); err != nil && !errors.Is(err, etcdraft.ErrStepPeerNotFound) && !errors.Is(err, etcdraft.ErrStepLocalMsg) {
+			r.host.logger.Debug("raft step failed", "group", r.cfg.Name, "err", err)
+		}
+	}
+	if r.quiesced.Load() {
+		ticks = 0 // a quiet group's clocks stand still
+	}
+	for i := 0; i < ticks; i++ {
+		if stopping && r.raftState != etcdraft.StateLeader {
+			// Let leases expire so this node still votes for others, but
+			// never campaign.
+			r.rn.TickQuiesced()
+		} else {
+			r.rn.Tick()
+		}
+	}
+	if ticks > 0 {
+		r.sampleIndex()
+		r.expireOrphans()
+		r.maybeQuiesce()
+	}
+	for _, op := range ops {
+		op()
+	}
+	for _, p := range props {
+		r.propose(p)
+	}
+	r.proposeHeld()
+}
+
+func (r *Replica) prepare() (w readyWork, err error) {
+	r.drainInbox()
+	if r.failed || !r.rn.HasReady() {
+		return w, nil
+	}
+	w.rd = r.rn.Ready()
+	w.has = true
+	rd := &w.rd
+	if rd.SoftState != nil {
+		r.onSoftState(rd.SoftState)
+	}
+	termOrVote := rd.HardState != nil && (rd.HardState.GetTerm() != r.st.hs.GetTerm() || rd.HardState.GetVote() != r.st.hs.GetVote())
+	if !termOrVote {
+		// Messages that do not report on this Ready's writes may leave
+		// before them: the leader replicates while it writes.
+		if rd.SoftState != nil {
+			// A new leader publishes before its first message goes out,
+			// so whoever hears of it (an old leader finishing a transfer,
+			// a client it redirects) finds it leading here. The term is
+			// durable already: it was written when the campaign began.
+			r.publish()
+		}
+		r.sendMsgs(rd.Messages, false)
+		w.sentEarly = true
+	}
+	if !etcdraft.IsEmptySnap(rd.Snapshot) {
+		if err := r.installSnapshot(rd.Snapshot); err != nil {
+			return w, err
+		}
+	}
+	if len(rd.Entries) > 0 {
+		r.curEntries = rd.Entries
+		out, err := r.st.append(rd.Entries, r.scratch)
+		if err != nil {
+			return w, fmt.Errorf("append: %w", err)
+		}
+		r.scratch = out[:0]
+		r.noteAppended(out)
+		r.curEntries = nil
+		r.lastIndex = out[len(out)-1].Index
+		r.dirty = true
+		w.needSync = r.host.cfg.Fsync == FsyncAlways
+	}
+	if rd.HardState != nil {
+		r.st.hs = proto.Clone(rd.HardState).(*pb.HardState)
+		// A new term or vote must be on disk before the messages that
+		// depend on it leave; the fsync happens in the host's sync phase,
+		// shared with other replicas, and those messages wait for finish.
+		if err := r.st.saveState(false); err != nil {
+			return w, err
+		}
+		w.stateSync = termOrVote
+	}
+	return w, nil
+}
+
+// sync makes a Ready's writes durable as the policy and Raft require.
+func (r *Replica) sync(w *readyWork) error {
+	if w.stateSync {
+		if err := r.st.syncState(); err != nil {
+			return err
+		}
+	}
+	if !w.needSync || !r.dirty {
+		return nil
+	}
+	if err := r.st.log.Sync(); err != nil {
+		return err
+	}
+	r.dirty = false
+	return nil
+}
+
+func (r *Replica) finish(w *readyWork) error {
+	for _, p := range r.unsynced {
+		if !p.finished {
+			close(p.appended)
+		}
+	}
+	r.unsynced = r.unsynced[:0]
+	if !w.has {
+		// Nothing happened but time passing: refresh the status (the ISR
+		// ages) once a second rather than on every tick.
+		if r.mustPublish || r.idleTicks >= idlePublishTicks {
+			r.publish()
+		}
+		return nil
+	}
+	rd := &w.rd
+	if !w.sentEarly {
+		r.sendMsgs(rd.Messages, false)
+	}
+	r.sendMsgs(rd.Messages, true)
+	if err := r.apply(rd.CommittedEntries); err != nil {
+		return err
+	}
+	r.rn.Advance(*rd)
+	r.checkTransfers()
+	r.proposeHeld()
+	r.publish()
+	return nil
+}
+
+// sendMsgs sends either the messages that may leave before this Ready's
+// writes (after=false) or those that must wait for them (after=true).
+func (r *Replica) sendMsgs(msgs []*pb.Message, after bool) {
+	for _, m := range msgs {
+		t := m.GetType()
+		waits := t == pb.MsgAppResp || t == pb.MsgVoteResp || t == pb.MsgPreVoteResp
+		if waits != after {
+			continue
+		}
+		r.host.sendRaft(r, m)
+		if t == pb.MsgSnap {
+			// Snapshots are small here (metadata and state machine data)
+			// and go inline; report them sent.
+			r.rn.ReportSnapshot(m.GetTo(), etcdraft.SnapshotFinish)
+		}
+	}
+}
+
+func (r *Replica) apply(ents []*pb.Entry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	batch := r.applyBuf[:0]
+	for _, e := range ents {
+		idx := e.GetIndex()
+		if idx <= r.applied {
+			continue
+		}
+		kind, _, payload, ok := decodeData(e)
+		if !ok {
+			return fmt.Errorf("entry %d has foreign data", idx)
+		}
+		meta, err := r.st.metaFor(idx)
+		if err != nil {
+			return fmt.Errorf("entry %d metadata: %w", idx, err)
+		}
+		switch kind {
+		case clog.KindConfChange:
+			var cc pb.ConfChange
+			if err := proto.Unmarshal(payload, &cc); err != nil {
+				return err
+			}
+			r.st.cs = r.rn.ApplyConfChange(&cc)
+			if err := r.st.saveState(true); err != nil {
+				return err
+			}
+		case clog.KindConfChangeV2:
+			var cc pb.ConfChangeV2
+			if err := proto.Unmarshal(payload, &cc); err != nil {
+				return err
+			}
+			r.st.cs = r.rn.ApplyConfChange(&cc)
+			if err := r.st.saveState(true); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, Committed{Index: idx, Term: e.GetTerm(), Kind: kind,
+			BaseOffset: meta.baseOffset, Count: meta.count, Payload: payload})
+		r.snapBytes += int64(len(payload))
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := r.cfg.SM.Apply(batch); err != nil {
+		return err
+	}
+	last := batch[len(batch)-1]
+	r.applied, r.appliedTerm = last.Index, last.Term
+	r.st.cacheEvict(r.applied)
+	// Answer the proposals that are now applied.
+	n := 0
+	for _, p := range r.waiting {
+		if p.res.Index > r.applied {
+			break
+		}
+		n++
+		if t := r.termAt(batch, p.res.Index); t == p.res.Term {
+			p.finished = true
+			close(p.done)
+		} else {
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "entry replaced in a new term"})
+		}
+	}
+	r.waiting = r.waiting[n:]
+	for i := range batch {
+		batch[i].Payload = nil
+	}
+	r.applyBuf = batch[:0]
+	return r.maybeSnapshot()
+}
+
+func (r *Replica) termAt(batch []Committed, index uint64) uint64 {
+	if len(batch) > 0 && index >= batch[0].Index {
+		return batch[index-batch[0].Index].Term
+	}
+	t, _ := r.st.log.Term(index)
+	return t
+}
+
+func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
+	wasLeader := r.raftState == etcdraft.StateLeader
+	r.lead, r.raftState = ss.Lead, ss.RaftState
+	r.term = r.rn.BasicStatus().GetTerm()
+	if r.raftState == etcdraft.StateLeader && !wasLeader {
+		r.leaderSince = time.Now()
+		now := time.Now()
+		// A new leader starts with every live voter in sync; laggards drop
+		// out after the lag time, as in Kafka.
+		r.caughtUp = map[uint64]time.Time{}
+		for _, v := range r.st.cs.GetVoters() {
+			if v != r.id && r.host.PeerAlive(v) {
+				r.caughtUp[v] = now
+			}
+		}
+		r.samples = r.samples[:0]
+	}
+	if r.raftState == etcdraft.StateLeader {
+		r.leaderLostAt = time.Time{}
+	}
+	if wasLeader && r.raftState != etcdraft.StateLeader {
+		r.leaderLostAt = time.Now()
+		// Proposals not yet in the log cannot be proposed anymore.
+		for id, p := range r.pending {
+			delete(r.pending, id)
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "lost leadership before appending"})
+		}
+		held := r.held
+		r.held = nil
+		for _, p := range held {
+			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "lost leadership during a transfer"})
+		}
+	}
+}

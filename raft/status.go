@@ -1,0 +1,107 @@
+package raft
+
+import (
+	"slices"
+	"time"
+
+	etcdraft "go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/tracker"
+)
+
+// Status is a replica's published state.
+type Status struct {
+	Group       uint64
+	ID          uint64
+	Leader      uint64
+	Term        uint64
+	State       etcdraft.StateType
+	Commit      uint64
+	Applied     uint64
+	LastIndex   uint64
+	LeaderReady bool     // leader whose own term has an applied entry
+	Voters      []uint64 // in preference order
+	ISR         []uint64 // leader only: voters caught up within the lag time
+	Match       map[uint64]uint64
+	// InSyncSince is, for each follower in the ISR, since when it has been
+	// in it without interruption (leader only).
+	InSyncSince  map[uint64]time.Time
+	Transferee   uint64
+	Failed       bool // a storage error stopped this replica
+	LeaderChange time.Time
+}
+
+// idlePublishTicks is how many idle ticks pass between status refreshes.
+const idlePublishTicks = 10
+
+// publish refreshes the status readers see and wakes watchers on change.
+func (r *Replica) publish() {
+	r.mustPublish, r.idleTicks = false, 0
+	bs := r.rn.BasicStatus()
+	old := r.status.Load()
+	s := &Status{
+		Group: r.cfg.Group, ID: r.id, Leader: bs.Lead, Term: bs.GetTerm(), State: bs.RaftState,
+		Commit: bs.GetCommit(), Applied: r.applied, LastIndex: r.lastIndex,
+		Voters: r.voters(), Transferee: bs.LeadTransferee, Failed: r.failed,
+	}
+	s.LeaderReady = bs.RaftState == etcdraft.StateLeader && r.appliedTerm == bs.GetTerm()
+	if bs.RaftState == etcdraft.StateLeader {
+		s.Match = map[uint64]uint64{}
+		r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
+			s.Match[id] = pr.Match
+		})
+		s.ISR = r.isr(s.Match)
+		s.InSyncSince = map[uint64]time.Time{}
+		for _, id := range s.ISR {
+			if id == r.id {
+				continue
+			}
+			since := now()
+			if old != nil && old.InSyncSince != nil && !old.InSyncSince[id].IsZero() {
+				since = old.InSyncSince[id]
+			}
+			s.InSyncSince[id] = since
+		}
+	}
+	if old != nil {
+		s.LeaderChange = old.LeaderChange
+	}
+	if old == nil || old.Leader != s.Leader || old.Term != s.Term {
+		s.LeaderChange = time.Now()
+	}
+	r.status.Store(s)
+	if old == nil || old.Leader != s.Leader || old.Term != s.Term || old.State != s.State ||
+		old.Applied != s.Applied || old.LeaderReady != s.LeaderReady || old.Transferee != s.Transferee ||
+		!slices.Equal(old.ISR, s.ISR) || old.Failed != s.Failed {
+		ch := make(chan struct{})
+		oldCh := r.watch.Swap(&ch)
+		close(*oldCh)
+		if old == nil || old.Leader != s.Leader || old.Term != s.Term || !slices.Equal(old.ISR, s.ISR) {
+			r.host.leaderChanged(r, s)
+		}
+	}
+}
+
+// voters lists the configured voters in preference order.
+func (r *Replica) voters() []uint64 {
+	vs := r.st.cs.GetVoters()
+	out := make([]uint64, 0, len(vs))
+	for _, p := range r.cfg.Peers {
+		if slices.Contains(vs, p) {
+			out = append(out, p)
+		}
+	}
+	for _, v := range vs {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func now() time.Time { return time.Now() }
+
+// IsLeader reports whether the status is of a leader.
+func (s *Status) IsLeader() bool { return s.State == etcdraft.StateLeader }
+
+// StateName is the Raft role as text.
+func (s *Status) StateName() string { return s.State.String() }
