@@ -45,23 +45,49 @@ type proposal struct {
 	res     Result
 	// appended is closed once the entry is in the local log (and synced
 	// under the always policy); done once it is applied or has failed.
-	appended chan struct{}
-	done     chan struct{}
-	err      error
-	finished bool
+	// Each outcome is written once, by the worker, before its channel is
+	// closed, and never again: a reader woken by appended reads appendErr,
+	// one woken by done reads err. (A later failure of an appended entry
+	// must not rewrite the answer an acks=1 caller is reading.)
+	appended  chan struct{}
+	done      chan struct{}
+	appendErr error
+	err       error
+	// Worker-owned: which channels are closed.
+	isAppended bool
+	finished   bool
 }
 
+// markAppended closes appended once.
+func (p *proposal) markAppended() {
+	if !p.isAppended {
+		p.isAppended = true
+		close(p.appended)
+	}
+}
+
+// succeed finishes an applied proposal.
+func (p *proposal) succeed() {
+	if p.finished {
+		return
+	}
+	p.markAppended()
+	p.finished = true
+	close(p.done)
+}
+
+// fail finishes a proposal with err; if it was not appended yet, the
+// append fails with err too.
 func (p *proposal) fail(err error) {
 	if p.finished {
 		return
 	}
+	if !p.isAppended {
+		p.appendErr = err
+		p.markAppended()
+	}
 	p.finished = true
 	p.err = err
-	select {
-	case <-p.appended:
-	default:
-		close(p.appended)
-	}
 	close(p.done)
 }
 
@@ -98,14 +124,14 @@ func (r *Replica) Submit(kind clog.Kind, payload []byte) Pending {
 
 // Wait waits for a submitted proposal (see Propose).
 func (r *Replica) Wait(ctx context.Context, p Pending, commit bool) (Result, error) {
-	ch := p.appended
+	ch, errp := p.appended, &p.appendErr
 	if commit {
-		ch = p.done
+		ch, errp = p.done, &p.err
 	}
 	select {
 	case <-ch:
-		if p.err != nil {
-			return Result{}, p.err
+		if err := *errp; err != nil {
+			return Result{}, err
 		}
 		return p.res, nil
 	case <-ctx.Done():

@@ -160,9 +160,7 @@ func (r *Replica) sync(w *readyWork) error {
 
 func (r *Replica) finish(w *readyWork) error {
 	for _, p := range r.unsynced {
-		if !p.finished {
-			close(p.appended)
-		}
+		p.markAppended()
 	}
 	r.unsynced = r.unsynced[:0]
 	if !w.has {
@@ -265,8 +263,7 @@ func (r *Replica) apply(ents []*pb.Entry) error {
 		}
 		n++
 		if t := r.termAt(batch, p.res.Index); t == p.res.Term {
-			p.finished = true
-			close(p.done)
+			p.succeed()
 		} else {
 			p.fail(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "entry replaced in a new term"})
 		}
