@@ -175,10 +175,12 @@ func (s *storage) cacheGet(lo, hi, maxSize uint64) ([]*pb.Entry, bool) {
 	return out, true
 }
 
-const stateSlot = 4096
-
 func openStorage(dir string, opts clog.Options) (*storage, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return nil, err
+	}
+	// Directories made by older versions were world-readable.
+	if err := os.Chmod(dir, dirMode); err != nil {
 		return nil, err
 	}
 	opts.Dir = dir
@@ -187,101 +189,26 @@ func openStorage(dir string, opts clog.Options) (*storage, error) {
 		return nil, err
 	}
 	s := &storage{dir: dir, log: l, hs: &pb.HardState{}, cs: &pb.ConfState{}}
-	if err := s.loadState(); err != nil {
-		l.Close()
-		return nil, err
-	}
-	if err := s.loadSnapshot(); err != nil {
-		l.Close()
+	if err := s.open(); err != nil {
+		s.close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// State file: two slots of stateSlot bytes written alternately, each
-// [u32 len][u32 crc][u64 seq][proto HardState len u32][HardState][ConfState].
-// The valid slot with the higher sequence wins, so a torn write of one slot
-// never loses the state.
-func (s *storage) loadState() error {
-	var err error
-	s.stateF, err = os.OpenFile(filepath.Join(s.dir, "raft-state"), os.O_CREATE|os.O_RDWR, 0o644)
+// open loads the state and snapshot files and checks they fit the log.
+func (s *storage) open() error {
+	found, err := s.loadState()
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 2*stateSlot)
-	n, _ := s.stateF.ReadAt(buf, 0)
-	buf = buf[:n]
-	var best []byte
-	for slot := 0; slot < 2; slot++ {
-		at := slot * stateSlot
-		if len(buf) < at+16 {
-			continue
-		}
-		l := int(binary.BigEndian.Uint32(buf[at:]))
-		if l < 8 || at+8+l > len(buf) || l > stateSlot-8 {
-			continue
-		}
-		body := buf[at+8 : at+8+l]
-		if crc32.Checksum(body, crcTable) != binary.BigEndian.Uint32(buf[at+4:]) {
-			continue
-		}
-		seq := binary.BigEndian.Uint64(body)
-		if best == nil || seq > s.seq {
-			best, s.seq = body, seq
-		}
-	}
-	if best == nil {
-		return nil
-	}
-	hl := int(binary.BigEndian.Uint32(best[8:]))
-	if 12+hl > len(best) {
-		return fmt.Errorf("raft state %s: bad record", s.dir)
-	}
-	if err := proto.Unmarshal(best[12:12+hl], s.hs); err != nil {
+	if err := s.loadSnapshot(); err != nil {
 		return err
 	}
-	return proto.Unmarshal(best[12+hl:], s.cs)
-}
-
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
-
-// saveState writes hs and cs; with sync it also fsyncs.
-func (s *storage) saveState(sync bool) error {
-	hb, err := proto.Marshal(s.hs)
-	if err != nil {
-		return err
-	}
-	cb, err := proto.Marshal(s.cs)
-	if err != nil {
-		return err
-	}
-	s.seq++
-	body := make([]byte, 12, 12+len(hb)+len(cb))
-	binary.BigEndian.PutUint64(body, s.seq)
-	binary.BigEndian.PutUint32(body[8:], uint32(len(hb)))
-	body = append(append(body, hb...), cb...)
-	if len(body) > stateSlot-8 {
-		return fmt.Errorf("raft state %s: %d bytes does not fit", s.dir, len(body))
-	}
-	rec := make([]byte, 8, 8+len(body))
-	binary.BigEndian.PutUint32(rec, uint32(len(body)))
-	binary.BigEndian.PutUint32(rec[4:], crc32.Checksum(body, crcTable))
-	rec = append(rec, body...)
-	if _, err := s.stateF.WriteAt(rec, int64(s.seq%2)*stateSlot); err != nil {
-		return fmt.Errorf("raft state %s: %w", s.dir, err)
-	}
-	if sync {
-		if err := s.stateF.Sync(); err != nil {
-			return fmt.Errorf("raft state %s: fsync: %w", s.dir, err)
-		}
-	}
-	return nil
-}
-
-// syncState fsyncs the state file.
-func (s *storage) syncState() error {
-	if err := s.stateF.Sync(); err != nil {
-		return fmt.Errorf("raft state %s: fsync: %w", s.dir, err)
+	if !found && (s.log.LastIndex() > 0 || s.snap != nil) {
+		// The state is written (atomically) before the first entry, so a
+		// log without it lost its term and vote.
+		return s.damaged(fmt.Sprintf("it is missing or empty while the log holds entries up to index %d", s.log.LastIndex()))
 	}
 	return nil
 }
@@ -295,6 +222,9 @@ func (s *storage) loadSnapshot() error {
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	if err := os.Chmod(s.snapPath(), fileMode); err != nil {
 		return err
 	}
 	if len(b) < 4 || crc32.Checksum(b[4:], crcTable) != binary.BigEndian.Uint32(b) {
@@ -315,7 +245,7 @@ func (s *storage) saveSnapshot(snap *pb.Snapshot) error {
 	}
 	out := make([]byte, 4, 4+len(b))
 	binary.BigEndian.PutUint32(out, crc32.Checksum(b, crcTable))
-	if err := clog.WriteFileSync(s.snapPath(), append(out, b...)); err != nil {
+	if err := writeFileSync(s.snapPath(), append(out, b...)); err != nil {
 		return err
 	}
 	s.snap = snap
@@ -450,7 +380,7 @@ func (s *storage) metaFor(index uint64) (entryMeta, error) {
 func (s *storage) close() error {
 	err := s.log.Close()
 	if s.stateF != nil {
-		if e := s.stateF.Sync(); e != nil && err == nil {
+		if e := s.syncState(); e != nil && err == nil {
 			err = e
 		}
 		if e := s.stateF.Close(); e != nil && err == nil {
