@@ -54,6 +54,11 @@ type Config struct {
 	RebalanceDelay time.Duration
 	Logger         *slog.Logger
 
+	// RecoverDelay is how long a replica stopped by a storage error waits
+	// before it reloads from disk; it doubles on each failed attempt, up to
+	// a minute (see failure.go).
+	RecoverDelay time.Duration
+
 	// OnStorageError is told when a replica stops after a storage error.
 	OnStorageError func(name string, err error)
 	// OnLeaderChange is called on a worker when a replica's leader, term or
@@ -88,6 +93,9 @@ func (c *Config) defaults() {
 	}
 	if c.RetentionInterval <= 0 {
 		c.RetentionInterval = 30 * time.Second
+	}
+	if c.RecoverDelay <= 0 {
+		c.RecoverDelay = time.Second
 	}
 	if c.RebalanceDelay <= 0 {
 		c.RebalanceDelay = time.Second
@@ -133,6 +141,10 @@ type Host struct {
 	stopped atomic.Bool
 
 	transferring sync.Map // group -> struct{}: rebalances in flight
+	guard        msgGuard
+	// syncFault, when set (tests), is called before each log fsync and
+	// its error taken as the fsync's.
+	syncFault atomic.Pointer[func(*Replica) error]
 }
 
 // NewHost makes a host; call Start to run it.
@@ -177,6 +189,14 @@ func (h *Host) Start() error {
 const (
 	chanPing    uint16 = 0xFFF0 // liveness ping, no payload
 	chanQuiesce uint16 = 0xFFF1 // group goes quiet (Group set)
+	// chanGroupDown: the sender's replica of Group failed (failure.go).
+	chanGroupDown uint16 = 0xFFF2
+	// chanLostTail: the sender lost entries of Group that its leader
+	// counts as stored there (failure.go).
+	chanLostTail uint16 = 0xFFF3
+	// chanGroupUp: the sender's replica of Group recovered; quiet peers
+	// wake so it learns the leader at once.
+	chanGroupUp uint16 = 0xFFF4
 )
 
 // liveness pings every peer a few times per election timeout and declares a
@@ -230,8 +250,31 @@ func (h *Host) heard(id uint64) {
 	}
 }
 
-func (h *Host) sendQuiesce(to, group uint64, msg []byte) {
-	h.tr.Send(to, []WireMsg{{Group: group, Channel: chanQuiesce, Data: msg}})
+func (h *Host) sendGroupNotice(to, group uint64, channel uint16, msg []byte) {
+	h.tr.Send(to, []WireMsg{{Group: group, Channel: channel, Data: msg}})
+}
+
+// groupNotice handles the group-level channels; it reports false for any
+// other channel.
+func (h *Host) groupNotice(from uint64, wm WireMsg) bool {
+	var op func(r *Replica)
+	switch wm.Channel {
+	case chanQuiesce:
+		data := wm.Data
+		op = func(r *Replica) { r.onQuiesce(from, data) }
+	case chanGroupDown:
+		op = func(r *Replica) { r.onGroupDown(from) }
+	case chanLostTail:
+		op = func(r *Replica) { r.onLostTail(from) }
+	case chanGroupUp:
+		op = func(r *Replica) { r.wake() }
+	default:
+		return false
+	}
+	if r := h.Replica(wm.Group); r != nil {
+		r.enqueue(func() { r.inOps = append(r.inOps, func() { op(r) }) })
+	}
+	return true
 }
 
 // wakeAll ends quiescence everywhere (a peer came back and needs its
@@ -424,7 +467,7 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 		var w readyWork
 		var err error
 		if !r.stopped.Load() {
-			w, err = r.prepare()
+			err = r.safely("prepare", func() (err error) { w, err = r.prepare(); return err })
 			if err != nil {
 				r.fail(err)
 			}
@@ -441,7 +484,7 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 	case 0:
 	case 1:
 		i := syncs[0]
-		if err := rs[i].sync(&works[i]); err != nil {
+		if err := rs[i].safely("sync", func() error { return rs[i].sync(&works[i]) }); err != nil {
 			rs[i].fail(err)
 		}
 	default:
@@ -453,7 +496,7 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[k] = rs[i].sync(&works[i])
+				errs[k] = rs[i].safely("sync", func() error { return rs[i].sync(&works[i]) })
 			}()
 		}
 		wg.Wait()
@@ -465,7 +508,7 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 	}
 	for i, r := range rs {
 		if !r.failed && !r.stopped.Load() {
-			if err := r.finish(&works[i]); err != nil {
+			if err := r.safely("finish", func() error { return r.finish(&works[i]) }); err != nil {
 				r.fail(err)
 			}
 		}
@@ -496,7 +539,7 @@ func (h *Host) every(d time.Duration, fn func()) {
 func (h *Host) ticker() {
 	h.every(h.cfg.TickInterval, func() {
 		for _, r := range h.Replicas() {
-			if r.quiesced.Load() {
+			if r.quiesced.Load() || r.halted.Load() {
 				continue
 			}
 			r.inMu.Lock()
@@ -510,7 +553,7 @@ func (h *Host) ticker() {
 func (h *Host) syncer() {
 	h.every(h.cfg.FsyncInterval, func() {
 		for _, r := range h.Replicas() {
-			if err := r.st.log.Sync(); err != nil && !errors.Is(err, errClosedLog) {
+			if err := r.Log().Sync(); err != nil && !errors.Is(err, errClosedLog) {
 				r.enqueue(func() { r.inOps = append(r.inOps, func() { r.fail(err) }) })
 			}
 		}
@@ -595,11 +638,7 @@ func containsID(ids []uint64, id uint64) bool {
 func (h *Host) Receive(from uint64, msgs []WireMsg) {
 	h.heard(from)
 	for _, wm := range msgs {
-		if wm.Channel == chanQuiesce {
-			if r := h.Replica(wm.Group); r != nil {
-				data := wm.Data
-				r.enqueue(func() { r.inOps = append(r.inOps, func() { r.onQuiesce(from, data) }) })
-			}
+		if h.groupNotice(from, wm) {
 			continue
 		}
 		if wm.Channel == chanPing {
@@ -617,7 +656,11 @@ func (h *Host) Receive(from uint64, msgs []WireMsg) {
 		}
 		m, err := decodeMessage(wm.Data)
 		if err != nil {
-			h.logger.Warn("dropping undecodable raft message", "from", from, "err", err)
+			h.reject(from, wm.Group, &pb.Message{}, "undecodable: "+err.Error())
+			continue
+		}
+		if why := checkPeerMessage(from, h.id, m, r.cfg.ForwardProposals); why != "" {
+			h.reject(from, wm.Group, m, why)
 			continue
 		}
 		r.inMu.Lock()
@@ -684,7 +727,7 @@ func (h *Host) leaderChanged(r *Replica, s *Status) {
 func (h *Host) SyncAll() error {
 	var errs []error
 	for _, r := range h.Replicas() {
-		if err := r.st.log.Sync(); err != nil && !errors.Is(err, errClosedLog) {
+		if err := r.Log().Sync(); err != nil && !errors.Is(err, errClosedLog) {
 			errs = append(errs, fmt.Errorf("%s: %w", r.cfg.Name, err))
 		}
 	}

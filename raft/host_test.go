@@ -75,10 +75,18 @@ type testCluster struct {
 	nodes map[uint64]*testNode
 	ids   []uint64
 	root  string
+	// recoverDelay is Config.RecoverDelay of every node.
+	recoverDelay time.Duration
 }
 
 func newTestCluster(t *testing.T, n int, compact bool) *testCluster {
-	c := &testCluster{t: t, net: NewMemNetwork(), nodes: map[uint64]*testNode{}, root: t.TempDir()}
+	return newTestClusterRecover(t, n, compact, 0)
+}
+
+// newTestClusterRecover is newTestCluster with a recovery delay for
+// failed replicas (0 for the default).
+func newTestClusterRecover(t *testing.T, n int, compact bool, recoverDelay time.Duration) *testCluster {
+	c := &testCluster{t: t, net: NewMemNetwork(), nodes: map[uint64]*testNode{}, root: t.TempDir(), recoverDelay: recoverDelay}
 	for i := 1; i <= n; i++ {
 		c.ids = append(c.ids, uint64(i))
 	}
@@ -95,7 +103,7 @@ func newTestCluster(t *testing.T, n int, compact bool) *testCluster {
 
 func (c *testCluster) start(id uint64, compact bool) {
 	h, err := NewHost(Config{ID: id, Transport: c.net.Transport(id), TickInterval: 10 * time.Millisecond,
-		ElectionTicks: 10, HeartbeatTicks: 1, Fsync: FsyncAlways, LagTime: time.Second})
+		ElectionTicks: 10, HeartbeatTicks: 1, Fsync: FsyncAlways, LagTime: time.Second, RecoverDelay: c.recoverDelay})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -161,6 +161,9 @@ func Done(p Pending) <-chan struct{} { return p.done }
 // TransferLeadership asks Raft to hand leadership to node to and waits
 // until it has moved, failed, or ctx ends.
 func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
+	if r.halted.Load() {
+		return ErrStopped
+	}
 	w := &transferWait{to: to, done: make(chan error, 1)}
 	r.enqueueUrgent(func() {
 		r.inOps = append(r.inOps, func() {

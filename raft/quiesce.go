@@ -71,7 +71,7 @@ func (r *Replica) maybeQuiesce() {
 	binary.BigEndian.PutUint64(msg[16:], bs.GetCommit())
 	for _, v := range r.st.cs.GetVoters() {
 		if v != r.id {
-			r.host.sendQuiesce(v, r.cfg.Group, msg)
+			r.host.sendGroupNotice(v, r.cfg.Group, chanQuiesce, msg)
 		}
 	}
 	r.quiesced.Store(true)

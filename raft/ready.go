@@ -39,6 +39,10 @@ func (r *Replica) drainInbox() {
 		for _, p := range props {
 			p.fail(ErrStopped)
 		}
+		// Raft's state is not to be trusted: only a recovery runs.
+		if r.takeRecover() {
+			r.recover()
+		}
 		return
 	}
 	stopping := r.host.stopping.Load()
@@ -54,6 +58,10 @@ func (r *Replica) drainInbox() {
 		}
 		if f := m.GetFrom(); f != 0 && f != r.id {
 			r.heardFrom[f] = time.Now()
+		}
+		if clampCommit(m, r.lastIndex) {
+			r.host.guard.clamped.Add(1)
+			r.reportLostTail(m)
 		}
 		if err := r.rn.Step(m); err != nil && !errors.Is(err, etcdraft.ErrStepPeerNotFound) && !errors.Is(err, etcdraft.ErrStepLocalMsg) {
 			r.host.logger.Debug("raft step failed", "group", r.cfg.Name, "err", err)
@@ -150,6 +158,16 @@ func (r *Replica) sync(w *readyWork) error {
 	}
 	if !w.needSync || !r.dirty {
 		return nil
+	}
+	return r.syncLog()
+}
+
+// syncLog fsyncs the log.
+func (r *Replica) syncLog() error {
+	if f := r.host.syncFault.Load(); f != nil {
+		if err := (*f)(r); err != nil {
+			return err
+		}
 	}
 	if err := r.st.log.Sync(); err != nil {
 		return err

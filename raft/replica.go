@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -72,16 +73,21 @@ type Replica struct {
 	mu sync.Mutex // held by the worker processing this replica
 	rn *etcdraft.RawNode
 	st *storage
+	// logp is st.log for readers on other goroutines (st changes when a
+	// failed replica recovers).
+	logp atomic.Pointer[clog.Log]
 
-	inMu     sync.Mutex
-	inMsgs   []*pb.Message
-	inProps  []*proposal
-	inTicks  int
-	inOps    []func()
-	queued   atomic.Bool
-	quiesced atomic.Bool // quiet: no ticks (see maybeQuiesce)
-	rerun    atomic.Bool // work arrived while another worker held mu
-	stopped  atomic.Bool
+	inMu      sync.Mutex
+	inMsgs    []*pb.Message
+	inProps   []*proposal
+	inTicks   int
+	inOps     []func()
+	inRecover bool // a recovery attempt is due (see failure.go)
+	queued    atomic.Bool
+	quiesced  atomic.Bool // quiet: no ticks (see maybeQuiesce)
+	rerun     atomic.Bool // work arrived while another worker held mu
+	stopped   atomic.Bool
+	halted    atomic.Bool // failed is set: no ticks, no transfers
 
 	// worker-owned state
 	pending     map[uint64]*proposal // proposed, index not yet known
@@ -104,6 +110,8 @@ type Replica struct {
 	// it leads).
 	leaderLostAt time.Time
 	failed       bool
+	recovery     recovery // see failure.go
+	lostTailTerm uint64   // term of the last lost-tail report (failure.go)
 	scratch      []clog.Entry
 	applyBuf     []Committed
 	curEntries   []*pb.Entry
@@ -127,24 +135,57 @@ func newReplica(h *Host, cfg ReplicaConfig) (*Replica, error) {
 	if cfg.Log.Logger == nil {
 		cfg.Log.Logger = h.logger
 	}
-	st, err := openStorage(cfg.Dir, cfg.Log)
-	if err != nil {
+	r := &Replica{host: h, cfg: cfg, id: h.id}
+	if err := r.load(); err != nil {
 		return nil, err
 	}
-	st.compactToSnap = cfg.CompactToSnapshot
-	r := &Replica{host: h, cfg: cfg, id: h.id, st: st, pending: map[uint64]*proposal{}, caughtUp: map[uint64]time.Time{}, heardFrom: map[uint64]time.Time{}}
+	ch := make(chan struct{})
+	r.watch.Store(&ch)
+	r.publish()
+	return r, nil
+}
+
+// load opens the replica's storage, restores the state machine from it and
+// starts Raft on it, resetting every piece of worker state: a new replica
+// and one recovering from a failure (see recover) start the same way, as
+// after a process restart. On error r.st is left as it was.
+func (r *Replica) load() error {
+	st, err := openStorage(r.cfg.Dir, r.cfg.Log)
+	if err != nil {
+		return err
+	}
+	st.compactToSnap = r.cfg.CompactToSnapshot
+	old := r.st
+	r.st = st
+	if err := r.start(old != nil); err != nil {
+		st.close()
+		r.st = old
+		return err
+	}
+	r.logp.Store(st.log)
+	return nil
+}
+
+// start builds the RawNode on r.st; etcd raft panics on state it cannot
+// load, and that becomes an error here.
+func (r *Replica) start(reload bool) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%w (load): %v", ErrPanic, v)
+		}
+	}()
+	st, h := r.st, r.host
+	r.resetWorkerState()
 	fresh := len(st.cs.GetVoters()) == 0 && st.log.LastIndex() == 0 && st.snap == nil
 	if fresh {
-		st.cs = &pb.ConfState{Voters: slices.Clone(cfg.Peers)}
+		st.cs = &pb.ConfState{Voters: slices.Clone(r.cfg.Peers)}
 		if err := st.saveState(true); err != nil {
-			st.close()
-			return nil, err
+			return err
 		}
 	}
-	applied, err := r.restore()
+	applied, err := r.restore(reload)
 	if err != nil {
-		st.close()
-		return nil, err
+		return err
 	}
 	rc := &etcdraft.Config{
 		ID:                        h.id,
@@ -158,53 +199,101 @@ func newReplica(h *Host, cfg ReplicaConfig) (*Replica, error) {
 		MaxInflightMsgs:           256,
 		CheckQuorum:               true,
 		PreVote:                   true,
-		DisableProposalForwarding: !cfg.ForwardProposals,
+		DisableProposalForwarding: !r.cfg.ForwardProposals,
 		Logger:                    h.raftLogger,
 	}
 	rn, err := etcdraft.NewRawNode(rc)
 	if err != nil {
-		st.close()
-		return nil, err
+		return err
 	}
 	r.rn = rn
 	r.applied = applied
 	r.lastIndex = st.log.LastIndex()
-	ch := make(chan struct{})
-	r.watch.Store(&ch)
-	r.publish()
-	return r, nil
+	r.term = st.hs.GetTerm()
+	return nil
+}
+
+// resetWorkerState clears what the worker keeps about Raft's progress.
+func (r *Replica) resetWorkerState() {
+	r.pending = map[uint64]*proposal{}
+	r.waiting, r.unsynced, r.held = nil, nil, nil
+	r.lead, r.term, r.raftState = 0, 0, etcdraft.StateFollower
+	r.applied, r.appliedTerm, r.lastIndex = 0, 0, 0
+	r.dirty = false
+	r.snapIndex, r.snapBytes = 0, 0
+	r.samples = nil
+	r.caughtUp = map[uint64]time.Time{}
+	r.heardFrom = map[uint64]time.Time{}
+	r.leaderSince, r.leaderLostAt = time.Time{}, time.Time{}
+	r.curEntries = nil
+	r.mustPublish = true
+	r.quietTicks, r.idleTicks = 0, 0
+	r.wokeAt = time.Now()
+	r.lostTailTerm = 0
+	r.quiesced.Store(false)
 }
 
 // restore loads the latest local snapshot into the state machine and
-// returns the index raft should consider applied.
-func (r *Replica) restore() (uint64, error) {
+// returns the index raft should consider applied. On a reload the state
+// machine holds what was applied before the failure and is emptied first
+// when nothing else replaces it.
+func (r *Replica) restore(reload bool) (uint64, error) {
 	st := r.st
 	base, _, _ := st.log.Base()
 	applied := base
-	if st.snap != nil {
-		idx := st.snap.GetMetadata().GetIndex()
+	if snapIdx := st.snap.GetMetadata().GetIndex(); st.snap != nil && snapIdx >= base {
 		_, smIndex, data := splitSnapData(st.snap.GetData())
 		if smIndex == 0 {
-			smIndex = idx
+			smIndex = snapIdx
 		}
-		if idx >= base {
-			if err := r.cfg.SM.Restore(smIndex, data); err != nil {
-				return 0, err
-			}
-			applied = idx
-			r.snapIndex = idx
+		if err := r.cfg.SM.Restore(smIndex, data); err != nil {
+			return 0, err
 		}
-	} else if base > 0 {
+		applied = snapIdx
+		r.snapIndex = snapIdx
+	} else if base > 0 || reload {
 		if err := r.cfg.SM.Restore(base, nil); err != nil {
 			return 0, err
 		}
 	}
-	if c := st.hs.GetCommit(); applied > c {
+	if err := r.fitToLog(applied); err != nil {
+		return 0, err
+	}
+	return applied, nil
+}
+
+// fitToLog makes the loaded state agree with the log that survived
+// recovery, which may have cut a torn tail. etcd raft panics at load on a
+// commit index beyond the last entry, so the commit never exceeds the log:
+// entries up to the cut were committed and are the same entries (a torn
+// tail only removes a suffix), and the lost ones come back from the
+// leader. The commit index is written without fsync, so it can also be
+// behind; it never goes below the applied index, which was committed.
+func (r *Replica) fitToLog(applied uint64) error {
+	st := r.st
+	if last := st.log.LastIndex(); applied > last {
+		// A local snapshot ahead of the log on disk. snapshotNow syncs the
+		// log first, so only files from older versions (or a lost fsync)
+		// get here; restart the log at the snapshot, which covers it.
+		md := st.snap.GetMetadata()
+		off, _, _ := splitSnapData(st.snap.GetData())
+		r.host.logger.Warn("raft log ends before the local snapshot; restarting the log at the snapshot",
+			"partition", r.cfg.Name, "last_index", last, "snapshot_index", md.GetIndex())
+		if err := st.log.Reset(md.GetIndex(), md.GetTerm(), off); err != nil {
+			return fmt.Errorf("reset log to snapshot %d: %w", md.GetIndex(), err)
+		}
+	}
+	if c, last := st.hs.GetCommit(), st.log.LastIndex(); c > last {
+		r.host.logger.Warn("raft commit index beyond the recovered log (torn tail); the leader will resend the rest",
+			"partition", r.cfg.Name, "commit", c, "last_index", last)
+		st.hs.Commit = new(last)
+	}
+	if applied > st.hs.GetCommit() {
 		// The snapshot is newer than the commit index written with the
 		// hard state; it was applied, so it was committed.
 		st.hs.Commit = new(applied)
 	}
-	return applied, nil
+	return nil
 }
 
 // Group is the group id.
@@ -213,8 +302,10 @@ func (r *Replica) Group() uint64 { return r.cfg.Group }
 // Name is the replica's display name.
 func (r *Replica) Name() string { return r.cfg.Name }
 
-// Log is the replica's log, for readers (Kafka Fetch, ListOffsets).
-func (r *Replica) Log() *clog.Log { return r.st.log }
+// Log is the replica's log, for readers (Kafka Fetch, ListOffsets). A
+// replica recovering from a failure reopens its log, so callers should not
+// keep it across requests.
+func (r *Replica) Log() *clog.Log { return r.logp.Load() }
 
 // Status returns the latest published status. Do not modify it.
 func (r *Replica) Status() *Status { return r.status.Load() }
@@ -249,37 +340,6 @@ const (
 	orphanWait         = 3 * time.Second
 )
 
-// fail stops the replica after a storage error; the rest of the node keeps
-// running, and this replica stops taking part in its group.
-func (r *Replica) fail(err error) {
-	if r.failed {
-		return
-	}
-	r.failed = true
-	r.host.logger.Error("raft replica stopped after storage error", "partition", r.cfg.Name, "err", err)
-	r.failProposals(ErrStopped)
-	r.publish()
-	if r.host.cfg.OnStorageError != nil {
-		r.host.cfg.OnStorageError(r.cfg.Name, err)
-	}
-}
-
-// failProposals fails every proposal this replica tracks.
-func (r *Replica) failProposals(err error) {
-	for id, p := range r.pending {
-		delete(r.pending, id)
-		p.fail(err)
-	}
-	for _, p := range r.waiting {
-		p.fail(err)
-	}
-	r.waiting = nil
-	for _, p := range r.held {
-		p.fail(err)
-	}
-	r.held = nil
-}
-
 // Thresholds above which closing a replica takes a snapshot first.
 const (
 	closeSnapshotEntries = 2000
@@ -301,6 +361,7 @@ func (r *Replica) closeLocked() error {
 		w.done <- ErrStopped
 	}
 	r.transfers = nil
+	r.recovery.stop()
 	var err error
 	// A restart replays the log after the last snapshot; a short tail is
 	// cheaper to replay than a snapshot is to write now, during shutdown.

@@ -72,7 +72,12 @@ func (r *Replica) snapshotNow() error {
 		Data:     joinSnapData(off, r.applied, data),
 		Metadata: &pb.SnapshotMetadata{ConfState: proto.Clone(r.st.cs).(*pb.ConfState), Index: new(r.applied), Term: new(term)},
 	}
-	// The state file's commit must not lag the snapshot on disk.
+	// The log and the state file's commit must not lag the snapshot on
+	// disk: a snapshot ahead of the log would not load (see fitToLog).
+	if err := r.st.log.Sync(); err != nil {
+		return err
+	}
+	r.dirty = false
 	if err := r.st.saveState(true); err != nil {
 		return err
 	}

@@ -34,33 +34,18 @@ type Status struct {
 const idlePublishTicks = 10
 
 // publish refreshes the status readers see and wakes watchers on change.
+// OnLeaderChange runs here, on the worker with r.mu held (see doc.go).
 func (r *Replica) publish() {
 	r.mustPublish, r.idleTicks = false, 0
-	bs := r.rn.BasicStatus()
 	old := r.status.Load()
-	s := &Status{
-		Group: r.cfg.Group, ID: r.id, Leader: bs.Lead, Term: bs.GetTerm(), State: bs.RaftState,
-		Commit: bs.GetCommit(), Applied: r.applied, LastIndex: r.lastIndex,
-		Voters: r.voters(), Transferee: bs.LeadTransferee, Failed: r.failed,
-	}
-	s.LeaderReady = bs.RaftState == etcdraft.StateLeader && r.appliedTerm == bs.GetTerm()
-	if bs.RaftState == etcdraft.StateLeader {
-		s.Match = map[uint64]uint64{}
-		r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
-			s.Match[id] = pr.Match
-		})
-		s.ISR = r.isr(s.Match)
-		s.InSyncSince = map[uint64]time.Time{}
-		for _, id := range s.ISR {
-			if id == r.id {
-				continue
-			}
-			since := now()
-			if old != nil && old.InSyncSince != nil && !old.InSyncSince[id].IsZero() {
-				since = old.InSyncSince[id]
-			}
-			s.InSyncSince[id] = since
-		}
+	var s *Status
+	if r.failed {
+		// A failed replica leads nothing and knows no leader, whatever
+		// its stopped Raft state says (failure.go).
+		s = &Status{Group: r.cfg.Group, ID: r.id, Term: r.term, State: etcdraft.StateFollower,
+			Applied: r.applied, LastIndex: r.lastIndex, Voters: r.voters(), Failed: true}
+	} else {
+		s = r.liveStatus(old)
 	}
 	if old != nil {
 		s.LeaderChange = old.LeaderChange
@@ -75,10 +60,41 @@ func (r *Replica) publish() {
 		ch := make(chan struct{})
 		oldCh := r.watch.Swap(&ch)
 		close(*oldCh)
-		if old == nil || old.Leader != s.Leader || old.Term != s.Term || !slices.Equal(old.ISR, s.ISR) {
+		if old == nil || old.Leader != s.Leader || old.Term != s.Term || !slices.Equal(old.ISR, s.ISR) || old.Failed != s.Failed {
 			r.host.leaderChanged(r, s)
 		}
 	}
+}
+
+// liveStatus is the status of a replica that drives Raft.
+func (r *Replica) liveStatus(old *Status) *Status {
+	bs := r.rn.BasicStatus()
+	s := &Status{
+		Group: r.cfg.Group, ID: r.id, Leader: bs.Lead, Term: bs.GetTerm(), State: bs.RaftState,
+		Commit: bs.GetCommit(), Applied: r.applied, LastIndex: r.lastIndex,
+		Voters: r.voters(), Transferee: bs.LeadTransferee,
+	}
+	s.LeaderReady = bs.RaftState == etcdraft.StateLeader && r.appliedTerm == bs.GetTerm()
+	if bs.RaftState != etcdraft.StateLeader {
+		return s
+	}
+	s.Match = map[uint64]uint64{}
+	r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
+		s.Match[id] = pr.Match
+	})
+	s.ISR = r.isr(s.Match)
+	s.InSyncSince = map[uint64]time.Time{}
+	for _, id := range s.ISR {
+		if id == r.id {
+			continue
+		}
+		since := now()
+		if old != nil && old.InSyncSince != nil && !old.InSyncSince[id].IsZero() {
+			since = old.InSyncSince[id]
+		}
+		s.InSyncSince[id] = since
+	}
+	return s
 }
 
 // voters lists the configured voters in preference order.

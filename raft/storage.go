@@ -94,6 +94,7 @@ type storage struct {
 
 	stateF *os.File
 	seq    uint64
+	closed bool
 
 	// metas covers the entries after the applied index, in order.
 	metas []entryMeta
@@ -378,6 +379,10 @@ func (s *storage) metaFor(index uint64) (entryMeta, error) {
 }
 
 func (s *storage) close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	err := s.log.Close()
 	if s.stateF != nil {
 		if e := s.syncState(); e != nil && err == nil {
