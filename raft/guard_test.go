@@ -35,6 +35,19 @@ func TestHostileMessagesRejected(t *testing.T) {
 		}
 	}
 	fid := f.host.ID()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := l.rep.Propose(ctx, clog.KindCommand, []byte("before"), true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "every node to apply", func() bool {
+		for _, nd := range c.nodes {
+			if len(nd.sm.list()) != 1 {
+				return false
+			}
+		}
+		return true
+	})
 	term := l.rep.Status().Term
 	u := func(v uint64) *uint64 { return &v }
 	typ := func(t pb.MessageType) *pb.MessageType { return &t }
@@ -65,15 +78,18 @@ func TestHostileMessagesRejected(t *testing.T) {
 		deliver(t, h.to, h.from, h.m)
 	}
 	// A heartbeat committing far past the follower's log is clamped, not
-	// dropped: the real leader sends one after a torn tail.
+	// dropped: the real leader sends one after a torn tail. The follower
+	// reports it, and the leader hands leadership to the third node.
 	deliver(t, f, lid, &pb.Message{Type: typ(pb.MsgHeartbeat), From: u(lid), To: u(fid), Term: u(term), Commit: u(1 << 40)})
 	if got := l.host.RejectedMessages() + f.host.RejectedMessages() - before; got != uint64(len(hostile)) {
 		t.Fatalf("rejected %d messages, want %d", got, len(hostile))
 	}
 	waitFor(t, 5*time.Second, "the clamped heartbeat", func() bool { return f.host.ClampedCommits() == 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := l.rep.Propose(ctx, clog.KindCommand, []byte("after"), true); err != nil {
+	waitFor(t, 5*time.Second, "leadership to move after the lost-tail report", func() bool {
+		s := l.rep.Status()
+		return s.Leader != 0 && s.Leader != lid && s.Leader != fid
+	})
+	if _, err := c.leader().rep.Propose(ctx, clog.KindCommand, []byte("after"), true); err != nil {
 		t.Fatal(err)
 	}
 	for _, nd := range c.nodes {

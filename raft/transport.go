@@ -59,6 +59,8 @@ const (
 	writeTimeout    = 5 * time.Second
 	minRedialDelay  = 20 * time.Millisecond
 	maxRedialDelay  = time.Second
+	minAcceptDelay  = 5 * time.Millisecond
+	maxAcceptDelay  = time.Second
 	helloSize       = 4 + 2 + 8 + 8
 	msgHeaderLength = 8 + 2 + 4
 )
@@ -134,26 +136,31 @@ func (t *TCPTransport) Start(h TransportHandler) error {
 	return nil
 }
 
+// acceptLoop runs until Close closes the listener. An accept error that is
+// not the close (out of file descriptors, say) has no event to wait for:
+// the loop backs off, from minAcceptDelay doubling to maxAcceptDelay, and
+// starts over at the first success.
 func (t *TCPTransport) acceptLoop() {
 	defer t.wg.Done()
+	delay := minAcceptDelay
 	for {
 		c, err := t.ln.Accept()
 		if err != nil {
 			if t.ctx.Err() != nil {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			t.logger.Warn("raft transport accept failed", "err", err)
+			t.logger.Warn("raft transport accept failed", "err", err, "retry_in", delay)
+			timer := time.NewTimer(delay)
 			select {
-			case <-time.After(50 * time.Millisecond):
+			case <-timer.C:
 			case <-t.ctx.Done():
+				timer.Stop()
 				return
 			}
+			delay = min(2*delay, maxAcceptDelay)
 			continue
 		}
+		delay = minAcceptDelay
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
@@ -398,29 +405,7 @@ func (s *peerSender) run() {
 			}
 			continue
 		}
-		// Small messages are copied into one buffer; large ones (entries
-		// being replicated) go out as their own slices in one writev.
-		frame = append(frame[:0], 0, 0, 0, 0, frameMsgs)
-		parts = parts[:0]
-		from, size := 0, 0
-		for _, m := range batch {
-			frame = binary.BigEndian.AppendUint64(frame, m.Group)
-			frame = binary.BigEndian.AppendUint16(frame, m.Channel)
-			frame = binary.BigEndian.AppendUint32(frame, uint32(len(m.Data)))
-			if len(m.Data) < 16<<10 {
-				frame = append(frame, m.Data...)
-				continue
-			}
-			parts = append(parts, frame[from:], m.Data)
-			size += len(frame) - from + len(m.Data)
-			from = len(frame)
-		}
-		if from < len(frame) {
-			parts = append(parts, frame[from:])
-			size += len(frame) - from
-		}
-		// parts[0] starts the frame even if frame has grown since.
-		binary.BigEndian.PutUint32(parts[0], uint32(size-5))
+		frame, parts = buildFrame(batch, frame, parts)
 		conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 		iov := parts // WriteTo consumes its receiver
 		_, err := iov.WriteTo(conn)
@@ -433,6 +418,34 @@ func (s *peerSender) run() {
 			s.closeConn()
 		}
 	}
+}
+
+// buildFrame lays out one messages frame for batch, reusing frame and
+// parts. Small messages are copied into frame; large ones (entries being
+// replicated) go out as their own slices in one writev.
+func buildFrame(batch []WireMsg, frame []byte, parts net.Buffers) ([]byte, net.Buffers) {
+	frame = append(frame[:0], 0, 0, 0, 0, frameMsgs)
+	parts = parts[:0]
+	from, size := 0, 0
+	for _, m := range batch {
+		frame = binary.BigEndian.AppendUint64(frame, m.Group)
+		frame = binary.BigEndian.AppendUint16(frame, m.Channel)
+		frame = binary.BigEndian.AppendUint32(frame, uint32(len(m.Data)))
+		if len(m.Data) < 16<<10 {
+			frame = append(frame, m.Data...)
+			continue
+		}
+		parts = append(parts, frame[from:], m.Data)
+		size += len(frame) - from + len(m.Data)
+		from = len(frame)
+	}
+	if from < len(frame) {
+		parts = append(parts, frame[from:])
+		size += len(frame) - from
+	}
+	// parts[0] starts the frame even if frame has grown since.
+	binary.BigEndian.PutUint32(parts[0], uint32(size-5))
+	return frame, parts
 }
 
 func (s *peerSender) dial() (net.Conn, error) {

@@ -1,0 +1,262 @@
+package raft
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	etcdraft "go.etcd.io/raft/v3"
+)
+
+func (h *Host) schedule(r *Replica) { h.enqueueReplica(r, false) }
+
+// scheduleUrgent puts a replica at the front of the run queue: elections,
+// leadership transfers and operator requests should not wait behind a
+// backlog of ordinary replication work, since clients stall until they end.
+func (h *Host) scheduleUrgent(r *Replica) { h.enqueueReplica(r, true) }
+
+func (h *Host) enqueueReplica(r *Replica, urgent bool) {
+	if !r.queued.CompareAndSwap(false, true) {
+		if !urgent {
+			return
+		}
+		// Already queued: move it to the front.
+		h.qmu.Lock()
+		for i, q := range h.queue {
+			if q == r {
+				copy(h.queue[1:i+1], h.queue[:i])
+				h.queue[0] = r
+				break
+			}
+		}
+		h.qmu.Unlock()
+		return
+	}
+	h.qmu.Lock()
+	if h.qclose {
+		h.qmu.Unlock()
+		return
+	}
+	if urgent {
+		h.queue = append(h.queue, nil)
+		copy(h.queue[1:], h.queue)
+		h.queue[0] = r
+	} else {
+		h.queue = append(h.queue, r)
+	}
+	h.qmu.Unlock()
+	h.qcond.Signal()
+}
+
+const workerBatch = 32
+
+func (h *Host) worker() {
+	defer h.workers.Done()
+	batch := make([]*Replica, 0, workerBatch)
+	works := make([]readyWork, 0, workerBatch)
+	for {
+		h.qmu.Lock()
+		for len(h.queue) == 0 && !h.qclose {
+			h.qcond.Wait()
+		}
+		if h.qclose {
+			h.qmu.Unlock()
+			return
+		}
+		n := min(len(h.queue), workerBatch)
+		batch = append(batch[:0], h.queue[:n]...)
+		h.queue = append(h.queue[:0], h.queue[n:]...)
+		h.qmu.Unlock()
+		// A replica may be queued again while another worker still holds
+		// it. Waiting for it here could deadlock two workers holding each
+		// other's replicas, so a busy replica is skipped and its holder
+		// reschedules it (rerun is set before trying, cleared by the one
+		// that gets the lock).
+		locked := batch[:0]
+		for _, r := range batch {
+			r.queued.Store(false)
+			r.rerun.Store(true)
+			if r.mu.TryLock() {
+				r.rerun.Store(false)
+				locked = append(locked, r)
+			}
+		}
+		works = h.processBatch(locked, works[:0])
+	}
+}
+
+// processBatch handles a Ready for each replica, sharing one round of
+// fsyncs between them. The caller holds every replica's mu; processBatch
+// releases them.
+func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
+	for _, r := range rs {
+		var w readyWork
+		var err error
+		if !r.stopped.Load() {
+			err = r.safely("prepare", func() (err error) { w, err = r.prepare(); return err })
+			if err != nil {
+				r.fail(err)
+			}
+		}
+		works = append(works, w)
+	}
+	var syncs []int
+	for i, r := range rs {
+		if (works[i].needSync || works[i].stateSync) && !r.failed {
+			syncs = append(syncs, i)
+		}
+	}
+	switch len(syncs) {
+	case 0:
+	case 1:
+		i := syncs[0]
+		if err := rs[i].safely("sync", func() error { return rs[i].sync(&works[i]) }); err != nil {
+			rs[i].fail(err)
+		}
+	default:
+		// fsyncs of different files proceed in parallel; the round waits
+		// for all of them (group commit across replicas).
+		var wg sync.WaitGroup
+		errs := make([]error, len(syncs))
+		for k, i := range syncs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[k] = rs[i].safely("sync", func() error { return rs[i].sync(&works[i]) })
+			}()
+		}
+		wg.Wait()
+		for k, err := range errs {
+			if err != nil {
+				rs[syncs[k]].fail(err)
+			}
+		}
+	}
+	for i, r := range rs {
+		if !r.failed && !r.stopped.Load() {
+			if err := r.safely("finish", func() error { return r.finish(&works[i]) }); err != nil {
+				r.fail(err)
+			}
+		}
+		again := !r.failed && !r.stopped.Load() && r.rn.HasReady()
+		r.mu.Unlock()
+		if r.rerun.Swap(false) || again {
+			h.schedule(r)
+		}
+	}
+	return works
+}
+
+// every runs fn every d until the host stops.
+func (h *Host) every(d time.Duration, fn func()) {
+	defer h.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-h.ctx.Done():
+			return
+		}
+		fn()
+	}
+}
+
+func (h *Host) ticker() {
+	h.every(h.cfg.TickInterval, func() {
+		for _, r := range h.Replicas() {
+			if r.quiesced.Load() || r.halted.Load() {
+				continue
+			}
+			r.inMu.Lock()
+			r.inTicks++
+			r.inMu.Unlock()
+			h.schedule(r)
+		}
+	})
+}
+
+func (h *Host) syncer() {
+	h.every(h.cfg.FsyncInterval, func() {
+		for _, r := range h.Replicas() {
+			if err := r.Log().Sync(); err != nil && !errors.Is(err, errClosedLog) {
+				r.enqueue(func() { r.inOps = append(r.inOps, func() { r.fail(err) }) })
+			}
+		}
+	})
+}
+
+// housekeeping runs retention and leader rebalancing.
+func (h *Host) housekeeping() {
+	defer h.wg.Done()
+	ret := time.NewTicker(h.cfg.RetentionInterval)
+	defer ret.Stop()
+	reb := time.NewTicker(250 * time.Millisecond)
+	defer reb.Stop()
+	for {
+		select {
+		case <-ret.C:
+			for _, r := range h.Replicas() {
+				r.enqueue(func() {
+					r.inOps = append(r.inOps, func() {
+						if err := r.retain(); err != nil {
+							r.fail(err)
+						}
+					})
+				})
+			}
+		case <-reb.C:
+			if h.cfg.AutoRebalance && !h.stopping.Load() {
+				h.rebalance()
+			}
+		case <-h.ctx.Done():
+			return
+		}
+	}
+}
+
+// rebalance hands leadership back to preferred replicas that are in sync.
+func (h *Host) rebalance() {
+	for _, r := range h.Replicas() {
+		s := r.Status()
+		if s == nil || s.State != etcdraft.StateLeader || len(s.Voters) == 0 || s.Voters[0] == h.id || s.Transferee != 0 {
+			continue
+		}
+		pref := s.Voters[0]
+		if !h.PeerAlive(pref) || h.PeerLeaving(pref) || !containsID(s.ISR, pref) || s.Match[pref] < s.LastIndex {
+			continue
+		}
+		if time.Since(s.LeaderChange) < h.cfg.RebalanceDelay {
+			continue
+		}
+		if up := s.InSyncSince[pref]; up.IsZero() || time.Since(up) < h.cfg.RebalanceDelay {
+			continue
+		}
+		if _, busy := h.transferring.LoadOrStore(r.cfg.Group, struct{}{}); busy {
+			continue
+		}
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			defer h.transferring.Delete(r.cfg.Group)
+			ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			if err := r.TransferLeadership(ctx, pref); err != nil {
+				h.logger.Debug("preferred leader election failed", "partition", r.cfg.Name, "to", pref, "err", err)
+				return
+			}
+			h.logger.Info("moved leadership back to preferred replica", "partition", r.cfg.Name, "node", pref, "took", time.Since(start).Round(time.Microsecond))
+		}()
+	}
+}
+
+func containsID(ids []uint64, id uint64) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
