@@ -58,14 +58,20 @@ type Config struct {
 	// a minute (see failure.go).
 	RecoverDelay time.Duration
 
-	// OnStorageError is told when a replica stops after a storage error.
+	// OnStorageError is told when a replica stops after a storage error
+	// or a panic (its Status then has Failed set). It runs on the worker
+	// with the replica's lock held and must not block.
 	OnStorageError func(name string, err error)
-	// OnLeaderChange is called on a worker when a replica's leader, term or
-	// ISR changes. It must not block.
+	// OnLeaderChange is called on a worker, with the replica's lock held,
+	// when a replica's leader, term, ISR or Failed changes. It must not
+	// block or wait for the replica (see the lock order in doc.go).
 	OnLeaderChange func(r *Replica, s *Status)
-	// OnNotice receives node-level messages sent with SendNotice.
+	// OnNotice receives node-level messages sent with SendNotice, on a
+	// transport goroutine, with no raft lock held. Channels from 0xFFF0
+	// up are reserved.
 	OnNotice func(from uint64, channel uint16, data []byte)
-	// OnPeer is told when a peer connects or goes away.
+	// OnPeer is told when a peer connects or goes away, with no raft lock
+	// held.
 	OnPeer func(id uint64, up bool)
 }
 

@@ -81,7 +81,8 @@ type entryMeta struct {
 // those on disk before any message that depends on them is sent). Commit
 // index updates are written without fsync: raft recovers a lost commit index
 // from the leader, and the applied index can never pass the written one
-// because the replica writes the state before applying.
+// because the replica writes the state before applying. The written commit
+// can pass the log that survives a crash; loading clamps it (fitToLog).
 type storage struct {
 	dir  string
 	log  *clog.Log

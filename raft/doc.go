@@ -1,0 +1,163 @@
+// Package raft runs Chronik's Raft groups: one group per partition (and one
+// for cluster metadata, one per consumer-offsets partition), each a
+// go.etcd.io/raft/v3 RawNode over a log.Log. A Host drives every replica on
+// a node from a small pool of workers; the groups share the node's
+// connections, timers and fsync rounds, so thousands of groups cost no
+// goroutines of their own.
+//
+// # Files
+//
+//	host.go      Host, Config, opening and removing replicas, shutdown
+//	worker.go    run queue, workers, the fsync round, timers, rebalancing
+//	peers.go     transport handler, node-level channels, peer liveness
+//	replica.go   Replica, loading a replica from disk, closing
+//	ready.go     the Ready cycle of one replica (prepare, sync, finish)
+//	proposal.go  proposals, their outcomes, leadership transfers
+//	snapshot.go  local snapshots, installing a leader's, retention
+//	quiesce.go   quiet groups and waking them, reacting to lost peers
+//	insync.go    the in-sync replica set (ISR) of a leader
+//	status.go    the published Status
+//	failure.go   failing a replica, telling its group, recovering it
+//	guard.go     checks on what peers send; panics become failures
+//	storage.go   etcd raft's Storage over log.Log; snapshot file
+//	statefile.go the raft-state file
+//	transport.go TCPTransport; memtransport.go MemNetwork for tests
+//	codec.go     the wire encoding of Raft messages
+//
+// # The Ready cycle
+//
+// Anything that concerns a replica (a message from a peer, a proposal, a
+// tick, an operation such as a transfer request) is put in its inbox under
+// r.inMu and the replica is put on the host's run queue. A worker takes up
+// to workerBatch replicas off the queue, holds each one's r.mu (TryLock: a
+// replica busy on another worker is left to that worker, which runs it
+// again), and handles one Ready for each in three phases:
+//
+//  1. prepare, per replica: step the inbox into Raft (messages, then ticks,
+//     operations and proposals); take a Ready; when the Ready changes
+//     neither term nor vote, send at once the messages that do not report
+//     on this Ready's writes (so a leader replicates while it writes its
+//     own copy); install a snapshot the leader sent; write the new entries
+//     to the log and the hard state to the state file, neither fsynced.
+//  2. sync, shared: every replica of the batch that needs it fsyncs in
+//     parallel with the others, and the round waits for all of them (group
+//     commit). A replica fsyncs its state file when term or vote changed,
+//     and its log when it appended entries under FsyncAlways. One slow disk
+//     write therefore delays the whole batch, and one round serves up to
+//     workerBatch replicas.
+//  3. finish, per replica: answer acks=1 proposals whose entries are now
+//     in the log (synced under FsyncAlways); send the messages held back:
+//     all of them when term or vote changed, and always the append and
+//     vote responses, which promise the writes of step 1 are durable;
+//     apply the committed entries to the state machine and answer acks=all
+//     proposals; take a local snapshot if due; Advance; publish the
+//     status.
+//
+// The worker then releases r.mu and queues the replica again if Raft has
+// more to do or work arrived meanwhile.
+//
+// # Durability
+//
+// Under FsyncAlways an entry is on disk before it is acknowledged to a
+// client (either acks) and before this node tells a leader it holds it.
+// Under FsyncInterval the syncer fsyncs every log each FsyncInterval: a
+// process crash loses nothing (the page cache survives), a power loss can
+// lose the last interval on this node, including entries it acknowledged.
+// Term and vote are fsynced before any message that depends on them
+// leaves. The commit index is written with every hard state but fsynced
+// only with a term or vote change, a configuration change, a snapshot or
+// at close: Raft learns it again from the leader.
+// So at startup the stored commit index can lie beyond the log that
+// survived (the log cuts a torn tail); loading clamps it to the last index
+// (replica.go, fitToLog), and a heartbeat that commits beyond the log is
+// clamped the same way (guard.go). The applied index then restarts at the
+// local snapshot or the log's base, and the state machine replays the
+// committed entries after it; for a data partition its high watermark
+// restarts there and rises as they are applied again. A follower that lost
+// entries it had acknowledged reports it to the leader, which hands
+// leadership on so the follower is probed afresh (failure.go). A local
+// snapshot is written only after the log and state file are fsynced up to
+// it.
+//
+// # The raft-state file
+//
+// raft-state in the replica's directory holds the HardState and ConfState
+// in two slots of 4096 bytes, written alternately:
+//
+//	offset 0, 4096: [u32 body length][u32 CRC-32C of body][body]
+//	body:           [u64 sequence][u32 HardState length][HardState][ConfState]
+//
+// (protobuf encodings, big-endian integers). The valid slot with the higher
+// sequence wins, so a torn write of one slot falls back to the previous
+// state. The file is created whole (temporary file, fsync, rename,
+// directory fsync) before the log has an entry; so an existing file with
+// no valid slot, or a missing or empty one next to a log with entries, is
+// damage. The replica then refuses to start with ErrStateDamaged and says
+// how to recover: a replica that forgot its term and vote could vote twice
+// in one term. The snapshot file is [u32 CRC-32C][protobuf Snapshot],
+// replaced atomically. Both are 0600 and the directory 0700.
+//
+// # Failure
+//
+// A storage error or a panic on a replica's worker fails that replica only
+// (failure.go): it stops driving Raft, publishes a status that leads
+// nothing (Failed set), fails what waits on it, tells its group's other
+// voters so quiet followers elect at once, and reloads itself from disk
+// after Config.RecoverDelay, doubling up to a minute, once the disk takes
+// writes and fsyncs again. Messages that would make etcd raft panic are
+// dropped before they reach it and counted (Host.RejectedMessages).
+//
+// # Notice channels
+//
+// Go channels that announce events, and who closes or writes them:
+//
+//	Replica.Changed()        closed by the worker (publish) at each status change
+//	proposal appended, done  closed by the worker, once each, after the
+//	                         outcome is written (see proposal)
+//	transferWait.done        buffered; the worker writes it once
+//	peerSender.wake          buffered kick; any sender writes, the sender
+//	                         goroutine drains
+//
+// Wire channels (WireMsg.Channel): 0 carries Raft messages; 0xFFF0 and up
+// are this package's (ping, quiesce, group down, lost tail, group up);
+// the broker's notices (SendNotice, OnNotice) use small numbers below
+// 0xFFF0.
+//
+// # Locks
+//
+// In the order they may be taken; a lock may be taken while holding one
+// above it, never the reverse:
+//
+//	r.mu        a replica's worker, for a whole Ready cycle; also taken by
+//	            RemoveReplica and StopReplicas. A worker holds several
+//	            replicas' r.mu at once but only by TryLock, so there is no
+//	            order among them.
+//	 broker     through the callbacks below, under r.mu: the broker's
+//	            b.mu (read), its cluster view lock and partition locks.
+//	            The broker never calls RemoveReplica, StopReplicas or Close
+//	            while holding one of them.
+//	h.mu        the replica map (read mostly); leaf
+//	h.peerMu    peer liveness; liveness() takes h.heardMu under it
+//	h.heardMu   last traffic per peer; leaf
+//	r.inMu      a replica's inbox; leaf
+//	h.qmu       the run queue; leaf
+//	recovery.mu a failed replica's retry timer; leaf
+//	transport   peerSender.mu, TCPTransport.mu, MemNetwork.mu,
+//	            MemTransport.mu: leaves, taken by Send under any of the
+//	            above and never held while calling the handler (Receive,
+//	            PeerUp, PeerDown)
+//
+// Callbacks into the broker and what they run under:
+//
+//	StateMachine Apply, Snapshot, Restore  worker, r.mu held (Restore also
+//	                                       on OpenReplica's caller, no lock)
+//	OnLeaderChange                         worker, r.mu held (the first one
+//	                                       on OpenReplica's caller)
+//	OnStorageError                         worker, r.mu held
+//	OnNotice                               transport reader, no raft lock
+//	OnPeer                                 transport reader or the liveness
+//	                                       loop, no raft lock
+//
+// A callback under r.mu must not block and must not wait for this replica
+// (Propose, Wait, TransferLeadership), which needs the worker it runs on.
+package raft
