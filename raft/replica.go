@@ -366,7 +366,7 @@ func (r *Replica) closeLocked() error {
 	// A restart replays the log after the last snapshot; a short tail is
 	// cheaper to replay than a snapshot is to write now, during shutdown.
 	if !r.failed && (r.applied-r.snapIndex >= closeSnapshotEntries || r.snapBytes >= closeSnapshotBytes) {
-		err = r.snapshotNow()
+		err = r.safely("close", r.snapshotNow)
 	}
 	if e := r.st.close(); e != nil && err == nil {
 		err = e
