@@ -5,6 +5,17 @@
 // connections, timers and fsync rounds, so thousands of groups cost no
 // goroutines of their own.
 //
+// # Use
+//
+//	h, err := raft.NewHost(raft.Config{ID: 1, Transport: tr})
+//	err = h.Start()
+//	defer h.Close()
+//	r, err := h.OpenReplica(raft.ReplicaConfig{Group: 7, Name: "orders-3",
+//		Dir: dir, Peers: []uint64{1, 2, 3}, SM: sm})
+//	// store r where sm finds it, then let the workers drive it:
+//	err = h.StartReplica(r)
+//	res, err := r.Propose(ctx, log.KindBatch, batch, true) // acks=all
+//
 // # Files
 //
 //	host.go      Host, Config, opening and removing replicas, shutdown
@@ -146,6 +157,14 @@
 //	            MemTransport.mu: leaves, taken by Send under any of the
 //	            above and never held while calling the handler (Receive,
 //	            PeerUp, PeerDown)
+//
+// The same as chains ("A -> B": hold A, then take B; never the reverse):
+//
+//	r.mu -> broker b.mu (read), view lock, partition locks (callbacks, SM)
+//	r.mu -> h.mu, h.peerMu, r.inMu, h.qmu, recovery.mu, transport locks
+//	broker locks -> h.mu, r.inMu, h.qmu, transport locks (Submit, Replica, SendNotice)
+//	h.peerMu -> h.heardMu
+//	leaves: h.mu, h.heardMu, r.inMu, h.qmu, recovery.mu, transport locks
 //
 // Callbacks into the broker and what they run under:
 //

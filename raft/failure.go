@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -169,7 +170,8 @@ func (r *Replica) onGroupDown(from uint64) {
 // whole log, whose fresh progress tracking probes the follower again.
 func (r *Replica) onLostTail(from uint64) {
 	bs := r.rn.BasicStatus()
-	if bs.RaftState != etcdraft.StateLeader || bs.LeadTransferee != 0 || r.host.stopping.Load() {
+	if bs.RaftState != etcdraft.StateLeader || bs.LeadTransferee != 0 || r.host.stopping.Load() ||
+		!slices.Contains(r.st.cs.GetVoters(), from) {
 		return
 	}
 	var to uint64
