@@ -76,3 +76,24 @@ func TestFailedLeaderStepsDown(t *testing.T) {
 		t.Fatalf("recovered state %v, leader's %v", got, l2.sm.list())
 	}
 }
+
+// TestHostStartsOnce: a second Start (or one after Close) would start a
+// second set of workers and timers that nothing stops.
+func TestHostStartsOnce(t *testing.T) {
+	h, err := NewHost(Config{ID: 1, Transport: NewMemNetwork().Transport(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(); err == nil {
+		t.Fatal("second Start succeeded")
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(); err == nil {
+		t.Fatal("Start after Close succeeded")
+	}
+}
