@@ -100,6 +100,10 @@ func (b *Broker) Topics(names []string, includeInternal bool) []kafka.TopicInfo 
 	} else {
 		for _, n := range names {
 			t, ok := b.metaSM.topic(n)
+			if !ok && b.metaSM.deletedWithin(n, deletedGrace) {
+				out = append(out, kafka.TopicInfo{Name: n}) // being deleted: no partitions
+				continue
+			}
 			if !ok {
 				code := kerr.UnknownTopicOrPartition.Code
 				if err := validTopicName(n); err != nil {

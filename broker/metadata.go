@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -73,6 +74,9 @@ type metaSM struct {
 	byGroup map[uint64]groupRef
 	results map[uint64]metaResult
 	changed func() // told after every applied change (not under mu)
+	// deletedAt is when this node applied each topic deletion; local
+	// bookkeeping only, never part of the replicated state.
+	deletedAt map[string]time.Time
 }
 
 // groupRef names the partition a Raft group serves.
@@ -82,7 +86,7 @@ type groupRef struct {
 }
 
 func newMetaSM(node int32, changed func()) *metaSM {
-	m := &metaSM{node: node, changed: changed, results: map[uint64]metaResult{}}
+	m := &metaSM{node: node, changed: changed, results: map[uint64]metaResult{}, deletedAt: map[string]time.Time{}}
 	m.reset(metaState{})
 	return m
 }
@@ -158,6 +162,7 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		if old, ok := m.st.Topics[t.Name]; ok {
 			return metaResult{Err: kerr.TopicAlreadyExists.Code, Msg: "topic " + t.Name + " already exists", Topic: old}
 		}
+		delete(m.deletedAt, t.Name)
 		nt := &topicMeta{Name: t.Name, ID: t.ID, Internal: t.Internal, Configs: t.Configs}
 		m.st.Topics[nt.Name] = nt
 		m.addPartitions(nt, cmd.Assign)
@@ -169,6 +174,13 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		}
 		delete(m.st.Topics, cmd.Name)
 		delete(m.byID, t.ID)
+		now := time.Now()
+		for n, at := range m.deletedAt {
+			if now.Sub(at) >= deletedGrace {
+				delete(m.deletedAt, n)
+			}
+		}
+		m.deletedAt[cmd.Name] = now
 		for _, p := range t.Partitions {
 			delete(m.byGroup, p.Group)
 		}
@@ -245,6 +257,24 @@ func (m *metaSM) topic(name string) (topicMeta, bool) {
 		return topicMeta{}, false
 	}
 	return cloneTopic(t), true
+}
+
+// deletedGrace is how long after a deletion Metadata lists the topic with
+// no partitions instead of creating it again: clients check their deletion
+// that way (kafka-go's Conn does), and must not undo it by asking.
+const deletedGrace = 5 * time.Second
+
+// deletedWithin reports whether topic was deleted less than d ago (and not
+// created again since).
+func (m *metaSM) deletedWithin(topic string, d time.Duration) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.deletedAt[topic]
+	if ok && time.Since(at) >= d {
+		delete(m.deletedAt, topic)
+		ok = false
+	}
+	return ok
 }
 
 func (m *metaSM) topicName(id [16]byte) (string, bool) {

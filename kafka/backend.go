@@ -31,6 +31,9 @@ type Backend interface {
 	// when it does not exist).
 	TopicConfigs(topic string) ([]ConfigEntry, int16)
 	BrokerConfigs() []ConfigEntry
+	// AutoCreateTopics is auto.create.topics.enable: whether Metadata may
+	// create the topics it is asked about.
+	AutoCreateTopics() bool
 
 	// Produce submits one partition's records and returns a function that
 	// waits for the outcome. Submissions from one connection are made in
