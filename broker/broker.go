@@ -254,6 +254,7 @@ func (b *Broker) reconcileLoop() {
 		select {
 		case <-b.reconcileCh:
 			b.reconcile()
+			b.applySegmentLimits()
 		case <-b.leadershipCh:
 			b.coord.Release()
 		case <-gossip.C:

@@ -42,6 +42,9 @@ type metaState struct {
 	Topics         map[string]*topicMeta `json:"topics"`
 	NextGroup      uint64                `json:"next_group"`
 	NextProducerID int64                 `json:"next_producer_id"`
+	// BrokerConfigs are the dynamic broker configs: "" holds the
+	// cluster-wide defaults, a node id that node's own.
+	BrokerConfigs map[string]map[string]string `json:"broker_configs,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -50,10 +53,13 @@ type metaCmd struct {
 	Req uint64 `json:"req"` // proposer's request id: node<<48 | sequence
 	// create_topic
 	Topic *topicMeta `json:"topic,omitempty"`
-	// delete_topic, create_partitions, alter_configs
+	// delete_topic, create_partitions, alter_configs, alter_broker_configs
+	// (Name is the node id, or "" for the cluster-wide defaults)
 	Name   string            `json:"name,omitempty"`
 	Assign [][]int32         `json:"assign,omitempty"`
 	Set    map[string]string `json:"set,omitempty"`
+	// Replace drops every config Set does not name (AlterConfigs).
+	Replace bool `json:"replace,omitempty"`
 	// alloc_producer_ids
 	Count int64 `json:"count,omitempty"`
 }
@@ -197,23 +203,47 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		if !ok {
 			return metaResult{Err: kerr.UnknownTopicOrPartition.Code}
 		}
-		if t.Configs == nil {
-			t.Configs = map[string]string{}
-		}
-		for k, v := range cmd.Set {
-			if v == "" {
-				delete(t.Configs, k)
-			} else {
-				t.Configs[k] = v
-			}
-		}
+		t.Configs = alterMap(t.Configs, cmd.Set, cmd.Replace)
 		return metaResult{Topic: t}
+	case "alter_broker_configs":
+		if m.st.BrokerConfigs == nil {
+			m.st.BrokerConfigs = map[string]map[string]string{}
+		}
+		m.st.BrokerConfigs[cmd.Name] = alterMap(m.st.BrokerConfigs[cmd.Name], cmd.Set, cmd.Replace)
+		return metaResult{}
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID
 		m.st.NextProducerID += cmd.Count
 		return metaResult{PIDStart: start}
 	}
 	return metaResult{Err: kerr.InvalidRequest.Code, Msg: "unknown metadata command " + strconv.Quote(cmd.Op)}
+}
+
+// alterMap applies set to cfgs (an empty value deletes the key); replace
+// starts from nothing.
+func alterMap(cfgs, set map[string]string, replace bool) map[string]string {
+	if cfgs == nil || replace {
+		cfgs = map[string]string{}
+	}
+	for k, v := range set {
+		if v == "" {
+			delete(cfgs, k)
+		} else {
+			cfgs[k] = v
+		}
+	}
+	return cfgs
+}
+
+// brokerConfigs returns a copy of one entity's dynamic broker configs.
+func (m *metaSM) brokerConfigs(entity string) map[string]string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[string]string{}
+	for k, v := range m.st.BrokerConfigs[entity] {
+		out[k] = v
+	}
+	return out
 }
 
 // Snapshot implements raft.StateMachine.

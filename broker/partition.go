@@ -164,6 +164,9 @@ func (p *partition) produce(records []byte, acks int16, timeout time.Duration) k
 	if int64(len(records)) > cfg.maxMessageBytes {
 		return produceErr(kerr.MessageTooLarge.Code, "batch larger than max.message.bytes")
 	}
+	if !cfg.timestampOK(bi.FirstTimestamp, bi.MaxTimestamp, time.Now()) {
+		return produceErr(kerr.InvalidTimestamp.Code, "timestamp outside message.timestamp.before.max.ms / after.max.ms")
+	}
 	st := p.status(min(timeout, electionWait))
 	if !st.IsLeader() {
 		return p.notLeader(st)
