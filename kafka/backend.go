@@ -37,6 +37,9 @@ type Backend interface {
 	// AlterConfigs applies (or with validateOnly, checks) one resource's
 	// changes, replicated through the cluster metadata.
 	AlterConfigs(ctx context.Context, res AlterConfigsResource, validateOnly bool) (int16, string)
+	// DeleteRecords moves a partition's log start offset to offset (-1:
+	// the high watermark) on its leader and returns the new low watermark.
+	DeleteRecords(ctx context.Context, topic string, partition int32, offset int64) (int64, int16)
 	// LogDirs describes this node's data directory and the partition
 	// replicas in it: all of them when topics is nil.
 	LogDirs(topics map[string][]int32) LogDir
