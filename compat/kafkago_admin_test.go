@@ -185,3 +185,40 @@ func TestKafkaGoTwoReaders(t *testing.T) {
 	<-d0
 	<-d1
 }
+
+// TestKafkaGoClientConfigs: kafka-go's Client AlterConfigs,
+// IncrementalAlterConfigs and DescribeConfigs (which got their connection
+// closed while the keys were not served) change and read a topic's configs.
+func TestKafkaGoClientConfigs(t *testing.T) {
+	c := startCluster(t, 3)
+	const topic = "kg-configs"
+	createTopic(t, c, topic, 1, 3, nil)
+	cl := &kafka.Client{Addr: kafka.TCP(c.bootstrap()...), Timeout: 10 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ar, err := cl.AlterConfigs(ctx, &kafka.AlterConfigsRequest{Resources: []kafka.AlterConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+		Configs: []kafka.AlterConfigRequestConfig{{Name: "max.message.bytes", Value: "200000"}}}}})
+	if err != nil || ar.Errors[kafka.AlterConfigsResponseResource{Type: int8(kafka.ResourceTypeTopic), Name: topic}] != nil {
+		t.Fatalf("kafka-go AlterConfigs: %v %+v", err, ar)
+	}
+	ir, err := cl.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{Resources: []kafka.IncrementalAlterConfigsRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+		Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: "retention.ms", Value: "86400000", ConfigOperation: kafka.ConfigOperationSet}}}}})
+	if err != nil || len(ir.Resources) != 1 || ir.Resources[0].Error != nil {
+		t.Fatalf("kafka-go IncrementalAlterConfigs: %v %+v", err, ir)
+	}
+	dr, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{"max.message.bytes", "retention.ms"}}},
+		IncludeSynonyms: true, IncludeDocumentation: true})
+	if err != nil || len(dr.Resources) != 1 || dr.Resources[0].Error != nil {
+		t.Fatalf("kafka-go DescribeConfigs: %v %+v", err, dr)
+	}
+	got := map[string]string{}
+	for _, e := range dr.Resources[0].ConfigEntries {
+		got[e.ConfigName] = e.ConfigValue
+	}
+	if got["max.message.bytes"] != "200000" || got["retention.ms"] != "86400000" || len(got) != 2 {
+		t.Fatalf("kafka-go DescribeConfigs: %v", got)
+	}
+}
