@@ -218,7 +218,14 @@ func TestAdminBrokerConfigs(t *testing.T) {
 	if err := cl.ProduceSync(ctx, big).FirstErr(); !errors.Is(err, kerr.MessageTooLarge) {
 		t.Fatalf("1000-byte record with message.max.bytes=500 cluster-wide: %v, want MESSAGE_TOO_LARGE", err)
 	}
-	rc, err := adm.DescribeBrokerConfigs(ctx, 2)
+	rc, err := adm.DescribeBrokerConfigs(ctx) // the cluster-wide defaults
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := describedConfig(t, rc, "message.max.bytes"); m.MaybeValue() != "500" || m.Source != kmsg.ConfigSourceDynamicDefaultBrokerConfig {
+		t.Fatalf("cluster-wide message.max.bytes: %+v", m)
+	}
+	rc, err = adm.DescribeBrokerConfigs(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,5 +241,42 @@ func TestAdminBrokerConfigs(t *testing.T) {
 	}
 	if r := describedConfig(t, rc, "log.retention.ms"); r.MaybeValue() != "604800000" {
 		t.Fatalf("node 1 log.retention.ms (node 2's override must not apply): %+v", r)
+	}
+}
+
+// TestAdminMinInsyncLive: min.insync.replicas changed with kadm applies to
+// the next acks=all produce, without a restart.
+func TestAdminMinInsyncLive(t *testing.T) {
+	c := startCluster(t, 3, withArgs("--isr-lag-time", "1s"))
+	cl := newFranz(t, c, kgo.RecordRetries(1), kgo.RequestRetries(1))
+	adm := kadm.NewClient(cl)
+	const topic = "cfg-isr"
+	createTopic(t, c, topic, 1, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	meta, err := adm.Metadata(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := meta.Topics[topic].Partitions[0].Leader
+	victim := 1
+	for victim == int(leader) {
+		victim++
+	}
+	c.kill(victim)
+	if err := alterTopic(t, adm, topic, set("min.insync.replicas", "3")); err != nil {
+		t.Fatalf("alter min.insync.replicas: %v", err)
+	}
+	waitFor(t, 20*time.Second, "acks=all to be refused with 2 of 3 in sync", func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer pcancel()
+		err := cl.ProduceSync(pctx, &kgo.Record{Topic: topic, Value: []byte("x")}).FirstErr()
+		return errors.Is(err, kerr.NotEnoughReplicas)
+	})
+	if err := alterTopic(t, adm, topic, set("min.insync.replicas", "2")); err != nil {
+		t.Fatalf("alter min.insync.replicas: %v", err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("y")}).FirstErr(); err != nil {
+		t.Fatalf("acks=all with min.insync.replicas=2 and 2 in sync: %v", err)
 	}
 }
