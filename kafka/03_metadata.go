@@ -78,9 +78,8 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 
 // autoCreateTopics creates the unknown topics of infos. As in Kafka, a topic
 // this request created is answered LEADER_NOT_AVAILABLE with no partitions
-// (clients retry; kafka-go's Conn lists no partitions for it, which its
-// delete-then-describe check relies on), and one that someone else created
-// meanwhile is described as it is.
+// (clients retry), and one that someone else created meanwhile is described
+// as it is.
 func autoCreateTopics(s *Server, cc *connCtx, infos []TopicInfo) {
 	var create []CreateTopic
 	for i, ti := range infos {
