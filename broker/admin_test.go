@@ -77,3 +77,23 @@ func TestTimestampBounds(t *testing.T) {
 		t.Error("the default before.max.ms (Long.MAX) refused an old timestamp")
 	}
 }
+
+func TestAlterConfigsExpect(t *testing.T) {
+	m := newMetaSM(1, nil)
+	m.apply(&metaCmd{Op: "create_topic", Topic: &topicMeta{Name: "t"}, Assign: [][]int32{{1}}})
+	set := &metaCmd{Op: "alter_configs", Name: "t", Replace: true, Set: map[string]string{"retention.ms": "1"}, Check: true}
+	if r := m.apply(set); r.Err != 0 {
+		t.Fatalf("first alteration: %d", r.Err)
+	}
+	stale := &metaCmd{Op: "alter_configs", Name: "t", Replace: true, Set: map[string]string{"segment.ms": "1"}, Check: true}
+	if r := m.apply(stale); r.Err != errConfigsChanged {
+		t.Fatalf("alteration computed from a stale map: %d, want errConfigsChanged", r.Err)
+	}
+	if tm, _ := m.topic("t"); tm.Configs["retention.ms"] != "1" || len(tm.Configs) != 1 {
+		t.Fatalf("configs %v", tm.Configs)
+	}
+	b := &metaCmd{Op: "alter_broker_configs", Name: "", Set: map[string]string{"log.retention.ms": "5"}, Check: true, Replace: true}
+	if r := m.apply(b); r.Err != 0 || m.brokerConfigs("")["log.retention.ms"] != "5" {
+		t.Fatalf("broker alteration: %d %v", r.Err, m.brokerConfigs(""))
+	}
+}

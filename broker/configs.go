@@ -69,8 +69,23 @@ func (b *Broker) DefaultBrokerConfigs() []kafka.ConfigEntry {
 
 // AlterConfigs implements kafka.Backend. The new set is computed here from
 // the current one and replicated as a whole map, so every node applies the
-// same result.
+// same result; the command carries the map it was computed from and
+// applies only if that is still current.
 func (b *Broker) AlterConfigs(ctx context.Context, res kafka.AlterConfigsResource, validateOnly bool) (int16, string) {
+	// An attempt is refused when another alteration of the same resource
+	// applied in between; by then this node has applied it too, so the
+	// next attempt starts from it. Every round lets one writer through,
+	// so a bounded number of rounds serves many concurrent writers.
+	for attempt := 0; attempt < 64 && ctx.Err() == nil; attempt++ {
+		code, msg := b.alterConfigsOnce(ctx, res, validateOnly)
+		if code != errConfigsChanged {
+			return code, msg
+		}
+	}
+	return kerr.RequestTimedOut.Code, "the configs kept changing; retry"
+}
+
+func (b *Broker) alterConfigsOnce(ctx context.Context, res kafka.AlterConfigsResource, validateOnly bool) (int16, string) {
 	var cur map[string]string
 	var find func(string) *configDef
 	cmd := metaCmd{Name: res.Name, Replace: true}
@@ -107,7 +122,7 @@ func (b *Broker) AlterConfigs(ctx context.Context, res kafka.AlterConfigsResourc
 	if validateOnly {
 		return 0, ""
 	}
-	cmd.Set = next
+	cmd.Set, cmd.Expect, cmd.Check = next, cur, true
 	mr, err := b.metaPropose(ctx, cmd)
 	if err != nil {
 		return kerr.RequestTimedOut.Code, "metadata change did not complete: " + err.Error()

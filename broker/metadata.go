@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -60,6 +61,11 @@ type metaCmd struct {
 	Set    map[string]string `json:"set,omitempty"`
 	// Replace drops every config Set does not name (AlterConfigs).
 	Replace bool `json:"replace,omitempty"`
+	// Expect, with Check, is the config map the proposer computed Set
+	// from: the change applies only if it is still current, so concurrent
+	// alterations of one resource cannot lose each other's changes.
+	Expect map[string]string `json:"expect,omitempty"`
+	Check  bool              `json:"check,omitempty"` // Expect is set (an empty map is omitted)
 	// alloc_producer_ids
 	Count int64 `json:"count,omitempty"`
 }
@@ -203,11 +209,17 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		if !ok {
 			return metaResult{Err: kerr.UnknownTopicOrPartition.Code}
 		}
+		if cmd.Check && !maps.Equal(cmd.Expect, t.Configs) {
+			return metaResult{Err: errConfigsChanged}
+		}
 		t.Configs = alterMap(t.Configs, cmd.Set, cmd.Replace)
 		return metaResult{Topic: t}
 	case "alter_broker_configs":
 		if m.st.BrokerConfigs == nil {
 			m.st.BrokerConfigs = map[string]map[string]string{}
+		}
+		if cmd.Check && !maps.Equal(cmd.Expect, m.st.BrokerConfigs[cmd.Name]) {
+			return metaResult{Err: errConfigsChanged}
 		}
 		m.st.BrokerConfigs[cmd.Name] = alterMap(m.st.BrokerConfigs[cmd.Name], cmd.Set, cmd.Replace)
 		return metaResult{}
@@ -218,6 +230,10 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 	}
 	return metaResult{Err: kerr.InvalidRequest.Code, Msg: "unknown metadata command " + strconv.Quote(cmd.Op)}
 }
+
+// errConfigsChanged is a metaResult code (never sent to clients): the
+// configs changed between computing an alteration and applying it.
+const errConfigsChanged int16 = -100
 
 // alterMap applies set to cfgs (an empty value deletes the key); replace
 // starts from nothing.

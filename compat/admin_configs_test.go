@@ -280,3 +280,52 @@ func TestAdminMinInsyncLive(t *testing.T) {
 		t.Fatalf("acks=all with min.insync.replicas=2 and 2 in sync: %v", err)
 	}
 }
+
+// TestAdminConcurrentAlterConfigs: IncrementalAlterConfigs of different
+// configs of one topic, sent at once through different nodes, all apply.
+func TestAdminConcurrentAlterConfigs(t *testing.T) {
+	c := startCluster(t, 3)
+	const topic = "cfg-concurrent"
+	createTopic(t, c, topic, 1, 3, nil)
+	names := []string{"retention.ms", "retention.bytes", "segment.ms", "segment.bytes", "max.message.bytes",
+		"message.timestamp.after.max.ms", "message.timestamp.before.max.ms", "min.insync.replicas"}
+	values := []string{"100000", "100000", "100000", "100000", "100000", "100000", "100000", "2"}
+	errs := make(chan error, len(names))
+	for i := range names {
+		go func() {
+			cl, err := kgo.NewClient(kgo.SeedBrokers(c.bootstrap()[i%3]))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer cl.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			resp, err := kadm.NewClient(cl).AlterTopicConfigs(ctx, []kadm.AlterConfig{set(names[i], values[i])}, topic)
+			if err == nil {
+				_, err = resp.On(topic, nil)
+				if err == nil {
+					err = resp[0].Err
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range names {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent AlterTopicConfigs: %v", err)
+		}
+	}
+	adm := kadm.NewClient(newFranz(t, c))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rc, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range names {
+		if got := describedConfig(t, rc, n); got.MaybeValue() != values[i] || got.Source != kmsg.ConfigSourceDynamicTopicConfig {
+			t.Errorf("%s: %+v, want %s set on the topic", n, got, values[i])
+		}
+	}
+}
