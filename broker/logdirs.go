@@ -8,7 +8,7 @@ import (
 )
 
 // LogDirs implements kafka.Backend. Every partition of this node lives in
-// the one data directory.
+// the one data directory, the internal offsets partitions included.
 func (b *Broker) LogDirs(topics map[string][]int32) kafka.LogDir {
 	ld := kafka.LogDir{Dir: b.cfg.DataDir, TotalBytes: -1, UsableBytes: -1}
 	var fs syscall.Statfs_t
@@ -38,7 +38,16 @@ func (b *Broker) LogDirs(topics map[string][]int32) kafka.LogDir {
 			parts = append(parts, p)
 		}
 	}
+	var offsets []*offsetsPartition
+	for _, op := range b.offsets {
+		if want(offsetsTopic, op.index) {
+			offsets = append(offsets, op)
+		}
+	}
 	b.mu.RUnlock()
+	for _, op := range offsets {
+		ld.Partitions = append(ld.Partitions, kafka.LogDirPartition{Topic: offsetsTopic, Partition: op.index, Size: op.rep.Log().Size()})
+	}
 	for _, p := range parts {
 		l := p.rep.Log()
 		lag := p.hw.Load() - l.NextOffset()

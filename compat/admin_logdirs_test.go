@@ -37,6 +37,15 @@ func TestAdminDescribeLogDirs(t *testing.T) {
 		}
 		return true
 	})
+	offsets := 0
+	for id := int32(1); id <= 3; id++ {
+		for _, d := range all[id] {
+			offsets += len(d.Topics["__consumer_offsets"])
+		}
+	}
+	if offsets != 6*3 {
+		t.Fatalf("%d replicas of __consumer_offsets described, want 18 (6 partitions, 3 replicas)", offsets)
+	}
 	for id := int32(1); id <= 3; id++ {
 		dirs := all[id]
 		if len(dirs) != 1 {
