@@ -24,18 +24,26 @@ func (b *Broker) AutoCreateTopics() bool {
 // dynamic (cluster-wide or per node) and are the defaults of the topic
 // configs of the same meaning.
 func (b *Broker) BrokerConfigs() []kafka.ConfigEntry {
-	ro := func(name, v string, typ kmsg.ConfigType) kafka.ConfigEntry {
-		return kafka.ConfigEntry{Name: name, Value: &v, ReadOnly: true, Source: int8(kmsg.ConfigSourceStaticBrokerConfig), Type: int8(typ)}
+	ro := func(name, v string, typ kmsg.ConfigType, doc string) kafka.ConfigEntry {
+		src := int8(kmsg.ConfigSourceStaticBrokerConfig)
+		return kafka.ConfigEntry{Name: name, Value: &v, ReadOnly: true, Source: src, Type: int8(typ), Doc: doc,
+			Synonyms: []kafka.ConfigSynonym{{Name: name, Value: v, Source: src}}}
 	}
 	out := []kafka.ConfigEntry{
-		ro("auto.create.topics.enable", strconv.FormatBool(b.AutoCreateTopics()), kmsg.ConfigTypeBoolean),
-		ro("broker.id", strconv.Itoa(int(b.cfg.NodeID)), kmsg.ConfigTypeInt),
-		ro("default.replication.factor", strconv.Itoa(int(b.cfg.Cluster.DefaultReplicationFactor)), kmsg.ConfigTypeInt),
-		ro("log.dirs", b.cfg.DataDir, kmsg.ConfigTypeString),
-		ro("num.partitions", strconv.Itoa(int(b.cfg.Cluster.DefaultPartitions)), kmsg.ConfigTypeInt),
-		ro("offsets.topic.num.partitions", strconv.Itoa(int(b.cfg.Cluster.OffsetsPartitions)), kmsg.ConfigTypeInt),
-		ro("replica.lag.time.max.ms", strconv.FormatInt(b.cfg.ISRLagTime.Milliseconds(), 10), kmsg.ConfigTypeLong),
-		ro("socket.request.max.bytes", strconv.Itoa(int(b.cfg.MaxRequestSize)), kmsg.ConfigTypeInt),
+		ro("auto.create.topics.enable", strconv.FormatBool(b.AutoCreateTopics()), kmsg.ConfigTypeBoolean,
+			"Whether Metadata creates the topics it is asked about (cluster.toml auto_create_topics)."),
+		ro("broker.id", strconv.Itoa(int(b.cfg.NodeID)), kmsg.ConfigTypeInt, "This node's id (--node-id)."),
+		ro("default.replication.factor", strconv.Itoa(int(b.cfg.Cluster.DefaultReplicationFactor)), kmsg.ConfigTypeInt,
+			"Replicas of a topic created without a replication factor (cluster.toml default_replication_factor)."),
+		ro("log.dirs", b.cfg.DataDir, kmsg.ConfigTypeString, "The data directory (--data-dir)."),
+		ro("num.partitions", strconv.Itoa(int(b.cfg.Cluster.DefaultPartitions)), kmsg.ConfigTypeInt,
+			"Partitions of a topic created without a count (cluster.toml default_partitions)."),
+		ro("offsets.topic.num.partitions", strconv.Itoa(int(b.cfg.Cluster.OffsetsPartitions)), kmsg.ConfigTypeInt,
+			"Partitions of __consumer_offsets (cluster.toml offsets_partitions)."),
+		ro("replica.lag.time.max.ms", strconv.FormatInt(b.cfg.ISRLagTime.Milliseconds(), 10), kmsg.ConfigTypeLong,
+			"How long a follower may lag before it leaves the in-sync replicas (--isr-lag-time)."),
+		ro("socket.request.max.bytes", strconv.Itoa(int(b.cfg.MaxRequestSize)), kmsg.ConfigTypeInt,
+			"The largest request frame accepted (--max-request-size)."),
 	}
 	node, cluster := b.metaSM.brokerConfigs(strconv.Itoa(int(b.cfg.NodeID))), b.metaSM.brokerConfigs("")
 	for i := range topicConfigDefs {

@@ -181,6 +181,17 @@ func TestAdminConfigsSarama(t *testing.T) {
 		t.Fatalf("retention.ms has no documentation: %+v", e)
 	}
 
+	bres, err := adm.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.BrokerResource, Name: "1"}},
+		sarama.DescribeConfigsOptions{IncludeSynonyms: true, IncludeDocumentation: true})
+	if err != nil || len(bres) != 1 || len(bres[0].Configs) == 0 {
+		t.Fatalf("sarama DescribeConfigs broker 1: %v %+v", err, bres)
+	}
+	for _, e := range bres[0].Configs {
+		if e.Documentation == nil || *e.Documentation == "" || len(e.Synonyms) == 0 {
+			t.Fatalf("broker config %s has no documentation or synonyms: %+v", e.Name, e)
+		}
+	}
+
 	cl := newFranz(t, c, kgo.RecordRetries(2))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
