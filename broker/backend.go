@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -100,6 +99,10 @@ func (b *Broker) Topics(names []string, includeInternal bool) []kafka.TopicInfo 
 	} else {
 		for _, n := range names {
 			t, ok := b.metaSM.topic(n)
+			if !ok && b.metaSM.deletedWithin(n, deletedGrace) {
+				out = append(out, kafka.TopicInfo{Name: n}) // being deleted: no partitions
+				continue
+			}
 			if !ok {
 				code := kerr.UnknownTopicOrPartition.Code
 				if err := validTopicName(n); err != nil {
@@ -320,25 +323,6 @@ func (b *Broker) TopicConfigs(topic string) ([]kafka.ConfigEntry, int16) {
 		return nil, kerr.UnknownTopicOrPartition.Code
 	}
 	return b.describeTopicConfigs(t), 0
-}
-
-// BrokerConfigs implements kafka.Backend.
-func (b *Broker) BrokerConfigs() []kafka.ConfigEntry {
-	ro := func(name, v string, typ kmsg.ConfigType) kafka.ConfigEntry {
-		return kafka.ConfigEntry{Name: name, Value: &v, ReadOnly: true, Source: int8(kmsg.ConfigSourceStaticBrokerConfig), Type: int8(typ)}
-	}
-	auto := b.cfg.Cluster.AutoCreateTopics == nil || *b.cfg.Cluster.AutoCreateTopics
-	return []kafka.ConfigEntry{
-		ro("auto.create.topics.enable", strconv.FormatBool(auto), kmsg.ConfigTypeBoolean),
-		ro("broker.id", strconv.Itoa(int(b.cfg.NodeID)), kmsg.ConfigTypeInt),
-		ro("default.replication.factor", strconv.Itoa(int(b.cfg.Cluster.DefaultReplicationFactor)), kmsg.ConfigTypeInt),
-		ro("log.dirs", b.cfg.DataDir, kmsg.ConfigTypeString),
-		ro("log.segment.bytes", strconv.FormatInt(b.cfg.SegmentBytes, 10), kmsg.ConfigTypeInt),
-		ro("num.partitions", strconv.Itoa(int(b.cfg.Cluster.DefaultPartitions)), kmsg.ConfigTypeInt),
-		ro("offsets.topic.num.partitions", strconv.Itoa(int(b.cfg.Cluster.OffsetsPartitions)), kmsg.ConfigTypeInt),
-		ro("replica.lag.time.max.ms", strconv.FormatInt(b.cfg.ISRLagTime.Milliseconds(), 10), kmsg.ConfigTypeLong),
-		ro("socket.request.max.bytes", strconv.Itoa(int(b.cfg.MaxRequestSize)), kmsg.ConfigTypeInt),
-	}
 }
 
 // lookup finds a topic partition's group and local replica. A partition

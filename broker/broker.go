@@ -254,6 +254,7 @@ func (b *Broker) reconcileLoop() {
 		select {
 		case <-b.reconcileCh:
 			b.reconcile()
+			b.applySegmentLimits()
 		case <-b.leadershipCh:
 			b.coord.Release()
 		case <-gossip.C:
@@ -362,12 +363,13 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	cfg := b.topicConfig(w.topic)
 	rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, SM: p,
 		Log:       clog.Options{SegmentBytes: cfg.segmentBytes, SegmentAge: cfg.segmentAge, Logger: b.logger},
-		Retention: func() (int64, time.Duration) { c := b.topicConfig(w.topic); return c.retentionBytes, c.retentionAge },
+		Retention: p.retention,
 	})
 	if err != nil {
 		return err
 	}
 	p.rep = rep
+	p.log.Store(rep.Log())
 	p.initHW()
 	b.mu.Lock()
 	b.parts[g] = p

@@ -3,10 +3,12 @@ package broker
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -41,6 +43,9 @@ type metaState struct {
 	Topics         map[string]*topicMeta `json:"topics"`
 	NextGroup      uint64                `json:"next_group"`
 	NextProducerID int64                 `json:"next_producer_id"`
+	// BrokerConfigs are the dynamic broker configs: "" holds the
+	// cluster-wide defaults, a node id that node's own.
+	BrokerConfigs map[string]map[string]string `json:"broker_configs,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -49,10 +54,18 @@ type metaCmd struct {
 	Req uint64 `json:"req"` // proposer's request id: node<<48 | sequence
 	// create_topic
 	Topic *topicMeta `json:"topic,omitempty"`
-	// delete_topic, create_partitions, alter_configs
+	// delete_topic, create_partitions, alter_configs, alter_broker_configs
+	// (Name is the node id, or "" for the cluster-wide defaults)
 	Name   string            `json:"name,omitempty"`
 	Assign [][]int32         `json:"assign,omitempty"`
 	Set    map[string]string `json:"set,omitempty"`
+	// Replace drops every config Set does not name (AlterConfigs).
+	Replace bool `json:"replace,omitempty"`
+	// Expect, with Check, is the config map the proposer computed Set
+	// from: the change applies only if it is still current, so concurrent
+	// alterations of one resource cannot lose each other's changes.
+	Expect map[string]string `json:"expect,omitempty"`
+	Check  bool              `json:"check,omitempty"` // Expect is set (an empty map is omitted)
 	// alloc_producer_ids
 	Count int64 `json:"count,omitempty"`
 }
@@ -73,6 +86,9 @@ type metaSM struct {
 	byGroup map[uint64]groupRef
 	results map[uint64]metaResult
 	changed func() // told after every applied change (not under mu)
+	// deletedAt is when this node applied each topic deletion; local
+	// bookkeeping only, never part of the replicated state.
+	deletedAt map[string]time.Time
 }
 
 // groupRef names the partition a Raft group serves.
@@ -82,7 +98,7 @@ type groupRef struct {
 }
 
 func newMetaSM(node int32, changed func()) *metaSM {
-	m := &metaSM{node: node, changed: changed, results: map[uint64]metaResult{}}
+	m := &metaSM{node: node, changed: changed, results: map[uint64]metaResult{}, deletedAt: map[string]time.Time{}}
 	m.reset(metaState{})
 	return m
 }
@@ -158,6 +174,7 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		if old, ok := m.st.Topics[t.Name]; ok {
 			return metaResult{Err: kerr.TopicAlreadyExists.Code, Msg: "topic " + t.Name + " already exists", Topic: old}
 		}
+		delete(m.deletedAt, t.Name)
 		nt := &topicMeta{Name: t.Name, ID: t.ID, Internal: t.Internal, Configs: t.Configs}
 		m.st.Topics[nt.Name] = nt
 		m.addPartitions(nt, cmd.Assign)
@@ -169,6 +186,13 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		}
 		delete(m.st.Topics, cmd.Name)
 		delete(m.byID, t.ID)
+		now := time.Now()
+		for n, at := range m.deletedAt {
+			if now.Sub(at) >= deletedGrace {
+				delete(m.deletedAt, n)
+			}
+		}
+		m.deletedAt[cmd.Name] = now
 		for _, p := range t.Partitions {
 			delete(m.byGroup, p.Group)
 		}
@@ -185,23 +209,57 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		if !ok {
 			return metaResult{Err: kerr.UnknownTopicOrPartition.Code}
 		}
-		if t.Configs == nil {
-			t.Configs = map[string]string{}
+		if cmd.Check && !maps.Equal(cmd.Expect, t.Configs) {
+			return metaResult{Err: errConfigsChanged}
 		}
-		for k, v := range cmd.Set {
-			if v == "" {
-				delete(t.Configs, k)
-			} else {
-				t.Configs[k] = v
-			}
-		}
+		t.Configs = alterMap(t.Configs, cmd.Set, cmd.Replace)
 		return metaResult{Topic: t}
+	case "alter_broker_configs":
+		if m.st.BrokerConfigs == nil {
+			m.st.BrokerConfigs = map[string]map[string]string{}
+		}
+		if cmd.Check && !maps.Equal(cmd.Expect, m.st.BrokerConfigs[cmd.Name]) {
+			return metaResult{Err: errConfigsChanged}
+		}
+		m.st.BrokerConfigs[cmd.Name] = alterMap(m.st.BrokerConfigs[cmd.Name], cmd.Set, cmd.Replace)
+		return metaResult{}
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID
 		m.st.NextProducerID += cmd.Count
 		return metaResult{PIDStart: start}
 	}
 	return metaResult{Err: kerr.InvalidRequest.Code, Msg: "unknown metadata command " + strconv.Quote(cmd.Op)}
+}
+
+// errConfigsChanged is a metaResult code (never sent to clients): the
+// configs changed between computing an alteration and applying it.
+const errConfigsChanged int16 = -100
+
+// alterMap applies set to cfgs (an empty value deletes the key); replace
+// starts from nothing.
+func alterMap(cfgs, set map[string]string, replace bool) map[string]string {
+	if cfgs == nil || replace {
+		cfgs = map[string]string{}
+	}
+	for k, v := range set {
+		if v == "" {
+			delete(cfgs, k)
+		} else {
+			cfgs[k] = v
+		}
+	}
+	return cfgs
+}
+
+// brokerConfigs returns a copy of one entity's dynamic broker configs.
+func (m *metaSM) brokerConfigs(entity string) map[string]string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[string]string{}
+	for k, v := range m.st.BrokerConfigs[entity] {
+		out[k] = v
+	}
+	return out
 }
 
 // Snapshot implements raft.StateMachine.
@@ -245,6 +303,24 @@ func (m *metaSM) topic(name string) (topicMeta, bool) {
 		return topicMeta{}, false
 	}
 	return cloneTopic(t), true
+}
+
+// deletedGrace is how long after a deletion Metadata lists the topic with
+// no partitions instead of creating it again: clients check their deletion
+// that way (kafka-go's Conn does), and must not undo it by asking.
+const deletedGrace = 5 * time.Second
+
+// deletedWithin reports whether topic was deleted less than d ago (and not
+// created again since).
+func (m *metaSM) deletedWithin(topic string, d time.Duration) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.deletedAt[topic]
+	if ok && time.Since(at) >= d {
+		delete(m.deletedAt, topic)
+		ok = false
+	}
+	return ok
 }
 
 func (m *metaSM) topicName(id [16]byte) (string, bool) {

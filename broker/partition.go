@@ -26,8 +26,10 @@ type partition struct {
 	group uint64
 	rep   *raft.Replica
 
-	hw     atomic.Int64 // committed end offset: consumers never read past it
-	notify atomic.Pointer[chan struct{}]
+	hw       atomic.Int64             // committed end offset: consumers never read past it
+	logStart atomic.Int64             // set by DeleteRecords (records_delete.go)
+	log      atomic.Pointer[clog.Log] // rep.Log() once rep is set, for raft's retention callback
+	notify   atomic.Pointer[chan struct{}]
 
 	mu        sync.Mutex
 	producers producerState
@@ -75,6 +77,11 @@ func (p *partition) Apply(ents []raft.Committed) error {
 				p.producers.apply(bi.ProducerID, bi.ProducerEpoch, bi.BaseSequence,
 					lastSeq(bi.BaseSequence, bi.LastOffsetDelta+1), e.BaseOffset)
 			}
+		} else if e.Kind == clog.KindCommand {
+			if err := p.applyCommand(e); err != nil {
+				p.mu.Unlock()
+				return err
+			}
 		}
 		hw = e.BaseOffset + int64(e.Count)
 	}
@@ -90,18 +97,19 @@ func (p *partition) Apply(ents []raft.Committed) error {
 func (p *partition) Snapshot() ([]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.producers.encode(), nil
+	return p.encodeSnapshot(), nil
 }
 
 // Restore implements raft.StateMachine.
 func (p *partition) Restore(index uint64, data []byte) error {
-	ps, err := decodeProducerState(data)
+	ps, logStart, err := decodeSnapshot(data)
 	if err != nil {
 		return fmt.Errorf("%s: %w", p.name(), err)
 	}
 	p.mu.Lock()
 	p.producers = ps
 	p.mu.Unlock()
+	p.logStart.Store(logStart)
 	if p.rep != nil {
 		if hw, err := p.rep.Log().EndOffsetAt(index); err == nil {
 			p.hw.Store(hw)
@@ -163,6 +171,9 @@ func (p *partition) produce(records []byte, acks int16, timeout time.Duration) k
 	cfg := p.b.topicConfig(p.topic)
 	if int64(len(records)) > cfg.maxMessageBytes {
 		return produceErr(kerr.MessageTooLarge.Code, "batch larger than max.message.bytes")
+	}
+	if !cfg.timestampOK(bi.FirstTimestamp, bi.MaxTimestamp, time.Now()) {
+		return produceErr(kerr.InvalidTimestamp.Code, "timestamp outside message.timestamp.before.max.ms / after.max.ms")
 	}
 	st := p.status(min(timeout, electionWait))
 	if !st.IsLeader() {
@@ -429,7 +440,7 @@ func (p *partition) fetch(req kafka.FetchPartition) (kafka.FetchResult, <-chan s
 	wait := p.waitCh()
 	hw := p.hw.Load()
 	l := p.rep.Log()
-	start := l.StartOffset()
+	start := p.startOffset()
 	res.HighWatermark, res.LastStable, res.LogStartOffset = hw, hw, start
 	// Out of range is judged against the log end, not the high watermark: a
 	// new leader's high watermark can briefly trail what consumers saw.
@@ -469,7 +480,7 @@ func (p *partition) listOffset(ts int64, current int32) kafka.ListOffsetResult {
 	case -1:
 		res.Offset = hw
 	case -2:
-		res.Offset = l.StartOffset()
+		res.Offset = p.startOffset()
 	case -3:
 		mts, off, ok, err := l.MaxTimestamp()
 		if err != nil {

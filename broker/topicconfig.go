@@ -2,8 +2,10 @@ package broker
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -20,15 +22,21 @@ type topicConfig struct {
 	maxMessageBytes int64
 	minInsync       int
 	logAppendTime   bool
+	tsBefore        int64 // message.timestamp.before.max.ms
+	tsAfter         int64 // message.timestamp.after.max.ms
 }
 
-// configDef describes one supported topic config: its default (as Kafka's)
-// and how to check a value.
+// configDef describes one supported topic config: its default (as Kafka's),
+// the dynamic broker config that supplies the default when set, and how to
+// check a value.
 type configDef struct {
-	name  string
-	def   func(b *Broker) string
-	typ   kmsg.ConfigType
-	check func(v string) error
+	name   string
+	broker string // Kafka's broker-level synonym, settable as a dynamic broker config
+	def    func(b *Broker) string
+	static bool // def comes from a server flag (STATIC_BROKER_CONFIG)
+	typ    kmsg.ConfigType
+	check  func(v string) error
+	doc    string
 }
 
 func intCheck(min int64) func(string) error {
@@ -57,20 +65,43 @@ func oneOf(vals ...string) func(string) error {
 
 func constant(v string) func(*Broker) string { return func(*Broker) string { return v } }
 
+var maxLong = strconv.FormatInt(math.MaxInt64, 10)
+
 var topicConfigDefs = []configDef{
-	{"cleanup.policy", constant("delete"), kmsg.ConfigTypeList, oneOf("delete")},
-	{"max.message.bytes", constant("1048588"), kmsg.ConfigTypeInt, intCheck(0)},
-	{"message.timestamp.type", constant("CreateTime"), kmsg.ConfigTypeString, oneOf("CreateTime", "LogAppendTime")},
-	{"min.insync.replicas", constant("1"), kmsg.ConfigTypeInt, intCheck(1)},
-	{"retention.bytes", constant("-1"), kmsg.ConfigTypeLong, intCheck(-1)},
-	{"retention.ms", constant("604800000"), kmsg.ConfigTypeLong, intCheck(-1)},
-	{"segment.bytes", func(b *Broker) string { return strconv.FormatInt(b.cfg.SegmentBytes, 10) }, kmsg.ConfigTypeInt, intCheck(14)},
-	{"segment.ms", constant("604800000"), kmsg.ConfigTypeLong, intCheck(1)},
+	{"cleanup.policy", "log.cleanup.policy", constant("delete"), false, kmsg.ConfigTypeList, oneOf("delete"),
+		"What happens to old segments: only \"delete\" (by retention.ms and retention.bytes) is supported."},
+	{"max.message.bytes", "message.max.bytes", constant("1048588"), false, kmsg.ConfigTypeInt, intCheck(0),
+		"The largest record batch the topic accepts, in bytes."},
+	{"message.timestamp.after.max.ms", "log.message.timestamp.after.max.ms", constant("3600000"), false, kmsg.ConfigTypeLong, intCheck(0),
+		"How far in the future (ms) a CreateTime batch's timestamp may be; later ones are rejected with INVALID_TIMESTAMP."},
+	{"message.timestamp.before.max.ms", "log.message.timestamp.before.max.ms", constant(maxLong), false, kmsg.ConfigTypeLong, intCheck(0),
+		"How far in the past (ms) a CreateTime batch's timestamp may be; older ones are rejected with INVALID_TIMESTAMP."},
+	{"message.timestamp.type", "log.message.timestamp.type", constant("CreateTime"), false, kmsg.ConfigTypeString, oneOf("CreateTime", "LogAppendTime"),
+		"CreateTime keeps the producer's timestamps; LogAppendTime replaces them with the leader's clock."},
+	{"min.insync.replicas", "min.insync.replicas", constant("1"), false, kmsg.ConfigTypeInt, intCheck(1),
+		"With acks=all, the fewest in-sync replicas a write needs, else NOT_ENOUGH_REPLICAS."},
+	{"retention.bytes", "log.retention.bytes", constant("-1"), false, kmsg.ConfigTypeLong, intCheck(-1),
+		"Whole segments are deleted while a partition is larger than this many bytes; -1 for no limit."},
+	{"retention.ms", "log.retention.ms", constant("604800000"), false, kmsg.ConfigTypeLong, intCheck(-1),
+		"Whole segments whose newest record is older than this (ms) are deleted; -1 for no limit."},
+	{"segment.bytes", "log.segment.bytes", func(b *Broker) string { return strconv.FormatInt(b.cfg.SegmentBytes, 10) }, true, kmsg.ConfigTypeInt, intCheck(14),
+		"The active segment rolls before it grows past this many bytes."},
+	{"segment.ms", "log.roll.ms", constant("604800000"), false, kmsg.ConfigTypeLong, intCheck(1),
+		"The active segment rolls once its first record is this old (ms)."},
 }
 
 func findConfigDef(name string) *configDef {
 	for i := range topicConfigDefs {
 		if topicConfigDefs[i].name == name {
+			return &topicConfigDefs[i]
+		}
+	}
+	return nil
+}
+
+func findBrokerConfigDef(name string) *configDef {
+	for i := range topicConfigDefs {
+		if topicConfigDefs[i].broker == name {
 			return &topicConfigDefs[i]
 		}
 	}
@@ -96,6 +127,42 @@ func validateConfigs(cfgs map[string]*string) (map[string]string, error) {
 	return out, nil
 }
 
+// resolved is one config's effective value, where it came from, and the
+// values it overrides (Kafka's synonyms, most specific first).
+type resolved struct {
+	value    string
+	source   kmsg.ConfigSource
+	synonyms []kafka.ConfigSynonym
+}
+
+// resolve finds a topic config's value: the topic's own, then this node's
+// dynamic broker config, the cluster-wide dynamic default, and last the
+// server flag or Kafka's default.
+func (b *Broker) resolve(d *configDef, topic map[string]string, node, cluster map[string]string) resolved {
+	var r resolved
+	add := func(name, v string, src kmsg.ConfigSource) {
+		if r.synonyms == nil {
+			r.value, r.source = v, src
+		}
+		r.synonyms = append(r.synonyms, kafka.ConfigSynonym{Name: name, Value: v, Source: int8(src)})
+	}
+	if v, ok := topic[d.name]; ok {
+		add(d.name, v, kmsg.ConfigSourceDynamicTopicConfig)
+	}
+	if v, ok := node[d.broker]; ok {
+		add(d.broker, v, kmsg.ConfigSourceDynamicBrokerConfig)
+	}
+	if v, ok := cluster[d.broker]; ok {
+		add(d.broker, v, kmsg.ConfigSourceDynamicDefaultBrokerConfig)
+	}
+	src := kmsg.ConfigSourceDefaultConfig
+	if d.static {
+		src = kmsg.ConfigSourceStaticBrokerConfig
+	}
+	add(d.broker, d.def(b), src)
+	return r
+}
+
 // topicConfig returns the parsed configs of a topic (defaults when it does
 // not exist), cached until the metadata changes.
 func (b *Broker) topicConfig(topic string) *topicConfig {
@@ -106,12 +173,8 @@ func (b *Broker) topicConfig(topic string) *topicConfig {
 		return c
 	}
 	t, _ := b.metaSM.topic(topic)
-	get := func(name string) string {
-		if v, ok := t.Configs[name]; ok {
-			return v
-		}
-		return findConfigDef(name).def(b)
-	}
+	node, cluster := b.metaSM.brokerConfigs(strconv.Itoa(int(b.cfg.NodeID))), b.metaSM.brokerConfigs("")
+	get := func(name string) string { return b.resolve(findConfigDef(name), t.Configs, node, cluster).value }
 	num := func(name string) int64 {
 		n, _ := strconv.ParseInt(get(name), 10, 64)
 		return n
@@ -122,6 +185,8 @@ func (b *Broker) topicConfig(topic string) *topicConfig {
 		maxMessageBytes: num("max.message.bytes"),
 		minInsync:       int(num("min.insync.replicas")),
 		logAppendTime:   get("message.timestamp.type") == "LogAppendTime",
+		tsBefore:        num("message.timestamp.before.max.ms"),
+		tsAfter:         num("message.timestamp.after.max.ms"),
 	}
 	if ms := num("retention.ms"); ms >= 0 {
 		c.retentionAge = time.Duration(ms) * time.Millisecond
@@ -133,23 +198,41 @@ func (b *Broker) topicConfig(topic string) *topicConfig {
 	return c
 }
 
+// timestampOK applies message.timestamp.before/after.max.ms to a CreateTime
+// batch, so a producer cannot pin retention with far-off timestamps.
+func (c *topicConfig) timestampOK(first, max int64, now time.Time) bool {
+	if c.logAppendTime {
+		return true
+	}
+	ms := now.UnixMilli()
+	if first >= 0 && c.tsBefore < ms && first < ms-c.tsBefore {
+		return false
+	}
+	return max < 0 || max-ms <= c.tsAfter
+}
+
 // describeTopicConfigs lists every supported config of a topic.
 func (b *Broker) describeTopicConfigs(t topicMeta) []kafka.ConfigEntry {
+	node, cluster := b.metaSM.brokerConfigs(strconv.Itoa(int(b.cfg.NodeID))), b.metaSM.brokerConfigs("")
 	var out []kafka.ConfigEntry
-	for _, d := range topicConfigDefs {
-		v, set := t.Configs[d.name]
-		e := kafka.ConfigEntry{Name: d.name, Type: int8(d.typ)}
-		if set {
-			e.Source = int8(kmsg.ConfigSourceDynamicTopicConfig)
-		} else {
-			v = d.def(b)
-			e.IsDefault = true
-			e.Source = int8(kmsg.ConfigSourceDefaultConfig)
-		}
-		val := v
-		e.Value = &val
-		out = append(out, e)
+	for i := range topicConfigDefs {
+		d := &topicConfigDefs[i]
+		r := b.resolve(d, t.Configs, node, cluster)
+		v := r.value
+		out = append(out, kafka.ConfigEntry{Name: d.name, Value: &v, Type: int8(d.typ), Source: int8(r.source),
+			IsDefault: r.source == kmsg.ConfigSourceDefaultConfig, Synonyms: r.synonyms, Doc: d.doc})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// listValue splits a list config ("a,b").
+func listValue(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
 	return out
 }

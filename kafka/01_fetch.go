@@ -16,6 +16,8 @@ import (
 // Sessions are not kept: every answer has session id 0, which tells the
 // client to keep sending full requests; an incremental request for a
 // session we never made gets FETCH_SESSION_ID_NOT_FOUND, which resets it.
+// Epoch -1 (kafka-go's Client sends session id -1 with it) and epoch 0 are
+// full requests whatever the session id, as in Kafka.
 func init() { register(1, 4, 16, handleFetch) }
 
 type fetchPart struct {
@@ -29,7 +31,7 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.FetchRequest)
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	resp.Version = req.Version
-	if req.Version >= 7 && (req.SessionID != 0 || req.SessionEpoch > 0) {
+	if req.Version >= 7 && req.SessionEpoch > 0 {
 		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
 		s.metrics.countErr(1, resp.ErrorCode)
 		return func() kmsg.Response { return resp }

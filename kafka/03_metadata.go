@@ -48,35 +48,11 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	} else if len(names) > 0 {
 		infos = s.backend.Topics(names, true)
 	}
-	autoCreate := req.Version < 4 || req.AllowAutoTopicCreation
-	var create []CreateTopic
-	for i, ti := range infos {
-		if ti.Err == kerr.UnknownTopicOrPartition.Code && autoCreate && !all {
-			create = append(create, CreateTopic{Name: ti.Name, Partitions: -1, ReplicationFactor: -1})
-			infos[i].Err = kerr.LeaderNotAvailable.Code
-		}
-	}
-	if len(create) > 0 {
-		ctx, cancel := context.WithTimeout(cc.ctx, 5*time.Second)
-		res := s.backend.CreateTopics(ctx, create, false)
-		cancel()
-		for _, r := range res {
-			if r.Err != 0 && r.Err != kerr.TopicAlreadyExists.Code {
-				for i := range infos {
-					if infos[i].Name == r.Name {
-						infos[i].Err = r.Err
-					}
-				}
-			}
-		}
-		// Answer with the new topics if their leaders are already known.
-		for i := range infos {
-			if infos[i].Err == kerr.LeaderNotAvailable.Code {
-				if again := s.backend.Topics([]string{infos[i].Name}, true); len(again) == 1 && again[0].Err == 0 && leadersKnown(again[0]) {
-					infos[i] = again[0]
-				}
-			}
-		}
+	// Before v4 every request may create topics; the cluster setting
+	// (auto.create.topics.enable) can forbid it either way.
+	autoCreate := (req.Version < 4 || req.AllowAutoTopicCreation) && s.backend.AutoCreateTopics()
+	if autoCreate && !all {
+		autoCreateTopics(s, cc, infos)
 	}
 	for i := range req.Topics {
 		if unknownIDs[i] {
@@ -100,11 +76,38 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	return func() kmsg.Response { return resp }
 }
 
-func leadersKnown(t TopicInfo) bool {
-	for _, p := range t.Partitions {
-		if p.Leader < 0 {
-			return false
+// autoCreateTopics creates the unknown topics of infos. As in Kafka, a topic
+// this request created is answered LEADER_NOT_AVAILABLE with no partitions
+// (clients retry), and one that someone else created meanwhile is described
+// as it is.
+func autoCreateTopics(s *Server, cc *connCtx, infos []TopicInfo) {
+	var create []CreateTopic
+	for i, ti := range infos {
+		if ti.Err == kerr.UnknownTopicOrPartition.Code {
+			create = append(create, CreateTopic{Name: ti.Name, Partitions: -1, ReplicationFactor: -1})
+			infos[i].Err = kerr.LeaderNotAvailable.Code
 		}
 	}
-	return len(t.Partitions) > 0
+	if len(create) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(cc.ctx, 5*time.Second)
+	res := s.backend.CreateTopics(ctx, create, false)
+	cancel()
+	for _, r := range res {
+		for i := range infos {
+			if infos[i].Name != r.Name {
+				continue
+			}
+			switch r.Err {
+			case 0:
+			case kerr.TopicAlreadyExists.Code:
+				if again := s.backend.Topics([]string{r.Name}, true); len(again) == 1 && again[0].Err == 0 {
+					infos[i] = again[0]
+				}
+			default:
+				infos[i].Err = r.Err
+			}
+		}
+	}
 }

@@ -9,7 +9,8 @@ import (
 
 // DescribeConfigs v0-4. v1 sources and synonyms; v3 types and docs; v4
 // flexible. Topics and brokers are described with the configs that exist
-// here; other resource types get INVALID_REQUEST.
+// here (a broker by its id, or "" for the cluster-wide dynamic defaults);
+// other resource types get INVALID_REQUEST.
 func init() { register(32, 0, 4, handleDescribeConfigs) }
 
 func handleDescribeConfigs(s *Server, _ *connCtx, kreq kmsg.Request) reply {
@@ -23,11 +24,14 @@ func handleDescribeConfigs(s *Server, _ *connCtx, kreq kmsg.Request) reply {
 		case kmsg.ConfigResourceTypeTopic:
 			entries, rr.ErrorCode = s.backend.TopicConfigs(r.ResourceName)
 		case kmsg.ConfigResourceTypeBroker:
-			if r.ResourceName != "" && r.ResourceName != strconv.Itoa(int(s.backend.NodeID())) {
+			switch r.ResourceName {
+			case "":
+				entries = s.backend.DefaultBrokerConfigs()
+			case strconv.Itoa(int(s.backend.NodeID())):
+				entries = s.backend.BrokerConfigs()
+			default:
 				rr.ErrorCode = kerr.InvalidRequest.Code
-				break
 			}
-			entries = s.backend.BrokerConfigs()
 		default:
 			rr.ErrorCode = kerr.InvalidRequest.Code
 		}
@@ -39,10 +43,22 @@ func handleDescribeConfigs(s *Server, _ *connCtx, kreq kmsg.Request) reply {
 			if r.ConfigNames != nil && !want[e.Name] {
 				continue
 			}
-			rr.Configs = append(rr.Configs, kmsg.DescribeConfigsResponseResourceConfig{
+			c := kmsg.DescribeConfigsResponseResourceConfig{
 				Name: e.Name, Value: e.Value, ReadOnly: e.ReadOnly, IsDefault: e.IsDefault,
 				Source: kmsg.ConfigSource(e.Source), IsSensitive: e.Sensitive, ConfigType: kmsg.ConfigType(e.Type),
-			})
+			}
+			if req.IncludeSynonyms {
+				for _, syn := range e.Synonyms {
+					v := syn.Value
+					c.ConfigSynonyms = append(c.ConfigSynonyms, kmsg.DescribeConfigsResponseResourceConfigConfigSynonym{
+						Name: syn.Name, Value: &v, Source: kmsg.ConfigSource(syn.Source)})
+				}
+			}
+			if req.IncludeDocumentation && e.Doc != "" {
+				doc := e.Doc
+				c.Documentation = &doc
+			}
+			rr.Configs = append(rr.Configs, c)
 		}
 		s.metrics.countErr(32, rr.ErrorCode)
 		resp.Resources = append(resp.Resources, rr)

@@ -31,6 +31,21 @@ type Backend interface {
 	// when it does not exist).
 	TopicConfigs(topic string) ([]ConfigEntry, int16)
 	BrokerConfigs() []ConfigEntry
+	// DefaultBrokerConfigs lists the cluster-wide dynamic broker configs
+	// (DescribeConfigs of the broker resource named "").
+	DefaultBrokerConfigs() []ConfigEntry
+	// AlterConfigs applies (or with validateOnly, checks) one resource's
+	// changes, replicated through the cluster metadata.
+	AlterConfigs(ctx context.Context, res AlterConfigsResource, validateOnly bool) (int16, string)
+	// DeleteRecords moves a partition's log start offset to offset (-1:
+	// the high watermark) on its leader and returns the new low watermark.
+	DeleteRecords(ctx context.Context, topic string, partition int32, offset int64) (int64, int16)
+	// LogDirs describes this node's data directory and the partition
+	// replicas in it: all of them when topics is nil.
+	LogDirs(topics map[string][]int32) LogDir
+	// AutoCreateTopics is auto.create.topics.enable: whether Metadata may
+	// create the topics it is asked about.
+	AutoCreateTopics() bool
 
 	// Produce submits one partition's records and returns a function that
 	// waits for the outcome. Submissions from one connection are made in
@@ -122,6 +137,57 @@ type ConfigEntry struct {
 	Sensitive bool
 	Source    int8 // kmsg.ConfigSource
 	Type      int8 // kmsg.ConfigType
+	Synonyms  []ConfigSynonym
+	Doc       string
+}
+
+// LogDir is a node's data directory (DescribeLogDirs).
+type LogDir struct {
+	Dir         string
+	TotalBytes  int64 // of the file system holding Dir, -1 unknown
+	UsableBytes int64
+	Partitions  []LogDirPartition
+}
+
+// LogDirPartition is one replica in a LogDir.
+type LogDirPartition struct {
+	Topic     string
+	Partition int32
+	Size      int64 // bytes of its segments
+	Lag       int64 // high watermark minus log end offset, at least 0 (Kafka's OffsetLag)
+}
+
+// ConfigSynonym is a value a config takes from one source, in Kafka's order
+// of precedence (the first is the value in force).
+type ConfigSynonym struct {
+	Name   string
+	Value  string
+	Source int8
+}
+
+// Config alteration operations (IncrementalAlterConfigs' values).
+const (
+	ConfigSet      int8 = 0
+	ConfigDelete   int8 = 1
+	ConfigAppend   int8 = 2
+	ConfigSubtract int8 = 3
+)
+
+// AlterConfigsResource is one resource of AlterConfigs (Incremental false:
+// the configs named replace all dynamic ones, each with ConfigSet) or
+// IncrementalAlterConfigs.
+type AlterConfigsResource struct {
+	Type        int8 // kmsg.ConfigResourceType: topic or broker
+	Name        string
+	Incremental bool
+	Ops         []ConfigOp
+}
+
+// ConfigOp is one config change.
+type ConfigOp struct {
+	Name  string
+	Op    int8
+	Value *string
 }
 
 // ProduceResult is one partition's Produce outcome.
