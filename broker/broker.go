@@ -50,6 +50,7 @@ type Broker struct {
 	byTP    map[tpKey]*partition
 	offsets map[uint64]*offsetsPartition
 	cfgs    map[string]*topicConfig
+	quotas  quotaTracker
 
 	reqSeq       atomic.Uint64
 	reconcileCh  chan struct{}
@@ -159,7 +160,7 @@ func (b *Broker) registerMetrics() error {
 	b.shutdownDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronik_shutdown_duration_seconds",
 		Help: "Duration of the last graceful shutdown (0 until one has happened)."})
 	for _, c := range []prometheus.Collector{
-		b.transfersOK, b.transfersFailed, b.shutdownDuration, &partitionCollector{b: b},
+		b.transfersOK, b.transfersFailed, b.shutdownDuration, &partitionCollector{b: b}, quotaCollector{&b.quotas},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := b.reg.Register(c); err != nil {

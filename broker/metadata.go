@@ -46,6 +46,8 @@ type metaState struct {
 	// BrokerConfigs are the dynamic broker configs: "" holds the
 	// cluster-wide defaults, a node id that node's own.
 	BrokerConfigs map[string]map[string]string `json:"broker_configs,omitempty"`
+	// Quotas are the client quotas, by entity (see quotaKey).
+	Quotas map[string]map[string]string `json:"quotas,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -55,7 +57,8 @@ type metaCmd struct {
 	// create_topic
 	Topic *topicMeta `json:"topic,omitempty"`
 	// delete_topic, create_partitions, alter_configs, alter_broker_configs
-	// (Name is the node id, or "" for the cluster-wide defaults)
+	// (Name is the node id, or "" for the cluster-wide defaults),
+	// alter_client_quotas (Name is the entity's quotaKey)
 	Name   string            `json:"name,omitempty"`
 	Assign [][]int32         `json:"assign,omitempty"`
 	Set    map[string]string `json:"set,omitempty"`
@@ -223,6 +226,8 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		}
 		m.st.BrokerConfigs[cmd.Name] = alterMap(m.st.BrokerConfigs[cmd.Name], cmd.Set, cmd.Replace)
 		return metaResult{}
+	case "alter_client_quotas":
+		return m.applyQuotas(cmd)
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID
 		m.st.NextProducerID += cmd.Count

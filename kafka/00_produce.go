@@ -24,6 +24,7 @@ type producePart struct {
 
 func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.ProduceRequest)
+	waitMuted(cc)
 	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -45,6 +46,15 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			parts = append(parts, pp)
 		}
 	}
+	// The request's bytes count against the producer's quota now, as in
+	// Kafka; v6 on is throttled after the response (KIP-219).
+	size := 0
+	for _, t := range req.Topics {
+		for _, p := range t.Partitions {
+			size += len(p.Records)
+		}
+	}
+	thr := throttle(s, cc, QuotaProduce, size, req.Version >= 6 || req.Acks == 0)
 	if req.Acks == 0 {
 		// No response at all; still let the writes finish in the background.
 		for _, pp := range parts {
@@ -88,6 +98,10 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			resp.Topics[ti].Partitions = append(resp.Topics[ti].Partitions, rp)
 		}
 		resp.Brokers = nodeEndpoints(s, hinted)
+		resp.ThrottleMillis = int32(thr.Milliseconds())
+		if req.Version < 6 {
+			delayReply(cc, thr)
+		}
 		return resp
 	}
 }

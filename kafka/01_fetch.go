@@ -29,6 +29,7 @@ type fetchPart struct {
 
 func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.FetchRequest)
+	waitMuted(cc)
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	resp.Version = req.Version
 	if req.Version >= 7 && req.SessionEpoch > 0 {
@@ -49,7 +50,7 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 	}
 	maxWait := time.Duration(req.MaxWaitMillis) * time.Millisecond
-	return func() kmsg.Response {
+	answer := func() *kmsg.FetchResponse {
 		deadline := time.Now().Add(maxWait)
 		var timer *time.Timer
 		defer func() {
@@ -80,6 +81,25 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			}
 		}
 	}
+	return func() kmsg.Response { return throttleFetch(s, cc, req, answer()) }
+}
+
+// throttleFetch counts a response's record bytes against the consumer's
+// quota; v8 on is throttled after the response (KIP-219), older versions
+// get the response late.
+func throttleFetch(s *Server, cc *connCtx, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) kmsg.Response {
+	size := 0
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			size += len(p.RecordBatches)
+		}
+	}
+	thr := throttle(s, cc, QuotaFetch, size, req.Version >= 8)
+	resp.ThrottleMillis = int32(thr.Milliseconds())
+	if req.Version < 8 {
+		delayReply(cc, thr)
+	}
+	return resp
 }
 
 // readFetch reads every partition once. stop is set when an error should
@@ -122,7 +142,7 @@ func readFetch(s *Server, req *kmsg.FetchRequest, parts []fetchPart) (results []
 	return results, waits, total, stop
 }
 
-func buildFetch(s *Server, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, parts []fetchPart, results []FetchResult) kmsg.Response {
+func buildFetch(s *Server, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, parts []fetchPart, results []FetchResult) *kmsg.FetchResponse {
 	hinted := map[int32]bool{}
 	ti := -1
 	for i, p := range parts {

@@ -43,6 +43,14 @@ type Backend interface {
 	// LogDirs describes this node's data directory and the partition
 	// replicas in it: all of them when topics is nil.
 	LogDirs(topics map[string][]int32) LogDir
+	// ClientQuotas lists every quota entity that has a value set.
+	ClientQuotas() []QuotaEntry
+	// AlterClientQuotas applies (or with validateOnly, checks) one
+	// entity's quota changes, replicated through the cluster metadata.
+	AlterClientQuotas(ctx context.Context, entity []QuotaEntityPart, ops []QuotaOp, validateOnly bool) (int16, string)
+	// Throttle records bytes of a client's produce or fetch traffic and
+	// returns how long its quota says it must wait (0: not throttled).
+	Throttle(kind QuotaKind, clientID string, bytes int) time.Duration
 	// AutoCreateTopics is auto.create.topics.enable: whether Metadata may
 	// create the topics it is asked about.
 	AutoCreateTopics() bool
