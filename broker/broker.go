@@ -128,6 +128,7 @@ func New(cfg Config) (*Broker, error) {
 	b.coord = coordinator.New(coordinator.Config{
 		Store:  offsetStore{b: b},
 		Owns:   b.ownsGroup,
+		Topics: b.groupTopics,
 		Logger: cfg.Logger,
 	})
 	listenKafka := self.KafkaListen

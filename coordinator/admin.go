@@ -9,8 +9,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// groupType is what ListGroups v5 reports: only classic groups live here.
-const groupType = "classic"
+// groupType and consumerGroupType are what ListGroups v5 reports for
+// classic and KIP-848 groups.
+const (
+	groupType         = "classic"
+	consumerGroupType = "consumer"
+)
 
 // groupOperations is the authorized-operations bit set DescribeGroups reports
 // when asked: every operation a group supports, as there are no ACLs here.
@@ -73,10 +77,10 @@ func (c *Coordinator) describeLocked(g *group, dg *kmsg.DescribeGroupsResponseGr
 func (c *Coordinator) listGroups(req *kmsg.ListGroupsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
 	// Both filters compare case-insensitively, as Kafka does.
-	if len(req.TypesFilter) > 0 && !slices.ContainsFunc(req.TypesFilter, func(t string) bool {
-		return strings.EqualFold(strings.TrimSpace(t), groupType)
-	}) {
-		return resp
+	typeOK := func(typ string) bool {
+		return len(req.TypesFilter) == 0 || slices.ContainsFunc(req.TypesFilter, func(t string) bool {
+			return strings.EqualFold(strings.TrimSpace(t), typ)
+		})
 	}
 	stateOK := func(state string) bool {
 		return len(req.StatesFilter) == 0 || slices.ContainsFunc(req.StatesFilter, func(s string) bool {
@@ -84,11 +88,14 @@ func (c *Coordinator) listGroups(req *kmsg.ListGroupsRequest) kmsg.Response {
 		})
 	}
 
-	type listed struct{ protocolType, state string }
+	type listed struct{ protocolType, state, typ string }
 	found := make(map[string]listed)
 	c.mu.Lock()
 	for name, g := range c.groups {
-		found[name] = listed{protocolType: g.protocolType, state: g.state.String()}
+		found[name] = listed{protocolType: g.protocolType, state: g.state.String(), typ: groupType}
+	}
+	for name, g := range c.consumers {
+		found[name] = listed{protocolType: "consumer", state: g.state(), typ: consumerGroupType}
 	}
 	c.mu.Unlock()
 	for _, name := range c.cfg.Store.Groups() {
@@ -97,10 +104,12 @@ func (c *Coordinator) listGroups(req *kmsg.ListGroupsRequest) kmsg.Response {
 		}
 		// A group with offsets may have a saved snapshot (this node became
 		// its coordinator and no request for it came yet): load it.
-		found[name] = listed{state: stateEmpty.String()}
+		found[name] = listed{state: stateEmpty.String(), typ: groupType}
 		if c.lockOwner(name) {
 			if g := c.groups[name]; g != nil {
-				found[name] = listed{protocolType: g.protocolType, state: g.state.String()}
+				found[name] = listed{protocolType: g.protocolType, state: g.state.String(), typ: groupType}
+			} else if g := c.consumers[name]; g != nil {
+				found[name] = listed{protocolType: "consumer", state: g.state(), typ: consumerGroupType}
 			}
 			c.mu.Unlock()
 		}
@@ -110,14 +119,14 @@ func (c *Coordinator) listGroups(req *kmsg.ListGroupsRequest) kmsg.Response {
 		l := found[name]
 		// The store also holds groups of offsets partitions this node
 		// only follows.
-		if !stateOK(l.state) || !c.owns(name) {
+		if !stateOK(l.state) || !typeOK(l.typ) || !c.owns(name) {
 			continue
 		}
 		lg := kmsg.NewListGroupsResponseGroup()
 		lg.Group = name
 		lg.ProtocolType = l.protocolType
 		lg.GroupState = l.state
-		lg.GroupType = groupType
+		lg.GroupType = l.typ
 		resp.Groups = append(resp.Groups, lg)
 	}
 	return resp

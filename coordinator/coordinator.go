@@ -35,6 +35,10 @@ type Config struct {
 	// waits for more members (Kafka's group.initial.rebalance.delay.ms,
 	// whose default there is 3s); zero completes the first join at once.
 	InitialRebalanceDelay time.Duration
+	// Topics returns every topic (but internal ones) with its id and
+	// partition count, for KIP-848 server-side assignment. Never called
+	// with the coordinator's lock held. Nil: no topics.
+	Topics func() map[string]TopicMeta
 }
 
 const (
@@ -74,6 +78,8 @@ func Keys() []KeyRange {
 		r(kmsg.NewPtrListGroupsRequest(), 5),
 		r(kmsg.NewPtrDeleteGroupsRequest(), 2),
 		r(kmsg.NewPtrOffsetDeleteRequest(), 0),
+		r(kmsg.NewPtrConsumerGroupHeartbeatRequest(), 1),
+		r(kmsg.NewPtrConsumerGroupDescribeRequest(), 1),
 	}
 }
 
@@ -103,6 +109,10 @@ type Coordinator struct {
 	joinSeq uint64                // orders members by arrival, for leader succession
 	writers map[string]*writer    // groups with durable writes queued or in flight
 	loads   map[string]*loadState // groups whose snapshot is being read
+
+	// consumers are the KIP-848 groups (made on first use); a name is in
+	// groups or here, never both. Under mu.
+	consumers map[string]*cgroup
 }
 
 // New returns a coordinator serving groups for which cfg.Owns answers true.
@@ -112,6 +122,9 @@ func New(cfg Config) *Coordinator {
 	}
 	if cfg.MaxSessionTimeout <= 0 {
 		cfg.MaxSessionTimeout = defaultMaxSessionTimeout
+	}
+	if cfg.Topics == nil {
+		cfg.Topics = func() map[string]TopicMeta { return nil }
 	}
 	if cfg.InitialRebalanceDelay < 0 {
 		cfg.InitialRebalanceDelay = 0
@@ -165,6 +178,10 @@ func (c *Coordinator) Handle(ctx context.Context, req kmsg.Request) kmsg.Respons
 		resp = c.deleteGroups(ctx, r)
 	case *kmsg.OffsetDeleteRequest:
 		resp = c.offsetDelete(ctx, r)
+	case *kmsg.ConsumerGroupHeartbeatRequest:
+		resp = c.consumerHeartbeat(ctx, r)
+	case *kmsg.ConsumerGroupDescribeRequest:
+		resp = c.consumerDescribe(r)
 	default:
 		return nil
 	}
@@ -195,8 +212,11 @@ func (c *Coordinator) Release() {
 	for name := range c.groups {
 		names = append(names, name)
 	}
+	for name := range c.consumers {
+		names = append(names, name)
+	}
 	for name := range c.writers {
-		if c.groups[name] == nil { // a forgotten group with a save pending
+		if c.groups[name] == nil && c.consumers[name] == nil { // a forgotten group with a save pending
 			names = append(names, name)
 		}
 	}
@@ -220,6 +240,11 @@ func (c *Coordinator) Release() {
 			g.drop(kerr.NotCoordinator.Code)
 			delete(c.groups, name)
 		}
+		if g := c.consumers[name]; g != nil {
+			c.log.Info("releasing consumer group: no longer its coordinator", "group", name, "epoch", g.epoch, "members", len(g.members))
+			g.drop()
+			delete(c.consumers, name)
+		}
 		c.dropSavesLocked(name)
 	}
 }
@@ -234,6 +259,10 @@ func (c *Coordinator) Close() {
 	for name, g := range c.groups {
 		g.drop(kerr.NotCoordinator.Code)
 		delete(c.groups, name)
+	}
+	for name, g := range c.consumers {
+		g.drop()
+		delete(c.consumers, name)
 	}
 	for name := range c.writers {
 		c.dropSavesLocked(name)
@@ -288,7 +317,7 @@ func (c *Coordinator) lockOwner(group string) bool {
 			return false
 		}
 		if c.epoch.Load() == e {
-			if c.groups[group] != nil {
+			if c.groups[group] != nil || c.consumers[group] != nil {
 				return true
 			}
 			if c.loadLocked(group, e) {

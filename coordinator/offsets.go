@@ -101,6 +101,9 @@ func (c *Coordinator) offsetCommit(ctx context.Context, req *kmsg.OffsetCommitRe
 // held. unknown reports that the group is not in memory and the commit names
 // a generation, which the caller settles by asking the store.
 func (c *Coordinator) validateCommitLocked(name string, generation int32, memberID string, instanceID *string) (code int16, unknown bool) {
+	if cg := c.consumers[name]; cg != nil {
+		return cg.validateCommit(generation, memberID), false
+	}
 	g := c.groups[name]
 	if g == nil {
 		// Generation -1 is a commit from outside group management

@@ -101,7 +101,7 @@ func decodeSnapshot(data []byte) (*groupSnapshot, error) {
 // and assignments (Empty if it has none). Every member's session starts
 // afresh. A nil or unusable snapshot restores nothing.
 func (c *Coordinator) restoreLocked(name string, data []byte) {
-	if data == nil {
+	if data == nil || c.restoreConsumerLocked(name, data) {
 		return
 	}
 	s, err := decodeSnapshot(data)
@@ -165,6 +165,10 @@ type storeOp struct {
 	ctx  context.Context // the DeleteGroups request's
 	done chan error      // receives the delete's result; buffered
 
+	// waiters learn the outcome of this save, or of the newer one that
+	// superseded it while queued; each is buffered.
+	waiters []chan error
+
 	// stale is set on an in-flight save of a group this node released: it
 	// no longer describes the group, whose newest state is in the store.
 	stale bool
@@ -214,6 +218,10 @@ func (c *Coordinator) enqueue(name string, op *storeOp) {
 	for _, q := range w.queue {
 		if q.del {
 			keep = append(keep, q)
+		} else if !op.del {
+			op.waiters = append(op.waiters, q.waiters...)
+		} else {
+			q.notify(errSaveDropped)
 		}
 	}
 	w.queue = append(keep, op)
@@ -242,6 +250,7 @@ func (c *Coordinator) runWriter(name string, w *writer) {
 		ctx, cancel := context.WithTimeout(c.ctx, saveTimeout)
 		err := c.cfg.Store.SaveGroup(ctx, name, op.data)
 		cancel()
+		op.notify(err)
 		if err != nil {
 			c.log.Warn("group snapshot save failed", "group", name, "generation", op.gen, "err", err)
 		}
@@ -260,6 +269,8 @@ func (c *Coordinator) dropSavesLocked(name string) {
 	for _, q := range w.queue {
 		if q.del {
 			keep = append(keep, q)
+		} else {
+			q.notify(errSaveDropped)
 		}
 	}
 	w.queue = keep
@@ -311,8 +322,21 @@ func (c *Coordinator) loadLocked(name string, e uint64) (ok bool) {
 	if stale || c.epoch.Load() != e || c.closed.Load() {
 		return false
 	}
-	if c.groups[name] == nil {
+	if c.groups[name] == nil && c.consumers[name] == nil {
 		c.restoreLocked(name, data)
 	}
 	return true
+}
+
+// errSaveDropped is what waiters of a save hear when it is abandoned
+// (Release, or a delete superseded it): answered as NOT_COORDINATOR.
+var errSaveDropped = errors.New("group snapshot save abandoned")
+
+func (op *storeOp) notify(err error) {
+	for _, w := range op.waiters {
+		select {
+		case w <- err:
+		default:
+		}
+	}
 }

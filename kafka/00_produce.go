@@ -24,7 +24,7 @@ type producePart struct {
 
 func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.ProduceRequest)
-	waitMuted(cc)
+	waitMuted(s, cc)
 	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
 	if timeout <= 0 {
 		timeout = 30 * time.Second

@@ -29,7 +29,7 @@ type fetchPart struct {
 
 func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.FetchRequest)
-	waitMuted(cc)
+	waitMuted(s, cc)
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	resp.Version = req.Version
 	if req.Version >= 7 && req.SessionEpoch > 0 {

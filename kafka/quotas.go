@@ -83,7 +83,7 @@ func muteConn(cc *connCtx, t time.Time) {
 }
 
 // waitMuted blocks, on the reader goroutine, while cc is muted.
-func waitMuted(cc *connCtx) {
+func waitMuted(s *Server, cc *connCtx) {
 	mutes.mu.Lock()
 	t, ok := mutes.until[cc]
 	delete(mutes.until, cc)
@@ -100,6 +100,7 @@ func waitMuted(cc *connCtx) {
 	select {
 	case <-timer.C:
 	case <-cc.ctx.Done():
+	case <-s.backend.ShuttingDown():
 	}
 }
 
