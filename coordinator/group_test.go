@@ -13,7 +13,7 @@ import (
 )
 
 func TestKeys(t *testing.T) {
-	want := map[int16]int16{8: 9, 9: 9, 11: 9, 12: 4, 13: 5, 14: 5, 15: 5, 16: 5, 42: 2, 47: 0}
+	want := map[int16]int16{8: 9, 9: 9, 11: 9, 12: 4, 13: 5, 14: 5, 15: 5, 16: 5, 42: 2, 47: 0, 68: 1, 69: 1}
 	keys := Keys()
 	if len(keys) != len(want) {
 		t.Fatalf("got %d keys, want %d", len(keys), len(want))
