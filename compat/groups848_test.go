@@ -290,6 +290,24 @@ func (f *fleet) settled(partitions int32, members int) bool {
 	return n == int(partitions) && len(a) == members && hi-lo <= 1
 }
 
+// startGaps starts measuring the longest gap per partition.
+func (f *fleet) startGaps() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gapFrom = time.Now()
+	f.maxGap = map[int32]time.Duration{}
+}
+
+func (f *fleet) worstGap() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var worst time.Duration
+	for _, g := range f.maxGap {
+		worst = max(worst, g)
+	}
+	return worst
+}
+
 func (f *fleet) resetRevokes() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -368,9 +386,7 @@ func TestKIP848GroupRollingRestart(t *testing.T) {
 	// The roll.
 	stable := f.assignment()
 	f.resetRevokes()
-	f.mu.Lock()
-	f.gapFrom = time.Now()
-	f.mu.Unlock()
+	f.startGaps()
 	rollStart := time.Now()
 	for _, nd := range c.nodes {
 		c.stop(nd.id, 30*time.Second)
@@ -449,10 +465,12 @@ func TestKIP848RebalanceVsClassic(t *testing.T) {
 			defer f.mu.Unlock()
 			return f.settled(partitions, 3)
 		})
+		f.startGaps()
 		f.setMark()
 		f.add()
 		d := f.resumedAfter(partitions, 4, 60*time.Second)
-		t.Logf("%s group: member join to every partition consumed again: %v; assignment %v", name, d.Round(time.Millisecond), f.assignment())
+		t.Logf("%s group: member join to every partition consumed again by its new owner: %v; longest gap of any partition %v; assignment %v",
+			name, d.Round(time.Millisecond), f.worstGap().Round(time.Millisecond), f.assignment())
 		f.halt()
 		prod.halt()
 	}

@@ -206,6 +206,7 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 	}
 	m := g.members[memberID]
 	before := g.stateKey()
+	bump := false // one new group epoch per heartbeat, whatever changed
 	switch {
 	case req.MemberEpoch < 0: // leave
 		if m == nil {
@@ -224,8 +225,8 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 		ci := clientFrom(ctx)
 		m = &cmember{id: memberID, clientID: ci.id, clientHost: ci.host, assigned: tpSet{}, revoking: tpSet{}}
 		g.members[memberID] = m
-		g.epoch++
-		c.log.Info("consumer group member joined", "group", g.name, "member", memberID, "group_epoch", g.epoch)
+		bump = true
+		c.log.Info("consumer group member joined", "group", g.name, "member", memberID, "group_epoch", g.epoch+1)
 	default:
 		if m == nil {
 			return nil, kerr.UnknownMemberID.Code, ""
@@ -235,10 +236,13 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 		}
 	}
 	if g.update(m, req) {
-		g.epoch++
+		bump = true
 	}
 	if sig := g.topicSignature(topics); sig != g.topicSig {
 		g.topicSig = sig
+		bump = true
+	}
+	if bump {
 		g.epoch++
 	}
 	if g.epoch > g.assignEpoch {
