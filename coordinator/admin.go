@@ -151,6 +151,14 @@ func (c *Coordinator) deleteGroup(ctx context.Context, name string) int16 {
 	if !c.lockOwner(name) {
 		return kerr.NotCoordinator.Code
 	}
+	if cg := c.consumers[name]; cg != nil {
+		if len(cg.members) > 0 {
+			c.mu.Unlock()
+			return kerr.NonEmptyGroup.Code
+		}
+		cg.drop()
+		delete(c.consumers, name)
+	}
 	g := c.groups[name]
 	if g == nil {
 		// Not in memory even after loading: the group exists only if it has

@@ -105,3 +105,20 @@ func (g *cgroup) describeAssignment(s tpSet) kmsg.Assignment {
 	}
 	return a
 }
+
+// classicJoinLocked lets a classic JoinGroup through unless the group is a
+// consumer group with members (INCONSISTENT_GROUP_PROTOCOL, as Kafka
+// answers); an empty consumer group goes back to the classic protocol,
+// keeping its offsets. c.mu is held.
+func (c *Coordinator) classicJoinLocked(name string) int16 {
+	cg := c.consumers[name]
+	if cg == nil {
+		return 0
+	}
+	if len(cg.members) > 0 {
+		return kerr.InconsistentGroupProtocol.Code
+	}
+	cg.drop()
+	delete(c.consumers, name)
+	return 0
+}

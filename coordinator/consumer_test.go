@@ -182,3 +182,18 @@ func TestAssignorsBalanced(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumerGroupProtocolSwitch: a classic join is refused while the
+// consumer group has members and accepted once it is empty; an empty
+// classic group becomes a consumer group on a heartbeat.
+func TestConsumerGroupProtocolSwitch(t *testing.T) {
+	h := newHarness(t, with848Topics)
+	r := hb(t, h.c, "m1", 0, nil)
+	wantErr(t, "join", r.ErrorCode, 0)
+	wantErr(t, "classic join of a live consumer group", h.join("client", joinReq("g", "")).ErrorCode, kerr.InconsistentGroupProtocol.Code)
+	wantErr(t, "delete of a live consumer group", h.c.Handle(context.Background(),
+		&kmsg.DeleteGroupsRequest{Groups: []string{"g"}}).(*kmsg.DeleteGroupsResponse).Groups[0].ErrorCode, kerr.NonEmptyGroup.Code)
+	wantErr(t, "leave", hb(t, h.c, "m1", -1, nil).ErrorCode, 0)
+	wantErr(t, "classic join of an empty consumer group", h.join("client", joinReq("g", "")).ErrorCode, kerr.MemberIDRequired.Code)
+	wantErr(t, "heartbeat to an empty classic group", hb(t, h.c, "m2", 0, nil).ErrorCode, 0)
+}

@@ -43,6 +43,10 @@ func (c *Coordinator) joinLocked(ctx context.Context, req *kmsg.JoinGroupRequest
 		rebalanceTimeout = sessionTimeout // v0 has no rebalance timeout
 	}
 
+	if code := c.classicJoinLocked(req.Group); code != 0 {
+		resp.ErrorCode = code
+		return nil, ""
+	}
 	g := c.groups[req.Group]
 	if g == nil {
 		if req.MemberID != "" {
