@@ -56,6 +56,7 @@ type cmember struct {
 	clientHost string
 	subscribed []string // sorted
 	regex      *string
+	re         *regexp.Regexp // regex compiled, anchored
 	assignor   string
 	rebalance  time.Duration
 
@@ -289,12 +290,7 @@ func (g *cgroup) update(m *cmember, req *kmsg.ConsumerGroupHeartbeatRequest) boo
 		}
 	}
 	if req.SubscribedTopicRegex != nil && (m.regex == nil || *m.regex != *req.SubscribedTopicRegex) {
-		re := *req.SubscribedTopicRegex
-		if re == "" {
-			m.regex = nil
-		} else {
-			m.regex = &re
-		}
+		m.setRegex(*req.SubscribedTopicRegex)
 		changed = true
 	}
 	if req.ServerAssignor != nil && *req.ServerAssignor != m.assignor {
@@ -305,6 +301,18 @@ func (g *cgroup) update(m *cmember, req *kmsg.ConsumerGroupHeartbeatRequest) boo
 	return changed
 }
 
+// setRegex sets the member's topic regex ("" clears it). Kafka matches
+// the whole topic name; checkHeartbeat has compiled it once already.
+func (m *cmember) setRegex(s string) {
+	m.regex, m.re = nil, nil
+	if s == "" {
+		return
+	}
+	if re, err := regexp.Compile("^(?:" + s + ")$"); err == nil {
+		m.regex, m.re = &s, re
+	}
+}
+
 // subscribedTopics resolves a member's subscription against the topics.
 func (m *cmember) subscribedTopics(topics map[string]TopicMeta) []string {
 	out := []string{}
@@ -313,12 +321,10 @@ func (m *cmember) subscribedTopics(topics map[string]TopicMeta) []string {
 			out = append(out, t)
 		}
 	}
-	if m.regex != nil {
-		if re, err := regexp.Compile("^(?:" + *m.regex + ")$"); err == nil {
-			for t := range topics {
-				if re.MatchString(t) && !slices.Contains(out, t) {
-					out = append(out, t)
-				}
+	if m.re != nil {
+		for t := range topics {
+			if m.re.MatchString(t) && !slices.Contains(out, t) {
+				out = append(out, t)
 			}
 		}
 	}

@@ -152,8 +152,11 @@ func (c *Coordinator) restoreConsumerLocked(name string, data []byte) bool {
 	}
 	for _, ms := range s.Members {
 		m := &cmember{id: ms.ID, instanceID: ms.InstanceID, rack: ms.Rack, clientID: ms.ClientID, clientHost: ms.ClientHost,
-			subscribed: ms.Subscribed, regex: ms.Regex, assignor: ms.Assignor, rebalance: time.Duration(ms.RebalanceMs) * time.Millisecond,
+			subscribed: ms.Subscribed, assignor: ms.Assignor, rebalance: time.Duration(ms.RebalanceMs) * time.Millisecond,
 			epoch: ms.Epoch, prevEpoch: ms.PrevEpoch, state: memberState(ms.State)}
+		if ms.Regex != nil {
+			m.setRegex(*ms.Regex)
+		}
 		var err1, err2, err3 error
 		m.assigned, err1 = fromJSON(ms.Assigned)
 		m.revoking, err2 = fromJSON(ms.Revoking)

@@ -197,3 +197,25 @@ func TestConsumerGroupProtocolSwitch(t *testing.T) {
 	wantErr(t, "classic join of an empty consumer group", h.join("client", joinReq("g", "")).ErrorCode, kerr.MemberIDRequired.Code)
 	wantErr(t, "heartbeat to an empty classic group", hb(t, h.c, "m2", 0, nil).ErrorCode, 0)
 }
+
+// TestConsumerGroupRegex: a member subscribed by regex gets the topics
+// whose whole name matches.
+func TestConsumerGroupRegex(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) {
+		cfg.Topics = func() map[string]TopicMeta {
+			return map[string]TopicMeta{"a": {ID: topicA, Partitions: 2}, "ab": {ID: [16]byte{2}, Partitions: 3}, "ba": {ID: [16]byte{3}, Partitions: 5}}
+		}
+	})
+	req := kmsg.NewPtrConsumerGroupHeartbeatRequest()
+	re := "a.*"
+	req.Version, req.Group, req.MemberID, req.MemberEpoch, req.RebalanceTimeoutMillis = 1, "g", "m", 0, 1000
+	req.SubscribedTopicRegex, req.Topics = &re, []kmsg.ConsumerGroupHeartbeatRequestTopic{}
+	r := h.c.Handle(context.Background(), req).(*kmsg.ConsumerGroupHeartbeatResponse)
+	wantErr(t, "regex join", r.ErrorCode, 0)
+	if got := len(assigned(r)); got != 5 {
+		t.Fatalf("regex %q: %d partitions, want the 5 of a and ab", re, got)
+	}
+	bad := "("
+	req.MemberID, req.SubscribedTopicRegex = "m2", &bad
+	wantErr(t, "bad regex", h.c.Handle(context.Background(), req).(*kmsg.ConsumerGroupHeartbeatResponse).ErrorCode, kerr.InvalidRegularExpression.Code)
+}
