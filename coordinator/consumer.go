@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"regexp"
 	"slices"
 	"sort"
@@ -206,7 +208,7 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 		memberID = newMemberID(clientFrom(ctx).id, nil)
 	}
 	m := g.members[memberID]
-	before := g.stateKey()
+	before := g.stateKey(m)
 	bump := false // one new group epoch per heartbeat, whatever changed
 	switch {
 	case req.MemberEpoch < 0: // leave
@@ -262,7 +264,7 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 	if req.MemberEpoch == 0 || full || !oldAssigned.equal(m.assigned) {
 		resp.Assignment = &kmsg.ConsumerGroupHeartbeatResponseAssignment{Topics: assignmentTopics(m.assigned)}
 	}
-	if g.stateKey() != before {
+	if g.stateKey(m) != before {
 		save = g.persist()
 	}
 	return save, 0, ""
@@ -477,10 +479,17 @@ func (g *cgroup) drop() {
 	}
 }
 
-// stateKey summarizes what the snapshot holds, to tell whether a
-// heartbeat changed anything worth saving.
-func (g *cgroup) stateKey() string {
-	return string(g.snapshot())
+// stateKey summarizes what a heartbeat of m can change in the snapshot,
+// to tell whether it changed anything worth saving: the group's epochs
+// and size, and m's own entry (other members' entries only change when
+// the epochs or the membership do).
+func (g *cgroup) stateKey(m *cmember) string {
+	k := fmt.Sprintf("%d/%d/%d/%q", g.epoch, g.assignEpoch, len(g.members), g.topicSig)
+	if m != nil {
+		b, _ := json.Marshal(g.memberSnapshot(m)) // cannot fail: every field marshals
+		k += string(b)
+	}
+	return k
 }
 
 func ownedSet(ts []kmsg.ConsumerGroupHeartbeatRequestTopic) tpSet {

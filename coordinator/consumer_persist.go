@@ -95,17 +95,20 @@ func (g *cgroup) snapshot() []byte {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		m := g.members[id]
-		s.Members = append(s.Members, cmemberSnapshot{ID: m.id, InstanceID: m.instanceID, Rack: m.rack,
-			ClientID: m.clientID, ClientHost: m.clientHost, Subscribed: m.subscribed, Regex: m.regex,
-			Assignor: m.assignor, RebalanceMs: m.rebalance.Milliseconds(), Epoch: m.epoch, PrevEpoch: m.prevEpoch,
-			State: int8(m.state), Assigned: toJSON(m.assigned), Revoking: toJSON(m.revoking), Target: toJSON(g.target[id])})
+		s.Members = append(s.Members, g.memberSnapshot(g.members[id]))
 	}
 	data, err := json.Marshal(&s)
 	if err != nil { // cannot happen: every field marshals
 		panic(fmt.Sprintf("coordinator: encoding consumer group snapshot: %v", err))
 	}
 	return data
+}
+
+func (g *cgroup) memberSnapshot(m *cmember) cmemberSnapshot {
+	return cmemberSnapshot{ID: m.id, InstanceID: m.instanceID, Rack: m.rack,
+		ClientID: m.clientID, ClientHost: m.clientHost, Subscribed: m.subscribed, Regex: m.regex,
+		Assignor: m.assignor, RebalanceMs: m.rebalance.Milliseconds(), Epoch: m.epoch, PrevEpoch: m.prevEpoch,
+		State: int8(m.state), Assigned: toJSON(m.assigned), Revoking: toJSON(m.revoking), Target: toJSON(g.target[m.id])}
 }
 
 // persist queues the group's snapshot; the returned op's wait tells when
