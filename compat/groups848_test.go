@@ -395,6 +395,18 @@ func TestKIP848GroupRollingRestart(t *testing.T) {
 		c.waitAllHealthy(30 * time.Second)
 	}
 	t.Logf("rolled 3 nodes in %v", time.Since(rollStart).Round(time.Millisecond))
+	loads := 0
+	for _, nd := range c.nodes {
+		for _, l := range nd.log.lines(`msg="consumer group loaded"`) {
+			if strings.Contains(l, "group=g848-readers") {
+				loads++
+			}
+		}
+	}
+	if loads == 0 {
+		t.Errorf("no node loaded the group's saved state: the coordinator never moved")
+	}
+	t.Logf("the group's state was loaded by a new coordinator %d times during the test", loads)
 	if d1 := describe(); d1.Epoch != d0.Epoch || d1.State != "Stable" {
 		t.Errorf("group epoch %d (%s) before the roll, %d (%s) after: it rebalanced", d0.Epoch, d0.State, d1.Epoch, d1.State)
 	} else {
