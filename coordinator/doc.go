@@ -66,4 +66,15 @@
 // any, is lost: members rejoin from the last Stable generation. A group with
 // neither snapshot nor members but committed offsets behaves as an Empty
 // group.
+//
+// # KIP-848 consumer groups
+//
+// ConsumerGroupHeartbeat and ConsumerGroupDescribe serve the "consumer"
+// protocol (consumer*.go): the coordinator assigns partitions (uniform or
+// range) and members move to their targets one heartbeat at a time, never
+// two owning a partition. Such a group lives in Coordinator.consumers, not
+// groups; its state is saved through the same SaveGroup snapshot, in its
+// own encoding, before a heartbeat that changed it is answered, and is
+// restored as it was by the next coordinator. OffsetCommit checks the
+// member epoch for these groups.
 package coordinator
