@@ -283,6 +283,12 @@ func (b *Broker) findQuota(kind kafka.QuotaKind, user, clientID string) (limit f
 	if kind == kafka.QuotaFetch {
 		qk = kafka.QuotaConsumerByteRate
 	}
+	b.metaSM.mu.RLock()
+	none := len(b.metaSM.st.Quotas) == 0
+	b.metaSM.mu.RUnlock()
+	if none { // the common case: no lookups, no allocation
+		return 0, "", "", false
+	}
 	u, c := &user, &clientID
 	type level struct {
 		parts      []kafka.QuotaEntityPart
