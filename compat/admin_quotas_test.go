@@ -2,6 +2,9 @@ package compat
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -317,5 +320,165 @@ func TestAdminClientQuotaFetch(t *testing.T) {
 	}
 	if vipRate < 3*rate && read[vip].all < 19e6 {
 		t.Errorf("the consumer with the larger quota read only %.0f B/s", vipRate)
+	}
+}
+
+// rawConn speaks the Kafka protocol on one TCP connection with nothing of
+// a client's politeness: it never waits out a throttle time.
+type rawConn struct {
+	nc   net.Conn
+	corr int32
+}
+
+func (r *rawConn) do(t testing.TB, req kmsg.Request, clientID string) kmsg.Response {
+	t.Helper()
+	r.corr++
+	b := binary.BigEndian.AppendUint32(nil, 0)
+	b = binary.BigEndian.AppendUint16(b, uint16(req.Key()))
+	b = binary.BigEndian.AppendUint16(b, uint16(req.GetVersion()))
+	b = binary.BigEndian.AppendUint32(b, uint32(r.corr))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(clientID)))
+	b = append(b, clientID...)
+	if req.IsFlexible() {
+		b = append(b, 0)
+	}
+	b = req.AppendTo(b)
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	r.nc.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := r.nc.Write(b); err != nil {
+		t.Fatalf("raw write: %v", err)
+	}
+	var size [4]byte
+	if _, err := io.ReadFull(r.nc, size[:]); err != nil {
+		t.Fatalf("raw read: %v", err)
+	}
+	body := make([]byte, binary.BigEndian.Uint32(size[:]))
+	if _, err := io.ReadFull(r.nc, body); err != nil {
+		t.Fatalf("raw read: %v", err)
+	}
+	resp := req.ResponseKind()
+	resp.SetVersion(req.GetVersion())
+	off := 4
+	if resp.IsFlexible() {
+		off++
+	}
+	if err := resp.ReadFrom(body[off:]); err != nil {
+		t.Fatalf("raw decode: %v", err)
+	}
+	return resp
+}
+
+// TestAdminClientQuotaMutesConnection: a client that ignores
+// throttle_time_ms (a raw connection sending Produce v7 requests back to
+// back) is still held to its quota, within 10% from 2 s to 8 s, because
+// the broker reads nothing more from it until the throttle time has passed.
+func TestAdminClientQuotaMutesConnection(t *testing.T) {
+	c := startCluster(t, 1)
+	const topic, rate = "quota-raw", 1 << 19
+	createTopic(t, c, topic, 1, 1, nil)
+	cl := newFranz(t, c, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.DisableIdempotentWrite(), kgo.RequiredAcks(kgo.LeaderAck()), kgo.ProducerLinger(50*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rs := make([]*kgo.Record, 32)
+	for i := range rs {
+		rs[i] = &kgo.Record{Value: make([]byte, 1000)}
+	}
+	if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// One valid record batch, as the broker stored it, to send again and again.
+	fr := kmsg.NewPtrFetchRequest()
+	fr.Version, fr.MaxWaitMillis, fr.MaxBytes, fr.ReplicaID = 11, 100, 1<<20, -1
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = topic
+	fp := kmsg.NewFetchRequestTopicPartition()
+	fp.PartitionMaxBytes = 1 << 20
+	ft.Partitions = append(ft.Partitions, fp)
+	fr.Topics = append(fr.Topics, ft)
+	nc, err := net.Dial("tcp", c.node(1).kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rc := &rawConn{nc: nc}
+	fresp := rc.do(t, fr, "quota-raw").(*kmsg.FetchResponse) // the connection keeps its first client id
+	if len(fresp.Topics) != 1 || len(fresp.Topics[0].Partitions[0].RecordBatches) < 12 {
+		t.Fatalf("fetching a batch to replay: %+v", fresp)
+	}
+	raw := fresp.Topics[0].Partitions[0].RecordBatches
+	batch := raw[:12+binary.BigEndian.Uint32(raw[8:12])]
+
+	id := "quota-raw"
+	alterQuota(t, kadm.NewClient(cl), kadm.ClientQuotaEntity{{Type: "client-id", Name: &id}},
+		kadm.AlterClientQuotaOp{Key: "producer_byte_rate", Value: rate})
+	start := time.Now()
+	const measureFrom, measureTo = 2 * time.Second, 8 * time.Second
+	var bytes int64
+	throttled := 0
+	for i := 0; time.Since(start) < measureTo && i < 100000; i++ {
+		pr := kmsg.NewPtrProduceRequest()
+		pr.Version, pr.Acks, pr.TimeoutMillis = 7, 1, 10000
+		pt := kmsg.NewProduceRequestTopic()
+		pt.Topic = topic
+		pp := kmsg.NewProduceRequestTopicPartition()
+		pp.Records = batch
+		pt.Partitions = append(pt.Partitions, pp)
+		pr.Topics = append(pr.Topics, pt)
+		resp := rc.do(t, pr, id).(*kmsg.ProduceResponse)
+		if code := resp.Topics[0].Partitions[0].ErrorCode; code != 0 {
+			t.Fatalf("raw produce: error %d", code)
+		}
+		if resp.ThrottleMillis > 0 {
+			throttled++
+		}
+		if now := time.Since(start); now > measureFrom && now < measureTo {
+			bytes += int64(len(batch))
+		}
+	}
+	got := float64(bytes) / (measureTo - measureFrom).Seconds()
+	t.Logf("a client ignoring throttle_time_ms under a %d B/s quota: %.0f B/s (%.1f%%), %d throttled responses", rate, got, 100*got/rate, throttled)
+	if got < 0.9*rate || got > 1.1*rate {
+		t.Errorf("the raw client's rate %.0f B/s is not within 10%% of the quota %d B/s", got, rate)
+	}
+}
+
+// TestAdminClientQuotaSarama: a sarama SyncProducer under a produce quota
+// is held to it, within 10% from 2 s to 8 s of producing.
+func TestAdminClientQuotaSarama(t *testing.T) {
+	c := startCluster(t, 1)
+	const topic, rate = "quota-sarama", 1 << 19
+	createTopic(t, c, topic, 1, 1, nil)
+	id := "quota-sarama"
+	alterQuota(t, kadm.NewClient(newFranz(t, c)), kadm.ClientQuotaEntity{{Type: "client-id", Name: &id}},
+		kadm.AlterClientQuotaOp{Key: "producer_byte_rate", Value: rate})
+	cfg := saramaConfig()
+	cfg.ClientID = id
+	cl := newSaramaClient(t, c, cfg)
+	p, err := sarama.NewSyncProducerFromClient(cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	value := make([]byte, 1000)
+	start := time.Now()
+	const measureFrom, measureTo = 2 * time.Second, 8 * time.Second
+	var bytes int64
+	for i := 0; time.Since(start) < measureTo && i < 100000; i++ {
+		msgs := make([]*sarama.ProducerMessage, 32)
+		for j := range msgs {
+			msgs[j] = &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(value)}
+		}
+		if err := p.SendMessages(msgs); err != nil {
+			t.Fatalf("sarama produce: %v", err)
+		}
+		if now := time.Since(start); now > measureFrom && now < measureTo {
+			bytes += int64(len(msgs) * len(value))
+		}
+	}
+	got := float64(bytes) / (measureTo - measureFrom).Seconds()
+	t.Logf("sarama under a %d B/s quota: %.0f B/s (%.1f%%)", rate, got, 100*got/rate)
+	if got < 0.9*rate || got > 1.1*rate {
+		t.Errorf("sarama's rate %.0f B/s is not within 10%% of the quota %d B/s", got, rate)
 	}
 }
