@@ -128,12 +128,26 @@ func (b *Broker) AlterClientQuotas(ctx context.Context, entity []kafka.QuotaEnti
 	if validateOnly || len(set) == 0 {
 		return 0, ""
 	}
-	mr, err := b.metaPropose(ctx, metaCmd{Op: "alter_client_quotas", Name: quotaKey(entity), Set: set})
+	key := quotaKey(entity)
+	b.metaSM.mu.RLock()
+	_, exists := b.metaSM.st.Quotas[key]
+	full := len(b.metaSM.st.Quotas) >= maxQuotaEntities
+	b.metaSM.mu.RUnlock()
+	if full && !exists {
+		return kerr.PolicyViolation.Code, fmt.Sprintf("at most %d quota entities", maxQuotaEntities)
+	}
+	mr, err := b.metaPropose(ctx, metaCmd{Op: "alter_client_quotas", Name: key, Set: set})
 	if err != nil {
 		return kerr.RequestTimedOut.Code, "metadata change did not complete: " + err.Error()
 	}
 	return mr.Err, mr.Msg
 }
+
+// Bounds on what a client may store in the replicated metadata.
+const (
+	maxQuotaName     = 1024
+	maxQuotaEntities = 10000
+)
 
 // checkQuotaEntity accepts a user, a client id, or both, as Kafka does
 // (ip entities are not supported).
@@ -148,6 +162,9 @@ func checkQuotaEntity(entity []kafka.QuotaEntityPart) (int16, string) {
 		}
 		if seen[p.Type] {
 			return kerr.InvalidRequest.Code, "quota entity type " + p.Type + " named twice"
+		}
+		if p.Name != nil && len(*p.Name) > maxQuotaName {
+			return kerr.InvalidRequest.Code, fmt.Sprintf("quota entity names are at most %d bytes", maxQuotaName)
 		}
 		seen[p.Type] = true
 	}

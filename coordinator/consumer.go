@@ -40,6 +40,10 @@ const (
 	// is unbounded by default; a hostile client must not grow one forever).
 	maxConsumerMembers = 1000
 	maxSubscribed      = 10000
+	// maxIDLength and maxTopicName bound what a member stores in the
+	// group's saved state (Kafka's topic names are at most 249 bytes).
+	maxIDLength  = 1024
+	maxTopicName = 249
 )
 
 type memberState int8
@@ -157,6 +161,14 @@ func checkHeartbeat(req *kmsg.ConsumerGroupHeartbeatRequest) (int16, string) {
 		return kerr.InvalidRequest.Code, "MemberId can't be empty."
 	case len(req.SubscribedTopicNames) > maxSubscribed:
 		return kerr.InvalidRequest.Code, "too many subscribed topics"
+	case len(req.MemberID) > maxIDLength || (req.InstanceID != nil && len(*req.InstanceID) > maxIDLength) ||
+		(req.RackID != nil && len(*req.RackID) > maxIDLength) || (req.SubscribedTopicRegex != nil && len(*req.SubscribedTopicRegex) > maxIDLength):
+		return kerr.InvalidRequest.Code, fmt.Sprintf("member, instance and rack ids and the regex are at most %d bytes", maxIDLength)
+	}
+	for _, t := range req.SubscribedTopicNames {
+		if len(t) > maxTopicName {
+			return kerr.InvalidRequest.Code, fmt.Sprintf("topic names are at most %d bytes", maxTopicName)
+		}
 	}
 	if req.MemberEpoch == 0 {
 		if req.RebalanceTimeoutMillis == -1 {
