@@ -196,24 +196,9 @@ func checkHeartbeat(req *kmsg.ConsumerGroupHeartbeatRequest) (int16, string) {
 // not nil, is the state write the response must wait for.
 func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.ConsumerGroupHeartbeatRequest,
 	resp *kmsg.ConsumerGroupHeartbeatResponse, topics map[string]TopicMeta) (save *storeOp, code int16, msg string) {
-	g := c.consumers[req.Group]
-	if g == nil {
-		if cg := c.groups[req.Group]; cg != nil {
-			if cg.state != stateEmpty || len(cg.members) > 0 {
-				return nil, kerr.GroupIDNotFound.Code, "Group " + req.Group + " is not a consumer group."
-			}
-			// An Empty classic group becomes a consumer group; its
-			// committed offsets stay.
-			cg.drop(0)
-			delete(c.groups, req.Group)
-		}
-		if req.MemberEpoch != 0 {
-			if req.MemberEpoch < 0 {
-				return nil, kerr.UnknownMemberID.Code, ""
-			}
-			return nil, kerr.UnknownMemberID.Code, "member " + req.MemberID + " is not in group " + req.Group
-		}
-		g = c.newConsumerGroup(req.Group)
+	g, code, msg := c.heartbeatGroupLocked(req)
+	if code != 0 {
+		return nil, code, msg
 	}
 	memberID := req.MemberID
 	if memberID == "" { // v0 join: the coordinator names the member
@@ -280,6 +265,27 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 		save = g.persist()
 	}
 	return save, 0, ""
+}
+
+// heartbeatGroupLocked finds the heartbeat's group, creating it for a
+// join. An Empty classic group of that name becomes a consumer group (its
+// committed offsets stay); one with members is refused, as in Kafka.
+func (c *Coordinator) heartbeatGroupLocked(req *kmsg.ConsumerGroupHeartbeatRequest) (*cgroup, int16, string) {
+	if g := c.consumers[req.Group]; g != nil {
+		return g, 0, ""
+	}
+	cg := c.groups[req.Group]
+	if cg != nil && (cg.state != stateEmpty || len(cg.members) > 0) {
+		return nil, kerr.GroupIDNotFound.Code, "Group " + req.Group + " is not a consumer group."
+	}
+	if req.MemberEpoch != 0 {
+		return nil, kerr.UnknownMemberID.Code, ""
+	}
+	if cg != nil {
+		cg.drop(0)
+		delete(c.groups, req.Group)
+	}
+	return c.newConsumerGroup(req.Group), 0, ""
 }
 
 // update applies the heartbeat's member fields and reports whether the
