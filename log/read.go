@@ -28,8 +28,8 @@ func (l *Log) Entries(lo, hi uint64, maxBytes uint64) ([]Entry, error) {
 		if s.empty() {
 			continue
 		}
-		pos := s.posForIndex(lo)
-		_, err := s.scan(pos, s.size, func(h *frameHeader, _ int64, frame []byte) bool {
+		pos := posForIndex(s.index, lo)
+		_, err := s.scan(pos, func(h *frameHeader, _ int64, frame []byte) bool {
 			if h.index < lo {
 				return true
 			}
@@ -67,19 +67,19 @@ func (l *Log) Entries(lo, hi uint64, maxBytes uint64) ([]Entry, error) {
 
 // segsFrom returns acquired segments starting at the first one for which
 // from answers true. Callers hold l.mu.
-func (l *Log) segsFrom(from func(*segment) bool) []*segment {
+func (l *Log) segsFrom(from func(*segment) bool) []segView {
 	i := sort.Search(len(l.segs), func(k int) bool { return from(l.segs[k]) })
-	out := make([]*segment, 0, len(l.segs)-i)
+	out := make([]segView, 0, len(l.segs)-i)
 	for _, s := range l.segs[i:] {
 		s.acquire()
-		out = append(out, s)
+		out = append(out, s.view())
 	}
 	return out
 }
 
-func releaseAll(segs []*segment) {
-	for _, s := range segs {
-		s.release()
+func releaseAll(segs []segView) {
+	for i := range segs {
+		segs[i].seg.release()
 	}
 }
 
@@ -106,9 +106,9 @@ func (l *Log) ReadBatches(offset, maxOffset int64, maxBytes int, minOne bool) ([
 		if s.empty() {
 			continue
 		}
-		pos := s.posForOffset(offset)
+		pos := posForOffset(s.index, offset)
 		full := false
-		_, err := s.scan(pos, s.size, func(h *frameHeader, _ int64, frame []byte) bool {
+		_, err := s.scan(pos, func(h *frameHeader, _ int64, frame []byte) bool {
 			if h.kind != KindBatch || h.baseOffset+int64(h.count) <= offset {
 				return true
 			}
@@ -157,9 +157,9 @@ func (l *Log) OffsetForTime(ts int64) (offset int64, batch []byte, ok bool, err 
 		pos := int64(0)
 		n := sort.Search(len(s.times), func(k int) bool { return s.times[k].ts >= ts })
 		if n > 0 {
-			pos = s.posForOffset(s.times[n-1].offset)
+			pos = posForOffset(s.index, s.times[n-1].offset)
 		}
-		_, err := s.scan(pos, s.size, func(h *frameHeader, _ int64, frame []byte) bool {
+		_, err := s.scan(pos, func(h *frameHeader, _ int64, frame []byte) bool {
 			if h.kind == KindBatch && h.maxTimestamp >= ts {
 				offset = h.baseOffset
 				batch = append([]byte(nil), frame[frameHeaderSize:]...)
@@ -190,11 +190,11 @@ func (l *Log) MaxTimestamp() (ts int64, offset int64, ok bool, err error) {
 		return 0, 0, false, nil
 	}
 	best.acquire()
-	want := best.maxTs
+	v := best.view()
 	l.mu.RUnlock()
 	defer best.release()
-	_, err = best.scan(0, best.size, func(h *frameHeader, _ int64, _ []byte) bool {
-		if h.kind == KindBatch && h.maxTimestamp == want {
+	_, err = v.scan(0, func(h *frameHeader, _ int64, _ []byte) bool {
+		if h.kind == KindBatch && h.maxTimestamp == v.maxTs {
 			ts, offset, ok = h.maxTimestamp, h.baseOffset, true
 			return false
 		}
@@ -227,10 +227,11 @@ func (l *Log) EndOffsetAt(index uint64) (int64, error) {
 		return s.nextOffset, nil
 	}
 	s.acquire()
+	v := s.view()
 	l.mu.RUnlock()
 	defer s.release()
 	var end int64 = -1
-	_, err := s.scan(s.posForIndex(index), s.size, func(h *frameHeader, _ int64, _ []byte) bool {
+	_, err := v.scan(posForIndex(v.index, index), func(h *frameHeader, _ int64, _ []byte) bool {
 		if h.index == index {
 			end = h.baseOffset + int64(h.count)
 			return false

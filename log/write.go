@@ -190,7 +190,7 @@ func (l *Log) truncateLocked(index uint64) error {
 	cut := int64(-1)
 	var keep *frameHeader
 	var keepPos int64
-	pos := s.posForIndex(index)
+	pos := posForIndex(s.index, index)
 	if index < s.baseIndex {
 		cut = 0
 	} else {
@@ -215,7 +215,7 @@ func (l *Log) truncateLocked(index uint64) error {
 	}
 	// Rebuild in-memory state for the cut segment.
 	n := sort.Search(len(s.index), func(k int) bool { return int64(s.index[k].pos) >= cut })
-	s.index = s.index[:n]
+	s.cutIndexes(n, len(s.times))
 	s.size = cut
 	if keep == nil {
 		s.lastIndex = 0
@@ -231,7 +231,7 @@ func (l *Log) truncateLocked(index uint64) error {
 			s.sinceIndex = cut - int64(s.index[len(s.index)-1].pos)
 		}
 		m := sort.Search(len(s.times), func(k int) bool { return s.times[k].offset >= s.nextOffset })
-		s.times = s.times[:m]
+		s.cutIndexes(len(s.index), m)
 		s.maxTs = -1
 		if m > 0 {
 			s.maxTs = s.times[m-1].ts
