@@ -157,3 +157,41 @@ func (l *Log) EpochEndOffset(e uint64, end int64) (epochOut uint64, endOffset in
 	}
 	return l.epochs[n-1].term, l.epochs[n].offset, true
 }
+
+// persistEpochs writes the terms noted from epochs[from] on to the epochs
+// file (a rewrite if the file is marked dirty). It does not fsync.
+func (l *Log) persistEpochs(from int) error {
+	if l.dirtyEp {
+		return l.writeEpochs()
+	}
+	if len(l.epochs) > from {
+		return l.appendEpochs(from)
+	}
+	return nil
+}
+
+// forgetEpochsAfter drops terms that start after index from memory after a
+// failed write. Their lines may be in the file already, so it is marked
+// for a rewrite (by the next Append, Sync or Close).
+func (l *Log) forgetEpochsAfter(index uint64) {
+	for len(l.epochs) > 0 && l.epochs[len(l.epochs)-1].index > index {
+		l.epochs = l.epochs[:len(l.epochs)-1]
+		l.dirtyEp = true
+	}
+}
+
+// syncEpochs makes the term history durable: a rewrite when it is marked
+// dirty, else an fsync of lines appended since the last one. Callers hold
+// l.mu.
+func (l *Log) syncEpochs() error {
+	if l.dirtyEp {
+		return l.writeEpochs()
+	}
+	if l.epUnsynced && l.epF != nil {
+		if err := l.epF.Sync(); err != nil {
+			return fmt.Errorf("log %s: epochs fsync: %w", l.opts.Dir, err)
+		}
+		l.epUnsynced = false
+	}
+	return nil
+}

@@ -21,6 +21,10 @@ type Options struct {
 	// IndexInterval is the number of bytes between sparse index records.
 	IndexInterval int64
 	Logger        *slog.Logger
+
+	// hook, for tests only, runs at the points named in hook.go; an error
+	// it returns fails the operation at that point.
+	hook func(point string) error
 }
 
 func (o *Options) defaults() {
@@ -49,8 +53,10 @@ type Log struct {
 	epF        *os.File   // epochs file open for appends
 	epUnsynced bool       // epochs appended since the last Sync
 	// unsynced is set by Append and cleared by Sync, so periodic syncs of
-	// idle logs cost nothing.
+	// idle logs cost nothing. syncMu serializes Syncs (see Sync); it is
+	// taken before mu, never under it.
 	unsynced atomic.Bool
+	syncMu   sync.Mutex
 	closed   bool
 	frameBuf []byte
 	hdrBuf   []byte

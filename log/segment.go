@@ -47,6 +47,10 @@ type segment struct {
 	pendingIndex []byte // index bytes not yet written to idxF
 	pendingTime  []byte
 
+	// staleTail: a failed write may have left bytes past size that could
+	// not be cut; the next write cuts them first (see cutStaleTail).
+	staleTail bool
+
 	refs    atomic.Int32 // readers holding the file open
 	removed atomic.Bool  // unlinked; close when refs drop to zero
 }
@@ -131,14 +135,29 @@ func (s *segment) save() segState {
 		nIndex: len(s.index), nTimes: len(s.times), nPendingIndex: len(s.pendingIndex), nPendingTime: len(s.pendingTime)}
 }
 
-// restore undoes the frames noted since st was saved and cuts the file back
-// (best effort: the disk may be failing).
+// restore undoes the frames noted since st was saved and cuts the file
+// back. The disk may be failing; if the cut fails too, the next write
+// retries it before writing (see cutStaleTail).
 func (s *segment) restore(st segState) {
 	s.size, s.sinceIndex, s.sinceTime, s.lastIndex = st.size, st.sinceIndex, st.sinceTime, st.lastIndex
 	s.baseOffset, s.nextOffset, s.maxTs, s.created = st.baseOffset, st.nextOffset, st.maxTs, st.created
 	s.cutIndexes(st.nIndex, st.nTimes)
 	s.pendingIndex, s.pendingTime = s.pendingIndex[:st.nPendingIndex], s.pendingTime[:st.nPendingTime]
-	s.f.Truncate(st.size)
+	s.staleTail = s.f.Truncate(st.size) != nil
+}
+
+// cutStaleTail removes bytes a failed write left past size. Writing new
+// frames before them would leave the old ones behind the new tail, where
+// recovery would see valid frames after a torn one.
+func (s *segment) cutStaleTail() error {
+	if !s.staleTail {
+		return nil
+	}
+	if err := s.f.Truncate(s.size); err != nil {
+		return err
+	}
+	s.staleTail = false
+	return nil
 }
 
 func appendIndexRecord(b []byte, r indexRecord) []byte {
