@@ -94,7 +94,7 @@ func (l *Log) appendEpochs(from int) error {
 		if _, err := os.Stat(l.epochsPath()); err != nil {
 			return l.writeEpochs()
 		}
-		f, err := os.OpenFile(l.epochsPath(), os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(l.epochsPath(), os.O_WRONLY|os.O_APPEND, filePerm)
 		if err != nil {
 			return err
 		}

@@ -5,11 +5,18 @@ import (
 	"path/filepath"
 )
 
+// Data files are for the broker's user only (issue 12: other local users
+// could read every partition): files 0600, directories 0700.
+const (
+	filePerm = 0o600
+	dirPerm  = 0o700
+)
+
 // writeFileSync writes path through a temporary file, fsyncs it, renames it
 // into place and fsyncs the directory.
 func writeFileSync(path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, filePerm)
 	if err != nil {
 		return err
 	}

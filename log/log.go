@@ -65,7 +65,12 @@ type Log struct {
 // Open opens or creates the log in opts.Dir and recovers its tail.
 func Open(opts Options) (*Log, error) {
 	opts.defaults()
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(opts.Dir, dirPerm); err != nil {
+		return nil, err
+	}
+	// A directory made before (by this version's caller, or an older one)
+	// may be open to others; the files in it are only reachable through it.
+	if err := os.Chmod(opts.Dir, dirPerm); err != nil {
 		return nil, err
 	}
 	l := &Log{opts: opts, hdrBuf: make([]byte, frameHeaderSize)}

@@ -63,6 +63,15 @@ func (s *segment) empty() bool { return s.lastIndex == 0 }
 
 func (s *segment) acquire() { s.refs.Add(1) }
 
+// close closes a segment no reader has seen (one that failed to load).
+func (s *segment) close() {
+	for _, f := range []*os.File{s.f, s.idxF, s.timF} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
 func (s *segment) release() {
 	if s.refs.Add(-1) == 0 && s.removed.Load() {
 		s.f.Close()
@@ -73,14 +82,14 @@ func (s *segment) release() {
 func createSegment(dir string, base uint64, offset int64) (*segment, error) {
 	s := &segment{dir: dir, baseIndex: base, baseOffset: offset, nextOffset: offset, maxTs: -1}
 	var err error
-	if s.f, err = os.OpenFile(segmentName(dir, base, ".log"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644); err != nil {
+	if s.f, err = os.OpenFile(segmentName(dir, base, ".log"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, filePerm); err != nil {
 		return nil, err
 	}
-	if s.idxF, err = os.OpenFile(segmentName(dir, base, ".index"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644); err != nil {
+	if s.idxF, err = os.OpenFile(segmentName(dir, base, ".index"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, filePerm); err != nil {
 		s.f.Close()
 		return nil, err
 	}
-	if s.timF, err = os.OpenFile(segmentName(dir, base, ".timeindex"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644); err != nil {
+	if s.timF, err = os.OpenFile(segmentName(dir, base, ".timeindex"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, filePerm); err != nil {
 		s.f.Close()
 		s.idxF.Close()
 		return nil, err

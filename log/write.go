@@ -220,10 +220,10 @@ func (l *Log) truncateLocked(index uint64) error {
 	if s.idxF == nil {
 		// A sealed segment becomes active again: reopen its indexes.
 		var err error
-		if s.idxF, err = os.OpenFile(segmentName(l.opts.Dir, s.baseIndex, ".index"), os.O_RDWR, 0o644); err != nil {
+		if s.idxF, err = os.OpenFile(segmentName(l.opts.Dir, s.baseIndex, ".index"), os.O_RDWR, filePerm); err != nil {
 			return err
 		}
-		if s.timF, err = os.OpenFile(segmentName(l.opts.Dir, s.baseIndex, ".timeindex"), os.O_RDWR, 0o644); err != nil {
+		if s.timF, err = os.OpenFile(segmentName(l.opts.Dir, s.baseIndex, ".timeindex"), os.O_RDWR, filePerm); err != nil {
 			return err
 		}
 		if _, err := s.idxF.Seek(0, io.SeekEnd); err != nil {

@@ -1,0 +1,188 @@
+package log
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// segmentFiles returns the log's segment files in order.
+func segmentFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no segments in %s: %v", dir, err)
+	}
+	return segs
+}
+
+// framePositions returns where each frame of a segment file starts.
+func framePositions(t *testing.T, data []byte) []int {
+	t.Helper()
+	var out []int
+	for p := 0; p+frameHeaderSize <= len(data); {
+		h, ok := decodeHeader(data[p:])
+		if !ok {
+			t.Fatalf("bad frame at %d", p)
+		}
+		out = append(out, p)
+		p += int(h.size())
+	}
+	return out
+}
+
+// TestCorruptMiddleOfActiveSegmentRefuses flips a byte in a frame that has
+// intact frames after it, in the part of the active segment that startup
+// scans: after the last index record, or everything when the index file
+// (not fsynced while the segment is active) was lost. The frames after it
+// may have been fsynced and acknowledged: Open must refuse and say what to
+// do, not cut them off, and leave the file as it was. The documented
+// operator action then opens the log.
+func TestCorruptMiddleOfActiveSegmentRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		bad       int // entry whose frame is damaged
+		lostIndex bool
+	}{
+		{"at the last index record", 49, false},
+		{"after the last index record", 50, false},
+		{"lost index file", 31, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCorruptMiddle(t, tc.bad, tc.lostIndex) })
+	}
+}
+
+func testCorruptMiddle(t *testing.T, entry int, lostIndex bool) {
+	dir := t.TempDir()
+	l := openTest(t, dir, 1<<20)
+	appendBatches(t, l, 1, 1, 51, 1) // index records at 1, 4, ... 49
+	l.Close()
+	f := segmentFiles(t, dir)[0]
+	data, _ := os.ReadFile(f)
+	pos := framePositions(t, data)
+	bad := pos[entry-1]
+	data[bad+frameHeaderSize+20] ^= 0xFF
+	if err := os.WriteFile(f, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if lostIndex {
+		os.Truncate(strings.TrimSuffix(f, ".log")+".index", 0)
+	}
+
+	_, err := Open(Options{Dir: dir, SegmentBytes: 1 << 20, IndexInterval: 256})
+	var ce *CorruptionError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open: want a CorruptionError, got %v", err)
+	}
+	if ce.Pos != int64(bad) || ce.After != uint64(entry-1) || ce.Next != uint64(entry+1) {
+		t.Fatalf("error says pos %d after %d next %d; want %d %d %d", ce.Pos, ce.After, ce.Next, bad, entry-1, entry+1)
+	}
+	for _, want := range []string{filepath.Base(f), "truncate -s", "refusing"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q does not say %q", err, want)
+		}
+	}
+	if after, _ := os.ReadFile(f); !bytes.Equal(after, data) {
+		t.Fatal("a refused open changed the segment")
+	}
+
+	// The operator action from the message: cut at the damage.
+	if err := os.Truncate(f, ce.Pos); err != nil {
+		t.Fatal(err)
+	}
+	l2 := openTest(t, dir, 1<<20)
+	if l2.LastIndex() != uint64(entry-1) || l2.NextOffset() != int64(entry-1) {
+		t.Fatalf("after the cut: last %d next %d", l2.LastIndex(), l2.NextOffset())
+	}
+	appendBatches(t, l2, uint64(entry), 2, 1, 1)
+}
+
+// TestTornWriteWithZeroedSectorIsCut: a power cut can leave a multi-page
+// write with a middle page never written (zeros) and a later one on disk.
+// That write was never fsynced, so it is cut like a torn tail.
+func TestTornWriteWithZeroedSectorIsCut(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, 1<<20)
+	appendBatches(t, l, 1, 1, 10, 1)
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// One write of several large frames: the torn one.
+	var es []Entry
+	for i := uint64(11); i <= 14; i++ {
+		es = append(es, Entry{Index: i, Term: 1, Kind: KindBatch, Payload: testBatch(1, int64(i), strings.Repeat("p", 3000))})
+	}
+	if err := l.Append(es); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	f := segmentFiles(t, dir)[0]
+	data, _ := os.ReadFile(f)
+	pos := framePositions(t, data)
+	// Zero the sectors in the middle of frame 11: frames 12-14 stay intact.
+	from := (pos[10] + frameHeaderSize + 600) / sectorSize * sectorSize
+	copy(data[from:], make([]byte, 2*sectorSize))
+	if err := os.WriteFile(f, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The index records of the torn write were not fsynced either.
+	os.Truncate(strings.TrimSuffix(f, ".log")+".index", 0)
+	l2 := openTest(t, dir, 1<<20)
+	if l2.LastIndex() != 10 {
+		t.Fatalf("last %d, want the torn write cut after 10", l2.LastIndex())
+	}
+	appendBatches(t, l2, 11, 1, 1, 1)
+}
+
+// TestCorruptSealedSegmentRefuses: a sealed segment was fsynced whole, so
+// any bad frame in it is damage, reported as a CorruptionError.
+func TestCorruptSealedSegmentRefuses(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, 2048)
+	appendBatches(t, l, 1, 1, 60, 1)
+	l.Close()
+	f := segmentFiles(t, dir)[0]
+	data, _ := os.ReadFile(f)
+	data[len(data)-5] ^= 0xFF
+	os.WriteFile(f, data, 0o600)
+	_, err := Open(Options{Dir: dir, SegmentBytes: 2048, IndexInterval: 256})
+	var ce *CorruptionError
+	if !errors.As(err, &ce) {
+		t.Fatalf("open: %v", err)
+	}
+}
+
+// TestDataFilesArePrivate: files 0600, the directory 0700, also for a
+// directory that existed with wider permissions.
+func TestDataFilesArePrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "p")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l := openTest(t, dir, 1024)
+	appendBatches(t, l, 1, 1, 30, 1)
+	appendBatches(t, l, 31, 2, 1, 1)
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Truncate(20); err != nil { // rewrites the epochs file
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(dir)
+	if st.Mode().Perm() != 0o700 {
+		t.Errorf("directory mode %v", st.Mode().Perm())
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		info, _ := e.Info()
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v", e.Name(), info.Mode().Perm())
+		}
+	}
+	if len(ents) < 4 {
+		t.Fatalf("only %d files", len(ents))
+	}
+}
