@@ -168,3 +168,38 @@ func TestConcurrentSyncWaitsForTheFsync(t *testing.T) {
 		t.Fatal("second Sync never returned")
 	}
 }
+
+// TestFailedTruncationLeavesLogConsistent: an fsync that fails after a
+// conflict truncation cut the segment must leave memory agreeing with the
+// file, and the log must take the retried append.
+func TestFailedTruncationLeavesLogConsistent(t *testing.T) {
+	dir := t.TempDir()
+	var fail atomic.Bool
+	l := openHooked(t, dir, 1<<20, func(p string) error {
+		if p == pointTruncCut && fail.CompareAndSwap(true, false) {
+			return errInjected
+		}
+		return nil
+	})
+	appendBatches(t, l, 1, 1, 10, 1)
+	fail.Store(true)
+	err := l.Append([]Entry{{Index: 5, Term: 2, Kind: KindBatch, Payload: testBatch(1, 5, "new")}})
+	if !errors.Is(err, errInjected) {
+		t.Fatalf("append: %v", err)
+	}
+	if l.LastIndex() != 4 || l.NextOffset() != 4 {
+		t.Fatalf("after the failed truncation: last %d next %d", l.LastIndex(), l.NextOffset())
+	}
+	if es, err := l.Entries(1, 5, 1<<20); err != nil || len(es) != 4 {
+		t.Fatalf("entries: %d %v", len(es), err)
+	}
+	appendBatches(t, l, 5, 2, 2, 1)
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l2 := openTest(t, dir, 1<<20)
+	if term, _ := l2.Term(6); l2.LastIndex() != 6 || term != 2 {
+		t.Fatalf("reopen: last %d term %d", l2.LastIndex(), term)
+	}
+}

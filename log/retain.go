@@ -50,8 +50,13 @@ func (l *Log) Retain(r Retention, now time.Time) (int, error) {
 		}
 		total -= s.size
 		l.segs = l.segs[1:]
-		l.dropSegment(s)
+		if err := l.dropSegment(s); err != nil {
+			return deleted, err
+		}
 		deleted++
 	}
+	// The base moved before the unlinks (writeEpochs), so segments that
+	// come back after a power cut are removed at the next Open; no
+	// directory fsync is needed here.
 	return deleted, nil
 }

@@ -3,9 +3,6 @@ package log
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
-	"os"
-	"sort"
 	"time"
 )
 
@@ -193,136 +190,10 @@ func (l *Log) rollLocked(index uint64, offset int64) error {
 		return err
 	}
 	l.segs = append(l.segs, s)
+	if err := l.at(pointRollCreated); err != nil {
+		return err
+	}
 	return syncDir(l.opts.Dir)
-}
-
-// Truncate removes every entry after index.
-func (l *Log) Truncate(index uint64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.truncateLocked(index)
-}
-
-func (l *Log) truncateLocked(index uint64) error {
-	if index >= l.lastIndexLocked() {
-		return nil
-	}
-	if index < l.base.index {
-		return fmt.Errorf("log %s: truncate to %d before base %d", l.opts.Dir, index, l.base.index)
-	}
-	// Drop whole segments that start after index.
-	for len(l.segs) > 1 && l.active().baseIndex > index {
-		s := l.active()
-		l.segs = l.segs[:len(l.segs)-1]
-		l.dropSegment(s)
-	}
-	s := l.active()
-	if s.idxF == nil {
-		// A sealed segment becomes active again: reopen its indexes.
-		var err error
-		if s.idxF, err = os.OpenFile(segmentName(l.opts.Dir, s.baseIndex, ".index"), os.O_RDWR, filePerm); err != nil {
-			return err
-		}
-		if s.timF, err = os.OpenFile(segmentName(l.opts.Dir, s.baseIndex, ".timeindex"), os.O_RDWR, filePerm); err != nil {
-			return err
-		}
-		if _, err := s.idxF.Seek(0, io.SeekEnd); err != nil {
-			return err
-		}
-		if _, err := s.timF.Seek(0, io.SeekEnd); err != nil {
-			return err
-		}
-	}
-	if !s.empty() && s.lastIndex <= index {
-		return l.trimEpochs(index)
-	}
-	// Find where the frame after index starts.
-	cut := int64(-1)
-	var keep *frameHeader
-	var keepPos int64
-	pos := posForIndex(s.index, index)
-	if index < s.baseIndex {
-		cut = 0
-	} else {
-		_, err := s.scan(pos, s.size, func(h *frameHeader, p int64, _ []byte) bool {
-			if h.index > index {
-				cut = p
-				return false
-			}
-			hh := *h
-			keep, keepPos = &hh, p
-			return true
-		})
-		if err != nil {
-			return err
-		}
-		if cut < 0 {
-			return fmt.Errorf("log %s: truncate: index %d not found", l.opts.Dir, index)
-		}
-	}
-	if err := s.f.Truncate(cut); err != nil {
-		return err
-	}
-	// Rebuild in-memory state for the cut segment.
-	n := sort.Search(len(s.index), func(k int) bool { return int64(s.index[k].pos) >= cut })
-	s.cutIndexes(n, len(s.times))
-	s.size = cut
-	if keep == nil {
-		s.lastIndex = 0
-		s.index, s.times = nil, nil
-		s.nextOffset = l.nextOffsetBefore(len(l.segs) - 1)
-		s.baseOffset = s.nextOffset
-		s.maxTs = -1
-	} else {
-		s.lastIndex = keep.index
-		s.nextOffset = keep.baseOffset + int64(keep.count)
-		s.sinceIndex = cut - keepPos
-		if len(s.index) > 0 {
-			s.sinceIndex = cut - int64(s.index[len(s.index)-1].pos)
-		}
-		m := sort.Search(len(s.times), func(k int) bool { return s.times[k].offset >= s.nextOffset })
-		s.cutIndexes(len(s.index), m)
-		s.maxTs = -1
-		if m > 0 {
-			s.maxTs = s.times[m-1].ts
-		}
-	}
-	if err := s.idxF.Truncate(int64(len(s.index) * indexRecordSize)); err != nil {
-		return err
-	}
-	if err := s.timF.Truncate(int64(len(s.times) * timeRecordSize)); err != nil {
-		return err
-	}
-	if _, err := s.idxF.Seek(0, io.SeekEnd); err != nil {
-		return err
-	}
-	if _, err := s.timF.Seek(0, io.SeekEnd); err != nil {
-		return err
-	}
-	s.pendingIndex, s.pendingTime = s.pendingIndex[:0], s.pendingTime[:0]
-	return l.trimEpochs(index)
-}
-
-// nextOffsetBefore is the end offset of the segments before segs[i].
-func (l *Log) nextOffsetBefore(i int) int64 {
-	for j := i - 1; j >= 0; j-- {
-		if !l.segs[j].empty() {
-			return l.segs[j].nextOffset
-		}
-	}
-	return l.base.offset
-}
-
-// dropSegment unlinks a segment's files; readers holding it finish first.
-func (l *Log) dropSegment(s *segment) {
-	if s.idxF != nil {
-		s.idxF.Close()
-		s.timF.Close()
-		s.idxF, s.timF = nil, nil
-	}
-	l.removeFiles(s.baseIndex)
-	s.removed.Store(true)
-	s.release()
 }
 
 // Sync makes everything appended so far durable. Concurrent calls are
@@ -369,26 +240,4 @@ func (l *Log) syncNow() error {
 		return fmt.Errorf("log %s: fsync: %w", l.opts.Dir, err)
 	}
 	return nil
-}
-
-// Reset discards every entry and starts the log after (index, term) with
-// the next offset at offset. A replica installing a snapshot calls it.
-func (l *Log) Reset(index, term uint64, offset int64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, s := range l.segs {
-		l.dropSegment(s)
-	}
-	l.segs = nil
-	l.base = epoch{term: term, index: index, offset: offset}
-	l.epochs = nil
-	if err := l.writeEpochs(); err != nil {
-		return err
-	}
-	s, err := createSegment(l.opts.Dir, index+1, offset)
-	if err != nil {
-		return err
-	}
-	l.segs = append(l.segs, s)
-	return syncDir(l.opts.Dir)
 }
