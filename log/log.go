@@ -39,9 +39,9 @@ func (o *Options) defaults() {
 	}
 }
 
-// Log is a segmented, indexed log of Raft entries. Append, Truncate, Sync and
-// Reset must be called from one goroutine at a time (the replica's); reads
-// may come from any goroutine.
+// Log is a segmented, indexed log of Raft entries. Append, Truncate and
+// Reset must be called from one goroutine at a time (the replica's); Sync
+// and reads may come from any goroutine.
 type Log struct {
 	opts Options
 

@@ -12,9 +12,11 @@ import (
 // KindBatch, Count comes from the batch header). The frames reach the
 // operating system but are not durable until Sync.
 //
-// A failed Append leaves the log as it was before the call, except that
-// frames already moved into a segment sealed during the call stay (they
-// are whole and fsynced); LastIndex tells what was kept.
+// A malformed batch fails Append before anything changes. A failed write
+// leaves the log as it was before the write (after any conflict truncation
+// the call made), except that frames already moved into a segment sealed
+// during the call stay (they are whole and fsynced); LastIndex tells what
+// was kept.
 func (l *Log) Append(entries []Entry) error {
 	if len(entries) == 0 {
 		return nil
