@@ -1,6 +1,7 @@
 package log
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,9 @@ import (
 func (l *Log) Truncate(index uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
 	return l.truncateLocked(index)
 }
 
@@ -217,6 +221,9 @@ func (l *Log) dropSegment(s *segment) error {
 func (l *Log) Reset(index, term uint64, offset int64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
 	// A failed unlink is reported, but the reset goes on, so the log
 	// in memory is whole either way.
 	var dropErr error
@@ -229,16 +236,18 @@ func (l *Log) Reset(index, term uint64, offset int64) error {
 	}
 	l.base = epoch{term: term, index: index, offset: offset}
 	l.epochs = nil
+	// The new base is durable before the new segment exists: a crash in
+	// between leaves no segment, and Open starts one after the base.
+	epErr := l.writeEpochs()
 	s, err := createSegment(l.opts.Dir, index+1, offset)
 	if err != nil {
-		return err
+		// No segment to append to: later calls get ErrClosed, not a panic.
+		l.closed = true
+		return errors.Join(epErr, err)
 	}
 	l.segs = append(l.segs, s)
-	if err := l.writeEpochs(); err != nil {
-		return err
-	}
 	if err := syncDir(l.opts.Dir); err != nil {
-		return err
+		return errors.Join(epErr, err)
 	}
-	return dropErr
+	return errors.Join(epErr, dropErr)
 }
