@@ -220,18 +220,25 @@ func (l *Log) Sync() error {
 // syncNow fsyncs the term history, then the active segment. Callers hold
 // syncMu.
 func (l *Log) syncNow() error {
-	l.mu.Lock()
+	l.mu.RLock()
 	if l.closed {
-		l.mu.Unlock()
+		l.mu.RUnlock()
 		return ErrClosed
 	}
 	s := l.active()
 	s.acquire()
-	err := l.syncEpochs()
-	l.mu.Unlock()
+	epochs := l.dirtyEp || l.epUnsynced
+	l.mu.RUnlock()
 	defer s.release()
-	if err != nil {
-		return err
+	if epochs {
+		// Rare (a new term or a rewrite): only then does Sync block
+		// readers.
+		l.mu.Lock()
+		err := l.syncEpochs()
+		l.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	// The segment fsync runs without the lock, so fetches and appends
 	// go on during it.
