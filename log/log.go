@@ -200,25 +200,20 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
-	var err error
+	// The term history first, as in Sync: no durable frame without its term.
+	err := l.syncEpochs()
+	if l.epF != nil {
+		l.epF.Close()
+		l.epF = nil
+	}
 	if len(l.segs) > 0 {
 		s := l.active()
-		err = s.flushIndexes()
+		if e := s.flushIndexes(); e != nil && err == nil {
+			err = e
+		}
 		if e := s.f.Sync(); e != nil && err == nil {
 			err = e
 		}
-	}
-	if l.dirtyEp {
-		if e := l.writeEpochs(); e != nil && err == nil {
-			err = e
-		}
-	}
-	if l.epF != nil {
-		if e := l.epF.Sync(); e != nil && err == nil {
-			err = e
-		}
-		l.epF.Close()
-		l.epF = nil
 	}
 	l.closeFiles()
 	return err

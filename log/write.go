@@ -234,7 +234,10 @@ func (l *Log) syncNow() error {
 		// Rare (a new term or a rewrite): only then does Sync block
 		// readers.
 		l.mu.Lock()
-		err := l.syncEpochs()
+		err := ErrClosed
+		if !l.closed {
+			err = l.syncEpochs()
+		}
 		l.mu.Unlock()
 		if err != nil {
 			return err
