@@ -23,3 +23,27 @@ func BenchmarkReadBatchesTail(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppend is a replica's write path: small batches of batches,
+// no fsync, segments rolling.
+func BenchmarkAppend(b *testing.B) {
+	l, err := Open(Options{Dir: b.TempDir(), SegmentBytes: 8 << 20, IndexInterval: 4096})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	payload := testBatch(8, 1, "a value of some sixty-four bytes, as a small producer would send")
+	es := make([]Entry, 4)
+	next := uint64(1)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(es) * len(payload)))
+	for b.Loop() {
+		for i := range es {
+			es[i] = Entry{Index: next, Term: 1, Kind: KindBatch, Payload: payload}
+			next++
+		}
+		if err := l.Append(es); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
