@@ -67,7 +67,9 @@
 // the old segment and its indexes, so a closed segment and its indexes are
 // trusted at startup. Retention deletes whole closed segments from the front,
 // never past the caller's limit (the applied index); it moves the base in the
-// epochs file first, and Open removes segments left wholly before the base.
+// epochs file first, and Open removes segments left wholly before the base
+// (by retention, or by a Reset, which writes the new base before it creates
+// the new segment).
 //
 // At startup each segment is read from its last valid index record to its end
 // (the active segment's index is not fsynced, so after a power cut that can

@@ -63,6 +63,19 @@ func (l *Log) loadSegments() error {
 		if err != nil {
 			return err
 		}
+		if len(l.segs) == 0 && !s.empty() && s.lastIndex <= l.base.index {
+			// Wholly before the base: left by a Reset whose unlinks a
+			// crash lost after the new base was written.
+			s.close()
+			l.epochs = l.epochs[:known]
+			if err := l.removeFiles(b); err != nil {
+				return err
+			}
+			if err := syncDir(l.opts.Dir); err != nil {
+				return err
+			}
+			continue
+		}
 		if len(l.segs) == 0 && b > l.base.index+1 {
 			s.close()
 			return &CorruptionError{Dir: l.opts.Dir, Segment: filepath.Base(s.f.Name()), After: l.base.index,

@@ -264,3 +264,37 @@ func TestMissingFirstSegmentRefuses(t *testing.T) {
 		t.Fatalf("open: %v", err)
 	}
 }
+
+// TestResetLeftoversAreRemoved: a crash after Reset wrote the new base but
+// before its unlinks reached the disk leaves old segments wholly before the
+// base (and no new one). Open must drop them and start after the base.
+func TestResetLeftoversAreRemoved(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, 1024)
+	appendBatches(t, l, 1, 1, 30, 1)
+	old := segmentFiles(t, dir)
+	var files []string
+	for _, f := range old {
+		b := strings.TrimSuffix(f, ".log")
+		files = append(files, b+".log", b+".index", b+".timeindex")
+	}
+	saved := copyFiles(t, files)
+	if err := l.Reset(500, 4, 7000); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	for _, f := range segmentFiles(t, dir) { // the new segment was not created yet
+		os.Remove(f)
+	}
+	for f, b := range saved {
+		os.WriteFile(f, b, 0o600)
+	}
+	l2 := openTest(t, dir, 1024)
+	if l2.FirstIndex() != 501 || l2.LastIndex() != 500 || l2.NextOffset() != 7000 {
+		t.Fatalf("first %d last %d next %d", l2.FirstIndex(), l2.LastIndex(), l2.NextOffset())
+	}
+	appendBatches(t, l2, 501, 4, 1, 1)
+	if got := segmentFiles(t, dir); len(got) != 1 {
+		t.Fatalf("segments left: %v", got)
+	}
+}
