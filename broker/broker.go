@@ -69,6 +69,8 @@ type Broker struct {
 	transfersFailed  prometheus.Counter
 	shutdownDuration prometheus.Gauge
 	closeOnce        sync.Once
+	// stopReplicas is shutdown stage 3 (host.StopReplicas); tests slow it.
+	stopReplicas func() error
 }
 
 type tpKey struct {
@@ -124,6 +126,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.host = host
+	b.stopReplicas = host.StopReplicas
 	b.coord = coordinator.New(coordinator.Config{
 		Store:  offsetStore{b: b},
 		Owns:   b.ownsGroup,
@@ -169,9 +172,16 @@ func (b *Broker) registerMetrics() error {
 	return nil
 }
 
-// Start opens the metadata group, starts Raft, the listeners and the
-// background loops.
-func (b *Broker) Start() error {
+// Start binds the listeners, opens the metadata group and starts Raft and
+// the background loops. When a step fails (a port in use, say), what the
+// earlier steps started is stopped again: a failed Start leaves nothing
+// running, and Close after it is a no-op.
+func (b *Broker) Start() (err error) {
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
 	var peers []uint64
 	for _, n := range b.cfg.Cluster.Nodes {
 		peers = append(peers, uint64(n.ID))
@@ -179,12 +189,18 @@ func (b *Broker) Start() error {
 	if err := b.host.Start(); err != nil {
 		return err
 	}
+	// The listener is bound now (a port in use fails the start), but
+	// accepts only once this node's partitions know their leaders (see
+	// bootstrapLoop): a client served earlier would get answers without
+	// leader hints and wait for its next metadata refresh.
+	if err := b.kafka.Listen(); err != nil {
+		return err
+	}
 	meta, err := b.host.AddReplica(raft.ReplicaConfig{Group: metaGroup, Name: metaName,
 		Dir: filepath.Join(b.cfg.DataDir, metaName), Peers: peers, SM: b.metaSM,
 		CompactToSnapshot: true, SnapshotEntries: 5000, ForwardProposals: true,
 		Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
 	if err != nil {
-		b.host.Close()
 		return err
 	}
 	b.meta = meta
@@ -192,18 +208,8 @@ func (b *Broker) Start() error {
 	b.wg.Add(2)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
-	// The listener is bound now (a port in use fails the start), but
-	// accepts only once this node's partitions know their leaders (see
-	// bootstrapLoop): a client served earlier would get answers without
-	// leader hints and wait for its next metadata refresh.
-	if err := b.kafka.Listen(); err != nil {
-		b.host.Close()
-		return err
-	}
 	if b.admin != nil {
 		if err := b.admin.Start(); err != nil {
-			b.kafka.Close()
-			b.host.Close()
 			return err
 		}
 	}
@@ -367,8 +373,7 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	if err != nil {
 		return err
 	}
-	p.rep = rep
-	p.initHW()
+	p.attach(rep)
 	b.mu.Lock()
 	b.parts[g] = p
 	b.byTP[tpKey{w.topic, w.index}] = p

@@ -24,7 +24,13 @@ type partition struct {
 	topic string
 	index int32
 	group uint64
-	rep   *raft.Replica
+	// rep is set by attach before the partition is reachable by requests,
+	// and read only by them. Raft may run the replica on a worker before
+	// attach (a snapshot install calls Restore), so that side uses live and
+	// restored instead.
+	rep      *raft.Replica
+	live     atomic.Pointer[raft.Replica]
+	restored atomic.Uint64 // last index given to Restore
 
 	hw     atomic.Int64 // committed end offset: consumers never read past it
 	notify atomic.Pointer[chan struct{}]
@@ -79,11 +85,26 @@ func (p *partition) Apply(ents []raft.Committed) error {
 		hw = e.BaseOffset + int64(e.Count)
 	}
 	p.mu.Unlock()
-	if hw >= 0 && hw != p.hw.Load() {
-		p.hw.Store(hw)
-		p.wake()
+	if hw >= 0 {
+		p.raiseHW(hw)
 	}
 	return nil
+}
+
+// raiseHW moves the high watermark up to hw, never down: committed entries
+// stay committed, so a lower value is a stale one (initHW reading an
+// applied index that Apply or Restore has since passed on a worker).
+func (p *partition) raiseHW(hw int64) {
+	for {
+		cur := p.hw.Load()
+		if hw <= cur {
+			return
+		}
+		if p.hw.CompareAndSwap(cur, hw) {
+			p.wake()
+			return
+		}
+	}
 }
 
 // Snapshot implements raft.StateMachine: the producer state.
@@ -102,27 +123,34 @@ func (p *partition) Restore(index uint64, data []byte) error {
 	p.mu.Lock()
 	p.producers = ps
 	p.mu.Unlock()
-	if p.rep != nil {
-		if hw, err := p.rep.Log().EndOffsetAt(index); err == nil {
-			p.hw.Store(hw)
-		} else {
-			_, _, off := p.rep.Log().Base()
-			p.hw.Store(off)
-		}
-		p.wake()
+	// Restore runs while the replica opens (before attach) or on a worker.
+	// Recording the index before looking for the replica, while attach
+	// stores the replica before reading the index, means one of the two
+	// always sets the high watermark for it.
+	p.restored.Store(max(p.restored.Load(), index))
+	if rep := p.live.Load(); rep != nil {
+		p.raiseHW(endOffsetAt(rep, index))
 	}
 	return nil
 }
 
-// initHW sets the high watermark after the replica opened: it is the end of
-// the applied entries (raft re-applies the rest as they commit).
-func (p *partition) initHW() {
-	st := p.rep.Status()
-	if hw, err := p.rep.Log().EndOffsetAt(st.Applied); err == nil {
-		p.hw.Store(hw)
-	} else {
-		p.hw.Store(p.rep.Log().StartOffset())
+// attach hands the partition its replica once AddReplica returned, and
+// sets the high watermark to the end of what is applied (raft applies the
+// rest as it commits). Call it before the partition is published to
+// requests.
+func (p *partition) attach(rep *raft.Replica) {
+	p.rep = rep
+	p.live.Store(rep)
+	p.raiseHW(endOffsetAt(rep, max(rep.Status().Applied, p.restored.Load())))
+}
+
+// endOffsetAt is the Kafka end offset of the log at raft index i, or the
+// log start when i is below what the log still holds.
+func endOffsetAt(rep *raft.Replica, i uint64) int64 {
+	if hw, err := rep.Log().EndOffsetAt(i); err == nil {
+		return hw
 	}
+	return rep.Log().StartOffset()
 }
 
 func (p *partition) hint(st *raft.Status) kafka.LeaderHint {

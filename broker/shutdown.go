@@ -25,6 +25,7 @@ type ShutdownReport struct {
 	Transferred       int
 	TransferFailed    int
 	DrainTimedOut     bool
+	WALSyncTimedOut   bool // stage 3 overran; Shutdown still waited for it
 	TransferDurations []time.Duration
 }
 
@@ -92,16 +93,18 @@ func (b *Broker) Shutdown() ShutdownReport {
 	b.cancel()
 	b.wg.Wait()
 	b.coord.Close()
-	done := make(chan error, 1)
-	go func() { done <- b.host.StopReplicas() }()
+	walDone := make(chan error, 1)
+	go func() { walDone <- b.stopReplicas() }()
 	select {
-	case err := <-done:
+	case err := <-walDone:
+		walDone = nil
 		if err != nil {
 			lg.Error("WAL sync failed", "err", err)
 		} else {
 			lg.Info("WAL sync complete")
 		}
 	case <-time.After(b.cfg.WALSyncTimeout):
+		rep.WALSyncTimedOut = true
 		lg.Warn("WAL sync timeout after " + fmtDur(b.cfg.WALSyncTimeout))
 	}
 
@@ -111,6 +114,18 @@ func (b *Broker) Shutdown() ShutdownReport {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		b.admin.Close(ctx)
 		cancel()
+	}
+	if walDone != nil {
+		// The timeout let step 4 go ahead, but the fsyncs and file closes
+		// still run: returning now would let the process exit in the middle
+		// of one. Wait for them; a second signal or the command's overall
+		// deadline is what cuts a disk that never answers.
+		lg.Warn("Waiting for the WAL sync still in progress before exiting")
+		if err := <-walDone; err != nil {
+			lg.Error("WAL sync failed", "err", err)
+		} else {
+			lg.Info("WAL sync complete (after the timeout)")
+		}
 	}
 	b.closeOnce.Do(func() {
 		b.host.Close()

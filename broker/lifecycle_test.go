@@ -1,0 +1,245 @@
+package broker
+
+import (
+	"context"
+	"encoding/binary"
+	"hash/crc32"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/chronik-dev/chronik/kafka"
+	clog "github.com/chronik-dev/chronik/log"
+	"github.com/chronik-dev/chronik/raft"
+)
+
+// loopbackPorts reserves n loopback addresses (closed again before use).
+func loopbackPorts(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ln.Addr().String())
+		defer ln.Close()
+	}
+	return out
+}
+
+// oneNodeConfig is a single-node cluster on loopback with a short raft
+// tick, so elections take milliseconds.
+func oneNodeConfig(t *testing.T) Config {
+	ports := loopbackPorts(t, 3)
+	cf := &ClusterFile{ClusterID: "test", OffsetsPartitions: 1,
+		Nodes: []NodeSpec{{ID: 1, Kafka: ports[0], Raft: ports[1], Admin: ports[2]}}}
+	if err := cf.check(); err != nil {
+		t.Fatal(err)
+	}
+	return Config{NodeID: 1, Cluster: cf, DataDir: t.TempDir(), RaftTick: 10 * time.Millisecond,
+		DrainTimeout: time.Second, TransferTimeout: time.Second}
+}
+
+// startNode starts a broker from cfg and waits until it is ready; the test
+// closes it.
+func startNode(t *testing.T, cfg Config) *Broker {
+	t.Helper()
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	deadline := time.Now().Add(20 * time.Second)
+	for !b.ready.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("node not ready within 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return b
+}
+
+// newTopic creates a one-partition topic and returns its local partition
+// once it leads.
+func newTopic(t *testing.T, b *Broker, name string) *partition {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res := b.CreateTopics(ctx, []kafka.CreateTopic{{Name: name, Partitions: 1, ReplicationFactor: 1}}, false)
+	if res[0].Err != 0 {
+		t.Fatalf("create %s: error %d %s", name, res[0].Err, res[0].Message)
+	}
+	p := b.partitionByName(name, 0)
+	if p == nil {
+		t.Fatalf("%s-0 not open after create", name)
+	}
+	if st := p.waitLeaderReady(5 * time.Second); !st.IsLeader() || !st.LeaderReady {
+		t.Fatalf("%s-0 did not become a ready leader: %+v", name, st)
+	}
+	return p
+}
+
+// produceN appends n one-record batches, each acknowledged once committed (acks=all).
+func produceN(t *testing.T, p *partition, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		res := p.produce(testBatch(t), -1, 5*time.Second)(context.Background())
+		if res.Err != 0 {
+			t.Fatalf("produce %d: error %d %s", i, res.Err, res.Message)
+		}
+	}
+}
+
+// testBatch is a valid v2 record batch of one record, without producer id,
+// framed and checksummed as a client sends it.
+func testBatch(t *testing.T) []byte {
+	t.Helper()
+	r := kmsg.Record{Value: []byte("hi")}
+	r.Length = int32(len(r.AppendTo(nil)) - 1)
+	b := kmsg.RecordBatch{PartitionLeaderEpoch: -1, Magic: 2, FirstTimestamp: time.Now().UnixMilli(),
+		MaxTimestamp: time.Now().UnixMilli(), ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1,
+		NumRecords: 1, Records: r.AppendTo(nil)}
+	raw := b.AppendTo(nil)
+	binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
+	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	if !clog.BatchCRCValid(raw) {
+		t.Fatal("test batch CRC")
+	}
+	return raw
+}
+
+// TestAttachRacesRestore: raft may run a replica (a snapshot install calls
+// Restore) before openReplica has handed the partition its replica. Under
+// -race this failed while Restore read the plain p.rep field.
+func TestAttachRacesRestore(t *testing.T) {
+	b := startNode(t, oneNodeConfig(t))
+	p := newTopic(t, b, "attach")
+	produceN(t, p, 3)
+	rep, applied, want := p.rep, p.rep.Status().Applied, p.hw.Load()
+	if want != 3 {
+		t.Fatalf("high watermark %d after 3 acknowledged records", want)
+	}
+	for i := 0; i < 50; i++ {
+		q := newPartition(b, p.topic, p.index, p.group)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := q.Restore(applied, nil); err != nil {
+				t.Error(err)
+			}
+		}()
+		q.attach(rep)
+		wg.Wait()
+		if got := q.hw.Load(); got != want {
+			t.Fatalf("round %d: high watermark %d after restore and attach, want %d", i, got, want)
+		}
+	}
+}
+
+// TestAttachKeepsNewerHighWatermark: entries applied on a worker between
+// AddReplica and attach must not be undone by attach's initial high
+// watermark (it used to overwrite it with the older applied end).
+func TestAttachKeepsNewerHighWatermark(t *testing.T) {
+	b := startNode(t, oneNodeConfig(t))
+	p := newTopic(t, b, "hw")
+	produceN(t, p, 2)
+	q := newPartition(b, p.topic, p.index, p.group)
+	if err := q.Apply([]raft.Committed{{Index: 1 << 40, Kind: clog.KindCommand, BaseOffset: 100, Count: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	q.attach(p.rep)
+	if got := q.hw.Load(); got != 105 {
+		t.Fatalf("attach moved the high watermark from 105 to %d", got)
+	}
+}
+
+// TestStartFailureStopsEverything: a Start that fails because the Kafka
+// port is taken must stop the loops and Raft it already started (they
+// used to run on), and free the Raft port for the next attempt.
+func TestStartFailureStopsEverything(t *testing.T) {
+	cfg := oneNodeConfig(t)
+	taken, err := net.Listen("tcp", cfg.Cluster.Nodes[0].Kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err == nil {
+		b.Close()
+		t.Fatal("Start succeeded with the Kafka port taken")
+	}
+	done := make(chan struct{})
+	go func() { b.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		b.Close()
+		t.Fatal("background loops still running 5s after Start failed")
+	}
+	select {
+	case <-b.Done():
+	default:
+		t.Fatal("Done not closed after a failed Start")
+	}
+	ln, err := net.Listen("tcp", cfg.Cluster.Nodes[0].Raft)
+	if err != nil {
+		t.Fatalf("raft port still bound after a failed Start: %v", err)
+	}
+	ln.Close()
+	// The same node starts once the port is free.
+	taken.Close()
+	cfg.Registry = nil
+	startNode(t, cfg)
+}
+
+// TestShutdownWaitsForSlowWALSync: when stage 3 overruns its timeout the
+// node goes on to stage 4, but Shutdown (and so the process) must not end
+// while the fsyncs still run.
+func TestShutdownWaitsForSlowWALSync(t *testing.T) {
+	cfg := oneNodeConfig(t)
+	cfg.WALSyncTimeout = 50 * time.Millisecond
+	b := startNode(t, cfg)
+	produceN(t, newTopic(t, b, "slow"), 2)
+	release := make(chan struct{})
+	var syncEnded time.Time
+	stop := b.stopReplicas
+	b.stopReplicas = func() error {
+		<-release
+		err := stop()
+		syncEnded = time.Now()
+		return err
+	}
+	var rep ShutdownReport
+	returned := make(chan time.Time, 1)
+	go func() { rep = b.Shutdown(); returned <- time.Now() }()
+	select {
+	case <-returned:
+		close(release)
+		t.Fatal("Shutdown returned while the WAL sync was still running")
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(release)
+	var at time.Time
+	select {
+	case at = <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after the WAL sync ended")
+	}
+	if !rep.WALSyncTimedOut {
+		t.Error("report does not say stage 3 timed out")
+	}
+	if at.Before(syncEnded) {
+		t.Errorf("Shutdown returned %v before the sync ended", syncEnded.Sub(at))
+	}
+}
