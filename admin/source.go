@@ -40,8 +40,12 @@ type PartitionStatus struct {
 	HighWatermark  int64   `json:"high_watermark"`   // -1 when unknown on this node
 	LogStartOffset int64   `json:"log_start_offset"` // -1 when unknown on this node
 	AppliedIndex   uint64  `json:"applied_index"`    // this node's applied Raft index, 0 if not a replica
-	Status         string  `json:"status"`           // "healthy", "under_replicated", "offline"
+	Status         string  `json:"status"`           // "healthy", "under_replicated", "offline", "failed"
 	Internal       bool    `json:"internal"`
+	// Failed is set when this node's replica stopped after a storage error
+	// (a failed write or fsync): the error. The replica serves nothing
+	// until the node restarts on a writable disk.
+	Failed string `json:"failed,omitempty"`
 }
 
 // NodeStatus is one cluster node as seen from here.

@@ -51,6 +51,9 @@ type Broker struct {
 	offsets map[uint64]*offsetsPartition
 	cfgs    map[string]*topicConfig
 
+	failMu   sync.Mutex
+	failures map[string]string // replica name -> the storage error that stopped it
+
 	reqSeq       atomic.Uint64
 	reconcileCh  chan struct{}
 	leadershipCh chan struct{}
@@ -89,7 +92,7 @@ func New(cfg Config) (*Broker, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, logger: cfg.Logger, reg: cfg.Registry, view: newClusterView(),
 		parts: map[uint64]*partition{}, byTP: map[tpKey]*partition{}, offsets: map[uint64]*offsetsPartition{},
-		cfgs: map[string]*topicConfig{}, reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
+		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
 		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	if err := b.registerMetrics(); err != nil {
@@ -115,9 +118,7 @@ func New(cfg Config) (*Broker, error) {
 		Fsync: policy, FsyncInterval: cfg.FsyncInterval, LagTime: cfg.ISRLagTime,
 		RetentionInterval: cfg.RetentionInterval, AutoRebalance: cfg.AutoLeaderRebalance,
 		RebalanceDelay: cfg.RebalanceDelay, Logger: cfg.Logger,
-		OnStorageError: func(name string, err error) {
-			b.logger.Error("partition stopped by a storage error; the node keeps serving the others", "partition", name, "err", err)
-		},
+		OnStorageError: b.onStorageError,
 		OnLeaderChange: b.onLeaderChange,
 		OnNotice:       b.onNotice,
 		OnPeer:         b.onPeer,

@@ -3,14 +3,19 @@ package broker
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"hash/crc32"
+	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/chronik-dev/chronik/admin"
 	"github.com/chronik-dev/chronik/kafka"
 	clog "github.com/chronik-dev/chronik/log"
 	"github.com/chronik-dev/chronik/raft"
@@ -241,5 +246,105 @@ func TestShutdownWaitsForSlowWALSync(t *testing.T) {
 	}
 	if at.Before(syncEnded) {
 		t.Errorf("Shutdown returned %v before the sync ended", syncEnded.Sub(at))
+	}
+}
+
+// adminGet fetches an admin endpoint of b over HTTP.
+func adminGet(t *testing.T, b *Broker, path string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.AdminAddr()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// TestFailedReplicaVisible: a replica stopped by a storage error (here an
+// append the log refuses) shows in /health, /partitions and the metrics,
+// with the error, while the node's other partitions stay healthy.
+func TestFailedReplicaVisible(t *testing.T) {
+	b := startNode(t, oneNodeConfig(t))
+	p := newTopic(t, b, "doomed")
+	newTopic(t, b, "fine")
+	produceN(t, p, 1)
+	if code, body := adminGet(t, b, "/health"); code != http.StatusOK {
+		t.Fatalf("/health before the failure: %d %s", code, body)
+	}
+	p.rep.Submit(clog.KindBatch, []byte("not a record batch"))
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for {
+		ch := p.rep.Changed()
+		if p.rep.Status().Failed {
+			break
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatal("replica did not fail after a bad append")
+		}
+	}
+
+	code, body := adminGet(t, b, "/health")
+	var health struct {
+		Status     string                           `json:"status"`
+		Partitions map[string]admin.PartitionHealth `json:"partitions"`
+		Reasons    []string                         `json:"reasons"`
+	}
+	if err := json.Unmarshal([]byte(body), &health); err != nil {
+		t.Fatal(err)
+	}
+	if code != http.StatusServiceUnavailable || health.Status != admin.StatusUnhealthy {
+		t.Errorf("/health with a failed replica: %d %s", code, health.Status)
+	}
+	if ph := health.Partitions["doomed-0"]; ph.Status != admin.StatusFailed || ph.Failed == "" {
+		t.Errorf("/health doomed-0: %+v", ph)
+	}
+	if ph := health.Partitions["fine-0"]; ph.Status != admin.StatusHealthy {
+		t.Errorf("/health fine-0: %+v", ph)
+	}
+	if !strings.Contains(strings.Join(health.Reasons, "\n"), "doomed-0: replica on node 1 failed: ") {
+		t.Errorf("/health reasons: %v", health.Reasons)
+	}
+
+	_, body = adminGet(t, b, "/partitions")
+	var parts []admin.PartitionStatus
+	if err := json.Unmarshal([]byte(body), &parts); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ps := range parts {
+		switch ps.Topic {
+		case "doomed":
+			found = true
+			if ps.Status != admin.StatusFailed || ps.Failed == "" || ps.HighWatermark != 1 {
+				t.Errorf("/partitions doomed-0: %+v", ps)
+			}
+		case "fine":
+			if ps.Failed != "" || ps.Status != admin.StatusHealthy {
+				t.Errorf("/partitions fine-0: %+v", ps)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("/partitions lists no doomed-0: %s", body)
+	}
+
+	_, body = adminGet(t, b, "/metrics")
+	for _, want := range []string{`chronik_partition_failed{partition="doomed-0"} 1`, `chronik_partition_failed{partition="fine-0"} 0`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }
