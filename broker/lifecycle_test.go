@@ -61,6 +61,13 @@ func startNode(t *testing.T, cfg Config) *Broker {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
+	waitReady(t, b)
+	return b
+}
+
+// waitReady waits until the node reports ready (bounded).
+func waitReady(t *testing.T, b *Broker) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !b.ready.Load() {
 		if time.Now().After(deadline) {
@@ -68,7 +75,6 @@ func startNode(t *testing.T, cfg Config) *Broker {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return b
 }
 
 // newTopic creates a one-partition topic and returns its local partition
@@ -88,6 +94,9 @@ func newTopic(t *testing.T, b *Broker, name string) *partition {
 	if st := p.waitLeaderReady(5 * time.Second); !st.IsLeader() || !st.LeaderReady {
 		t.Fatalf("%s-0 did not become a ready leader: %+v", name, st)
 	}
+	// Readiness covers the new partition too (it may have dipped while
+	// the partition opened).
+	waitReady(t, b)
 	return p
 }
 
