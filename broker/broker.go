@@ -610,19 +610,6 @@ func (b *Broker) ownsGroup(group string) bool {
 	return !b.host.Stopping() && b.offsetsPartitionFor(group) != nil
 }
 
-// viewHint is the known leader of a group for KIP-951 hints.
-func (b *Broker) viewHint(g uint64) kafka.LeaderHint {
-	if r := b.host.Replica(g); r != nil {
-		if st := r.Status(); st.Leader != 0 && st.Leader != uint64(b.cfg.NodeID) {
-			return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
-		}
-	}
-	if li, ok := b.view.get(g); ok && li.Leader > 0 && li.Leader != b.cfg.NodeID {
-		return kafka.LeaderHint{Leader: li.Leader, Epoch: li.Epoch}
-	}
-	return kafka.LeaderHint{Leader: -1, Epoch: -1}
-}
-
 // Close stops the node at once, without the graceful stages (tests, and
 // the forced path). Safe to call twice.
 func (b *Broker) Close() error {

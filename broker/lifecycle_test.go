@@ -357,3 +357,35 @@ func TestFailedReplicaVisible(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaderOf: local Raft answers for hosted groups (this node included
+// for Metadata, never in a hint), the view for the others, and a hint
+// older than the caller's term is none.
+func TestLeaderOf(t *testing.T) {
+	b := startNode(t, oneNodeConfig(t))
+	p := newTopic(t, b, "lead")
+	st := p.rep.Status()
+	if l := b.leaderOf(p.group, false); l.leader != 1 || l.epoch != int32(st.Term) || len(l.isr) != 1 {
+		t.Errorf("local group: %+v", l)
+	}
+	if h := b.leaderHint(p.group, 0); h != noHint {
+		t.Errorf("hint names this node: %+v", h)
+	}
+	const remote = 1 << 40
+	b.view.update(leaderInfo{Group: remote, Leader: 2, Epoch: 5, ISR: []int32{2, 3}})
+	if l := b.leaderOf(remote, false); l.leader != 2 || l.epoch != 5 || len(l.isr) != 2 {
+		t.Errorf("remote group: %+v", l)
+	}
+	if h := b.leaderHint(remote, 5); h.Leader != 2 || h.Epoch != 5 {
+		t.Errorf("remote hint: %+v", h)
+	}
+	if h := b.leaderHint(remote, 6); h != noHint {
+		t.Errorf("hint older than the caller's term: %+v", h)
+	}
+	// A leader announcing itself for this node's own group never becomes
+	// a hint naming this node.
+	b.view.update(leaderInfo{Group: p.group, Leader: 1, Epoch: int32(st.Term) + 1})
+	if h := b.leaderHint(p.group, 0); h != noHint {
+		t.Errorf("hint from the view names this node: %+v", h)
+	}
+}

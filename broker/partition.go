@@ -153,19 +153,12 @@ func endOffsetAt(rep *raft.Replica, i uint64) int64 {
 	return rep.Log().StartOffset()
 }
 
-func (p *partition) hint(st *raft.Status) kafka.LeaderHint {
-	if st.Leader == 0 {
-		return kafka.LeaderHint{Leader: -1, Epoch: -1}
-	}
-	return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
-}
-
 func immediate(r kafka.ProduceResult) kafka.ProduceWait {
 	return func(context.Context) kafka.ProduceResult { return r }
 }
 
 func produceErr(code int16, msg string) kafka.ProduceWait {
-	return immediate(kafka.ProduceResult{Err: code, Message: msg, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}})
+	return immediate(kafka.ProduceResult{Err: code, Message: msg, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: noHint})
 }
 
 // produce validates a batch, checks its producer sequence and proposes it.
@@ -244,17 +237,13 @@ func (p *partition) waiter(pend raft.Pending, acks int16, timeout time.Duration,
 }
 
 func (p *partition) produceFailure(err error) kafka.ProduceResult {
-	r := kafka.ProduceResult{BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}}
+	r := kafka.ProduceResult{BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: noHint}
 	var nl *raft.NotLeaderError
 	switch {
 	case errors.As(err, &nl):
 		r.Err = kerr.NotLeaderForPartition.Code
 		r.Message = nl.Error()
-		if nl.Leader != 0 && nl.Leader != uint64(p.b.cfg.NodeID) {
-			r.Hint = kafka.LeaderHint{Leader: int32(nl.Leader), Epoch: int32(nl.Term)}
-		} else {
-			r.Hint = p.knownHint(nl.Term, time.Second)
-		}
+		r.Hint = p.awayHint(nl.Term, time.Second)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		// No quorum acknowledged in time: retriable, and retries of
 		// idempotent batches are deduplicated.
@@ -265,7 +254,7 @@ func (p *partition) produceFailure(err error) kafka.ProduceResult {
 			r.Err = kerr.KafkaStorageError.Code
 		} else {
 			r.Err = kerr.NotLeaderForPartition.Code
-			r.Hint = p.b.viewHint(p.group)
+			r.Hint = p.b.leaderHint(p.group, 0)
 		}
 	default:
 		r.Err = kerr.KafkaStorageError.Code
@@ -274,40 +263,18 @@ func (p *partition) produceFailure(err error) kafka.ProduceResult {
 	return r
 }
 
+// notLeader answers a produce this replica cannot take. Without a known
+// leader to name, the answer waits for one (awayHint) in the reply, off the
+// connection's reader.
 func (p *partition) notLeader(st *raft.Status) kafka.ProduceWait {
-	h := p.hint(st)
-	if h.Leader < 0 || h.Leader == p.b.cfg.NodeID {
-		h = p.b.viewHint(p.group)
-	}
-	res := kafka.ProduceResult{Err: kerr.NotLeaderForPartition.Code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: h}
-	if h.Leader >= 0 {
+	res := kafka.ProduceResult{Err: kerr.NotLeaderForPartition.Code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1,
+		Hint: p.b.leaderHint(p.group, 0)}
+	if res.Hint.Leader >= 0 {
 		return immediate(res)
 	}
 	return func(context.Context) kafka.ProduceResult {
-		res.Hint = p.knownHint(st.Term, time.Second)
+		res.Hint = p.awayHint(st.Term, time.Second)
 		return res
-	}
-}
-
-// knownHint waits, up to d, until this replica's published status is of
-// term minTerm or later and names a leader other than itself, and returns
-// that leader as a KIP-951 hint. Right after a leadership
-// change the old leader does not know the new one for a moment (it stepped
-// down on the new term's vote, before the new leader's first append); an
-// answer without a hint would make clients wait for a metadata refresh
-// (franz-go: up to 5 s), so a brief wait here is far cheaper.
-func (p *partition) knownHint(minTerm uint64, d time.Duration) kafka.LeaderHint {
-	self := uint64(p.b.cfg.NodeID)
-	st, ok := p.awaitStatus(d, func(st *raft.Status) bool {
-		return st.Term >= minTerm && (st.IsLeader() || st.Leader != 0 && st.Leader != self)
-	})
-	switch {
-	case !ok:
-		return p.b.viewHint(p.group)
-	case st.IsLeader():
-		return kafka.LeaderHint{Leader: -1, Epoch: -1}
-	default:
-		return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
 	}
 }
 
@@ -440,14 +407,11 @@ func checkEpoch(current int32, st *raft.Status) int16 {
 }
 
 func (p *partition) fetch(req kafka.FetchPartition) (kafka.FetchResult, <-chan struct{}) {
-	res := kafka.FetchResult{HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}}
+	res := kafka.FetchResult{HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: noHint}
 	st := p.status(electionWait)
 	if !st.IsLeader() {
 		res.Err = kerr.NotLeaderForPartition.Code
-		res.Hint = p.hint(st)
-		if res.Hint.Leader < 0 {
-			res.Hint = p.b.viewHint(p.group) // status already waited for an election
-		}
+		res.Hint = p.b.leaderHint(p.group, 0) // status already waited for an election
 		return res, nil
 	}
 	if code := checkEpoch(req.CurrentEpoch, st); code != 0 {
@@ -483,7 +447,7 @@ func (p *partition) listOffset(ts int64, current int32) kafka.ListOffsetResult {
 	st := p.status(electionWait)
 	if !st.IsLeader() {
 		res.Err = kerr.NotLeaderForPartition.Code
-		res.Hint = p.hint(st)
+		res.Hint = p.b.leaderHint(p.group, 0)
 		return res
 	}
 	if code := checkEpoch(current, st); code != 0 {
