@@ -229,9 +229,11 @@ func (b *Broker) createTopics(ctx context.Context, reqs []kafka.CreateTopic, val
 	return out
 }
 
-// waitLeaders waits until every partition of a topic has a known leader.
+// waitLeaders waits until every partition of a topic has a known leader,
+// or ctx ends.
 func (b *Broker) waitLeaders(ctx context.Context, topic string) {
 	for {
+		changed := b.leaderEvents.wait()
 		t, ok := b.metaSM.topic(topic)
 		if ok {
 			all := true
@@ -246,7 +248,7 @@ func (b *Broker) waitLeaders(ctx context.Context, topic string) {
 			}
 		}
 		select {
-		case <-time.After(5 * time.Millisecond):
+		case <-changed:
 		case <-ctx.Done():
 			return
 		}

@@ -157,10 +157,11 @@ func (b *Broker) informClients() {
 	// When every peer is stopping too (the whole cluster going down), the
 	// new leaders are leaving as well: there is nowhere to send clients.
 	var allLeaving atomic.Bool
+	watched := make(chan struct{})
 	go func() {
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
+		defer close(watched)
 		for {
+			changed := b.peerEvents.wait()
 			if !b.anyPeerStaying() {
 				allLeaving.Store(true)
 				cancel()
@@ -169,11 +170,13 @@ func (b *Broker) informClients() {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-changed:
 			}
 		}
 	}()
 	waited, silent := b.kafka.AwaitActiveClients(ctx, start, informWindow)
+	cancel()
+	<-watched
 	switch {
 	case waited == 0:
 	case allLeaving.Load():
@@ -318,8 +321,11 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 				b.logger.Warn("No follower can take over leadership for "+r.Name()+"; it moves by election once peers are back", "err", err)
 				return 0, err
 			}
-			tried = map[uint64]bool{} // every candidate failed once: go round again
-			time.Sleep(20 * time.Millisecond)
+			// Every candidate failed once: go round again when something
+			// that decides the choice changes (a peer, the ISR, progress),
+			// or after a pause, since a transfer can also fail on timing.
+			tried = map[uint64]bool{}
+			b.awaitTransferChance(r, deadline)
 			continue
 		}
 		tried[target] = true
@@ -345,30 +351,48 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 	return 0, lastErr
 }
 
+// transferRetryPause bounds the wait before another round of transfer
+// attempts when nothing observable changed.
+const transferRetryPause = 100 * time.Millisecond
+
+// awaitTransferChance waits until r's status or a peer changes, the retry
+// pause passes or the deadline comes.
+func (b *Broker) awaitTransferChance(r *raft.Replica, deadline time.Time) {
+	t := time.NewTimer(min(transferRetryPause, time.Until(deadline)))
+	defer t.Stop()
+	select {
+	case <-r.Changed():
+	case <-b.peerEvents.wait():
+	case <-t.C:
+	}
+}
+
 // abandonIfGone cancels a transfer attempt as soon as its target announces
 // that it is leaving too, or goes silent: a stopping node never takes over,
 // and raft would otherwise hold the attempt for an election timeout. This
-// matters when several nodes stop at once. The returned func ends the watch.
+// matters when several nodes stop at once. The returned func ends the watch
+// and waits for it.
 func (b *Broker) abandonIfGone(ctx context.Context, cancel context.CancelFunc, target uint64) func() {
 	done := make(chan struct{})
+	ended := make(chan struct{})
 	go func() {
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
+		defer close(ended)
 		for {
+			changed := b.peerEvents.wait()
+			if b.host.PeerLeaving(target) || !b.host.PeerAlive(target) {
+				cancel()
+				return
+			}
 			select {
 			case <-done:
 				return
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				if b.host.PeerLeaving(target) || !b.host.PeerAlive(target) {
-					cancel()
-					return
-				}
+			case <-changed:
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() { close(done); <-ended }
 }
 
 // pickTarget chooses the live, in-sync, not-leaving follower with the
