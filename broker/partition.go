@@ -92,7 +92,7 @@ func (p *partition) Apply(ents []raft.Committed) error {
 }
 
 // raiseHW moves the high watermark up to hw, never down: committed entries
-// stay committed, so a lower value is a stale one (initHW reading an
+// stay committed, so a lower value is a stale one (attach reading an
 // applied index that Apply or Restore has since passed on a worker).
 func (p *partition) raiseHW(hw int64) {
 	for {
