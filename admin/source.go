@@ -42,9 +42,8 @@ type PartitionStatus struct {
 	AppliedIndex   uint64  `json:"applied_index"`    // this node's applied Raft index, 0 if not a replica
 	Status         string  `json:"status"`           // "healthy", "under_replicated", "offline", "failed"
 	Internal       bool    `json:"internal"`
-	// Failed is set when this node's replica stopped after a storage error
-	// (a failed write or fsync): the error. The replica serves nothing
-	// until the node restarts on a writable disk.
+	// Failed is set while this node's replica is stopped by a storage error
+	// (a failed write or fsync): the error. The node's log has the details.
 	Failed string `json:"failed,omitempty"`
 }
 
