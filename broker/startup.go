@@ -105,7 +105,7 @@ func (b *Broker) bootstrapStep() bool {
 		b.ready.Store(settled)
 		return true
 	}
-	if time.Since(b.started) > settleGrace {
+	if time.Since(b.started) >= settleGrace {
 		b.kafka.Serve() // the cluster may be down: serve what can be served
 	}
 	st := b.meta.Status()
@@ -154,7 +154,7 @@ func (j *joinWatch) check(b *Broker) {
 // After settleGrace it answers true regardless: a partition whose other
 // replicas are down must not keep the node unready.
 func (b *Broker) replicasSettled() bool {
-	if time.Since(b.started) > settleGrace {
+	if time.Since(b.started) >= settleGrace {
 		return true
 	}
 	if b.meta.Status().Leader == 0 {
