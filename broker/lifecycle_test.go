@@ -389,3 +389,58 @@ func TestLeaderOf(t *testing.T) {
 		t.Errorf("hint from the view names this node: %+v", h)
 	}
 }
+
+// TestServesAloneAfterSettleGrace: a node whose peers are all down never
+// gets a metadata leader, and still starts answering clients once
+// settleGrace has passed (the bootstrap loop wakes for that deadline; no
+// event comes).
+func TestServesAloneAfterSettleGrace(t *testing.T) {
+	ports := loopbackPorts(t, 7)
+	cf := &ClusterFile{ClusterID: "test", Nodes: []NodeSpec{
+		{ID: 1, Kafka: ports[0], Raft: ports[1], Admin: ports[2]},
+		{ID: 2, Kafka: ports[3], Raft: ports[4]},
+		{ID: 3, Kafka: ports[5], Raft: ports[6]},
+	}}
+	if err := cf.check(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{NodeID: 1, Cluster: cf, DataDir: t.TempDir(), RaftTick: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	conn, err := net.Dial("tcp", b.KafkaAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := kmsg.NewPtrApiVersionsRequest()
+	req.Version = 0
+	body := binary.BigEndian.AppendUint16(nil, uint16(req.Key()))
+	body = binary.BigEndian.AppendUint16(body, 0)
+	body = binary.BigEndian.AppendUint32(body, 7) // correlation id
+	body = binary.BigEndian.AppendUint16(body, 0) // empty client id
+	body = req.AppendTo(body)
+	start := time.Now()
+	if _, err := conn.Write(binary.BigEndian.AppendUint32(nil, uint32(len(body)))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(settleGrace + 10*time.Second))
+	var hdr [8]byte
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		t.Fatalf("no answer %v after connecting: %v", time.Since(start), err)
+	}
+	if corr := binary.BigEndian.Uint32(hdr[4:]); corr != 7 {
+		t.Fatalf("answer for correlation id %d", corr)
+	}
+	if b.meta.Status().Leader != 0 {
+		t.Fatal("a metadata leader without a quorum")
+	}
+	t.Logf("answered %v after connecting, with no metadata leader", time.Since(start).Round(time.Millisecond))
+}
