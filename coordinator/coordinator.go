@@ -103,6 +103,10 @@ type Coordinator struct {
 	joinSeq uint64                // orders members by arrival, for leader succession
 	writers map[string]*writer    // groups with durable writes queued or in flight
 	loads   map[string]*loadState // groups whose snapshot is being read
+
+	// writing counts the running writers (runWriter); Close waits for them,
+	// so nothing touches the store after it returns.
+	writing sync.WaitGroup
 }
 
 // New returns a coordinator serving groups for which cfg.Owns answers true.
@@ -226,11 +230,12 @@ func (c *Coordinator) Release() {
 
 // Close stops every group timer and answers parked requests NOT_COORDINATOR;
 // later requests are answered NOT_COORDINATOR too. Safe to call twice.
+// Writes in flight end with Close (their contexts end with it) and Close
+// returns once they have.
 func (c *Coordinator) Close() {
 	c.closed.Store(true)
 	c.cancel()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for name, g := range c.groups {
 		g.drop(kerr.NotCoordinator.Code)
 		delete(c.groups, name)
@@ -238,6 +243,8 @@ func (c *Coordinator) Close() {
 	for name := range c.writers {
 		c.dropSavesLocked(name)
 	}
+	c.mu.Unlock()
+	c.writing.Wait()
 }
 
 // Stats reports the number of groups by state and of members.

@@ -15,7 +15,7 @@ func testAPIs() map[int16]*api {
 	for k, a := range registry {
 		apis[k] = a
 	}
-	for _, k := range []int16{8, 9, 11, 12, 13, 14, 15, 16, 42, 47} {
+	for k := range groupKeys {
 		apis[k] = &api{key: k, min: 0, max: kmsg.RequestForKey(k).MaxVersion(), handle: handleGroup}
 	}
 	return apis
