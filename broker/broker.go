@@ -318,14 +318,17 @@ func (b *Broker) reconcile() {
 		}
 	}
 	b.mu.RUnlock()
+	// Removals first: a topic deleted and recreated under the same name
+	// reuses the directory (and the name), so the old incarnation must be
+	// closed and its files gone before the new one opens there.
+	for _, g := range stale {
+		b.removeReplica(g)
+	}
 	slices.Sort(missing)
 	for _, g := range missing {
 		if err := b.openReplica(g, want[g]); err != nil {
 			b.logger.Error("cannot open partition replica", "topic", want[g].topic, "partition", want[g].index, "err", err)
 		}
-	}
-	for _, g := range stale {
-		b.removeReplica(g)
 	}
 }
 
@@ -392,7 +395,9 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 func (b *Broker) removeReplica(g uint64) {
 	b.mu.Lock()
 	if p := b.parts[g]; p != nil {
-		delete(b.byTP, tpKey{p.topic, p.index})
+		if k := (tpKey{p.topic, p.index}); b.byTP[k] == p {
+			delete(b.byTP, k)
+		}
 		delete(b.parts, g)
 	}
 	delete(b.offsets, g)

@@ -8,6 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -166,12 +169,13 @@ func TestAttachKeepsNewerHighWatermark(t *testing.T) {
 	p := newTopic(t, b, "hw")
 	produceN(t, p, 2)
 	q := newPartition(b, p.topic, p.index, p.group)
-	if err := q.Apply([]raft.Committed{{Index: 1 << 40, Kind: clog.KindCommand, BaseOffset: 100, Count: 5}}); err != nil {
+	batch := []raft.Committed{{Index: 1 << 40, Kind: clog.KindBatch, Payload: testBatch(t), BaseOffset: 100, Count: 1}}
+	if err := q.Apply(batch); err != nil {
 		t.Fatal(err)
 	}
 	q.attach(p.rep)
-	if got := q.hw.Load(); got != 105 {
-		t.Fatalf("attach moved the high watermark from 105 to %d", got)
+	if got := q.hw.Load(); got != 101 {
+		t.Fatalf("attach moved the high watermark from 101 to %d", got)
 	}
 }
 
@@ -443,4 +447,52 @@ func TestServesAloneAfterSettleGrace(t *testing.T) {
 		t.Fatal("a metadata leader without a quorum")
 	}
 	t.Logf("answered %v after connecting, with no metadata leader", time.Since(start).Round(time.Millisecond))
+}
+
+// TestRecreateTopicKeepsNewReplica deletes and at once recreates a topic of
+// the same name, many times. Both metadata changes can reach reconcile in one
+// pass; it used to open the new incarnation's replica in the directory first
+// and then remove the old incarnation, deleting the new replica's files under
+// it ("epochs.tmp: no such file or directory", a failed replica).
+func TestRecreateTopicKeepsNewReplica(t *testing.T) {
+	b := startNode(t, oneNodeConfig(t))
+	newTopic(t, b, "again")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < 15; i++ {
+		if code := b.DeleteTopic(ctx, "again"); code != 0 {
+			t.Fatalf("round %d: delete: error %d", i, code)
+		}
+		res := b.CreateTopics(ctx, []kafka.CreateTopic{{Name: "again", Partitions: 1, ReplicationFactor: 1}}, false)
+		if res[0].Err != 0 {
+			t.Fatalf("round %d: create: error %d %s", i, res[0].Err, res[0].Message)
+		}
+	}
+	// Let every pending reconcile run, then the live incarnation must be
+	// healthy and own its directory.
+	deadline := time.Now().Add(10 * time.Second)
+	var p *partition
+	for {
+		b.reconcile()
+		p = b.partitionByName("again", 0)
+		if p != nil {
+			if st := p.waitLeaderReady(time.Second); st.IsLeader() && st.LeaderReady && !st.Failed {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("recreated topic has no healthy leader: %+v", p)
+		}
+	}
+	produceN(t, p, 5)
+	marker, err := os.ReadFile(filepath.Join(b.replicaDir("again", 0), "group"))
+	if err != nil {
+		t.Fatalf("recreated topic's directory: %v", err)
+	}
+	if got := strings.TrimSpace(string(marker)); got != strconv.FormatUint(p.group, 10) {
+		t.Fatalf("directory marker names group %s, the live replica is group %d", got, p.group)
+	}
+	if st := p.rep.Status(); st.Failed {
+		t.Fatalf("recreated replica failed: %+v", st)
+	}
 }
