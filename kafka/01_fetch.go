@@ -47,6 +47,9 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 	}
 	maxWait := time.Duration(req.MaxWaitMillis) * time.Millisecond
+	if req.MaxBytes > s.cfg.Limits.FetchMaxBytes {
+		s.metrics.limitHits.WithLabelValues(hitFetchMaxBytes).Inc()
+	}
 	return func() kmsg.Response {
 		deadline := time.Now().Add(maxWait)
 		var timer *time.Timer
@@ -87,6 +90,9 @@ func readFetch(s *Server, req *kmsg.FetchRequest, parts []fetchPart) (results []
 	budget := int(req.MaxBytes)
 	if req.Version < 3 || budget <= 0 {
 		budget = 50 << 20
+	}
+	if cap := int(s.cfg.Limits.FetchMaxBytes); budget > cap {
+		budget = cap // the broker's fetch.max.bytes wins over the client's
 	}
 	for i, p := range parts {
 		if p.unknown {

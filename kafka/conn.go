@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,7 @@ type connCtx struct {
 type conn struct {
 	s    *Server
 	nc   net.Conn
+	ip   netip.Addr
 	cc   connCtx
 	out  chan pendingResp
 	once sync.Once
@@ -51,10 +53,11 @@ type pendingResp struct {
 	flexible bool
 	start    time.Time
 	r        reply
+	mem      int64 // bytes of the request budget held until answered
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc, out: make(chan pendingResp, s.cfg.MaxInFlight), done: make(chan struct{})}
+func newConn(s *Server, nc net.Conn, ip netip.Addr) *conn {
+	c := &conn{s: s, nc: nc, ip: ip, out: make(chan pendingResp, s.cfg.MaxInFlight), done: make(chan struct{})}
 	c.cc = connCtx{ctx: s.ctx, remote: nc.RemoteAddr().String()}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
@@ -66,6 +69,7 @@ func (c *conn) close() {
 	c.once.Do(func() {
 		close(c.done)
 		c.nc.Close()
+		c.s.noteNews()
 	})
 }
 
@@ -104,28 +108,128 @@ func (c *conn) serve() {
 	}
 }
 
+// readBufSize is the reader's buffer: small, so that thousands of idle
+// connections cost little; a large body is read straight into its own
+// buffer, past this one.
+const readBufSize = 4 << 10
+
 func (c *conn) readLoop() error {
-	r := bufio.NewReaderSize(c.nc, 64<<10)
-	var sizeBuf [4]byte
+	r := bufio.NewReaderSize(c.nc, readBufSize)
+	// A new connection must speak within the frame timeout (every client
+	// sends its first request as soon as it connects); between requests
+	// a connection may idle for the idle timeout.
+	wait := c.s.cfg.Limits.FrameTimeout
 	for {
-		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
-		if _, err := io.ReadFull(r, sizeBuf[:]); err != nil {
+		c.nc.SetReadDeadline(time.Now().Add(wait))
+		if _, err := r.Peek(1); err != nil {
+			if isTimeout(err) && wait == c.s.cfg.Limits.FrameTimeout {
+				c.s.metrics.limitHits.WithLabelValues(hitFrameTimeout).Inc()
+			}
 			return err
 		}
-		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
-		if size < 8 || size > c.s.cfg.MaxRequestSize {
-			c.s.logger.Warn("closing connection: bad request size", "remote", c.cc.remote, "size", size, "max", c.s.cfg.MaxRequestSize)
-			c.s.metrics.badRequests.WithLabelValues("size").Inc()
-			return &badRequest{"size", "bad request size"}
-		}
-		body := make([]byte, size)
-		if _, err := io.ReadFull(r, body); err != nil {
+		wait = c.s.cfg.IdleTimeout
+		deadline := time.Now().Add(c.s.cfg.Limits.FrameTimeout)
+		c.nc.SetReadDeadline(deadline)
+		body, mem, err := c.readFrame(r, deadline)
+		if err != nil {
+			if isTimeout(err) {
+				c.s.metrics.limitHits.WithLabelValues(hitFrameTimeout).Inc()
+				c.s.logger.Debug("closing connection: request frame not received in time", "remote", c.cc.remote,
+					"client_id", c.cc.clientID, "frame_timeout", c.s.cfg.Limits.FrameTimeout)
+			}
 			return err
 		}
-		if err := c.handle(body); err != nil {
+		if err := c.handle(body, mem); err != nil {
 			return err
 		}
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
+}
+
+// growChunk is a frame buffer's first size and the most it takes from the
+// request budget at once.
+const growChunk = 64 << 10
+
+// readFrame reads one size-prefixed request frame that must be complete by
+// deadline. The buffer starts small and doubles as bytes arrive, so a
+// frame that declares 100 MiB and sends a byte costs a few KiB; every
+// byte of it is first taken from the node's request budget, and when the
+// budget is spent the read waits (the client's sends back up in TCP). It
+// returns the body and the budget bytes it holds, which the caller gives
+// back once the request is answered.
+func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem int64, err error) {
+	var hdr [12]byte // size, then key, version and correlation id
+	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+		return nil, 0, err
+	}
+	size := int32(binary.BigEndian.Uint32(hdr[:4]))
+	if size < 8 || size > c.s.cfg.MaxRequestSize {
+		c.s.logger.Warn("closing connection: bad request size", "remote", c.cc.remote, "size", size, "max", c.s.cfg.MaxRequestSize)
+		c.s.metrics.badRequests.WithLabelValues("size").Inc()
+		return nil, 0, &badRequest{"size", "bad request size"}
+	}
+	if _, err := io.ReadFull(r, hdr[4:]); err != nil {
+		return nil, 0, err
+	}
+	if key := int16(binary.BigEndian.Uint16(hdr[4:])); key != 0 && size > c.s.cfg.Limits.MaxNonProduceRequestSize {
+		c.s.logger.Warn("closing connection: request too large for its API", "remote", c.cc.remote,
+			"api", kmsg.NameForKey(key), "size", size, "max", c.s.cfg.Limits.MaxNonProduceRequestSize)
+		c.s.metrics.badRequests.WithLabelValues("size").Inc()
+		c.s.metrics.limitHits.WithLabelValues(hitNonProduceSize).Inc()
+		return nil, 0, &badRequest{"size", "request too large for its API"}
+	}
+	defer func() {
+		if err != nil {
+			c.s.reqMemory.release(mem)
+			mem = 0
+		}
+	}()
+	grow := func(to int) error {
+		for int64(to) > mem {
+			n := min(int64(to)-mem, growChunk)
+			if err := c.takeMemory(n, deadline); err != nil {
+				return err
+			}
+			mem += n
+		}
+		nb := make([]byte, len(body), to)
+		copy(nb, body)
+		body = nb
+		return nil
+	}
+	if err := grow(min(int(size), growChunk)); err != nil {
+		return nil, mem, err
+	}
+	body = append(body, hdr[4:]...)
+	for len(body) < int(size) {
+		if len(body) == cap(body) {
+			if err := grow(min(int(size), 2*cap(body))); err != nil {
+				return nil, mem, err
+			}
+		}
+		n, err := r.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err != nil && len(body) < int(size) {
+			return nil, mem, err
+		}
+	}
+	return body, mem, nil
+}
+
+// takeMemory takes n bytes of the request budget, waiting for them until
+// deadline at the latest.
+func (c *conn) takeMemory(n int64, deadline time.Time) error {
+	if c.s.reqMemory.tryAcquire(n) {
+		return nil
+	}
+	c.s.metrics.limitHits.WithLabelValues(hitRequestMemoryWait).Inc()
+	ctx, cancel := context.WithDeadline(c.s.ctx, deadline)
+	defer cancel()
+	return c.s.reqMemory.acquire(ctx, n)
 }
 
 // decoded is a request read off the wire.
@@ -188,10 +292,12 @@ func decodeRequest(apis map[int16]*api, body []byte) (decoded, error) {
 	return d, nil
 }
 
-// handle decodes one request and queues its reply.
-func (c *conn) handle(body []byte) error {
+// handle decodes one request and queues its reply; mem is the request
+// budget the body holds, given back once the request is answered.
+func (c *conn) handle(body []byte, mem int64) error {
 	d, err := decodeRequest(c.s.apis, body)
 	if err != nil {
+		c.s.reqMemory.release(mem)
 		var br *badRequest
 		errors.As(err, &br)
 		c.s.logger.Warn("closing connection: "+br.msg, "remote", c.cc.remote, "client_id", c.cc.clientID)
@@ -202,7 +308,7 @@ func (c *conn) handle(body []byte) error {
 		// ApiVersions above what we serve: a v0-shaped answer with our
 		// ranges, so the client retries at a version we speak.
 		gen := c.s.requestStarted()
-		return c.enqueue(pendingResp{gen: gen, key: d.key, version: 0, corr: d.corr, start: time.Now(), r: func() kmsg.Response {
+		return c.enqueue(pendingResp{gen: gen, key: d.key, version: 0, corr: d.corr, start: time.Now(), mem: mem, r: func() kmsg.Response {
 			resp := kmsg.NewPtrApiVersionsResponse()
 			resp.ErrorCode = 35 // UNSUPPORTED_VERSION
 			for _, r := range c.s.supported() {
@@ -219,14 +325,16 @@ func (c *conn) handle(body []byte) error {
 	start := time.Now()
 	if d.key == 0 || d.key == 1 {
 		c.lastData.Store(start.UnixNano())
+		c.s.noteNews()
 	}
 	r := safeHandle(c, d.api, d.req)
 	if r == nil {
+		c.s.reqMemory.release(mem)
 		c.s.requestDone(gen)
 		return nil
 	}
 	flexible := d.req.IsFlexible() && d.key != 18
-	return c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start, r: r})
+	return c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start, r: r, mem: mem})
 }
 
 // safeHandle runs a handler, turning a panic into a closed connection
@@ -247,6 +355,7 @@ func (c *conn) enqueue(p pendingResp) error {
 	case c.out <- p:
 		return nil
 	case <-c.done:
+		c.s.reqMemory.release(p.mem)
 		c.s.requestDone(p.gen)
 		return net.ErrClosed
 	}
@@ -264,7 +373,7 @@ func skipTags(rd *kbin.Reader) {
 }
 
 func (c *conn) writeLoop() {
-	w := bufio.NewWriterSize(c.nc, 64<<10)
+	var w *bufio.Writer // made at the first response: idle connections cost less
 	var buf []byte
 	broken := false
 	for p := range c.out {
@@ -284,10 +393,14 @@ func (c *conn) writeLoop() {
 		resp.SetVersion(p.version)
 		if (p.key == 0 || p.key == 1) && c.s.draining.Load() && allNotLeader(resp) {
 			c.movedAt.Store(p.start.UnixNano())
+			c.s.noteNews()
 		}
 		buf = resp.AppendTo(buf)
 		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 		c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if w == nil {
+			w = bufio.NewWriterSize(c.nc, 16<<10)
+		}
 		if _, err := w.Write(buf); err != nil {
 			broken = true
 			c.close()
@@ -345,5 +458,6 @@ func (c *conn) await(p pendingResp) (resp kmsg.Response) {
 
 func (c *conn) finish(p pendingResp) {
 	c.s.metrics.observe(p.key, time.Since(p.start))
+	c.s.reqMemory.release(p.mem)
 	c.s.requestDone(p.gen)
 }
