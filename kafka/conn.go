@@ -53,7 +53,7 @@ type pendingResp struct {
 	flexible bool
 	start    time.Time
 	r        reply
-	mem      int64 // bytes of the request budget held until answered
+	mem      hold // request budget held until answered
 }
 
 func newConn(s *Server, nc net.Conn, ip netip.Addr) *conn {
@@ -161,40 +161,41 @@ const growChunk = 64 << 10
 // budget is spent the read waits (the client's sends back up in TCP). It
 // returns the body and the budget bytes it holds, which the caller gives
 // back once the request is answered.
-func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem int64, err error) {
+func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem hold, err error) {
 	var hdr [12]byte // size, then key, version and correlation id
 	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
-		return nil, 0, err
+		return nil, hold{}, err
 	}
 	size := int32(binary.BigEndian.Uint32(hdr[:4]))
 	if size < 8 || size > c.s.cfg.MaxRequestSize {
 		c.s.logger.Warn("closing connection: bad request size", "remote", c.cc.remote, "size", size, "max", c.s.cfg.MaxRequestSize)
 		c.s.metrics.badRequests.WithLabelValues("size").Inc()
-		return nil, 0, &badRequest{"size", "bad request size"}
+		return nil, hold{}, &badRequest{"size", "bad request size"}
 	}
 	if _, err := io.ReadFull(r, hdr[4:]); err != nil {
-		return nil, 0, err
+		return nil, hold{}, err
 	}
 	if key := int16(binary.BigEndian.Uint16(hdr[4:])); key != 0 && size > c.s.cfg.Limits.MaxNonProduceRequestSize {
 		c.s.logger.Warn("closing connection: request too large for its API", "remote", c.cc.remote,
 			"api", kmsg.NameForKey(key), "size", size, "max", c.s.cfg.Limits.MaxNonProduceRequestSize)
 		c.s.metrics.badRequests.WithLabelValues("size").Inc()
 		c.s.metrics.limitHits.WithLabelValues(hitNonProduceSize).Inc()
-		return nil, 0, &badRequest{"size", "request too large for its API"}
+		return nil, hold{}, &badRequest{"size", "request too large for its API"}
 	}
+	mem.big = size > growChunk
 	defer func() {
 		if err != nil {
-			c.s.reqMemory.release(mem)
-			mem = 0
+			c.s.reqMemory.release(mem.n, mem.big)
+			mem = hold{}
 		}
 	}()
 	grow := func(to int) error {
-		for int64(to) > mem {
-			n := min(int64(to)-mem, growChunk)
-			if err := c.takeMemory(n, deadline); err != nil {
+		for int64(to) > mem.n {
+			n := min(int64(to)-mem.n, growChunk)
+			if err := c.takeMemory(n, mem.big, deadline); err != nil {
 				return err
 			}
-			mem += n
+			mem.n += n
 		}
 		nb := make([]byte, len(body), to)
 		copy(nb, body)
@@ -222,15 +223,23 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 
 // takeMemory takes n bytes of the request budget, waiting for them until
 // deadline at the latest.
-func (c *conn) takeMemory(n int64, deadline time.Time) error {
-	if c.s.reqMemory.tryAcquire(n) {
+func (c *conn) takeMemory(n int64, big bool, deadline time.Time) error {
+	if c.s.reqMemory.tryAcquire(n, big) {
 		return nil
 	}
 	c.s.metrics.limitHits.WithLabelValues(hitRequestMemoryWait).Inc()
 	ctx, cancel := context.WithDeadline(c.s.ctx, deadline)
 	defer cancel()
-	return c.s.reqMemory.acquire(ctx, n)
+	return c.s.reqMemory.acquire(ctx, n, big)
 }
+
+// hold is a frame's share of the request budget.
+type hold struct {
+	n   int64
+	big bool // taken from the bulk part (see budget)
+}
+
+func (s *Server) releaseMemory(h hold) { s.reqMemory.release(h.n, h.big) }
 
 // decoded is a request read off the wire.
 type decoded struct {
@@ -294,10 +303,10 @@ func decodeRequest(apis map[int16]*api, body []byte) (decoded, error) {
 
 // handle decodes one request and queues its reply; mem is the request
 // budget the body holds, given back once the request is answered.
-func (c *conn) handle(body []byte, mem int64) error {
+func (c *conn) handle(body []byte, mem hold) error {
 	d, err := decodeRequest(c.s.apis, body)
 	if err != nil {
-		c.s.reqMemory.release(mem)
+		c.s.releaseMemory(mem)
 		var br *badRequest
 		errors.As(err, &br)
 		c.s.logger.Warn("closing connection: "+br.msg, "remote", c.cc.remote, "client_id", c.cc.clientID)
@@ -329,7 +338,7 @@ func (c *conn) handle(body []byte, mem int64) error {
 	}
 	r := safeHandle(c, d.api, d.req)
 	if r == nil {
-		c.s.reqMemory.release(mem)
+		c.s.releaseMemory(mem)
 		c.s.requestDone(gen)
 		return nil
 	}
@@ -355,7 +364,7 @@ func (c *conn) enqueue(p pendingResp) error {
 	case c.out <- p:
 		return nil
 	case <-c.done:
-		c.s.reqMemory.release(p.mem)
+		c.s.releaseMemory(p.mem)
 		c.s.requestDone(p.gen)
 		return net.ErrClosed
 	}
@@ -458,6 +467,6 @@ func (c *conn) await(p pendingResp) (resp kmsg.Response) {
 
 func (c *conn) finish(p pendingResp) {
 	c.s.metrics.observe(p.key, time.Since(p.start))
-	c.s.reqMemory.release(p.mem)
+	c.s.releaseMemory(p.mem)
 	c.s.requestDone(p.gen)
 }

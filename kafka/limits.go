@@ -104,46 +104,62 @@ const (
 	hitPartitionsInCluster = "max_partitions"
 )
 
-// budget is a weighted semaphore of bytes: acquire blocks, in arrival
-// order, until the bytes are free or ctx ends. Waiting in order keeps a
-// stream of small requests from starving a large one; readers take at
-// most growChunk at a time, so no single waiter holds up the queue for
-// long.
+// budget is a semaphore of bytes. Frames larger than growChunk take their
+// bytes a chunk at a time as they arrive, and only from the bulk part of
+// the budget (all but a reserve of an eighth): when big frames stall with
+// the bulk spent, the small requests of well-behaved clients still get
+// through. A waiter is served as soon as its bytes are free, in arrival
+// order among those that fit.
 type budget struct {
 	mu      sync.Mutex
 	size    int64
+	bulk    int64 // what frames above growChunk may hold together
 	used    int64
+	bigUsed int64
 	waiters list.List // of *budgetWaiter
 }
 
 type budgetWaiter struct {
 	n     int64
+	big   bool
 	ready chan struct{}
 }
 
-func newBudget(size int64) *budget { return &budget{size: size} }
+func newBudget(size int64) *budget { return &budget{size: size, bulk: size - size/8} }
 
-// tryAcquire takes n bytes if they are free and nobody waits before it.
-func (b *budget) tryAcquire(n int64) bool {
+func (b *budget) fitsLocked(n int64, big bool) bool {
+	return b.used+n <= b.size && (!big || b.bigUsed+n <= b.bulk)
+}
+
+func (b *budget) takeLocked(n int64, big bool) {
+	b.used += n
+	if big {
+		b.bigUsed += n
+	}
+}
+
+// tryAcquire takes n bytes if they are free.
+func (b *budget) tryAcquire(n int64, big bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used+n <= b.size && b.waiters.Len() == 0 {
-		b.used += n
+	if b.fitsLocked(n, big) {
+		b.takeLocked(n, big)
 		return true
 	}
 	return false
 }
 
-// acquire takes n bytes (n <= size), waiting in line until they are free
-// or ctx ends.
-func (b *budget) acquire(ctx context.Context, n int64) error {
-	if b.tryAcquire(n) {
+// acquire takes n bytes (n <= growChunk), waiting until they are free or
+// ctx ends.
+func (b *budget) acquire(ctx context.Context, n int64, big bool) error {
+	b.mu.Lock()
+	if b.fitsLocked(n, big) {
+		b.takeLocked(n, big)
+		b.mu.Unlock()
 		return nil
 	}
-	b.mu.Lock()
-	w := &budgetWaiter{n: n, ready: make(chan struct{})}
+	w := &budgetWaiter{n: n, big: big, ready: make(chan struct{})}
 	el := b.waiters.PushBack(w)
-	b.grantLocked() // bytes may have come free since tryAcquire
 	b.mu.Unlock()
 	select {
 	case <-w.ready:
@@ -153,36 +169,37 @@ func (b *budget) acquire(ctx context.Context, n int64) error {
 		select {
 		case <-w.ready:
 			// Granted while giving up: hand the bytes back.
-			b.used -= n
-			b.grantLocked()
+			b.releaseLocked(n, big)
 		default:
 			b.waiters.Remove(el)
-			b.grantLocked() // the head may have changed
 		}
 		b.mu.Unlock()
 		return ctx.Err()
 	}
 }
 
-func (b *budget) release(n int64) {
+func (b *budget) release(n int64, big bool) {
 	if n == 0 {
 		return
 	}
 	b.mu.Lock()
-	b.used -= n
-	b.grantLocked()
+	b.releaseLocked(n, big)
 	b.mu.Unlock()
 }
 
-func (b *budget) grantLocked() {
-	for el := b.waiters.Front(); el != nil; el = b.waiters.Front() {
-		w := el.Value.(*budgetWaiter)
-		if b.used+w.n > b.size {
-			return
+func (b *budget) releaseLocked(n int64, big bool) {
+	b.used -= n
+	if big {
+		b.bigUsed -= n
+	}
+	for el := b.waiters.Front(); el != nil; {
+		next := el.Next()
+		if w := el.Value.(*budgetWaiter); b.fitsLocked(w.n, w.big) {
+			b.takeLocked(w.n, w.big)
+			b.waiters.Remove(el)
+			close(w.ready)
 		}
-		b.used += w.n
-		b.waiters.Remove(el)
-		close(w.ready)
+		el = next
 	}
 }
 
