@@ -3,7 +3,9 @@ package compat
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +20,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -416,4 +420,101 @@ func peakRSS(t *testing.T, pid int) int64 {
 	}
 	t.Fatal("no VmHWM in /proc status")
 	return 0
+}
+
+// TestRequestLimits checks the request-level limits on one node: a
+// non-Produce frame over its size limit is refused from its header alone,
+// CreateTopics and CreatePartitions past the per-request or cluster
+// partition limit get POLICY_VIOLATION, and Fetch answers stay under the
+// broker's fetch.max.bytes whatever the client asks.
+func TestRequestLimits(t *testing.T) {
+	c := startCluster(t, 1, withArgs("--max-nonproduce-request-size", "65536", "--max-partitions-per-request", "10",
+		"--max-partitions", "40", "--fetch-max-bytes", "1048576"))
+	addr := c.node(1).kafka
+
+	// The header of a 1 MiB Metadata frame is enough to refuse it: the
+	// connection closes without the body being sent.
+	big := binary.BigEndian.AppendUint32(nil, 1<<20)
+	expectClosed(t, addr, append(big, 0, 3, 0, 12, 0, 0, 0, 1), "1 MiB Metadata frame")
+
+	cl := newFranz(t, c)
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	create := func(what string, want error, topics map[string]int32) {
+		t.Helper()
+		req := kmsg.NewPtrCreateTopicsRequest()
+		req.TimeoutMillis = 10000
+		for name, n := range topics {
+			rt := kmsg.NewCreateTopicsRequestTopic()
+			rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, n, 1
+			req.Topics = append(req.Topics, rt)
+		}
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		for _, rt := range resp.Topics {
+			if got := kerr.ErrorForCode(rt.ErrorCode); got != want {
+				t.Errorf("%s: topic %s: %v, want %v (%v)", what, rt.Topic, got, want, rt.ErrorMessage)
+			}
+		}
+	}
+	create("11 partitions in one topic", kerr.PolicyViolation, map[string]int32{"a": 11})
+	create("11 partitions over two topics", kerr.PolicyViolation, map[string]int32{"a": 5, "b": 6})
+	create("10 partitions", nil, map[string]int32{"a": 10})
+	create("10 more", nil, map[string]int32{"b": 10})
+	// Whatever else the cluster holds (__consumer_offsets) counts too.
+	md, err := adm.Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := 0
+	for _, td := range md.Topics {
+		have += len(td.Partitions)
+	}
+	if left := 40 - have; left < 10 {
+		create("past the cluster limit", kerr.PolicyViolation, map[string]int32{"c": int32(left + 1)})
+	}
+	grow, err := adm.CreatePartitions(ctx, 11, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := grow["a"]; !errors.Is(r.Err, kerr.PolicyViolation) {
+		t.Errorf("CreatePartitions +11: %v, want POLICY_VIOLATION", r.Err)
+	}
+	if v, _ := c.metric(1, `chronik_limit_hits_total{limit="max_partitions_per_request"}`); v < 3 {
+		t.Errorf("max_partitions_per_request hits %v, want 3", v)
+	}
+
+	// 4 MiB in 64 KiB records, then one Fetch asking for 100 MiB.
+	createTopic(t, c, "wide", 1, 1, nil)
+	value := make([]byte, 64<<10)
+	for i := 0; i < 64; i++ {
+		rand.Read(value) // incompressible, so 64 records are 4 MiB on disk too
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "wide", Value: value}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fr := kmsg.NewPtrFetchRequest()
+	fr.MaxWaitMillis, fr.MaxBytes, fr.MinBytes = 100, 100<<20, 1
+	wmd, err := adm.Metadata(ctx, "wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic, ft.TopicID = "wide", wmd.Topics["wide"].ID
+	fp := kmsg.NewFetchRequestTopicPartition()
+	fp.PartitionMaxBytes = 100 << 20
+	ft.Partitions = append(ft.Partitions, fp)
+	fr.Topics = append(fr.Topics, ft)
+	fresp, err := fr.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := len(fresp.Topics[0].Partitions[0].RecordBatches)
+	t.Logf("Fetch asking for 100 MiB of 4 MiB got %d bytes (fetch-max-bytes 1 MiB)", got)
+	if got == 0 || got > 1<<20+len(value)+1024 {
+		t.Errorf("Fetch returned %d bytes with --fetch-max-bytes 1048576", got)
+	}
 }
