@@ -233,13 +233,39 @@ func (c *conn) takeMemory(n int64, big bool, deadline time.Time) error {
 	return c.s.reqMemory.acquire(ctx, n, big)
 }
 
-// hold is a frame's share of the request budget.
+// hold is a request's share of the request budget: n bytes for its
+// frame, taken from the bulk part when big (see budget), and decode bytes
+// for its decoded structs.
 type hold struct {
-	n   int64
-	big bool // taken from the bulk part (see budget)
+	n         int64
+	big       bool
+	decode    int64
+	decodeBig bool
 }
 
-func (s *Server) releaseMemory(h hold) { s.reqMemory.release(h.n, h.big) }
+func (s *Server) releaseMemory(h hold) {
+	s.reqMemory.release(h.n, h.big)
+	s.reqMemory.release(h.decode, h.decodeBig)
+}
+
+// reserveDecode takes the memory decoding a request will allocate. A
+// request that could never fit in the budget is refused outright.
+func (c *conn) reserveDecode(h *hold, n int64) error {
+	if n > c.s.reqMemory.bulk/2 {
+		c.s.metrics.limitHits.WithLabelValues(hitRequestMemoryWait).Inc()
+		return &badRequest{"size", fmt.Sprintf("request would decode into %d bytes", n)}
+	}
+	h.decodeBig = n > growChunk
+	deadline := time.Now().Add(c.s.cfg.Limits.FrameTimeout)
+	for h.decode < n {
+		step := min(n-h.decode, growChunk)
+		if err := c.takeMemory(step, h.decodeBig, deadline); err != nil {
+			return err
+		}
+		h.decode += step
+	}
+	return nil
+}
 
 // decoded is a request read off the wire.
 type decoded struct {
@@ -262,7 +288,11 @@ func (e *badRequest) Error() string { return e.msg }
 // on any input (FuzzRequest checks that): unknown keys, versions outside
 // the served range (except ApiVersions, which gets a v0 answer) and
 // malformed bytes come back as a *badRequest.
-func decodeRequest(apis map[int16]*api, body []byte) (decoded, error) {
+//
+// reserve, when not nil, is called with how many bytes decoding the body
+// will allocate (decodeCost) before it does; an error from it fails the
+// request.
+func decodeRequest(apis map[int16]*api, body []byte, reserve func(int64) error) (decoded, error) {
 	var d decoded
 	if len(body) < 8 {
 		return d, &badRequest{"size", "request shorter than its header"}
@@ -294,6 +324,15 @@ func decodeRequest(apis map[int16]*api, body []byte) (decoded, error) {
 	if !rd.Ok() {
 		return d, &badRequest{"malformed", "malformed request header"}
 	}
+	cost, err := decodeCost(d.key, req.IsFlexible(), rd.Src)
+	if err != nil {
+		return d, &badRequest{"malformed", fmt.Sprintf("malformed %s v%d: %v", kmsg.NameForKey(d.key), d.version, err)}
+	}
+	if reserve != nil {
+		if err := reserve(cost); err != nil {
+			return d, err
+		}
+	}
 	if err := req.ReadFrom(rd.Src); err != nil {
 		return d, &badRequest{"malformed", fmt.Sprintf("malformed %s v%d: %v", kmsg.NameForKey(d.key), d.version, err)}
 	}
@@ -304,11 +343,13 @@ func decodeRequest(apis map[int16]*api, body []byte) (decoded, error) {
 // handle decodes one request and queues its reply; mem is the request
 // budget the body holds, given back once the request is answered.
 func (c *conn) handle(body []byte, mem hold) error {
-	d, err := decodeRequest(c.s.apis, body)
+	d, err := decodeRequest(c.s.apis, body, func(n int64) error { return c.reserveDecode(&mem, n) })
 	if err != nil {
 		c.s.releaseMemory(mem)
 		var br *badRequest
-		errors.As(err, &br)
+		if !errors.As(err, &br) {
+			return err // the decode memory did not come in time
+		}
 		c.s.logger.Warn("closing connection: "+br.msg, "remote", c.cc.remote, "client_id", c.cc.clientID)
 		c.s.metrics.badRequests.WithLabelValues(br.reason).Inc()
 		return err
