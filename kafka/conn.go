@@ -150,13 +150,17 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
 }
 
-// growChunk is a frame buffer's first size and the most it takes from the
-// request budget at once.
-const growChunk = 64 << 10
+// A frame's buffer starts at firstChunk and doubles; it takes at most
+// growChunk from the request budget at once, and frames above growChunk
+// count as big (see budget).
+const (
+	firstChunk = 4 << 10
+	growChunk  = 64 << 10
+)
 
 // readFrame reads one size-prefixed request frame that must be complete by
 // deadline. The buffer starts small and doubles as bytes arrive, so a
-// frame that declares 100 MiB and sends a byte costs a few KiB; every
+// frame that declares 100 MiB and sends a byte costs 4 KiB; every
 // byte of it is first taken from the node's request budget, and when the
 // budget is spent the read waits (the client's sends back up in TCP). It
 // returns the body and the budget bytes it holds, which the caller gives
@@ -202,7 +206,7 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 		body = nb
 		return nil
 	}
-	if err := grow(min(int(size), growChunk)); err != nil {
+	if err := grow(min(int(size), firstChunk)); err != nil {
 		return nil, mem, err
 	}
 	body = append(body, hdr[4:]...)

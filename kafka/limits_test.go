@@ -1,13 +1,19 @@
 package kafka
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
 	"reflect"
 	"runtime"
 	"sort"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -165,5 +171,85 @@ func TestForgedProduceRefusedBeforeDecode(t *testing.T) {
 	})
 	if err == nil || asked < 100000*producePartitionSize {
 		t.Fatalf("pre-scan asked for %d bytes for a %d-byte frame (err %v)", asked, len(body), err)
+	}
+}
+
+// testConn is a server-side conn on a real loopback connection, with the
+// client's end.
+func testConn(t *testing.T, lim Limits) (*conn, net.Conn) {
+	t.Helper()
+	lim.defaults(200 << 20)
+	mem := newBudget(lim.QueuedMaxRequestBytes)
+	m, err := newMetrics(prometheus.NewRegistry(), func() float64 { return 0 }, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{cfg: Config{MaxRequestSize: 200 << 20, Limits: lim}, logger: slog.New(slog.DiscardHandler),
+		metrics: m, reqMemory: mem, ctx: context.Background()}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); nc.Close() })
+	return &conn{s: s, nc: nc, done: make(chan struct{})}, client
+}
+
+// A frame that declares 100 MiB and sends little holds little, and a
+// frame not complete by its deadline gives everything back.
+func TestFrameBufferGrowsAsBytesArrive(t *testing.T) {
+	c, client := testConn(t, Limits{})
+	hdr := binary.BigEndian.AppendUint32(nil, 100<<20)
+	hdr = append(hdr, 0, 0, 0, 9, 0, 0, 0, 1)
+	client.Write(append(hdr, make([]byte, 10000)...)) // 10 KB of 100 MiB
+	deadline := time.Now().Add(500 * time.Millisecond)
+	c.nc.SetReadDeadline(deadline)
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		body, _, err := c.readFrame(bufio.NewReaderSize(c.nc, readBufSize), deadline)
+		done <- result{body, err}
+	}()
+	peak := int64(0)
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		peak = max(peak, c.s.reqMemory.inUse())
+	}
+	if peak < 10000 || peak > 16<<10 {
+		t.Fatalf("holding %d bytes of budget for 10 KB received", peak)
+	}
+	select {
+	case r := <-done:
+		if !isTimeout(r.err) || r.body != nil {
+			t.Fatalf("half-sent frame: %v", r.err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("half-sent frame still being read past its deadline")
+	}
+	if u := c.s.reqMemory.inUse(); u != 0 {
+		t.Fatalf("%d bytes of budget still held after the frame failed", u)
+	}
+}
+
+// A non-Produce frame over its limit is refused from its header.
+func TestNonProduceFrameLimit(t *testing.T) {
+	c, client := testConn(t, Limits{MaxNonProduceRequestSize: 1 << 20})
+	hdr := binary.BigEndian.AppendUint32(nil, 2<<20)
+	client.Write(append(hdr, 0, 3, 0, 12, 0, 0, 0, 1)) // Metadata v12
+	c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _, err := c.readFrame(bufio.NewReaderSize(c.nc, readBufSize), time.Now().Add(2*time.Second))
+	var br *badRequest
+	if !errors.As(err, &br) {
+		t.Fatalf("2 MiB Metadata frame: %v", err)
 	}
 }
