@@ -29,13 +29,15 @@ type connCtx struct {
 // starts them in order; a writer goroutine writes responses in that same
 // order, waiting on each in turn.
 type conn struct {
-	s    *Server
-	nc   net.Conn
-	ip   netip.Addr
-	cc   connCtx
-	out  chan pendingResp
-	once sync.Once
-	done chan struct{}
+	s   *Server
+	nc  net.Conn
+	ip  netip.Addr
+	cc  connCtx
+	out chan pendingResp // made with the writer, at the first response
+	// writerDone is closed when the writer goroutine ends.
+	writerDone chan struct{}
+	once       sync.Once
+	done       chan struct{}
 	// lastData is when the latest Produce or Fetch began (unix ns):
 	// shutdown uses it to tell which clients have heard of the new leaders.
 	lastData atomic.Int64
@@ -57,7 +59,7 @@ type pendingResp struct {
 }
 
 func newConn(s *Server, nc net.Conn, ip netip.Addr) *conn {
-	c := &conn{s: s, nc: nc, ip: ip, out: make(chan pendingResp, s.cfg.MaxInFlight), done: make(chan struct{})}
+	c := &conn{s: s, nc: nc, ip: ip, done: make(chan struct{})}
 	c.cc = connCtx{ctx: s.ctx, remote: nc.RemoteAddr().String()}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
@@ -89,14 +91,11 @@ func (c *conn) closeReset() {
 
 func (c *conn) serve() {
 	defer c.s.wg.Done()
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
 	err := c.readLoop()
-	close(c.out)
-	<-writerDone
+	if c.out != nil {
+		close(c.out)
+		<-c.writerDone
+	}
 	if c.s.ctx.Err() != nil {
 		c.closeReset() // the server is stopping: see closeReset
 	} else {
@@ -405,6 +404,9 @@ func safeHandle(c *conn, a *api, req kmsg.Request) (r reply) {
 }
 
 func (c *conn) enqueue(p pendingResp) error {
+	if c.out == nil {
+		c.startWriter()
+	}
 	select {
 	case c.out <- p:
 		return nil
@@ -413,6 +415,19 @@ func (c *conn) enqueue(p pendingResp) error {
 		c.s.requestDone(p.gen)
 		return net.ErrClosed
 	}
+}
+
+// startWriter starts the writer goroutine at the first response, so that
+// a connection that never sends a request costs one goroutine, not two.
+// Only the reader goroutine calls it; serve stops the writer by closing
+// out and waits for it.
+func (c *conn) startWriter() {
+	c.out = make(chan pendingResp, c.s.cfg.MaxInFlight)
+	c.writerDone = make(chan struct{})
+	go func() {
+		defer close(c.writerDone)
+		c.writeLoop()
+	}()
 }
 
 func skipTags(rd *kbin.Reader) {
