@@ -120,6 +120,11 @@ func (c *conn) readLoop() error {
 	wait := c.s.cfg.Limits.FrameTimeout
 	for {
 		c.nc.SetReadDeadline(time.Now().Add(wait))
+		if err := c.s.ctx.Err(); err != nil {
+			// Close cancels, then sets a deadline of now: whichever of
+			// that and the line above comes last, reading stops.
+			return err
+		}
 		if _, err := r.Peek(1); err != nil {
 			if isTimeout(err) && wait == c.s.cfg.Limits.FrameTimeout {
 				c.s.metrics.limitHits.WithLabelValues(hitFrameTimeout).Inc()
@@ -129,6 +134,9 @@ func (c *conn) readLoop() error {
 		wait = c.s.cfg.IdleTimeout
 		deadline := time.Now().Add(c.s.cfg.Limits.FrameTimeout)
 		c.nc.SetReadDeadline(deadline)
+		if err := c.s.ctx.Err(); err != nil {
+			return err
+		}
 		body, mem, err := c.readFrame(r, deadline)
 		if err != nil {
 			if isTimeout(err) {
