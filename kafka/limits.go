@@ -28,8 +28,12 @@ type Limits struct {
 	FrameTimeout time.Duration
 	// QueuedMaxRequestBytes is the node-wide budget of request bytes held
 	// in memory, from the first byte read until the response is written
-	// (Kafka's queued.max.request.bytes). A reader that would exceed it
-	// stops reading (TCP pushes back on the client) until others finish.
+	// (Kafka's queued.max.request.bytes): each frame's bytes as they
+	// arrive, then what decoding will make of them (decodecost.go). A
+	// reader that would exceed it stops reading (TCP pushes back on the
+	// client) until others finish, or until its frame timeout. Frames
+	// over 64 KiB may hold only seven eighths of it together, so small
+	// requests still pass while big ones wait.
 	QueuedMaxRequestBytes int64
 	// MaxNonProduceRequestSize bounds frames of every API but Produce.
 	// Those requests are made of small structs whose decoded form is
