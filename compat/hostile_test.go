@@ -493,33 +493,62 @@ func TestRequestLimits(t *testing.T) {
 	}
 
 	// 4 MiB in 64 KiB records, then one Fetch asking for 100 MiB.
-	createTopic(t, c, "wide", 1, 1, nil)
+	fillTopic(t, c, cl, "wide")
+	got := fetchOnce(t, cl, "wide")
+	t.Logf("Fetch asking for 100 MiB of 4 MiB got %d bytes (fetch-max-bytes 1 MiB)", got)
+	if got == 0 || got > 1<<20+64<<10+1024 {
+		t.Errorf("Fetch returned %d bytes with --fetch-max-bytes 1048576", got)
+	}
+
+	// With a request budget of 1 MiB (seven eighths for big requests and
+	// fetched records), a Fetch takes only what the budget has free.
+	small := startCluster(t, 1, withArgs("--max-request-size", "1048576", "--queued-max-request-bytes", "1048576"))
+	scl := newFranz(t, small)
+	fillTopic(t, small, scl, "wide")
+	got = fetchOnce(t, scl, "wide")
+	t.Logf("Fetch asking for 100 MiB of 4 MiB got %d bytes (request budget 1 MiB)", got)
+	if got == 0 || got > 1<<20-1<<17+64<<10+1024 {
+		t.Errorf("Fetch returned %d bytes with a request budget of 1 MiB", got)
+	}
+}
+
+// fillTopic creates topic and writes 4 MiB of incompressible records to it
+// in 64 KiB records.
+func fillTopic(t *testing.T, c *cluster, cl *kgo.Client, topic string) {
+	t.Helper()
+	createTopic(t, c, topic, 1, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	value := make([]byte, 64<<10)
 	for i := 0; i < 64; i++ {
-		rand.Read(value) // incompressible, so 64 records are 4 MiB on disk too
-		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "wide", Value: value}).FirstErr(); err != nil {
+		rand.Read(value)
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: value}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	fr := kmsg.NewPtrFetchRequest()
-	fr.MaxWaitMillis, fr.MaxBytes, fr.MinBytes = 100, 100<<20, 1
-	wmd, err := adm.Metadata(ctx, "wide")
+}
+
+// fetchOnce sends one Fetch for partition 0 of topic from offset 0, asking
+// for 100 MiB, and returns how many record bytes came back.
+func fetchOnce(t *testing.T, cl *kgo.Client, topic string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
+	fr := kmsg.NewPtrFetchRequest()
+	fr.MaxWaitMillis, fr.MaxBytes, fr.MinBytes = 100, 100<<20, 1
 	ft := kmsg.NewFetchRequestTopic()
-	ft.Topic, ft.TopicID = "wide", wmd.Topics["wide"].ID
+	ft.Topic, ft.TopicID = topic, md.Topics[topic].ID
 	fp := kmsg.NewFetchRequestTopicPartition()
 	fp.PartitionMaxBytes = 100 << 20
 	ft.Partitions = append(ft.Partitions, fp)
 	fr.Topics = append(fr.Topics, ft)
-	fresp, err := fr.RequestWith(ctx, cl)
+	resp, err := fr.RequestWith(ctx, cl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := len(fresp.Topics[0].Partitions[0].RecordBatches)
-	t.Logf("Fetch asking for 100 MiB of 4 MiB got %d bytes (fetch-max-bytes 1 MiB)", got)
-	if got == 0 || got > 1<<20+len(value)+1024 {
-		t.Errorf("Fetch returned %d bytes with --fetch-max-bytes 1048576", got)
-	}
+	return len(resp.Topics[0].Partitions[0].RecordBatches)
 }

@@ -23,6 +23,10 @@ type connCtx struct {
 	ctx      context.Context
 	clientID string
 	remote   string
+	// respMem is the request budget held by the response being built
+	// (a Fetch's records), given back once it is written. Only the
+	// writer goroutine, which runs replies one at a time, touches it.
+	respMem int64
 }
 
 // conn is one client connection: a reader goroutine decodes requests and
@@ -536,5 +540,7 @@ func (c *conn) await(p pendingResp) (resp kmsg.Response) {
 func (c *conn) finish(p pendingResp) {
 	c.s.metrics.observe(p.key, time.Since(p.start))
 	c.s.releaseMemory(p.mem)
+	c.s.reqMemory.release(c.cc.respMem, true)
+	c.cc.respMem = 0
 	c.s.requestDone(p.gen)
 }

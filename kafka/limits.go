@@ -182,6 +182,23 @@ func (b *budget) acquire(ctx context.Context, n int64, big bool) error {
 	}
 }
 
+// takeUpTo takes as much of n bulk bytes as is free, without waiting.
+func (b *budget) takeUpTo(n int64) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n = max(min(n, b.size-b.used, b.bulk-b.bigUsed), 0)
+	b.takeLocked(n, true)
+	return n
+}
+
+// force takes n bulk bytes even past the budget: for memory already
+// allocated, so that what comes next waits or shrinks.
+func (b *budget) force(n int64) {
+	b.mu.Lock()
+	b.takeLocked(n, true)
+	b.mu.Unlock()
+}
+
 func (b *budget) release(n int64, big bool) {
 	if n == 0 {
 		return
