@@ -85,6 +85,11 @@ func (l *Limits) defaults(maxRequest int32) {
 	if l.MaxNonProduceRequestSize > maxRequest {
 		l.MaxNonProduceRequestSize = maxRequest
 	}
+	// Such a frame is charged maxDecodeFactor times its size, and a
+	// request may take at most half the budget's bulk (reserveDecode).
+	if most := l.QueuedMaxRequestBytes * 7 / 8 / 2 / maxDecodeFactor; int64(l.MaxNonProduceRequestSize) > most {
+		l.MaxNonProduceRequestSize = int32(most)
+	}
 	if l.FetchMaxBytes <= 0 {
 		l.FetchMaxBytes = DefaultFetchMaxBytes
 	}
