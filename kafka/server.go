@@ -211,8 +211,11 @@ func (s *Server) admit(c net.Conn) {
 		s.mu.Unlock()
 		s.metrics.limitHits.WithLabelValues(hit).Inc()
 		s.logger.Debug("kafka connection refused: limit reached", "remote", c.RemoteAddr().String(), "limit", hit)
+		// A reset, not a FIN: it frees the socket at once, and franz-go
+		// retries a reset but not an EOF on a new connection's first
+		// request (FACTS.md).
 		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0) // a reset frees the socket at once
+			tc.SetLinger(0)
 		}
 		c.Close()
 		return
