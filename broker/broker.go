@@ -142,7 +142,7 @@ func New(cfg Config) (*Broker, error) {
 		listenKafka = self.Kafka
 	}
 	b.kafka, err = kafka.NewServer(kafka.Config{Listen: listenKafka, MaxRequestSize: cfg.MaxRequestSize,
-		Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry})
+		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry})
 	if err != nil {
 		return nil, err
 	}
