@@ -23,6 +23,10 @@ type connCtx struct {
 	ctx      context.Context
 	clientID string
 	remote   string
+	// principal is who the connection acts for (principal.go); written
+	// only by authentication on the reader goroutine, before the requests
+	// it precedes are started.
+	principal Principal
 	// respMem is the request budget held by the response being built
 	// (a Fetch's records), given back once it is written. Only the
 	// writer goroutine, which runs replies one at a time, touches it.
@@ -64,7 +68,7 @@ type pendingResp struct {
 
 func newConn(s *Server, nc net.Conn, ip netip.Addr) *conn {
 	c := &conn{s: s, nc: nc, ip: ip, done: make(chan struct{})}
-	c.cc = connCtx{ctx: s.ctx, remote: nc.RemoteAddr().String()}
+	c.cc = connCtx{ctx: s.ctx, remote: nc.RemoteAddr().String(), principal: Anonymous}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
