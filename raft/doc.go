@@ -153,6 +153,8 @@
 //	r.inMu      a replica's inbox; leaf
 //	h.qmu       the run queue; leaf
 //	recovery.mu a failed replica's retry timer; leaf
+//	log         a replica's log: l.syncMu, then l.mu (log/doc.go), taken
+//	            under r.mu by the Ready cycle and by readers under none
 //	transport   peerSender.mu, TCPTransport.mu, MemNetwork.mu,
 //	            MemTransport.mu: leaves, taken by Send under any of the
 //	            above and never held while calling the handler (Receive,
@@ -162,6 +164,7 @@
 //
 //	r.mu -> broker b.mu (read), view lock, partition locks (callbacks, SM)
 //	r.mu -> h.mu, h.peerMu, r.inMu, h.qmu, recovery.mu, transport locks
+//	r.mu -> log l.syncMu -> log l.mu
 //	broker locks -> h.mu, r.inMu, h.qmu, transport locks (Submit, Replica, SendNotice)
 //	h.peerMu -> h.heardMu
 //	leaves: h.mu, h.heardMu, r.inMu, h.qmu, recovery.mu, transport locks
@@ -172,7 +175,8 @@
 //	                                       on OpenReplica's caller, no lock)
 //	OnLeaderChange                         worker, r.mu held (the first one
 //	                                       on OpenReplica's caller)
-//	OnStorageError                         worker, r.mu held
+//	OnStorageError                         worker, r.mu held; takes the
+//	                                       broker's b.failMu, a leaf
 //	OnNotice                               transport reader, no raft lock
 //	OnPeer                                 transport reader or the liveness
 //	                                       loop, no raft lock
