@@ -70,6 +70,7 @@ func (r *Replica) drainInbox() {
 	if r.quiesced.Load() {
 		ticks = 0 // a quiet group's clocks stand still
 	}
+	ticks = min(ticks, maxTicksPerDrain(r.host.cfg.ElectionTicks))
 	for i := 0; i < ticks; i++ {
 		if stopping && r.raftState != etcdraft.StateLeader {
 			// Let leases expire so this node still votes for others, but
@@ -92,6 +93,16 @@ func (r *Replica) drainInbox() {
 	}
 	r.proposeHeld()
 }
+
+// maxTicksPerDrain bounds the ticks stepped at once. Ticks pile up in the
+// inbox while the worker is stalled (a slow fsync), but the messages that
+// arrived meanwhile are stepped before them, so only one election timeout's
+// worth of the pile can be judged against them: a leader stepping two
+// timeouts at once runs a second quorum check that no answer could reach
+// and steps down in its own term; a follower that has just heard from its
+// leader would campaign. The rest is dropped, so a stalled node's clocks
+// run late, never early.
+func maxTicksPerDrain(electionTicks int) int { return max(1, electionTicks-1) }
 
 func (r *Replica) prepare() (w readyWork, err error) {
 	r.drainInbox()
