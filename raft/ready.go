@@ -24,6 +24,9 @@ type readyWork struct {
 	sentEarly bool
 	needSync  bool
 	stateSync bool
+	// stateRec is the hard-state record to commit to the node's log in
+	// the sync phase (term or vote changed, Host.states set).
+	stateRec []byte
 }
 
 func (r *Replica) drainInbox() {
@@ -152,7 +155,15 @@ func (r *Replica) prepare() (w readyWork, err error) {
 		// A new term or vote must be on disk before the messages that
 		// depend on it leave; the fsync happens in the host's sync phase,
 		// shared with other replicas, and those messages wait for finish.
-		if err := r.st.saveState(false); err != nil {
+		// With the node's hard-state log the record is written there too:
+		// one frame and one fsync for every replica of the round.
+		if r.st.node != nil && termOrVote {
+			rec, err := stateRecord(r.cfg.Group, r.st.hs, r.st.cs)
+			if err != nil {
+				return w, err
+			}
+			w.stateRec = rec
+		} else if err := r.st.saveState(false); err != nil {
 			return w, err
 		}
 		w.stateSync = termOrVote
@@ -162,7 +173,7 @@ func (r *Replica) prepare() (w readyWork, err error) {
 
 // sync makes a Ready's writes durable as the policy and Raft require.
 func (r *Replica) sync(w *readyWork) error {
-	if w.stateSync {
+	if w.stateSync && w.stateRec == nil {
 		if err := r.st.syncState(); err != nil {
 			return err
 		}

@@ -96,6 +96,13 @@ type storage struct {
 	stateF *os.File
 	seq    uint64
 	closed bool
+	// node, when set, holds the hard state instead of stateF (one file
+	// for every replica of the host, hardstate.go); group is the key.
+	// stateDirty: hs changed (only its commit index) since it was last
+	// written there.
+	node       *hardStateLog
+	group      uint64
+	stateDirty bool
 
 	// metas covers the entries after the applied index, in order.
 	metas []entryMeta
@@ -177,7 +184,7 @@ func (s *storage) cacheGet(lo, hi, maxSize uint64) ([]*pb.Entry, bool) {
 	return out, true
 }
 
-func openStorage(dir string, opts clog.Options) (*storage, error) {
+func openStorage(dir string, opts clog.Options, node *hardStateLog, group uint64) (*storage, error) {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, err
 	}
@@ -190,7 +197,7 @@ func openStorage(dir string, opts clog.Options) (*storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &storage{dir: dir, log: l, hs: &pb.HardState{}, cs: &pb.ConfState{}}
+	s := &storage{dir: dir, log: l, hs: &pb.HardState{}, cs: &pb.ConfState{}, node: node, group: group}
 	if err := s.open(); err != nil {
 		s.close()
 		return nil, err
@@ -200,7 +207,11 @@ func openStorage(dir string, opts clog.Options) (*storage, error) {
 
 // open loads the state and snapshot files and checks they fit the log.
 func (s *storage) open() error {
-	found, err := s.loadState()
+	load := s.loadState
+	if s.node != nil {
+		load = s.loadNodeState
+	}
+	found, err := load()
 	if err != nil {
 		return err
 	}
@@ -385,6 +396,12 @@ func (s *storage) close() error {
 	}
 	s.closed = true
 	err := s.log.Close()
+	if s.node != nil && s.stateDirty {
+		// The last commit index, so a restart replays what was applied.
+		if e := s.saveState(true); e != nil && err == nil {
+			err = e
+		}
+	}
 	if s.stateF != nil {
 		if e := s.syncState(); e != nil && err == nil {
 			err = e

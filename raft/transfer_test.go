@@ -14,8 +14,14 @@ import (
 )
 
 // TestParallelTransfersUnderLoad moves the leadership of 30 groups at once
-// while they take proposals, over real TCP, as a graceful shutdown does.
+// while they take proposals, over real TCP, as a graceful shutdown does:
+// with a raft-state file per replica and with the node's one file.
 func TestParallelTransfersUnderLoad(t *testing.T) {
+	t.Run("replica-files", func(t *testing.T) { parallelTransfers(t, false) })
+	t.Run("node-file", func(t *testing.T) { parallelTransfers(t, true) })
+}
+
+func parallelTransfers(t *testing.T, nodeFile bool) {
 	root := t.TempDir()
 	var addrs []string
 	for i := 0; i < 3; i++ {
@@ -28,7 +34,11 @@ func TestParallelTransfersUnderLoad(t *testing.T) {
 	reps := map[uint64]map[uint64]*Replica{}
 	for id := uint64(1); id <= 3; id++ {
 		tr := NewTCPTransport(id, peers[id], peers, nil)
-		h, err := NewHost(Config{ID: id, Transport: tr, Fsync: FsyncInterval})
+		cfg := Config{ID: id, Transport: tr, Fsync: FsyncInterval}
+		if nodeFile {
+			cfg.StateDir = filepath.Join(root, fmt.Sprint(id))
+		}
+		h, err := NewHost(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
