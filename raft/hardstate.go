@@ -326,6 +326,15 @@ func (s *hardStateLog) commit(recs ...[]byte) error {
 	return err
 }
 
+// stage queues recs for the next commit without waiting for it: closing
+// replicas stage their last commit index, and the host commits them all
+// at once (StopReplicas).
+func (s *hardStateLog) stage(recs ...[]byte) {
+	s.mu.Lock()
+	s.queue = append(s.queue, recs...)
+	s.mu.Unlock()
+}
+
 // flush writes one batch; only the caller that set flushing runs it.
 func (s *hardStateLog) flush(batch [][]byte, failed bool) error {
 	if failed {

@@ -374,6 +374,10 @@ func (h *Host) StopReplicas() error {
 	}
 	wg.Wait()
 	if h.states != nil {
+		// The commit indexes the replicas staged as they closed.
+		if err := h.states.commit(); err != nil {
+			errs = append(errs, err)
+		}
 		if err := h.states.close(); err != nil {
 			errs = append(errs, err)
 		}

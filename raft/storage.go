@@ -397,8 +397,16 @@ func (s *storage) close() error {
 	s.closed = true
 	err := s.log.Close()
 	if s.node != nil && s.stateDirty {
-		// The last commit index, so a restart replays what was applied.
-		if e := s.saveState(true); e != nil && err == nil {
+		// The last commit index, so a restart replays what was applied;
+		// the host commits what its replicas staged in one frame
+		// (StopReplicas, RemoveReplica, recover). Only the commit index
+		// can be dirty: term and vote changes are committed as they
+		// happen.
+		rec, e := stateRecord(s.group, s.hs, s.cs)
+		if e == nil {
+			s.node.stage(rec)
+			s.stateDirty = false
+		} else if err == nil {
 			err = e
 		}
 	}
