@@ -218,6 +218,12 @@ func (h *Host) ticker() {
 func (h *Host) syncer() {
 	h.every(h.cfg.FsyncInterval, func() {
 		for _, r := range h.Replicas() {
+			if h.ctx.Err() != nil {
+				// Stopping: closing syncs every log, and StopReplicas
+				// waits for this loop, so a pass over hundreds of logs
+				// would hold the shutdown up for nothing.
+				return
+			}
 			if err := r.Log().Sync(); err != nil && !errors.Is(err, errClosedLog) {
 				r.enqueue(func() { r.inOps = append(r.inOps, func() { r.fail(err) }) })
 			}
