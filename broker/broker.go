@@ -113,6 +113,9 @@ func New(cfg Config) (*Broker, error) {
 		Fsync: policy, FsyncInterval: cfg.FsyncInterval, LagTime: cfg.ISRLagTime,
 		RetentionInterval: cfg.RetentionInterval, AutoRebalance: cfg.AutoLeaderRebalance,
 		RebalanceDelay: cfg.RebalanceDelay, Logger: cfg.Logger,
+		// One hard-state file for every partition of the node, so a
+		// leadership transfer waits on one fsync per side (raft/doc.go).
+		StateDir: cfg.DataDir,
 		OnStorageError: func(name string, err error) {
 			b.logger.Error("partition stopped by a storage error; the node keeps serving the others", "partition", name, "err", err)
 		},
