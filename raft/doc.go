@@ -184,6 +184,9 @@
 //	r.inMu      a replica's inbox; leaf
 //	h.qmu       the run queue; leaf
 //	recovery.mu a failed replica's retry timer; leaf
+//	states.mu   the node's hard-state file (hardStateLog.mu); leaf. A
+//	            worker holding r.mu may wait in commit for the flush in
+//	            progress; the flusher holds no raft lock while it writes.
 //	transport   peerSender.mu, TCPTransport.mu, MemNetwork.mu,
 //	            MemTransport.mu: leaves, taken by Send under any of the
 //	            above and never held while calling the handler (Receive,
@@ -192,10 +195,10 @@
 // The same as chains ("A -> B": hold A, then take B; never the reverse):
 //
 //	r.mu -> broker b.mu (read), view lock, partition locks (callbacks, SM)
-//	r.mu -> h.mu, h.peerMu, r.inMu, h.qmu, recovery.mu, transport locks
+//	r.mu -> h.mu, h.peerMu, r.inMu, h.qmu, recovery.mu, states.mu, transport locks
 //	broker locks -> h.mu, r.inMu, h.qmu, transport locks (Submit, Replica, SendNotice)
 //	h.peerMu -> h.heardMu
-//	leaves: h.mu, h.heardMu, r.inMu, h.qmu, recovery.mu, transport locks
+//	leaves: h.mu, h.heardMu, r.inMu, h.qmu, recovery.mu, states.mu, transport locks
 //
 // Callbacks into the broker and what they run under:
 //

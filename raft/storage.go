@@ -74,7 +74,8 @@ type entryMeta struct {
 }
 
 // storage implements etcd raft's Storage over a clog.Log plus a small state
-// file holding the HardState and ConfState, and a snapshot file.
+// file holding the HardState and ConfState (or, with Config.StateDir, the
+// node's hard-state file, hardstate.go), and a snapshot file.
 //
 // Durability: entries are durable once the log is synced; the state file is
 // fsynced whenever term, vote or the configuration change (raft requires
