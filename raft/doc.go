@@ -48,14 +48,15 @@
 //  1. prepare, per replica: step the inbox into Raft (messages, then ticks,
 //     operations and proposals; at most ElectionTicks-1 ticks at once, so
 //     a stalled worker does not judge its peers on time it was away);
-//     take a Ready; when the Ready changes
-//     neither term nor vote, send at once the messages that do not report
-//     on this Ready's writes (so a leader replicates while it writes its
-//     own copy); install a snapshot the leader sent; write the new entries
-//     to the log and the hard state to the state file, neither fsynced
-//     (with Config.StateDir: a hard state whose term or vote changed
-//     becomes a record for the node's file; one that changed only the
-//     commit index stays in memory).
+//     take a Ready; send at once the messages that do not report on this
+//     Ready's writes (so a leader replicates while it writes its own copy,
+//     and a candidate's vote requests leave while its term and vote are
+//     fsynced: a request promises nothing, and its own vote counts only at
+//     Advance; ready.go); install a snapshot the leader sent; write the
+//     new entries to the log and the hard state to the state file, neither
+//     fsynced (with Config.StateDir: a hard state whose term or vote
+//     changed becomes a record for the node's file; one that changed only
+//     the commit index stays in memory).
 //  2. sync, shared: every replica of the batch that needs it fsyncs in
 //     parallel with the others, and the round waits for all of them (group
 //     commit). A replica fsyncs its state file when term or vote changed,
@@ -65,12 +66,11 @@
 //     overlap share that fsync too. One slow disk write therefore delays
 //     the whole batch, and one round serves up to workerBatch replicas.
 //  3. finish, per replica: answer acks=1 proposals whose entries are now
-//     in the log (synced under FsyncAlways); send the messages held back:
-//     all of them when term or vote changed, and always the append and
-//     vote responses, which promise the writes of step 1 are durable;
-//     apply the committed entries to the state machine and answer acks=all
-//     proposals; take a local snapshot if due; Advance; publish the
-//     status.
+//     in the log (synced under FsyncAlways); send the messages held back,
+//     the append and vote responses, which promise the writes of step 1
+//     are durable; apply the committed entries to the state machine and
+//     answer acks=all proposals; take a local snapshot if due; Advance;
+//     publish the status.
 //
 // The worker then releases r.mu and queues the replica again if Raft has
 // more to do or work arrived meanwhile.

@@ -21,7 +21,6 @@ import (
 type readyWork struct {
 	rd        etcdraft.Ready
 	has       bool
-	sentEarly bool
 	needSync  bool
 	stateSync bool
 	// stateRec is the hard-state record to commit to the node's log in
@@ -119,19 +118,23 @@ func (r *Replica) prepare() (w readyWork, err error) {
 		r.onSoftState(rd.SoftState)
 	}
 	termOrVote := rd.HardState != nil && (rd.HardState.GetTerm() != r.st.hs.GetTerm() || rd.HardState.GetVote() != r.st.hs.GetVote())
-	if !termOrVote {
-		// Messages that do not report on this Ready's writes may leave
-		// before them: the leader replicates while it writes.
-		if rd.SoftState != nil {
-			// A new leader publishes before its first message goes out,
-			// so whoever hears of it (an old leader finishing a transfer,
-			// a client it redirects) finds it leading here. The term is
-			// durable already: it was written when the campaign began.
-			r.publish()
-		}
-		r.sendMsgs(rd.Messages, false)
-		w.sentEarly = true
+	if !termOrVote && rd.SoftState != nil {
+		// A new leader publishes before its first message goes out, so
+		// whoever hears of it (an old leader finishing a transfer, a
+		// client it redirects) finds it leading here. The term is durable
+		// already: it was written when the campaign began.
+		r.publish()
 	}
+	// Messages that do not report on this Ready's writes leave before
+	// them: the leader replicates while it writes, and a candidate asks
+	// for votes while its own term and vote are fsynced, so the voters'
+	// fsyncs run alongside its own. That is safe as etcd raft's
+	// asynchronous storage writes have it: a request promises nothing;
+	// the candidate's vote for itself counts only at Advance, after the
+	// sync phase, and a candidate that crashes first never counted it.
+	// What does promise durability (append and vote responses) waits for
+	// finish.
+	r.sendMsgs(rd.Messages, false)
 	if !etcdraft.IsEmptySnap(rd.Snapshot) {
 		if err := r.installSnapshot(rd.Snapshot); err != nil {
 			return w, err
@@ -212,9 +215,6 @@ func (r *Replica) finish(w *readyWork) error {
 		return nil
 	}
 	rd := &w.rd
-	if !w.sentEarly {
-		r.sendMsgs(rd.Messages, false)
-	}
 	r.sendMsgs(rd.Messages, true)
 	if err := r.apply(rd.CommittedEntries); err != nil {
 		return err
