@@ -62,14 +62,16 @@ type hardStateLog struct {
 	compactFloor int64
 
 	// hook, when set (tests), is called at the named points of a write;
-	// crash tests kill the process there.
-	hook func(point string)
+	// crash tests kill the process there, and an error it returns is
+	// taken as the failure of the step that follows.
+	hook func(point string) error
 }
 
-func (s *hardStateLog) at(point string) {
+func (s *hardStateLog) at(point string) error {
 	if s.hook != nil {
-		s.hook(point)
+		return s.hook(point)
 	}
+	return nil
 }
 
 // openHardStateLog opens (or creates) the store in dir, reading every
@@ -386,15 +388,23 @@ func (s *hardStateLog) write(recs [][]byte) error {
 	if len(fr) > hsMaxFrame {
 		return fmt.Errorf("raft hard state %s: frame of %d bytes", s.path, len(fr))
 	}
-	s.at("hardstate-write")
-	if _, err := s.f.Write(fr); err != nil {
+	err := s.at("hardstate-write")
+	if err == nil {
+		_, err = s.f.Write(fr)
+	}
+	if err != nil {
 		return fmt.Errorf("raft hard state %s: write: %w", s.path, err)
 	}
-	s.at("hardstate-fsync")
-	if err := s.f.Sync(); err != nil {
+	err = s.at("hardstate-fsync")
+	if err == nil {
+		err = s.f.Sync()
+	}
+	if err != nil {
 		return fmt.Errorf("raft hard state %s: fsync: %w", s.path, err)
 	}
-	s.at("hardstate-synced")
+	if err := s.at("hardstate-synced"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq++
@@ -434,12 +444,17 @@ func (s *hardStateLog) rewrite(recs [][]byte) error {
 	if err != nil {
 		return fmt.Errorf("raft hard state %s: compact: %w", s.path, err)
 	}
-	s.at("hardstate-compact-written")
+	if err := s.at("hardstate-compact-written"); err != nil {
+		return err
+	}
 	if err := os.Rename(tmp, s.path); err != nil {
 		return fmt.Errorf("raft hard state %s: compact: %w", s.path, err)
 	}
-	s.at("hardstate-compact-renamed")
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
+	err = s.at("hardstate-compact-renamed")
+	if err == nil {
+		err = syncDir(filepath.Dir(s.path))
+	}
+	if err != nil {
 		return fmt.Errorf("raft hard state %s: compact: %w", s.path, err)
 	}
 	nf, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND, fileMode)

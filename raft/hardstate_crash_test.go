@@ -33,14 +33,14 @@ const (
 )
 
 // crashHook kills the process on the n-th visit of point.
-func crashHook(spec string) func(string) {
+func crashHook(spec string) func(string) error {
 	point, nstr, _ := strings.Cut(spec, ":")
 	n, _ := strconv.Atoi(nstr)
 	var mu sync.Mutex
 	seen := 0
-	return func(p string) {
+	return func(p string) error {
 		if p != point {
-			return
+			return nil
 		}
 		mu.Lock()
 		seen++
@@ -50,6 +50,7 @@ func crashHook(spec string) func(string) {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {} // the signal is on its way
 		}
+		return nil
 	}
 }
 
@@ -217,12 +218,7 @@ func TestHostCrashKeepsTermChild(t *testing.T) {
 		n.rep.Campaign()
 		waitFor(t, 5*time.Second, "leader", func() bool { s := n.rep.Status(); return s.IsLeader() && s.LeaderReady })
 		fmt.Printf("ack term %d\n", n.rep.Status().Term)
-		// Step down so the next campaign takes a new term.
-		n.rep.enqueue(func() {
-			n.rep.inOps = append(n.rep.inOps, func() {
-				n.rep.rn.Step(&pb.Message{Type: pb.MsgHeartbeat.Enum(), From: new(uint64(9)), To: new(uint64(1)), Term: new(n.rep.term + 1)})
-			})
-		})
+		n.stepDown()
 		waitFor(t, 5*time.Second, "follower", func() bool { return !n.rep.Status().IsLeader() })
 	}
 	t.Fatal("never reached the kill point")
@@ -230,7 +226,7 @@ func TestHostCrashKeepsTermChild(t *testing.T) {
 
 // openSoloNodeHook is openSolo with the node's hard-state file in root and
 // the replica in root/g7; hook (if any) is the store's crash hook.
-func openSoloNodeHook(t *testing.T, root string, hook func(string)) *soloNode {
+func openSoloNodeHook(t *testing.T, root string, hook func(string) error) *soloNode {
 	t.Helper()
 	h, err := NewHost(Config{ID: 1, Transport: NewMemNetwork().Transport(1), TickInterval: 10 * time.Millisecond,
 		ElectionTicks: 10, HeartbeatTicks: 1, Fsync: FsyncAlways, LagTime: time.Second, StateDir: root})
@@ -250,4 +246,14 @@ func openSoloNodeHook(t *testing.T, root string, hook func(string)) *soloNode {
 		t.Fatal(err)
 	}
 	return &soloNode{t: t, dir: dir, host: h, rep: r, sm: sm}
+}
+
+// stepDown makes a solo leader follow a higher term (from a node outside
+// the group), so that its next campaign takes a new term again.
+func (n *soloNode) stepDown() {
+	n.rep.enqueue(func() {
+		n.rep.inOps = append(n.rep.inOps, func() {
+			n.rep.rn.Step(&pb.Message{Type: pb.MsgHeartbeat.Enum(), From: new(uint64(9)), To: new(uint64(1)), Term: new(n.rep.term + 1)})
+		})
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,4 +369,47 @@ func TestManyIdleGroupsWriteNothing(t *testing.T) {
 		t.Fatalf("hard-state file %d bytes for %d groups", size, groups)
 	}
 	t.Logf("%d groups: opened in %v, %d frames, file %d bytes", groups, opened, frames, size)
+}
+
+// TestHardStateFsyncFailureRecovers: a failed write or fsync of the node's
+// file fails the replicas whose records it carried (never ignored); while
+// it keeps failing they stay failed, and once it works again a recovery
+// rewrites the file and they go on with their terms.
+func TestHardStateFsyncFailureRecovers(t *testing.T) {
+	root := t.TempDir()
+	var failing atomic.Bool
+	var failedCalls atomic.Int32
+	n := openSoloNodeHook(t, root, func(string) error {
+		if failing.Load() {
+			failedCalls.Add(1)
+			return errInjected
+		}
+		return nil
+	})
+	n.propose("a")
+	term := n.rep.Status().Term
+	failing.Store(true)
+	n.stepDown() // a new term: its record's fsync fails
+	waitFor(t, 5*time.Second, "the replica to fail", func() bool { return n.rep.Status().Failed })
+	seen := failedCalls.Load()
+	waitFor(t, 10*time.Second, "a recovery attempt", func() bool { return failedCalls.Load() > seen })
+	if !n.rep.Status().Failed {
+		t.Fatal("recovered while the file still fails")
+	}
+	failing.Store(false)
+	waitFor(t, 10*time.Second, "recovery", func() bool { return !n.rep.Status().Failed })
+	n.propose("b")
+	led := n.rep.Status().Term
+	if led <= term {
+		t.Fatalf("term after recovery %d, was %d", led, term)
+	}
+	n.close()
+	n2 := openSoloNodeHook(t, root, nil)
+	if got := n2.rep.st.hs.GetTerm(); got < led {
+		t.Fatalf("term after restart %d, led in %d", got, led)
+	}
+	waitFor(t, 5*time.Second, "replay", func() bool { return len(n2.sm.list()) == 2 })
+	if got := fmt.Sprint(n2.sm.list()); got != "[a b]" {
+		t.Fatalf("state after restart: %v", got)
+	}
 }

@@ -259,7 +259,9 @@ func (s *storage) loadNodeState() (found bool, err error) {
 	if err := s.node.commit(rec); err != nil {
 		return false, err
 	}
-	s.node.at("hardstate-migrated")
+	if err := s.node.at("hardstate-migrated"); err != nil {
+		return false, err
+	}
 	return true, s.dropOldState()
 }
 

@@ -167,13 +167,13 @@ func TestVotersSyncWhileCandidateSyncs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h.states.hook = func(point string) {
+		h.states.hook = func(point string) error {
 			if point != "hardstate-fsync" || !armed.Load() {
-				return
+				return nil
 			}
 			if id != target.Load() {
 				voterOnce.Do(func() { close(voterAt) })
-				return
+				return nil
 			}
 			targetOnce.Do(func() {
 				select {
@@ -182,6 +182,7 @@ func TestVotersSyncWhileCandidateSyncs(t *testing.T) {
 					timedOut.Store(true)
 				}
 			})
+			return nil
 		}
 		if err := h.Start(); err != nil {
 			t.Fatal(err)
