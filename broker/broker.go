@@ -122,6 +122,9 @@ func New(cfg Config) (*Broker, error) {
 		Fsync: policy, FsyncInterval: cfg.FsyncInterval, LagTime: cfg.ISRLagTime,
 		RetentionInterval: cfg.RetentionInterval, AutoRebalance: cfg.AutoLeaderRebalance,
 		RebalanceDelay: cfg.RebalanceDelay, Logger: cfg.Logger,
+		// One hard-state file for every partition of the node, so a
+		// leadership transfer waits on one fsync per side (raft/doc.go).
+		StateDir:       cfg.DataDir,
 		OnStorageError: b.onStorageError,
 		OnLeaderChange: b.onLeaderChange,
 		OnNotice:       b.onNotice,
