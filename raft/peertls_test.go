@@ -1,0 +1,266 @@
+package raft
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chronik-dev/chronik/internal/testpki"
+)
+
+// recorder is a TransportHandler that remembers what arrived.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []WireMsg
+	up   map[uint64]bool
+	got  chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{up: map[uint64]bool{}, got: make(chan struct{}, 64)} }
+
+func (r *recorder) Receive(from uint64, msgs []WireMsg) {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, msgs...)
+	r.mu.Unlock()
+	select {
+	case r.got <- struct{}{}:
+	default:
+	}
+}
+func (r *recorder) PeerDown(uint64, bool) {}
+func (r *recorder) PeerUp(id uint64) {
+	r.mu.Lock()
+	r.up[id] = true
+	r.mu.Unlock()
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ln.Addr().String())
+		ln.Close()
+	}
+	return out
+}
+
+func peerTLS(t *testing.T, ca *testpki.CA, id uint64) *PeerTLS {
+	t.Helper()
+	leaf, err := ca.Issue(NodeCertName(id), NodeCertName(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := leaf.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &PeerTLS{Cert: cert, CA: ca.Pool()}
+}
+
+// startTransport starts node id of peers with sec and a recorder.
+func startTransport(t *testing.T, id uint64, peers map[uint64]string, sec PeerSecurity) (*TCPTransport, *recorder) {
+	t.Helper()
+	tr := NewTCPTransport(id, peers[id], peers, nil)
+	if err := tr.Secure(sec); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	if err := tr.Start(rec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr, rec
+}
+
+func waitReceived(t *testing.T, rec *recorder, n int) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for rec.count() < n {
+		select {
+		case <-rec.got:
+		case <-deadline:
+			t.Fatalf("received %d messages, want %d", rec.count(), n)
+		}
+	}
+}
+
+func TestPeerTLSDelivers(t *testing.T) {
+	ca, err := testpki.NewCA("peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := freeAddrs(t, 2)
+	peers := map[uint64]string{1: addrs[0], 2: addrs[1]}
+	a, _ := startTransport(t, 1, peers, PeerSecurity{ClusterID: "c1", TLS: peerTLS(t, ca, 1)})
+	_, rb := startTransport(t, 2, peers, PeerSecurity{ClusterID: "c1", TLS: peerTLS(t, ca, 2)})
+	a.Send(2, []WireMsg{{Group: 7, Channel: 3, Data: []byte("hello")}})
+	waitReceived(t, rb, 1)
+	if m := rb.msgs[0]; m.Group != 7 || string(m.Data) != "hello" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+// hostileHello is a hello claiming node from of cluster.
+func hostileHello(from uint64, cluster string) []byte {
+	b := make([]byte, helloSize)
+	copy(b, wireMagic)
+	binary.BigEndian.PutUint16(b[4:], wireVersion)
+	binary.BigEndian.PutUint64(b[6:], from)
+	binary.BigEndian.PutUint64(b[14:], 99)
+	b[22] = byte(len(cluster))
+	return append(b, cluster...)
+}
+
+// helloThenFrame is a hello followed by one message frame that would be
+// delivered if the hello were accepted.
+func helloThenFrame(from uint64, cluster string) []byte {
+	b := hostileHello(from, cluster)
+	_, parts := buildFrame([]WireMsg{{Group: 1, Channel: 5, Data: []byte("forged")}}, nil, nil)
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+// expectClosed reads from c until the node closes it.
+func expectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the node kept a refused connection open")
+	}
+}
+
+func TestPeerRefused(t *testing.T) {
+	ca, err := testpki.NewCA("peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := testpki.NewCA("another")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := freeAddrs(t, 4)
+	peers := map[uint64]string{1: addrs[0], 2: addrs[1], 3: addrs[2]}
+	secure, srec := startTransport(t, 1, peers, PeerSecurity{ClusterID: "c1", TLS: peerTLS(t, ca, 1)})
+	plainPeers := map[uint64]string{1: addrs[3], 2: addrs[1], 3: addrs[2]}
+	plain, prec := startTransport(t, 1, plainPeers, PeerSecurity{ClusterID: "c1"})
+
+	tlsDial := func(t *testing.T, addr string, cert *PeerTLS) net.Conn {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert.Cert}, RootCAs: ca.Pool(), ServerName: NodeCertName(1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	plainDial := func(t *testing.T, addr string) net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cases := []struct {
+		name   string
+		tr     *TCPTransport
+		reason string
+		dial   func(t *testing.T) net.Conn
+		send   []byte
+	}{
+		{"plaintext peer to a TLS node", secure, RefusedTLS,
+			func(t *testing.T) net.Conn { return plainDial(t, secure.Addr()) }, helloThenFrame(2, "c1")},
+		{"certificate of node 2 claiming node 3", secure, RefusedCertificate,
+			func(t *testing.T) net.Conn { return tlsDial(t, secure.Addr(), peerTLS(t, ca, 2)) }, helloThenFrame(3, "c1")},
+		{"certificate from another CA", secure, RefusedTLS,
+			func(t *testing.T) net.Conn {
+				c, err := tls.Dial("tcp", secure.Addr(), &tls.Config{Certificates: []tls.Certificate{peerTLS(t, other, 2).Cert}, InsecureSkipVerify: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}, helloThenFrame(2, "c1")},
+		{"TLS peer to a plaintext node", plain, RefusedHello,
+			func(t *testing.T) net.Conn { return plainDial(t, plain.Addr()) },
+			// The first bytes of a TLS ClientHello: a handshake record.
+			[]byte{0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
+		{"plaintext peer of another cluster", plain, RefusedCluster,
+			func(t *testing.T) net.Conn { return plainDial(t, plain.Addr()) }, helloThenFrame(2, "c2")},
+		{"plaintext peer that is not in the cluster", plain, RefusedUnknownNode,
+			func(t *testing.T) net.Conn { return plainDial(t, plain.Addr()) }, helloThenFrame(9, "c1")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.tr.RefusedPeers()[tc.reason]
+			c := tc.dial(t)
+			defer c.Close()
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			c.Write(tc.send) // the node may close before it has read all
+			expectClosed(t, c)
+			if got := tc.tr.RefusedPeers()[tc.reason]; got != before+1 {
+				t.Fatalf("refused %s: %d, want %d (all: %v)", tc.reason, got, before+1, tc.tr.RefusedPeers())
+			}
+		})
+	}
+	if srec.count() != 0 || prec.count() != 0 || len(srec.up)+len(prec.up) != 0 {
+		t.Fatalf("a refused peer got through: %d, %d messages, up %v %v", srec.count(), prec.count(), srec.up, prec.up)
+	}
+}
+
+// TestPeerFrameGrowsAsBytesArrive declares the largest frame from many
+// connections and sends a few bytes of it: the node must not allocate
+// what was declared.
+func TestPeerFrameGrowsAsBytesArrive(t *testing.T) {
+	addrs := freeAddrs(t, 2)
+	peers := map[uint64]string{1: addrs[0], 2: addrs[1]}
+	tr, _ := startTransport(t, 1, peers, PeerSecurity{ClusterID: "c1"})
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	const conns = 16
+	var open []net.Conn
+	for i := 0; i < conns; i++ {
+		c, err := net.Dial("tcp", tr.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+		b := hostileHello(2, "c1")
+		b = append(b, 0x10, 0, 0, 0, frameMsgs, 1, 2, 3) // 256 MiB declared
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The node never answers; waiting out a short read deadline on each
+	// connection gives it time to read what was sent.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for _, c := range open {
+		c.SetReadDeadline(deadline)
+		bufio.NewReader(c).ReadByte()
+	}
+	runtime.ReadMemStats(&ms)
+	if grown := ms.TotalAlloc - before; grown > 64<<20 {
+		t.Fatalf("%d half-sent 256 MiB frames cost %d MiB", conns, grown>>20)
+	}
+	for _, c := range open {
+		c.Close()
+	}
+}
