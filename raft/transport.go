@@ -220,6 +220,16 @@ func (t *TCPTransport) readLoop(c net.Conn) {
 	wasCurrent := from != 0 && t.current[from] == c
 	if wasCurrent {
 		delete(t.current, from)
+		// A second connection from the same peer (a stray or hostile one
+		// that took over as current) ending must not report the peer
+		// down while its other connection still delivers.
+		for other, id := range t.inbound {
+			if id == from {
+				t.current[from] = other
+				wasCurrent = false
+				break
+			}
+		}
 	}
 	closed := t.closed
 	t.mu.Unlock()
