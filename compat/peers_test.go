@@ -101,12 +101,14 @@ func raftMsg(typ pb.MessageType, from, to, term uint64) *pb.Message {
 	return &pb.Message{Type: typ.Enum(), From: proto.Uint64(from), To: proto.Uint64(to), Term: proto.Uint64(term)}
 }
 
-// forgedSnapshot is a metadata-group snapshot from far in the future:
-// installed, it would reset the node's metadata log.
+// forgedSnapshot is an empty metadata-group snapshot from far in the
+// future. Before peers were authenticated, one such message from any host
+// that reached the Raft port made the node install it and forget every
+// topic (its data directory went from 49,700 to 4,240 bytes).
 func forgedSnapshot(from, to uint64, size int) *pb.Message {
 	m := raftMsg(pb.MsgSnap, from, to, 1<<40)
 	m.Snapshot = &pb.Snapshot{Data: make([]byte, size), Metadata: &pb.SnapshotMetadata{
-		Index: proto.Uint64(1 << 40), Term: proto.Uint64(1 << 40), ConfState: &pb.ConfState{Voters: []uint64{from}}}}
+		Index: proto.Uint64(1 << 40), Term: proto.Uint64(1 << 40), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}}
 	return m
 }
 
