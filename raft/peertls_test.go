@@ -20,9 +20,12 @@ type recorder struct {
 	msgs []WireMsg
 	up   map[uint64]bool
 	got  chan struct{}
+	ups  chan uint64
 }
 
-func newRecorder() *recorder { return &recorder{up: map[uint64]bool{}, got: make(chan struct{}, 64)} }
+func newRecorder() *recorder {
+	return &recorder{up: map[uint64]bool{}, got: make(chan struct{}, 64), ups: make(chan uint64, 64)}
+}
 
 func (r *recorder) Receive(from uint64, msgs []WireMsg) {
 	r.mu.Lock()
@@ -38,6 +41,10 @@ func (r *recorder) PeerUp(id uint64) {
 	r.mu.Lock()
 	r.up[id] = true
 	r.mu.Unlock()
+	select {
+	case r.ups <- id:
+	default:
+	}
 }
 
 func (r *recorder) count() int {
@@ -229,8 +236,8 @@ func TestPeerRefused(t *testing.T) {
 // connections and sends a few bytes of it: the node must not allocate
 // what was declared.
 func TestPeerFrameGrowsAsBytesArrive(t *testing.T) {
-	addrs := freeAddrs(t, 2)
-	peers := map[uint64]string{1: addrs[0], 2: addrs[1]}
+	addrs := freeAddrs(t, 5)
+	peers := map[uint64]string{1: addrs[0], 2: addrs[1], 3: addrs[2], 4: addrs[3], 5: addrs[4]}
 	tr, _ := startTransport(t, 1, peers, PeerSecurity{ClusterID: "c1"})
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -243,7 +250,7 @@ func TestPeerFrameGrowsAsBytesArrive(t *testing.T) {
 			t.Fatal(err)
 		}
 		open = append(open, c)
-		b := hostileHello(2, "c1")
+		b := hostileHello(2+uint64(i%4), "c1")           // within maxConnsPerPeer each
 		b = append(b, 0x10, 0, 0, 0, frameMsgs, 1, 2, 3) // 256 MiB declared
 		if _, err := c.Write(b); err != nil {
 			t.Fatal(err)
@@ -262,5 +269,38 @@ func TestPeerFrameGrowsAsBytesArrive(t *testing.T) {
 	}
 	for _, c := range open {
 		c.Close()
+	}
+}
+
+// TestPeerConnectionsBounded opens more connections as one node than a
+// node keeps: the one past the bound is refused.
+func TestPeerConnectionsBounded(t *testing.T) {
+	addrs := freeAddrs(t, 2)
+	peers := map[uint64]string{1: addrs[0], 2: addrs[1]}
+	tr, rec := startTransport(t, 1, peers, PeerSecurity{ClusterID: "c1"})
+	for i := 0; i < maxConnsPerPeer; i++ {
+		c, err := net.Dial("tcp", tr.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(hostileHello(2, "c1")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-rec.ups:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("connection %d not taken", i+1)
+		}
+	}
+	c, err := net.Dial("tcp", tr.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(hostileHello(2, "c1"))
+	expectClosed(t, c)
+	if got := tr.RefusedPeers()[RefusedTooMany]; got != 1 {
+		t.Fatalf("refused too_many: %d, want 1", got)
 	}
 }

@@ -79,6 +79,10 @@ const (
 	// maxUnhelloed bounds connections that have not finished their hello;
 	// more are closed at once. Peers hold one connection each.
 	maxUnhelloed = 32
+	// maxConnsPerPeer bounds a node's inbound connections: it keeps one,
+	// and one more while an old one from before its restart lingers. Each
+	// may hold a frame of up to maxWireFrame in memory.
+	maxConnsPerPeer = 4
 )
 
 // TCPTransport is the production transport: one outbound TCP connection per
@@ -277,6 +281,10 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 	t.mu.Lock()
 	t.unhelloed--
 	helloed = true
+	if n := t.connsFrom(from); n >= maxConnsPerPeer {
+		t.mu.Unlock()
+		return 0, false, refuse(RefusedTooMany, "node %d already has %d connections", from, n)
+	}
 	t.inbound[raw] = from
 	t.current[from] = raw
 	restarted := t.incarnation[from] != 0 && t.incarnation[from] != inc
@@ -290,6 +298,18 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 	}
 	t.handler.PeerUp(from)
 	return t.readFrames(c, r, from)
+}
+
+// connsFrom counts the inbound connections that said hello as node id;
+// t.mu is held.
+func (t *TCPTransport) connsFrom(id uint64) int {
+	n := 0
+	for _, from := range t.inbound {
+		if from == id {
+			n++
+		}
+	}
+	return n
 }
 
 // readHello reads and checks a hello: this protocol, this cluster, a node
