@@ -516,6 +516,7 @@ func (s *peerSender) run() {
 	delay := minRedialDelay
 	var frame []byte
 	var parts net.Buffers
+	var tlsBuf *bufio.Writer
 	for {
 		if s.t.ctx.Err() != nil {
 			s.closeConn()
@@ -561,8 +562,7 @@ func (s *peerSender) run() {
 		}
 		frame, parts = buildFrame(batch, frame, parts)
 		conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		iov := parts // WriteTo consumes its receiver
-		_, err := iov.WriteTo(conn)
+		err := writeParts(conn, parts, &tlsBuf)
 		clear(parts)
 		if cap(frame) > 4<<20 {
 			frame = nil
@@ -572,6 +572,29 @@ func (s *peerSender) run() {
 			s.closeConn()
 		}
 	}
+}
+
+// writeParts writes one frame. A plain connection takes it in one
+// writev. A TLS connection has no writev and would make each part its own
+// record and syscall: there the parts go through a buffer (kept in *bw
+// across frames), so a frame is a few full-size records.
+func writeParts(conn net.Conn, parts net.Buffers, bw **bufio.Writer) error {
+	if _, ok := conn.(*tls.Conn); !ok {
+		iov := parts // WriteTo consumes its receiver
+		_, err := iov.WriteTo(conn)
+		return err
+	}
+	if *bw == nil {
+		*bw = bufio.NewWriterSize(conn, 256<<10)
+	} else {
+		(*bw).Reset(conn)
+	}
+	for _, p := range parts {
+		if _, err := (*bw).Write(p); err != nil {
+			return err
+		}
+	}
+	return (*bw).Flush()
 }
 
 // buildFrame lays out one messages frame for batch, reusing frame and
