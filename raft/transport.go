@@ -202,8 +202,8 @@ func (t *TCPTransport) acceptLoop() {
 		}
 		if t.unhelloed >= maxUnhelloed {
 			t.mu.Unlock()
-			c.Close()
 			t.noteRefused(c, refuse(RefusedTooMany, "%d connections still in their hello", maxUnhelloed))
+			c.Close()
 			continue
 		}
 		t.unhelloed++
