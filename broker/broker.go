@@ -112,6 +112,9 @@ func New(cfg Config) (*Broker, error) {
 		listen = self.Raft
 	}
 	b.tr = raft.NewTCPTransport(uint64(cfg.NodeID), listen, peers, cfg.Logger)
+	if err := b.securePeers(); err != nil {
+		return nil, err
+	}
 	policy := raft.FsyncInterval
 	if cfg.Fsync == FsyncAlways {
 		policy = raft.FsyncAlways
@@ -154,7 +157,11 @@ func New(cfg Config) (*Broker, error) {
 		if listenAdmin == "" {
 			listenAdmin = self.Admin
 		}
-		b.admin, err = admin.New(admin.Config{Listen: listenAdmin, Source: adminSource{b}, Gatherer: cfg.Registry, Logger: cfg.Logger})
+		acfg, err := b.adminConfig(listenAdmin)
+		if err != nil {
+			return nil, err
+		}
+		b.admin, err = admin.New(acfg)
 		if err != nil {
 			return nil, err
 		}

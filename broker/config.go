@@ -157,6 +157,9 @@ type Config struct {
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+
+	// Peer and admin security (security.go, README "Securing Chronik").
+	Security SecurityConfig
 }
 
 func (c *Config) defaults() error {

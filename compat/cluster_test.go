@@ -134,9 +134,10 @@ type cluster struct {
 type clusterOpt func(*clusterOptions)
 
 type clusterOptions struct {
-	args    []string
-	toml    string
-	proxies bool
+	args     []string
+	nodeArgs func(id int) []string
+	toml     string
+	proxies  bool
 }
 
 // withRaftProxies routes every node-to-node Raft connection through a
@@ -149,6 +150,11 @@ func withRaftProxies() clusterOpt {
 // withArgs passes extra flags to every node.
 func withArgs(args ...string) clusterOpt {
 	return func(o *clusterOptions) { o.args = append(o.args, args...) }
+}
+
+// withNodeArgs passes extra flags that differ per node (certificates).
+func withNodeArgs(f func(id int) []string) clusterOpt {
+	return func(o *clusterOptions) { o.nodeArgs = f }
 }
 
 // withTOML adds top-level keys to cluster.toml.
@@ -192,6 +198,9 @@ func startCluster(t testing.TB, n int, opts ...clusterOpt) *cluster {
 	for i := 0; i < n; i++ {
 		nd := &node{id: i + 1, kafka: ports[3*i], raft: ports[3*i+1], admin: ports[3*i+2],
 			dataDir: filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)), extraArgs: o.args}
+		if o.nodeArgs != nil {
+			nd.extraArgs = append(append([]string(nil), o.args...), o.nodeArgs(nd.id)...)
+		}
 		c.nodes = append(c.nodes, nd)
 		fmt.Fprintf(&sb, "\n[[nodes]]\nid = %d\nkafka = %q\nraft = %q\nadmin = %q\n", nd.id, nd.kafka, nd.raft, nd.admin)
 	}

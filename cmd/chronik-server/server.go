@@ -44,6 +44,16 @@ func serverFlags() []cli.Flag {
 		&cli.IntFlag{Name: "fetch-max-bytes", Value: kafka.DefaultFetchMaxBytes, Usage: "most bytes one Fetch response carries, whatever the client asks (fetch.max.bytes)", EnvVars: []string{"CHRONIK_FETCH_MAX_BYTES"}},
 		&cli.IntFlag{Name: "max-partitions-per-request", Value: kafka.DefaultMaxPartitionsPerRequest, Usage: "partitions one CreateTopics or CreatePartitions request may add", EnvVars: []string{"CHRONIK_MAX_PARTITIONS_PER_REQUEST"}},
 		&cli.IntFlag{Name: "max-partitions", Value: kafka.DefaultMaxPartitions, Usage: "partitions the whole cluster may have (checked on CreateTopics and CreatePartitions)", EnvVars: []string{"CHRONIK_MAX_PARTITIONS"}},
+		// Peer and admin security (README "Securing Chronik").
+		&cli.StringFlag{Name: "peer-tls-cert", Usage: "PEM certificate for the Raft peer port; with --peer-tls-key and --peer-tls-ca peers use mutual TLS, and the certificate must carry the DNS name chronik-node-<id>", EnvVars: []string{"CHRONIK_PEER_TLS_CERT"}},
+		&cli.StringFlag{Name: "peer-tls-key", Usage: "PEM private key of --peer-tls-cert", EnvVars: []string{"CHRONIK_PEER_TLS_KEY"}},
+		&cli.StringFlag{Name: "peer-tls-ca", Usage: "PEM CA bundle that peer certificates must chain to", EnvVars: []string{"CHRONIK_PEER_TLS_CA"}},
+		&cli.StringFlag{Name: "admin-tls-cert", Usage: "PEM certificate: the admin server serves HTTPS", EnvVars: []string{"CHRONIK_ADMIN_TLS_CERT"}},
+		&cli.StringFlag{Name: "admin-tls-key", Usage: "PEM private key of --admin-tls-cert", EnvVars: []string{"CHRONIK_ADMIN_TLS_KEY"}},
+		&cli.StringFlag{Name: "admin-client-ca", Usage: "PEM CA: an admin client certificate it signed authorizes like the token (needs --admin-tls-cert)", EnvVars: []string{"CHRONIK_ADMIN_CLIENT_CA"}},
+		&cli.StringFlag{Name: "admin-token", Usage: "bearer token required on every admin endpoint but /health and /ready", EnvVars: []string{"CHRONIK_ADMIN_TOKEN"}},
+		&cli.StringFlag{Name: "admin-token-file", Usage: "file holding the admin bearer token (instead of --admin-token)", EnvVars: []string{"CHRONIK_ADMIN_TOKEN_FILE"}},
+		&cli.BoolFlag{Name: "admin-pprof", Usage: "serve Go profiles on the admin server at /debug/pprof/", EnvVars: []string{"CHRONIK_ADMIN_PPROF"}},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"CHRONIK_LOG_LEVEL"}},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"CHRONIK_LOG_FORMAT"}},
 	}
@@ -110,6 +120,11 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 			MaxPartitionsPerRequest:  c.Int("max-partitions-per-request"), MaxPartitions: c.Int("max-partitions"),
 		},
 		Logger: logger, Registry: prometheus.NewRegistry(),
+		Security: broker.SecurityConfig{
+			PeerTLSCert: c.String("peer-tls-cert"), PeerTLSKey: c.String("peer-tls-key"), PeerTLSCA: c.String("peer-tls-ca"),
+			AdminTLSCert: c.String("admin-tls-cert"), AdminTLSKey: c.String("admin-tls-key"), AdminClientCA: c.String("admin-client-ca"),
+			AdminToken: c.String("admin-token"), AdminTokenFile: c.String("admin-token-file"), AdminPprof: c.Bool("admin-pprof"),
+		},
 	}
 	durs := []struct {
 		flag string
