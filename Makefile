@@ -32,11 +32,16 @@ deps:
 	@./scripts/test-deps.sh
 
 # test: unit tests with the race detector, black-box tests with the five
-# clients, short fuzz runs, then the four end-to-end scenarios (against
+# clients, the produce+fetch+group+roll black-box test again against a
+# chronik-server built with -race (a race report in any node's output
+# fails it), short fuzz runs, then the four end-to-end scenarios (against
 # the Docker Compose cluster when Docker works, else loopback processes).
+RACE_COMPAT := ^TestRollingRestartUnderLoad$$
+
 test: deps build
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./log/ ./raft/ ./kafka/ ./coordinator/ ./admin/ ./broker/
 	$(GO) test -count=1 -timeout 20m ./compat/ ./cmd/...
+	CHRONIK_RACE=1 $(GO) test -count=1 -timeout 10m -run '$(RACE_COMPAT)' ./compat/
 	$(MAKE) fuzz
 	DURATION=25s $(MAKE) scenarios
 

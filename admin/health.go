@@ -12,6 +12,7 @@ const (
 	StatusUnhealthy       = "unhealthy"
 	StatusUnderReplicated = "under_replicated"
 	StatusOffline         = "offline"
+	StatusFailed          = "failed" // this node's replica stopped on a storage error
 )
 
 // Report is the outcome of Evaluate: the health verdict shown by /health
@@ -35,6 +36,7 @@ type PartitionHealth struct {
 	Leader         int32   `json:"leader"`
 	InSyncReplicas []int32 `json:"in_sync_replicas"`
 	Status         string  `json:"status"`
+	Failed         string  `json:"failed,omitempty"` // why the local replica failed
 }
 
 // snapshot keeps the Source answers that one evaluation was based on, so a
@@ -82,8 +84,14 @@ func evaluate(src Source) (Report, snapshot) {
 			Leader:         p.Leader,
 			InSyncReplicas: nonNil(p.InSyncReplicas),
 			Status:         st,
+			Failed:         p.Failed,
 		}
 		switch st {
+		case StatusFailed:
+			// Whatever the group does without it, this node lost a replica
+			// and cannot get it back without a restart.
+			worsen(StatusUnhealthy)
+			r.Reasons = append(r.Reasons, name+": replica on node "+strconv.Itoa(int(snap.nodeID))+" failed: "+p.Failed)
 		case StatusOffline:
 			worsen(StatusUnhealthy)
 			r.Reasons = append(r.Reasons, name+": no leader")
@@ -127,6 +135,9 @@ func evaluate(src Source) (Report, snapshot) {
 // partitionStatus derives the status from leader and ISR rather than
 // trusting PartitionStatus.Status, so every handler agrees on one rule.
 func partitionStatus(p PartitionStatus) string {
+	if p.Failed != "" {
+		return StatusFailed
+	}
 	if p.Leader == 0 {
 		return StatusOffline
 	}

@@ -68,6 +68,9 @@ func TestEvaluateStatusLevels(t *testing.T) {
 		}}, StatusDegraded, false},
 		{"not ready", &fakeSource{nodeID: 1, ready: false, parts: []PartitionStatus{full("a")}}, StatusUnhealthy, false},
 		{"shutting down", &fakeSource{nodeID: 1, ready: true, shuttingDown: true}, StatusUnhealthy, false},
+		{"failed replica", &fakeSource{nodeID: 1, ready: true, parts: []PartitionStatus{
+			{Topic: "a", Leader: 2, Replicas: []int32{1, 2, 3}, InSyncReplicas: []int32{1, 2, 3}, Failed: "write: no space left on device"},
+		}}, StatusUnhealthy, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,5 +82,21 @@ func TestEvaluateStatusLevels(t *testing.T) {
 				t.Fatalf("nil Partitions map")
 			}
 		})
+	}
+}
+
+// TestEvaluateFailedReplica: a replica stopped by a storage error shows in
+// its partition's status, with the error, and in the reasons.
+func TestEvaluateFailedReplica(t *testing.T) {
+	src := &fakeSource{nodeID: 1, ready: true, parts: []PartitionStatus{
+		{Topic: "a", Partition: 0, Leader: 1, Replicas: []int32{1}, InSyncReplicas: []int32{1}, Failed: "fsync: input/output error"},
+	}}
+	r := Evaluate(src)
+	ph := r.Partitions["a-0"]
+	if ph.Status != StatusFailed || ph.Failed != "fsync: input/output error" {
+		t.Fatalf("partition health %+v", ph)
+	}
+	if r.Status != StatusUnhealthy || len(r.Reasons) == 0 || r.Reasons[0] != "a-0: replica on node 1 failed: fsync: input/output error" {
+		t.Fatalf("report %+v", r)
 	}
 }

@@ -5,6 +5,7 @@ package admin
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +32,14 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// Logger defaults to discarding output when nil.
 	Logger *slog.Logger
+
+	// TLS, when set, makes the server HTTPS (see LoadTLS).
+	TLS *tls.Config
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every endpoint but /health and /ready (see auth.go).
+	Token string
+	// Pprof serves /debug/pprof/; off, those paths are 404.
+	Pprof bool
 }
 
 // Server is the admin HTTP server of one node.
@@ -39,6 +49,10 @@ type Server struct {
 	mux    *http.ServeMux
 	http   *http.Server
 	listen string
+	tls    *tls.Config
+	pprof  bool
+
+	unauthorized atomic.Uint64
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -71,6 +85,8 @@ func New(cfg Config) (*Server, error) {
 		logger: logger,
 		mux:    http.NewServeMux(),
 		listen: cfg.Listen,
+		tls:    cfg.TLS,
+		pprof:  cfg.Pprof,
 		done:   make(chan struct{}),
 	}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelError)
@@ -84,13 +100,18 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /ready", s.handleReady)
 	s.mux.HandleFunc("GET /restart-safe", s.handleRestartSafe)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: errLog}))
-	// Go profiling, for performance work on a running node.
-	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	// Go profiling, for performance work on a running node. Off by
+	// default: profiles show internals and cost CPU.
+	if cfg.Pprof {
+		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	certAuth := cfg.TLS != nil && cfg.TLS.ClientCAs != nil && cfg.TLS.ClientAuth >= tls.VerifyClientCertIfGiven
 
 	s.http = &http.Server{
-		Handler:           s.mux,
+		Handler:           s.guard(s.mux, cfg.Token, certAuth),
+		TLSConfig:         cfg.TLS,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -100,8 +121,9 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Handler returns the request router, for tests and embedding.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler returns the request router behind the access check, for tests
+// and embedding.
+func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 // Start binds the listener before returning, so Addr is valid and a port
 // conflict is reported to the caller, then serves in the background.
@@ -120,10 +142,16 @@ func (s *Server) Start() error {
 	}
 	s.ln = ln
 	s.started = true
-	s.logger.Info("admin server listening", "addr", ln.Addr().String())
+	s.logger.Info("admin server listening", "addr", ln.Addr().String(), "tls", s.tls != nil)
 	go func() {
 		defer close(s.done)
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if s.tls != nil {
+			err = s.http.ServeTLS(ln, "", "")
+		} else {
+			err = s.http.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.logger.Error("admin server stopped", "err", err)
 		}
 	}()
@@ -172,7 +200,7 @@ func (s *Server) handleIndex(w http.ResponseWriter, _ *http.Request) {
   /ready         readiness to serve clients (503 when not ready)
   /restart-safe  whether stopping this node now keeps every quorum (503 if not)
   /metrics       Prometheus metrics
-  /debug/pprof/  Go profiles
+  /debug/pprof/  Go profiles (when started with --admin-pprof)
 `)
 }
 

@@ -40,8 +40,11 @@ type PartitionStatus struct {
 	HighWatermark  int64   `json:"high_watermark"`   // -1 when unknown on this node
 	LogStartOffset int64   `json:"log_start_offset"` // -1 when unknown on this node
 	AppliedIndex   uint64  `json:"applied_index"`    // this node's applied Raft index, 0 if not a replica
-	Status         string  `json:"status"`           // "healthy", "under_replicated", "offline"
+	Status         string  `json:"status"`           // "healthy", "under_replicated", "offline", "failed"
 	Internal       bool    `json:"internal"`
+	// Failed is set while this node's replica is stopped by a storage error
+	// (a failed write or fsync): the error. The node's log has the details.
+	Failed string `json:"failed,omitempty"`
 }
 
 // NodeStatus is one cluster node as seen from here.

@@ -50,24 +50,8 @@ func (b *Broker) ControllerID() int32 {
 
 // partitionInfo describes a partition from this node's point of view.
 func (b *Broker) partitionInfo(index int32, pm partitionMeta) kafka.PartitionInfo {
-	pi := kafka.PartitionInfo{Partition: index, Leader: -1, LeaderEpoch: -1, Replicas: pm.Replicas}
-	if r := b.host.Replica(pm.Group); r != nil {
-		st := r.Status()
-		if st.Leader != 0 {
-			pi.Leader, pi.LeaderEpoch = int32(st.Leader), int32(st.Term)
-		}
-		if st.IsLeader() {
-			pi.ISR = toInt32s(st.ISR)
-		}
-	}
-	if li, ok := b.view.get(pm.Group); ok {
-		if pi.Leader < 0 && li.Leader > 0 {
-			pi.Leader, pi.LeaderEpoch = li.Leader, li.Epoch
-		}
-		if pi.ISR == nil && li.Leader == pi.Leader && li.Epoch == pi.LeaderEpoch {
-			pi.ISR = li.ISR
-		}
-	}
+	l := b.leaderOf(pm.Group, false)
+	pi := kafka.PartitionInfo{Partition: index, Leader: l.leader, LeaderEpoch: l.epoch, Replicas: pm.Replicas, ISR: l.isr}
 	if pi.ISR == nil {
 		if pi.Leader >= 0 {
 			pi.ISR = []int32{pi.Leader}
@@ -248,9 +232,11 @@ func (b *Broker) createTopics(ctx context.Context, reqs []kafka.CreateTopic, val
 	return out
 }
 
-// waitLeaders waits until every partition of a topic has a known leader.
+// waitLeaders waits until every partition of a topic has a known leader,
+// or ctx ends.
 func (b *Broker) waitLeaders(ctx context.Context, topic string) {
 	for {
+		changed := b.leaderEvents.wait()
 		t, ok := b.metaSM.topic(topic)
 		if ok {
 			all := true
@@ -265,7 +251,7 @@ func (b *Broker) waitLeaders(ctx context.Context, topic string) {
 			}
 		}
 		select {
-		case <-time.After(5 * time.Millisecond):
+		case <-changed:
 		case <-ctx.Done():
 			return
 		}
@@ -345,9 +331,9 @@ func (b *Broker) lookup(topic string, part int32) (*partition, uint64, int16) {
 func (b *Broker) Produce(topic string, part int32, records []byte, acks int16, timeout time.Duration) kafka.ProduceWait {
 	p, g, code := b.lookup(topic, part)
 	if p == nil {
-		r := kafka.ProduceResult{Err: code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}}
+		r := kafka.ProduceResult{Err: code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: noHint}
 		if code == kerr.NotLeaderForPartition.Code {
-			r.Hint = b.viewHint(g)
+			r.Hint = b.leaderHint(g, 0)
 		}
 		return immediate(r)
 	}
@@ -358,17 +344,13 @@ func (b *Broker) Produce(topic string, part int32, records []byte, acks int16, t
 func (b *Broker) Fetch(req kafka.FetchPartition) (kafka.FetchResult, <-chan struct{}) {
 	p, g, code := b.lookup(req.Topic, req.Partition)
 	if p == nil {
-		r := kafka.FetchResult{Err: code, HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}}
+		r := kafka.FetchResult{Err: code, HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: noHint}
 		if code == kerr.NotLeaderForPartition.Code {
-			r.Hint = b.viewHint(g)
+			r.Hint = b.leaderHint(g, 0)
 		}
 		return r, nil
 	}
-	res, w := p.fetch(req)
-	if res.Err == kerr.NotLeaderForPartition.Code && (res.Hint.Leader < 0 || res.Hint.Leader == b.cfg.NodeID) {
-		res.Hint = b.viewHint(g)
-	}
-	return res, w
+	return p.fetch(req)
 }
 
 // ListOffset implements kafka.Backend.
@@ -377,7 +359,7 @@ func (b *Broker) ListOffset(topic string, part int32, ts int64, current int32, _
 	if p == nil {
 		r := kafka.ListOffsetResult{Err: code, Offset: -1, Timestamp: -1, LeaderEpoch: -1}
 		if code == kerr.NotLeaderForPartition.Code {
-			r.Hint = b.viewHint(g)
+			r.Hint = b.leaderHint(g, 0)
 		}
 		return r
 	}

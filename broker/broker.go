@@ -18,7 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/chronik-dev/chronik/admin"
 	"github.com/chronik-dev/chronik/coordinator"
@@ -52,6 +51,14 @@ type Broker struct {
 	cfgs    map[string]*topicConfig
 	quotas  quotaTracker
 
+	failMu   sync.Mutex
+	failures map[string]string // replica name -> the storage error that stopped it
+
+	// peerEvents fires when a peer connects, goes away or announces that
+	// it is leaving; leaderEvents when a leader this node knows of (local
+	// Raft or the view) or the metadata changed.
+	peerEvents, leaderEvents *event
+
 	reqSeq       atomic.Uint64
 	reconcileCh  chan struct{}
 	leadershipCh chan struct{}
@@ -70,6 +77,8 @@ type Broker struct {
 	transfersFailed  prometheus.Counter
 	shutdownDuration prometheus.Gauge
 	closeOnce        sync.Once
+	// stopReplicas is shutdown stage 3 (host.StopReplicas); tests slow it.
+	stopReplicas func() error
 }
 
 type tpKey struct {
@@ -88,7 +97,7 @@ func New(cfg Config) (*Broker, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, logger: cfg.Logger, reg: cfg.Registry, view: newClusterView(),
 		parts: map[uint64]*partition{}, byTP: map[tpKey]*partition{}, offsets: map[uint64]*offsetsPartition{},
-		cfgs: map[string]*topicConfig{}, reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
+		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
 		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	if err := b.registerMetrics(); err != nil {
@@ -104,6 +113,9 @@ func New(cfg Config) (*Broker, error) {
 		listen = self.Raft
 	}
 	b.tr = raft.NewTCPTransport(uint64(cfg.NodeID), listen, peers, cfg.Logger)
+	if err := b.securePeers(); err != nil {
+		return nil, err
+	}
 	policy := raft.FsyncInterval
 	if cfg.Fsync == FsyncAlways {
 		policy = raft.FsyncAlways
@@ -114,9 +126,10 @@ func New(cfg Config) (*Broker, error) {
 		Fsync: policy, FsyncInterval: cfg.FsyncInterval, LagTime: cfg.ISRLagTime,
 		RetentionInterval: cfg.RetentionInterval, AutoRebalance: cfg.AutoLeaderRebalance,
 		RebalanceDelay: cfg.RebalanceDelay, Logger: cfg.Logger,
-		OnStorageError: func(name string, err error) {
-			b.logger.Error("partition stopped by a storage error; the node keeps serving the others", "partition", name, "err", err)
-		},
+		// One hard-state file for every partition of the node, so a
+		// leadership transfer waits on one fsync per side (raft/doc.go).
+		StateDir:       cfg.DataDir,
+		OnStorageError: b.onStorageError,
 		OnLeaderChange: b.onLeaderChange,
 		OnNotice:       b.onNotice,
 		OnPeer:         b.onPeer,
@@ -125,6 +138,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.host = host
+	b.stopReplicas = host.StopReplicas
 	b.coord = coordinator.New(coordinator.Config{
 		Store:  offsetStore{b: b},
 		Owns:   b.ownsGroup,
@@ -136,7 +150,7 @@ func New(cfg Config) (*Broker, error) {
 		listenKafka = self.Kafka
 	}
 	b.kafka, err = kafka.NewServer(kafka.Config{Listen: listenKafka, MaxRequestSize: cfg.MaxRequestSize,
-		Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry})
+		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry})
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +159,11 @@ func New(cfg Config) (*Broker, error) {
 		if listenAdmin == "" {
 			listenAdmin = self.Admin
 		}
-		b.admin, err = admin.New(admin.Config{Listen: listenAdmin, Source: adminSource{b}, Gatherer: cfg.Registry, Logger: cfg.Logger})
+		acfg, err := b.adminConfig(listenAdmin)
+		if err != nil {
+			return nil, err
+		}
+		b.admin, err = admin.New(acfg)
 		if err != nil {
 			return nil, err
 		}
@@ -171,9 +189,16 @@ func (b *Broker) registerMetrics() error {
 	return nil
 }
 
-// Start opens the metadata group, starts Raft, the listeners and the
-// background loops.
-func (b *Broker) Start() error {
+// Start binds the listeners, opens the metadata group and starts Raft and
+// the background loops. When a step fails (a port in use, say), what the
+// earlier steps started is stopped again: a failed Start leaves nothing
+// running, and Close after it is a no-op.
+func (b *Broker) Start() (err error) {
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
 	var peers []uint64
 	for _, n := range b.cfg.Cluster.Nodes {
 		peers = append(peers, uint64(n.ID))
@@ -181,12 +206,18 @@ func (b *Broker) Start() error {
 	if err := b.host.Start(); err != nil {
 		return err
 	}
+	// The listener is bound now (a port in use fails the start), but
+	// accepts only once this node's partitions know their leaders (see
+	// bootstrapLoop): a client served earlier would get answers without
+	// leader hints and wait for its next metadata refresh.
+	if err := b.kafka.Listen(); err != nil {
+		return err
+	}
 	meta, err := b.host.AddReplica(raft.ReplicaConfig{Group: metaGroup, Name: metaName,
 		Dir: filepath.Join(b.cfg.DataDir, metaName), Peers: peers, SM: b.metaSM,
 		CompactToSnapshot: true, SnapshotEntries: 5000, ForwardProposals: true,
 		Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
 	if err != nil {
-		b.host.Close()
 		return err
 	}
 	b.meta = meta
@@ -194,18 +225,8 @@ func (b *Broker) Start() error {
 	b.wg.Add(2)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
-	// The listener is bound now (a port in use fails the start), but
-	// accepts only once this node's partitions know their leaders (see
-	// bootstrapLoop): a client served earlier would get answers without
-	// leader hints and wait for its next metadata refresh.
-	if err := b.kafka.Listen(); err != nil {
-		b.host.Close()
-		return err
-	}
 	if b.admin != nil {
 		if err := b.admin.Start(); err != nil {
-			b.kafka.Close()
-			b.host.Close()
 			return err
 		}
 	}
@@ -229,6 +250,7 @@ func (b *Broker) metadataChanged() {
 	b.mu.Lock()
 	b.cfgs = map[string]*topicConfig{}
 	b.mu.Unlock()
+	b.leaderEvents.fire()
 	select {
 	case b.reconcileCh <- struct{}{}:
 	default:
@@ -308,14 +330,17 @@ func (b *Broker) reconcile() {
 		}
 	}
 	b.mu.RUnlock()
+	// Removals first: a topic deleted and recreated under the same name
+	// reuses the directory (and the name), so the old incarnation must be
+	// closed and its files gone before the new one opens there.
+	for _, g := range stale {
+		b.removeReplica(g)
+	}
 	slices.Sort(missing)
 	for _, g := range missing {
 		if err := b.openReplica(g, want[g]); err != nil {
 			b.logger.Error("cannot open partition replica", "topic", want[g].topic, "partition", want[g].index, "err", err)
 		}
-	}
-	for _, g := range stale {
-		b.removeReplica(g)
 	}
 }
 
@@ -370,9 +395,7 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	if err != nil {
 		return err
 	}
-	p.rep = rep
-	p.log.Store(rep.Log())
-	p.initHW()
+	p.attach(rep)
 	b.mu.Lock()
 	b.parts[g] = p
 	b.byTP[tpKey{w.topic, w.index}] = p
@@ -381,41 +404,12 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	return nil
 }
 
-// campaignIfPreferred makes the preferred replica of a new or restarted
-// group stand for election at once, and again every few milliseconds while
-// its peers may still be opening the group (their votes are lost until
-// then): leadership starts where the rebalancer would put it, instead of
-// landing at random and moving a few seconds later under the clients.
-func (b *Broker) campaignIfPreferred(rep *raft.Replica, peers []uint64) {
-	if len(peers) == 0 || peers[0] != uint64(b.cfg.NodeID) {
-		return
-	}
-	rep.Campaign()
-	if len(peers) == 1 {
-		return
-	}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		deadline := time.Now().Add(2 * time.Second)
-		for time.Now().Before(deadline) {
-			select {
-			case <-time.After(50 * time.Millisecond):
-			case <-b.ctx.Done():
-				return
-			}
-			if rep.Status().Leader != 0 {
-				return
-			}
-			rep.Campaign()
-		}
-	}()
-}
-
 func (b *Broker) removeReplica(g uint64) {
 	b.mu.Lock()
 	if p := b.parts[g]; p != nil {
-		delete(b.byTP, tpKey{p.topic, p.index})
+		if k := (tpKey{p.topic, p.index}); b.byTP[k] == p {
+			delete(b.byTP, k)
+		}
 		delete(b.parts, g)
 	}
 	delete(b.offsets, g)
@@ -425,90 +419,6 @@ func (b *Broker) removeReplica(g uint64) {
 		b.logger.Warn("removing deleted partition's data failed", "group", g, "err", err)
 	}
 }
-
-// joinTimeout is how long a node waits for a metadata leader before it
-// reports that it cannot join the cluster (it keeps trying).
-const joinTimeout = 30 * time.Second
-
-// bootstrapLoop makes sure the internal offsets topic exists; the metadata
-// leader creates it once.
-func (b *Broker) bootstrapLoop() {
-	defer b.wg.Done()
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	var noLeaderSince time.Time
-	warned := false
-	for {
-		select {
-		case <-t.C:
-		case <-b.ctx.Done():
-			return
-		}
-		if b.meta.Status().Leader == 0 {
-			if noLeaderSince.IsZero() {
-				noLeaderSince = time.Now()
-			} else if !warned && time.Since(noLeaderSince) > joinTimeout {
-				b.logger.Error("Failed to join cluster: no leader elected within "+fmtDur(joinTimeout),
-					"hint", "check that a majority of the nodes in the cluster config run and reach each other's raft addresses")
-				warned = true
-			}
-		} else {
-			noLeaderSince, warned = time.Time{}, false
-		}
-		if _, ok := b.metaSM.topic(offsetsTopic); ok {
-			settled := b.replicasSettled()
-			if settled {
-				b.kafka.Serve()
-			}
-			b.ready.Store(settled)
-			continue
-		}
-		if time.Since(b.started) > settleGrace {
-			b.kafka.Serve() // the cluster may be down: serve what can be served
-		}
-		st := b.meta.Status()
-		if !st.IsLeader() || !st.LeaderReady {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
-		res := b.createTopics(ctx, []kafka.CreateTopic{{Name: offsetsTopic, Partitions: b.cfg.Cluster.OffsetsPartitions,
-			ReplicationFactor: -1}}, false, true)
-		cancel()
-		if res[0].Err != 0 && res[0].Err != kerr.TopicAlreadyExists.Code {
-			b.logger.Warn("creating the offsets topic failed; retrying", "err", kerr.ErrorForCode(res[0].Err))
-		}
-	}
-}
-
-// replicasSettled reports whether every partition this node hosts is open
-// and knows its leader, so clients that connect now find leaders rather
-// than LEADER_NOT_AVAILABLE (which makes franz-go wait 5 s to look again).
-// After settleGrace it answers true regardless: a partition whose other
-// replicas are down must not keep the node unready.
-func (b *Broker) replicasSettled() bool {
-	if time.Since(b.started) > settleGrace {
-		return true
-	}
-	if b.meta.Status().Leader == 0 {
-		return false
-	}
-	for _, t := range b.metaSM.topics() {
-		for _, pm := range t.Partitions {
-			if !slices.Contains(pm.Replicas, b.cfg.NodeID) {
-				continue
-			}
-			r := b.host.Replica(pm.Group)
-			if r == nil || r.Status().Leader == 0 {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// settleGrace bounds how long readiness waits for local partitions to
-// elect leaders after a start.
-const settleGrace = 5 * time.Second
 
 func (b *Broker) nextReq() uint64 {
 	return uint64(b.cfg.NodeID)<<48 | (b.reqSeq.Add(1) & (1<<48 - 1))
@@ -536,10 +446,35 @@ func (b *Broker) metaPropose(ctx context.Context, cmd metaCmd) (metaResult, erro
 		if ctx.Err() != nil {
 			return metaResult{}, ctx.Err()
 		}
+		if err := b.awaitMetaLeader(ctx); err != nil {
+			return metaResult{}, err
+		}
+	}
+}
+
+// metaRetryPause spaces out retries of a metadata command whose attempt
+// failed although a leader was known (a leader change under way).
+const metaRetryPause = 50 * time.Millisecond
+
+// awaitMetaLeader waits, after a failed metadata proposal, until the
+// metadata group's status changes or metaRetryPause passes, and in any
+// case until a leader is known, or ctx ends.
+func (b *Broker) awaitMetaLeader(ctx context.Context) error {
+	pause := time.NewTimer(metaRetryPause)
+	defer pause.Stop()
+	paused := false
+	for {
+		changed := b.meta.Changed()
+		if paused && b.meta.Status().Leader != 0 {
+			return nil
+		}
 		select {
-		case <-time.After(50 * time.Millisecond):
+		case <-changed:
+			paused = true
+		case <-pause.C:
+			paused = true
 		case <-ctx.Done():
-			return metaResult{}, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }
@@ -606,19 +541,6 @@ func (b *Broker) offsetsPartitionFor(group string) *offsetsPartition {
 
 func (b *Broker) ownsGroup(group string) bool {
 	return !b.host.Stopping() && b.offsetsPartitionFor(group) != nil
-}
-
-// viewHint is the known leader of a group for KIP-951 hints.
-func (b *Broker) viewHint(g uint64) kafka.LeaderHint {
-	if r := b.host.Replica(g); r != nil {
-		if st := r.Status(); st.Leader != 0 && st.Leader != uint64(b.cfg.NodeID) {
-			return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
-		}
-	}
-	if li, ok := b.view.get(g); ok && li.Leader > 0 && li.Leader != b.cfg.NodeID {
-		return kafka.LeaderHint{Leader: li.Leader, Epoch: li.Epoch}
-	}
-	return kafka.LeaderHint{Leader: -1, Epoch: -1}
 }
 
 // Close stops the node at once, without the graceful stages (tests, and

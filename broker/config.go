@@ -12,6 +12,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chronik-dev/chronik/kafka"
 )
 
 // NodeSpec is one [[nodes]] entry of cluster.toml.
@@ -148,9 +150,16 @@ type Config struct {
 	SegmentBytes      int64
 	RetentionInterval time.Duration
 	MaxRequestSize    int32
+	// KafkaLimits bound what Kafka clients can make this node spend
+	// (connections, frames, request memory, partitions); zero fields take
+	// the kafka package's defaults.
+	KafkaLimits kafka.Limits
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+
+	// Peer and admin security (security.go, README "Securing Chronik").
+	Security SecurityConfig
 }
 
 func (c *Config) defaults() error {

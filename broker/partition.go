@@ -24,11 +24,16 @@ type partition struct {
 	topic string
 	index int32
 	group uint64
-	rep   *raft.Replica
+	// rep is set by attach before the partition is reachable by requests,
+	// and read only by them. Raft may run the replica on a worker before
+	// attach (a snapshot install calls Restore), so that side uses live and
+	// restored instead.
+	rep      *raft.Replica
+	live     atomic.Pointer[raft.Replica]
+	restored atomic.Uint64 // last index given to Restore
 
-	hw       atomic.Int64             // committed end offset: consumers never read past it
-	logStart atomic.Int64             // set by DeleteRecords (records_delete.go)
-	log      atomic.Pointer[clog.Log] // rep.Log() once rep is set, for raft's retention callback
+	hw       atomic.Int64 // committed end offset: consumers never read past it
+	logStart atomic.Int64 // set by DeleteRecords (records_delete.go)
 	notify   atomic.Pointer[chan struct{}]
 
 	mu        sync.Mutex
@@ -86,11 +91,26 @@ func (p *partition) Apply(ents []raft.Committed) error {
 		hw = e.BaseOffset + int64(e.Count)
 	}
 	p.mu.Unlock()
-	if hw >= 0 && hw != p.hw.Load() {
-		p.hw.Store(hw)
-		p.wake()
+	if hw >= 0 {
+		p.raiseHW(hw)
 	}
 	return nil
+}
+
+// raiseHW moves the high watermark up to hw, never down: committed entries
+// stay committed, so a lower value is a stale one (attach reading an
+// applied index that Apply or Restore has since passed on a worker).
+func (p *partition) raiseHW(hw int64) {
+	for {
+		cur := p.hw.Load()
+		if hw <= cur {
+			return
+		}
+		if p.hw.CompareAndSwap(cur, hw) {
+			p.wake()
+			return
+		}
+	}
 }
 
 // Snapshot implements raft.StateMachine: the producer state.
@@ -110,34 +130,34 @@ func (p *partition) Restore(index uint64, data []byte) error {
 	p.producers = ps
 	p.mu.Unlock()
 	p.logStart.Store(logStart)
-	if p.rep != nil {
-		if hw, err := p.rep.Log().EndOffsetAt(index); err == nil {
-			p.hw.Store(hw)
-		} else {
-			_, _, off := p.rep.Log().Base()
-			p.hw.Store(off)
-		}
-		p.wake()
+	// Restore runs while the replica opens (before attach) or on a worker.
+	// Recording the index before looking for the replica, while attach
+	// stores the replica before reading the index, means one of the two
+	// always sets the high watermark for it.
+	p.restored.Store(max(p.restored.Load(), index))
+	if rep := p.live.Load(); rep != nil {
+		p.raiseHW(endOffsetAt(rep, index))
 	}
 	return nil
 }
 
-// initHW sets the high watermark after the replica opened: it is the end of
-// the applied entries (raft re-applies the rest as they commit).
-func (p *partition) initHW() {
-	st := p.rep.Status()
-	if hw, err := p.rep.Log().EndOffsetAt(st.Applied); err == nil {
-		p.hw.Store(hw)
-	} else {
-		p.hw.Store(p.rep.Log().StartOffset())
-	}
+// attach hands the partition its replica once AddReplica returned, and
+// sets the high watermark to the end of what is applied (raft applies the
+// rest as it commits). Call it before the partition is published to
+// requests.
+func (p *partition) attach(rep *raft.Replica) {
+	p.rep = rep
+	p.live.Store(rep)
+	p.raiseHW(endOffsetAt(rep, max(rep.Status().Applied, p.restored.Load())))
 }
 
-func (p *partition) hint(st *raft.Status) kafka.LeaderHint {
-	if st.Leader == 0 {
-		return kafka.LeaderHint{Leader: -1, Epoch: -1}
+// endOffsetAt is the Kafka end offset of the log at raft index i, or the
+// log start when i is below what the log still holds.
+func endOffsetAt(rep *raft.Replica, i uint64) int64 {
+	if hw, err := rep.Log().EndOffsetAt(i); err == nil {
+		return hw
 	}
-	return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
+	return rep.Log().StartOffset()
 }
 
 func immediate(r kafka.ProduceResult) kafka.ProduceWait {
@@ -145,7 +165,7 @@ func immediate(r kafka.ProduceResult) kafka.ProduceWait {
 }
 
 func produceErr(code int16, msg string) kafka.ProduceWait {
-	return immediate(kafka.ProduceResult{Err: code, Message: msg, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}})
+	return immediate(kafka.ProduceResult{Err: code, Message: msg, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: noHint})
 }
 
 // produce validates a batch, checks its producer sequence and proposes it.
@@ -227,17 +247,13 @@ func (p *partition) waiter(pend raft.Pending, acks int16, timeout time.Duration,
 }
 
 func (p *partition) produceFailure(err error) kafka.ProduceResult {
-	r := kafka.ProduceResult{BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}}
+	r := kafka.ProduceResult{BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: noHint}
 	var nl *raft.NotLeaderError
 	switch {
 	case errors.As(err, &nl):
 		r.Err = kerr.NotLeaderForPartition.Code
 		r.Message = nl.Error()
-		if nl.Leader != 0 && nl.Leader != uint64(p.b.cfg.NodeID) {
-			r.Hint = kafka.LeaderHint{Leader: int32(nl.Leader), Epoch: int32(nl.Term)}
-		} else {
-			r.Hint = p.knownHint(nl.Term, time.Second)
-		}
+		r.Hint = p.awayHint(nl.Term, time.Second)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		// No quorum acknowledged in time: retriable, and retries of
 		// idempotent batches are deduplicated.
@@ -248,7 +264,7 @@ func (p *partition) produceFailure(err error) kafka.ProduceResult {
 			r.Err = kerr.KafkaStorageError.Code
 		} else {
 			r.Err = kerr.NotLeaderForPartition.Code
-			r.Hint = p.b.viewHint(p.group)
+			r.Hint = p.b.leaderHint(p.group, 0)
 		}
 	default:
 		r.Err = kerr.KafkaStorageError.Code
@@ -257,40 +273,18 @@ func (p *partition) produceFailure(err error) kafka.ProduceResult {
 	return r
 }
 
+// notLeader answers a produce this replica cannot take. Without a known
+// leader to name, the answer waits for one (awayHint) in the reply, off the
+// connection's reader.
 func (p *partition) notLeader(st *raft.Status) kafka.ProduceWait {
-	h := p.hint(st)
-	if h.Leader < 0 || h.Leader == p.b.cfg.NodeID {
-		h = p.b.viewHint(p.group)
-	}
-	res := kafka.ProduceResult{Err: kerr.NotLeaderForPartition.Code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1, Hint: h}
-	if h.Leader >= 0 {
+	res := kafka.ProduceResult{Err: kerr.NotLeaderForPartition.Code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1,
+		Hint: p.b.leaderHint(p.group, 0)}
+	if res.Hint.Leader >= 0 {
 		return immediate(res)
 	}
 	return func(context.Context) kafka.ProduceResult {
-		res.Hint = p.knownHint(st.Term, time.Second)
+		res.Hint = p.awayHint(st.Term, time.Second)
 		return res
-	}
-}
-
-// knownHint waits, up to d, until this replica's published status is of
-// term minTerm or later and names a leader other than itself, and returns
-// that leader as a KIP-951 hint. Right after a leadership
-// change the old leader does not know the new one for a moment (it stepped
-// down on the new term's vote, before the new leader's first append); an
-// answer without a hint would make clients wait for a metadata refresh
-// (franz-go: up to 5 s), so a brief wait here is far cheaper.
-func (p *partition) knownHint(minTerm uint64, d time.Duration) kafka.LeaderHint {
-	self := uint64(p.b.cfg.NodeID)
-	st, ok := p.awaitStatus(d, func(st *raft.Status) bool {
-		return st.Term >= minTerm && (st.IsLeader() || st.Leader != 0 && st.Leader != self)
-	})
-	switch {
-	case !ok:
-		return p.b.viewHint(p.group)
-	case st.IsLeader():
-		return kafka.LeaderHint{Leader: -1, Epoch: -1}
-	default:
-		return kafka.LeaderHint{Leader: int32(st.Leader), Epoch: int32(st.Term)}
 	}
 }
 
@@ -423,14 +417,11 @@ func checkEpoch(current int32, st *raft.Status) int16 {
 }
 
 func (p *partition) fetch(req kafka.FetchPartition) (kafka.FetchResult, <-chan struct{}) {
-	res := kafka.FetchResult{HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: kafka.LeaderHint{Leader: -1, Epoch: -1}}
+	res := kafka.FetchResult{HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: noHint}
 	st := p.status(electionWait)
 	if !st.IsLeader() {
 		res.Err = kerr.NotLeaderForPartition.Code
-		res.Hint = p.hint(st)
-		if res.Hint.Leader < 0 {
-			res.Hint = p.b.viewHint(p.group) // status already waited for an election
-		}
+		res.Hint = p.b.leaderHint(p.group, 0) // status already waited for an election
 		return res, nil
 	}
 	if code := checkEpoch(req.CurrentEpoch, st); code != 0 {
@@ -466,7 +457,7 @@ func (p *partition) listOffset(ts int64, current int32) kafka.ListOffsetResult {
 	st := p.status(electionWait)
 	if !st.IsLeader() {
 		res.Err = kerr.NotLeaderForPartition.Code
-		res.Hint = p.hint(st)
+		res.Hint = p.b.leaderHint(p.group, 0)
 		return res
 	}
 	if code := checkEpoch(current, st); code != 0 {

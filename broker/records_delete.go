@@ -56,10 +56,11 @@ func (p *partition) startOffset() int64 {
 func (p *partition) retention() (int64, time.Duration) {
 	c := p.b.topicConfig(p.topic)
 	bytes := c.retentionBytes
-	l := p.log.Load()
-	if l == nil {
+	rep := p.live.Load()
+	if rep == nil {
 		return bytes, c.retentionAge // still opening
 	}
+	l := rep.Log() // not cached: a recovered replica reopens its log
 	if ls := p.logStart.Load(); ls > l.StartOffset() {
 		if keep := l.SizeFrom(ls); bytes < 0 || keep < bytes {
 			bytes = keep

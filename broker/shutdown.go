@@ -25,6 +25,7 @@ type ShutdownReport struct {
 	Transferred       int
 	TransferFailed    int
 	DrainTimedOut     bool
+	WALSyncTimedOut   bool // stage 3 overran; Shutdown still waited for it
 	TransferDurations []time.Duration
 }
 
@@ -92,16 +93,18 @@ func (b *Broker) Shutdown() ShutdownReport {
 	b.cancel()
 	b.wg.Wait()
 	b.coord.Close()
-	done := make(chan error, 1)
-	go func() { done <- b.host.StopReplicas() }()
+	walDone := make(chan error, 1)
+	go func() { walDone <- b.stopReplicas() }()
 	select {
-	case err := <-done:
+	case err := <-walDone:
+		walDone = nil
 		if err != nil {
 			lg.Error("WAL sync failed", "err", err)
 		} else {
 			lg.Info("WAL sync complete")
 		}
 	case <-time.After(b.cfg.WALSyncTimeout):
+		rep.WALSyncTimedOut = true
 		lg.Warn("WAL sync timeout after " + fmtDur(b.cfg.WALSyncTimeout))
 	}
 
@@ -111,6 +114,18 @@ func (b *Broker) Shutdown() ShutdownReport {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		b.admin.Close(ctx)
 		cancel()
+	}
+	if walDone != nil {
+		// The timeout let step 4 go ahead, but the fsyncs and file closes
+		// still run: returning now would let the process exit in the middle
+		// of one. Wait for them; a second signal or the command's overall
+		// deadline is what cuts a disk that never answers.
+		lg.Warn("Waiting for the WAL sync still in progress before exiting")
+		if err := <-walDone; err != nil {
+			lg.Error("WAL sync failed", "err", err)
+		} else {
+			lg.Info("WAL sync complete (after the timeout)")
+		}
 	}
 	b.closeOnce.Do(func() {
 		b.host.Close()
@@ -142,10 +157,11 @@ func (b *Broker) informClients() {
 	// When every peer is stopping too (the whole cluster going down), the
 	// new leaders are leaving as well: there is nowhere to send clients.
 	var allLeaving atomic.Bool
+	watched := make(chan struct{})
 	go func() {
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
+		defer close(watched)
 		for {
+			changed := b.peerEvents.wait()
 			if !b.anyPeerStaying() {
 				allLeaving.Store(true)
 				cancel()
@@ -154,11 +170,13 @@ func (b *Broker) informClients() {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-changed:
 			}
 		}
 	}()
 	waited, silent := b.kafka.AwaitActiveClients(ctx, start, informWindow)
+	cancel()
+	<-watched
 	switch {
 	case waited == 0:
 	case allLeaving.Load():
@@ -303,8 +321,11 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 				b.logger.Warn("No follower can take over leadership for "+r.Name()+"; it moves by election once peers are back", "err", err)
 				return 0, err
 			}
-			tried = map[uint64]bool{} // every candidate failed once: go round again
-			time.Sleep(20 * time.Millisecond)
+			// Every candidate failed once: go round again when something
+			// that decides the choice changes (a peer, the ISR, progress),
+			// or after a pause, since a transfer can also fail on timing.
+			tried = map[uint64]bool{}
+			b.awaitTransferChance(r, deadline)
 			continue
 		}
 		tried[target] = true
@@ -330,30 +351,48 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 	return 0, lastErr
 }
 
+// transferRetryPause bounds the wait before another round of transfer
+// attempts when nothing observable changed.
+const transferRetryPause = 100 * time.Millisecond
+
+// awaitTransferChance waits until r's status or a peer changes, the retry
+// pause passes or the deadline comes.
+func (b *Broker) awaitTransferChance(r *raft.Replica, deadline time.Time) {
+	t := time.NewTimer(min(transferRetryPause, time.Until(deadline)))
+	defer t.Stop()
+	select {
+	case <-r.Changed():
+	case <-b.peerEvents.wait():
+	case <-t.C:
+	}
+}
+
 // abandonIfGone cancels a transfer attempt as soon as its target announces
 // that it is leaving too, or goes silent: a stopping node never takes over,
 // and raft would otherwise hold the attempt for an election timeout. This
-// matters when several nodes stop at once. The returned func ends the watch.
+// matters when several nodes stop at once. The returned func ends the watch
+// and waits for it.
 func (b *Broker) abandonIfGone(ctx context.Context, cancel context.CancelFunc, target uint64) func() {
 	done := make(chan struct{})
+	ended := make(chan struct{})
 	go func() {
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
+		defer close(ended)
 		for {
+			changed := b.peerEvents.wait()
+			if b.host.PeerLeaving(target) || !b.host.PeerAlive(target) {
+				cancel()
+				return
+			}
 			select {
 			case <-done:
 				return
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				if b.host.PeerLeaving(target) || !b.host.PeerAlive(target) {
-					cancel()
-					return
-				}
+			case <-changed:
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() { close(done); <-ended }
 }
 
 // pickTarget chooses the live, in-sync, not-leaving follower with the

@@ -80,7 +80,12 @@ func (b *Broker) groupStatus(topic string, index int32, pm partitionMeta, intern
 	if p := b.localPartition(pm.Group); p != nil {
 		ps.HighWatermark = p.hw.Load()
 	}
+	if r := b.host.Replica(pm.Group); r != nil && r.Status().Failed {
+		ps.Failed = b.failure(r.Name())
+	}
 	switch {
+	case ps.Failed != "":
+		ps.Status = admin.StatusFailed
 	case ps.Leader == 0:
 		ps.Status = "offline"
 	case len(ps.InSyncReplicas) < len(ps.Replicas):
@@ -89,6 +94,25 @@ func (b *Broker) groupStatus(topic string, index int32, pm partitionMeta, intern
 		ps.Status = "healthy"
 	}
 	return ps
+}
+
+// onStorageError runs when a replica stopped after a storage error; the
+// error is kept for /health and /partitions.
+func (b *Broker) onStorageError(name string, err error) {
+	b.logger.Error("partition stopped by a storage error; the node keeps serving the others", "partition", name, "err", err)
+	b.failMu.Lock()
+	b.failures[name] = err.Error()
+	b.failMu.Unlock()
+}
+
+// failure is why replica name failed (its status says it did).
+func (b *Broker) failure(name string) string {
+	b.failMu.Lock()
+	defer b.failMu.Unlock()
+	if why := b.failures[name]; why != "" {
+		return why
+	}
+	return "storage error"
 }
 
 // partitionCollector reports partition gauges at scrape time, so nothing
@@ -110,10 +134,12 @@ var (
 		"1 when the local replica leads its group.", []string{"partition"}, nil)
 	hwDesc = prometheus.NewDesc("chronik_partition_high_watermark",
 		"High watermark of each local data partition.", []string{"partition"}, nil)
+	failedDesc = prometheus.NewDesc("chronik_partition_failed",
+		"1 when the local replica stopped after a storage error (see /partitions for the error).", []string{"partition"}, nil)
 )
 
 func (c *partitionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{leaderCountDesc, isrCountDesc, raftTermDesc, raftAppliedDesc, raftCommitDesc, raftLeaderDesc, hwDesc} {
+	for _, d := range []*prometheus.Desc{leaderCountDesc, isrCountDesc, raftTermDesc, raftAppliedDesc, raftCommitDesc, raftLeaderDesc, hwDesc, failedDesc} {
 		ch <- d
 	}
 }
@@ -150,5 +176,10 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 			lead = 1
 		}
 		ch <- prometheus.MustNewConstMetric(raftLeaderDesc, prometheus.GaugeValue, lead, r.Name())
+		failed := 0.0
+		if st.Failed {
+			failed = 1
+		}
+		ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, failed, r.Name())
 	}
 }

@@ -87,6 +87,7 @@ func (b *Broker) onLeaderChange(r *raft.Replica, s *raft.Status) {
 		li.Leader = -1
 	}
 	b.view.update(li)
+	b.leaderEvents.fire()
 	if s.IsLeader() {
 		b.broadcastLeaders([]leaderInfo{li}, 0)
 	}
@@ -113,6 +114,7 @@ func (b *Broker) broadcastLeaders(lis []leaderInfo, only int32) {
 func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 	if channel == noticeLeaving {
 		b.host.SetPeerLeaving(from)
+		b.peerEvents.fire()
 		b.logger.Info("peer is shutting down gracefully", "node", from)
 		return
 	}
@@ -128,11 +130,14 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 		if b.host.Replica(li.Group) != nil && li.Leader != int32(from) {
 			continue // local Raft knows better, except for the leader's ISR
 		}
-		b.view.update(li)
+		if b.view.update(li) {
+			b.leaderEvents.fire()
+		}
 	}
 }
 
 func (b *Broker) onPeer(id uint64, up bool) {
+	b.peerEvents.fire()
 	if !up {
 		b.signalLeadership()
 		return

@@ -23,6 +23,22 @@ import (
 
 var serverBin string
 
+// raceBuild: with CHRONIK_RACE=1 the tests build and run chronik-server
+// with the race detector (go build -race, which needs cgo). Every node's
+// output is scanned for race reports either way (see raceReports), so a
+// CHRONIK_BIN built with -race is checked too.
+var raceBuild = os.Getenv("CHRONIK_RACE") == "1"
+
+// raceSlack scales the latency bounds of the tests that run against a race
+// build, which runs several times slower (and, in make test, on a machine
+// busy with other tests); the ordinary run keeps the bounds as written.
+var raceSlack = func() time.Duration {
+	if raceBuild {
+		return 3
+	}
+	return 1
+}()
+
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
@@ -37,7 +53,14 @@ func runMain(m *testing.M) int {
 		}
 		defer os.RemoveAll(dir)
 		serverBin = filepath.Join(dir, "chronik-server")
-		cmd := exec.Command("go", "build", "-o", serverBin, "../cmd/chronik-server")
+		args := []string{"build", "-o", serverBin}
+		if raceBuild {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "../cmd/chronik-server")...)
+		if raceBuild {
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		}
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "building chronik-server:", err)
@@ -45,6 +68,44 @@ func runMain(m *testing.M) int {
 		}
 	}
 	return m.Run()
+}
+
+// raceMark opens every report of Go's race detector.
+const raceMark = "WARNING: DATA RACE"
+
+// raceReports returns the race detector reports in a node's output, each
+// from its mark to the detector's closing line of equals signs.
+func raceReports(out string) []string {
+	var reps []string
+	for {
+		i := strings.Index(out, raceMark)
+		if i < 0 {
+			return reps
+		}
+		out = out[i:]
+		end := strings.Index(out, "\n==================")
+		if end < 0 {
+			end = len(out)
+		}
+		reps = append(reps, out[:end])
+		out = out[end:]
+		if len(out) > 0 {
+			out = out[1:]
+		}
+	}
+}
+
+// checkRaces fails the test with every race report a node printed since
+// the last check (a restarted node keeps its output buffer, so each
+// report is printed once).
+func (c *cluster) checkRaces(nd *node) {
+	c.t.Helper()
+	out := nd.log.String()
+	reps := raceReports(out[min(nd.raceChecked, len(out)):])
+	nd.raceChecked = len(out)
+	for i, r := range reps {
+		c.t.Errorf("node %d: race detector report %d of %d:\n%s", nd.id, i+1, len(reps), r)
+	}
 }
 
 // node is one chronik-server process.
@@ -58,6 +119,7 @@ type node struct {
 	exitErr             error
 	extraArgs, extraEnv []string
 	cfg                 string // this node's own cluster config, when proxies are used
+	raceChecked         int    // how much of log checkRaces has read
 }
 
 // cluster is a set of nodes sharing one cluster.toml.
@@ -72,9 +134,10 @@ type cluster struct {
 type clusterOpt func(*clusterOptions)
 
 type clusterOptions struct {
-	args    []string
-	toml    string
-	proxies bool
+	args     []string
+	nodeArgs func(id int) []string
+	toml     string
+	proxies  bool
 }
 
 // withRaftProxies routes every node-to-node Raft connection through a
@@ -87,6 +150,11 @@ func withRaftProxies() clusterOpt {
 // withArgs passes extra flags to every node.
 func withArgs(args ...string) clusterOpt {
 	return func(o *clusterOptions) { o.args = append(o.args, args...) }
+}
+
+// withNodeArgs passes extra flags that differ per node (certificates).
+func withNodeArgs(f func(id int) []string) clusterOpt {
+	return func(o *clusterOptions) { o.nodeArgs = f }
 }
 
 // withTOML adds top-level keys to cluster.toml.
@@ -130,6 +198,9 @@ func startCluster(t testing.TB, n int, opts ...clusterOpt) *cluster {
 	for i := 0; i < n; i++ {
 		nd := &node{id: i + 1, kafka: ports[3*i], raft: ports[3*i+1], admin: ports[3*i+2],
 			dataDir: filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)), extraArgs: o.args}
+		if o.nodeArgs != nil {
+			nd.extraArgs = append(append([]string(nil), o.args...), o.nodeArgs(nd.id)...)
+		}
 		c.nodes = append(c.nodes, nd)
 		fmt.Fprintf(&sb, "\n[[nodes]]\nid = %d\nkafka = %q\nraft = %q\nadmin = %q\n", nd.id, nd.kafka, nd.raft, nd.admin)
 	}
@@ -143,6 +214,7 @@ func startCluster(t testing.TB, n int, opts ...clusterOpt) *cluster {
 	t.Cleanup(func() {
 		for _, nd := range c.nodes {
 			c.kill(nd.id)
+			c.checkRaces(nd)
 		}
 		if dir := os.Getenv("CHRONIK_TEST_LOG_DIR"); dir != "" {
 			for _, nd := range c.nodes {
@@ -235,6 +307,9 @@ func (c *cluster) stop(id int, timeout time.Duration) {
 	nd.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-nd.exited:
+		// A race-enabled binary exits with status 66 after a report: show
+		// the reports rather than only the status.
+		c.checkRaces(nd)
 		if nd.exitErr != nil {
 			c.t.Fatalf("node %d exited with %v after SIGTERM\n%s", id, nd.exitErr, nd.log.tail(4000))
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +68,26 @@ func TestFullDisk(t *testing.T) {
 	t.Logf("disk full after %d acknowledged records: %v", acked, storageErr)
 	if len(c.node(1).log.lines("storage error")) == 0 {
 		t.Error("the node did not log the storage error")
+	}
+	// The stopped replica shows as failed, with its error, in /partitions,
+	// /health and the metrics.
+	var failed partitionsJSON
+	waitFor(t, 10*time.Second, "full-0 to show as failed in /partitions", func() bool {
+		ps, _ := c.partitions(1)
+		for _, p := range ps {
+			if p.Topic == "full" && p.Failed != "" {
+				failed = p
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("/partitions: full-0 status %q, failed %q", failed.Status, failed.Failed)
+	if code, body, _ := c.get(1, "/health"); code != 503 || !strings.Contains(body, `"status":"failed"`) {
+		t.Errorf("/health with a failed replica: %d %s", code, body)
+	}
+	if v, ok := c.metric(1, `chronik_partition_failed{partition="full-0"}`); !ok || v != 1 {
+		t.Errorf("chronik_partition_failed for full-0: %v %v", v, ok)
 	}
 	// Still alive: admin, metadata and reads of what was acknowledged.
 	if code, _, err := c.get(1, "/partitions"); err != nil || code != 200 {

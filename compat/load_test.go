@@ -288,6 +288,8 @@ type partitionsJSON struct {
 	LeaderEpoch    int64   `json:"leader_epoch"`
 	HighWatermark  int64   `json:"high_watermark"`
 	LogStartOffset int64   `json:"log_start_offset"`
+	Status         string  `json:"status"`
+	Failed         string  `json:"failed"`
 }
 
 // partitions fetches /partitions from node id.

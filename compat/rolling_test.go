@@ -199,8 +199,8 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 		percentile(stalls, 0.5).Round(time.Millisecond), percentile(stalls, 0.99).Round(time.Millisecond), stalls[len(stalls)-1].Round(time.Millisecond))
 	// Following a leader hint takes milliseconds; a second or more means a
 	// client was left to wait for its next metadata refresh (franz-go: 5 s).
-	if worst := stalls[len(stalls)-1]; worst > time.Second {
-		t.Errorf("a partition went %v without an ack during the roll; want under 1s", worst.Round(time.Millisecond))
+	if worst, limit := stalls[len(stalls)-1], time.Second*raceSlack; worst > limit {
+		t.Errorf("a partition went %v without an ack during the roll; want under %v", worst.Round(time.Millisecond), limit)
 	}
 	l.mu.Lock()
 	errs := l.errs

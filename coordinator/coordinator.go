@@ -113,6 +113,10 @@ type Coordinator struct {
 	// consumers are the KIP-848 groups (made on first use); a name is in
 	// groups or here, never both. Under mu.
 	consumers map[string]*cgroup
+
+	// writing counts the running writers (runWriter); Close waits for them,
+	// so nothing touches the store after it returns.
+	writing sync.WaitGroup
 }
 
 // New returns a coordinator serving groups for which cfg.Owns answers true.
@@ -251,11 +255,12 @@ func (c *Coordinator) Release() {
 
 // Close stops every group timer and answers parked requests NOT_COORDINATOR;
 // later requests are answered NOT_COORDINATOR too. Safe to call twice.
+// Writes in flight end with Close (their contexts end with it) and Close
+// returns once they have.
 func (c *Coordinator) Close() {
 	c.closed.Store(true)
 	c.cancel()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for name, g := range c.groups {
 		g.drop(kerr.NotCoordinator.Code)
 		delete(c.groups, name)
@@ -267,6 +272,8 @@ func (c *Coordinator) Close() {
 	for name := range c.writers {
 		c.dropSavesLocked(name)
 	}
+	c.mu.Unlock()
+	c.writing.Wait()
 }
 
 // Stats reports the number of groups by state and of members.

@@ -127,3 +127,41 @@ func TestNoGoroutineLeak(t *testing.T) {
 		return runtime.NumGoroutine() <= base
 	})
 }
+
+// TestCloseWaitsForWriter: a snapshot save in flight at Close must be over
+// before Close returns, so nothing touches the store (the broker's Raft
+// replicas) once the broker goes on to stop them.
+func TestCloseWaitsForWriter(t *testing.T) {
+	h := newHarness(t, nil)
+	entered, release, exited := make(chan struct{}, 1), make(chan struct{}), make(chan struct{}, 1)
+	h.store.mu.Lock()
+	h.store.saveHook = func(string, []byte) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+		select {
+		case exited <- struct{}{}:
+		default:
+		}
+	}
+	h.store.mu.Unlock()
+	h.stableGroup("g", "a")
+	recv(t, entered)
+	closed := make(chan struct{})
+	go func() { h.c.Close(); close(closed) }()
+	select {
+	case <-closed:
+		close(release)
+		t.Fatal("Close returned while a snapshot save was running")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	recv(t, closed)
+	select {
+	case <-exited:
+	default:
+		t.Fatal("Close returned before the save ended")
+	}
+}

@@ -210,6 +210,7 @@ func (c *Coordinator) enqueue(name string, op *storeOp) {
 	if w == nil {
 		w = &writer{}
 		c.writers[name] = w
+		c.writing.Add(1)
 		go c.runWriter(name, w)
 	}
 	// The new write supersedes every queued save; queued deletes stay, as
@@ -228,8 +229,9 @@ func (c *Coordinator) enqueue(name string, op *storeOp) {
 }
 
 // runWriter performs the group's queued writes one at a time, without c.mu,
-// and exits when none is left.
+// and exits when none is left. Every write also ends with Close.
 func (c *Coordinator) runWriter(name string, w *writer) {
+	defer c.writing.Done()
 	for {
 		c.mu.Lock()
 		w.inflight = nil
@@ -244,7 +246,11 @@ func (c *Coordinator) runWriter(name string, w *writer) {
 		c.mu.Unlock()
 
 		if op.del {
-			op.done <- c.cfg.Store.Delete(op.ctx, name, nil)
+			ctx, cancel := context.WithCancel(op.ctx)
+			stop := context.AfterFunc(c.ctx, cancel)
+			op.done <- c.cfg.Store.Delete(ctx, name, nil)
+			stop()
+			cancel()
 			continue
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, saveTimeout)

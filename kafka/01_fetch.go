@@ -50,6 +50,9 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 	}
 	maxWait := time.Duration(req.MaxWaitMillis) * time.Millisecond
+	if req.MaxBytes > s.cfg.Limits.FetchMaxBytes {
+		s.metrics.limitHits.WithLabelValues(hitFetchMaxBytes).Inc()
+	}
 	answer := func() *kmsg.FetchResponse {
 		deadline := time.Now().Add(maxWait)
 		var timer *time.Timer
@@ -59,7 +62,7 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			}
 		}()
 		for {
-			results, waits, total, stop := readFetch(s, req, parts)
+			results, waits, total, stop := readFetch(s, cc, req, parts)
 			if stop || total >= int(req.MinBytes) || !time.Now().Before(deadline) || len(waits) == 0 {
 				return buildFetch(s, req, resp, parts, results)
 			}
@@ -76,7 +79,7 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			}
 			chosen, _, _ := reflect.Select(cases)
 			if chosen < 3 {
-				results, _, _, _ = readFetch(s, req, parts)
+				results, _, _, _ = readFetch(s, cc, req, parts)
 				return buildFetch(s, req, resp, parts, results)
 			}
 		}
@@ -104,12 +107,33 @@ func throttleFetch(s *Server, cc *connCtx, req *kmsg.FetchRequest, resp *kmsg.Fe
 
 // readFetch reads every partition once. stop is set when an error should
 // be reported at once rather than waited out.
-func readFetch(s *Server, req *kmsg.FetchRequest, parts []fetchPart) (results []FetchResult, waits []<-chan struct{}, total int, stop bool) {
+//
+// The records read are held in the node's request budget until the
+// response is written (cc.respMem): a read takes at most what the budget
+// has free, so when memory is short responses shrink (down to one batch,
+// which a fetch always gets) instead of piling up.
+func readFetch(s *Server, cc *connCtx, req *kmsg.FetchRequest, parts []fetchPart) (results []FetchResult, waits []<-chan struct{}, total int, stop bool) {
 	results = make([]FetchResult, len(parts))
 	budget := int(req.MaxBytes)
 	if req.Version < 3 || budget <= 0 {
 		budget = 50 << 20
 	}
+	if cap := int(s.cfg.Limits.FetchMaxBytes); budget > cap {
+		budget = cap // the broker's fetch.max.bytes wins over the client's
+	}
+	s.reqMemory.release(cc.respMem, true) // an earlier read of this long poll
+	cc.respMem = 0
+	granted := s.reqMemory.takeUpTo(int64(budget))
+	if granted < int64(budget) {
+		s.metrics.limitHits.WithLabelValues(hitRequestMemoryWait).Inc()
+	}
+	budget = int(granted)
+	defer func() {
+		// Hold what was read, not what was granted.
+		s.reqMemory.release(granted, true)
+		s.reqMemory.force(int64(total))
+		cc.respMem = int64(total)
+	}()
 	for i, p := range parts {
 		if p.unknown {
 			results[i] = FetchResult{Err: kerr.UnknownTopicID.Code, HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: LeaderHint{Leader: -1}}

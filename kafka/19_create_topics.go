@@ -41,15 +41,25 @@ func handleCreateTopics(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		ctx, cancel := context.WithTimeout(cc.ctx, timeout)
 		defer cancel()
 		var valid []CreateTopic
+		var adds int64
 		for _, ct := range reqs {
 			if seen[ct.Name] > 1 {
 				continue
 			}
 			valid = append(valid, ct)
+			adds += newPartitions(ct)
 		}
 		results := map[string]CreateTopicResult{}
-		for _, r := range s.backend.CreateTopics(ctx, valid, req.ValidateOnly) {
-			results[r.Name] = r
+		if refused := s.checkNewPartitions(adds); refused != "" {
+			for _, ct := range valid {
+				results[ct.Name] = CreateTopicResult{Name: ct.Name, Err: kerr.PolicyViolation.Code, Message: refused}
+			}
+			valid = nil
+		}
+		if len(valid) > 0 {
+			for _, r := range s.backend.CreateTopics(ctx, valid, req.ValidateOnly) {
+				results[r.Name] = r
+			}
 		}
 		for _, ct := range reqs {
 			rt := kmsg.CreateTopicsResponseTopic{Topic: ct.Name, NumPartitions: -1, ReplicationFactor: -1}
@@ -77,4 +87,16 @@ func handleCreateTopics(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 		return resp
 	}
+}
+
+// newPartitions is how many partitions creating ct adds: its assignment's,
+// its count's, or at least one when it asks for the broker's default.
+func newPartitions(ct CreateTopic) int64 {
+	switch {
+	case len(ct.Assignment) > 0:
+		return int64(len(ct.Assignment))
+	case ct.Partitions > 0:
+		return int64(ct.Partitions)
+	}
+	return 1
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -22,8 +23,12 @@ func handleCreatePartitions(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 		ctx, cancel := context.WithTimeout(cc.ctx, timeout)
 		defer cancel()
+		refused := s.checkNewPartitions(partitionsAdded(s, req))
 		for _, t := range req.Topics {
-			code, msg := s.backend.CreatePartitions(ctx, t.Topic, t.Count, req.ValidateOnly)
+			code, msg := kerr.PolicyViolation.Code, refused
+			if refused == "" {
+				code, msg = s.backend.CreatePartitions(ctx, t.Topic, t.Count, req.ValidateOnly)
+			}
 			rt := kmsg.CreatePartitionsResponseTopic{Topic: t.Topic, ErrorCode: code}
 			if msg != "" {
 				rt.ErrorMessage = &msg
@@ -33,4 +38,27 @@ func handleCreatePartitions(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 		return resp
 	}
+}
+
+// partitionsAdded is how many partitions req would add: each topic's new
+// count less what it has now (topics that do not exist add none; the
+// backend answers them).
+func partitionsAdded(s *Server, req *kmsg.CreatePartitionsRequest) int64 {
+	names := make([]string, 0, len(req.Topics))
+	for _, t := range req.Topics {
+		names = append(names, t.Topic)
+	}
+	have := map[string]int64{}
+	for _, t := range s.backend.Topics(names, true) {
+		if t.Err == 0 {
+			have[t.Name] = int64(len(t.Partitions))
+		}
+	}
+	var n int64
+	for _, t := range req.Topics {
+		if cur, ok := have[t.Topic]; ok && int64(t.Count) > cur {
+			n += int64(t.Count) - cur
+		}
+	}
+	return n
 }

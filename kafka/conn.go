@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,18 +23,29 @@ type connCtx struct {
 	ctx      context.Context
 	clientID string
 	remote   string
+	// principal is who the connection acts for (principal.go); written
+	// only by authentication on the reader goroutine, before the requests
+	// it precedes are started.
+	principal Principal
+	// respMem is the request budget held by the response being built
+	// (a Fetch's records), given back once it is written. Only the
+	// writer goroutine, which runs replies one at a time, touches it.
+	respMem int64
 }
 
 // conn is one client connection: a reader goroutine decodes requests and
 // starts them in order; a writer goroutine writes responses in that same
 // order, waiting on each in turn.
 type conn struct {
-	s    *Server
-	nc   net.Conn
-	cc   connCtx
-	out  chan pendingResp
-	once sync.Once
-	done chan struct{}
+	s   *Server
+	nc  net.Conn
+	ip  netip.Addr
+	cc  connCtx
+	out chan pendingResp // made with the writer, at the first response
+	// writerDone is closed when the writer goroutine ends.
+	writerDone chan struct{}
+	once       sync.Once
+	done       chan struct{}
 	// lastData is when the latest Produce or Fetch began (unix ns):
 	// shutdown uses it to tell which clients have heard of the new leaders.
 	lastData atomic.Int64
@@ -51,11 +63,12 @@ type pendingResp struct {
 	flexible bool
 	start    time.Time
 	r        reply
+	mem      hold // request budget held until answered
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc, out: make(chan pendingResp, s.cfg.MaxInFlight), done: make(chan struct{})}
-	c.cc = connCtx{ctx: s.ctx, remote: nc.RemoteAddr().String()}
+func newConn(s *Server, nc net.Conn, ip netip.Addr) *conn {
+	c := &conn{s: s, nc: nc, ip: ip, done: make(chan struct{})}
+	c.cc = connCtx{ctx: s.ctx, remote: nc.RemoteAddr().String(), principal: Anonymous}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
@@ -66,6 +79,7 @@ func (c *conn) close() {
 	c.once.Do(func() {
 		close(c.done)
 		c.nc.Close()
+		c.s.noteNews()
 	})
 }
 
@@ -85,14 +99,11 @@ func (c *conn) closeReset() {
 
 func (c *conn) serve() {
 	defer c.s.wg.Done()
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
 	err := c.readLoop()
-	close(c.out)
-	<-writerDone
+	if c.out != nil {
+		close(c.out)
+		<-c.writerDone
+	}
 	if c.s.ctx.Err() != nil {
 		c.closeReset() // the server is stopping: see closeReset
 	} else {
@@ -104,28 +115,175 @@ func (c *conn) serve() {
 	}
 }
 
+// readBufSize is the reader's buffer: small, so that thousands of idle
+// connections cost little; a large body is read straight into its own
+// buffer, past this one.
+const readBufSize = 4 << 10
+
 func (c *conn) readLoop() error {
-	r := bufio.NewReaderSize(c.nc, 64<<10)
-	var sizeBuf [4]byte
+	r := bufio.NewReaderSize(c.nc, readBufSize)
+	// A new connection must speak within the frame timeout (every client
+	// sends its first request as soon as it connects); between requests
+	// a connection may idle for the idle timeout.
+	wait := c.s.cfg.Limits.FrameTimeout
 	for {
-		c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
-		if _, err := io.ReadFull(r, sizeBuf[:]); err != nil {
+		c.nc.SetReadDeadline(time.Now().Add(wait))
+		if err := c.s.ctx.Err(); err != nil {
+			// Close cancels, then sets a deadline of now: whichever of
+			// that and the line above comes last, reading stops.
 			return err
 		}
-		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
-		if size < 8 || size > c.s.cfg.MaxRequestSize {
-			c.s.logger.Warn("closing connection: bad request size", "remote", c.cc.remote, "size", size, "max", c.s.cfg.MaxRequestSize)
-			c.s.metrics.badRequests.WithLabelValues("size").Inc()
-			return &badRequest{"size", "bad request size"}
-		}
-		body := make([]byte, size)
-		if _, err := io.ReadFull(r, body); err != nil {
+		if _, err := r.Peek(1); err != nil {
+			if isTimeout(err) && wait == c.s.cfg.Limits.FrameTimeout {
+				c.s.metrics.limitHits.WithLabelValues(hitFrameTimeout).Inc()
+			}
 			return err
 		}
-		if err := c.handle(body); err != nil {
+		wait = c.s.cfg.IdleTimeout
+		deadline := time.Now().Add(c.s.cfg.Limits.FrameTimeout)
+		c.nc.SetReadDeadline(deadline)
+		if err := c.s.ctx.Err(); err != nil {
+			return err
+		}
+		body, mem, err := c.readFrame(r, deadline)
+		if err != nil {
+			if isTimeout(err) {
+				c.s.metrics.limitHits.WithLabelValues(hitFrameTimeout).Inc()
+				c.s.logger.Debug("closing connection: request frame not received in time", "remote", c.cc.remote,
+					"client_id", c.cc.clientID, "frame_timeout", c.s.cfg.Limits.FrameTimeout)
+			}
+			return err
+		}
+		if err := c.handle(body, mem); err != nil {
 			return err
 		}
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
+}
+
+// A frame's buffer starts at firstChunk and doubles; it takes at most
+// growChunk from the request budget at once, and frames above growChunk
+// count as big (see budget).
+const (
+	firstChunk = 4 << 10
+	growChunk  = 64 << 10
+)
+
+// readFrame reads one size-prefixed request frame that must be complete by
+// deadline. The buffer starts small and doubles as bytes arrive, so a
+// frame that declares 100 MiB and sends a byte costs 4 KiB; every
+// byte of it is first taken from the node's request budget, and when the
+// budget is spent the read waits (the client's sends back up in TCP). It
+// returns the body and the budget bytes it holds, which the caller gives
+// back once the request is answered.
+func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem hold, err error) {
+	var hdr [12]byte // size, then key, version and correlation id
+	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+		return nil, hold{}, err
+	}
+	size := int32(binary.BigEndian.Uint32(hdr[:4]))
+	if size < 8 || size > c.s.cfg.MaxRequestSize {
+		c.s.logger.Warn("closing connection: bad request size", "remote", c.cc.remote, "size", size, "max", c.s.cfg.MaxRequestSize)
+		c.s.metrics.badRequests.WithLabelValues("size").Inc()
+		return nil, hold{}, &badRequest{"size", "bad request size"}
+	}
+	if _, err := io.ReadFull(r, hdr[4:]); err != nil {
+		return nil, hold{}, err
+	}
+	if key := int16(binary.BigEndian.Uint16(hdr[4:])); key != 0 && size > c.s.cfg.Limits.MaxNonProduceRequestSize {
+		c.s.logger.Warn("closing connection: request too large for its API", "remote", c.cc.remote,
+			"api", kmsg.NameForKey(key), "size", size, "max", c.s.cfg.Limits.MaxNonProduceRequestSize)
+		c.s.metrics.badRequests.WithLabelValues("size").Inc()
+		c.s.metrics.limitHits.WithLabelValues(hitNonProduceSize).Inc()
+		return nil, hold{}, &badRequest{"size", "request too large for its API"}
+	}
+	mem.big = size > growChunk
+	defer func() {
+		if err != nil {
+			c.s.reqMemory.release(mem.n, mem.big)
+			mem = hold{}
+		}
+	}()
+	grow := func(to int) error {
+		for int64(to) > mem.n {
+			n := min(int64(to)-mem.n, growChunk)
+			if err := c.takeMemory(n, mem.big, deadline); err != nil {
+				return err
+			}
+			mem.n += n
+		}
+		nb := make([]byte, len(body), to)
+		copy(nb, body)
+		body = nb
+		return nil
+	}
+	if err := grow(min(int(size), firstChunk)); err != nil {
+		return nil, mem, err
+	}
+	body = append(body, hdr[4:]...)
+	for len(body) < int(size) {
+		if len(body) == cap(body) {
+			if err := grow(min(int(size), 2*cap(body))); err != nil {
+				return nil, mem, err
+			}
+		}
+		n, err := r.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err != nil && len(body) < int(size) {
+			return nil, mem, err
+		}
+	}
+	return body, mem, nil
+}
+
+// takeMemory takes n bytes of the request budget, waiting for them until
+// deadline at the latest.
+func (c *conn) takeMemory(n int64, big bool, deadline time.Time) error {
+	if c.s.reqMemory.tryAcquire(n, big) {
+		return nil
+	}
+	c.s.metrics.limitHits.WithLabelValues(hitRequestMemoryWait).Inc()
+	ctx, cancel := context.WithDeadline(c.s.ctx, deadline)
+	defer cancel()
+	return c.s.reqMemory.acquire(ctx, n, big)
+}
+
+// hold is a request's share of the request budget: n bytes for its
+// frame, taken from the bulk part when big (see budget), and decode bytes
+// for its decoded structs.
+type hold struct {
+	n         int64
+	big       bool
+	decode    int64
+	decodeBig bool
+}
+
+func (s *Server) releaseMemory(h hold) {
+	s.reqMemory.release(h.n, h.big)
+	s.reqMemory.release(h.decode, h.decodeBig)
+}
+
+// reserveDecode takes the memory decoding a request will allocate. A
+// request that could never fit in the budget is refused outright.
+func (c *conn) reserveDecode(h *hold, n int64) error {
+	if n > c.s.reqMemory.bulk/2 {
+		c.s.metrics.limitHits.WithLabelValues(hitRequestMemoryWait).Inc()
+		return &badRequest{"size", fmt.Sprintf("request would decode into %d bytes", n)}
+	}
+	h.decodeBig = n > growChunk
+	deadline := time.Now().Add(c.s.cfg.Limits.FrameTimeout)
+	for h.decode < n {
+		step := min(n-h.decode, growChunk)
+		if err := c.takeMemory(step, h.decodeBig, deadline); err != nil {
+			return err
+		}
+		h.decode += step
+	}
+	return nil
 }
 
 // decoded is a request read off the wire.
@@ -149,7 +307,11 @@ func (e *badRequest) Error() string { return e.msg }
 // on any input (FuzzRequest checks that): unknown keys, versions outside
 // the served range (except ApiVersions, which gets a v0 answer) and
 // malformed bytes come back as a *badRequest.
-func decodeRequest(apis map[int16]*api, body []byte) (decoded, error) {
+//
+// reserve, when not nil, is called with how many bytes decoding the body
+// will allocate (decodeCost) before it does; an error from it fails the
+// request.
+func decodeRequest(apis map[int16]*api, body []byte, reserve func(int64) error) (decoded, error) {
 	var d decoded
 	if len(body) < 8 {
 		return d, &badRequest{"size", "request shorter than its header"}
@@ -181,6 +343,15 @@ func decodeRequest(apis map[int16]*api, body []byte) (decoded, error) {
 	if !rd.Ok() {
 		return d, &badRequest{"malformed", "malformed request header"}
 	}
+	cost, err := decodeCost(d.key, req.IsFlexible(), rd.Src)
+	if err != nil {
+		return d, &badRequest{"malformed", fmt.Sprintf("malformed %s v%d: %v", kmsg.NameForKey(d.key), d.version, err)}
+	}
+	if reserve != nil {
+		if err := reserve(cost); err != nil {
+			return d, err
+		}
+	}
 	if err := req.ReadFrom(rd.Src); err != nil {
 		return d, &badRequest{"malformed", fmt.Sprintf("malformed %s v%d: %v", kmsg.NameForKey(d.key), d.version, err)}
 	}
@@ -188,12 +359,16 @@ func decodeRequest(apis map[int16]*api, body []byte) (decoded, error) {
 	return d, nil
 }
 
-// handle decodes one request and queues its reply.
-func (c *conn) handle(body []byte) error {
-	d, err := decodeRequest(c.s.apis, body)
+// handle decodes one request and queues its reply; mem is the request
+// budget the body holds, given back once the request is answered.
+func (c *conn) handle(body []byte, mem hold) error {
+	d, err := decodeRequest(c.s.apis, body, func(n int64) error { return c.reserveDecode(&mem, n) })
 	if err != nil {
+		c.s.releaseMemory(mem)
 		var br *badRequest
-		errors.As(err, &br)
+		if !errors.As(err, &br) {
+			return err // the decode memory did not come in time
+		}
 		c.s.logger.Warn("closing connection: "+br.msg, "remote", c.cc.remote, "client_id", c.cc.clientID)
 		c.s.metrics.badRequests.WithLabelValues(br.reason).Inc()
 		return err
@@ -202,7 +377,7 @@ func (c *conn) handle(body []byte) error {
 		// ApiVersions above what we serve: a v0-shaped answer with our
 		// ranges, so the client retries at a version we speak.
 		gen := c.s.requestStarted()
-		return c.enqueue(pendingResp{gen: gen, key: d.key, version: 0, corr: d.corr, start: time.Now(), r: func() kmsg.Response {
+		return c.enqueue(pendingResp{gen: gen, key: d.key, version: 0, corr: d.corr, start: time.Now(), mem: mem, r: func() kmsg.Response {
 			resp := kmsg.NewPtrApiVersionsResponse()
 			resp.ErrorCode = 35 // UNSUPPORTED_VERSION
 			for _, r := range c.s.supported() {
@@ -219,14 +394,16 @@ func (c *conn) handle(body []byte) error {
 	start := time.Now()
 	if d.key == 0 || d.key == 1 {
 		c.lastData.Store(start.UnixNano())
+		c.s.noteNews()
 	}
 	r := safeHandle(c, d.api, d.req)
 	if r == nil {
+		c.s.releaseMemory(mem)
 		c.s.requestDone(gen)
 		return nil
 	}
 	flexible := d.req.IsFlexible() && d.key != 18
-	return c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start, r: r})
+	return c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start, r: r, mem: mem})
 }
 
 // safeHandle runs a handler, turning a panic into a closed connection
@@ -243,13 +420,30 @@ func safeHandle(c *conn, a *api, req kmsg.Request) (r reply) {
 }
 
 func (c *conn) enqueue(p pendingResp) error {
+	if c.out == nil {
+		c.startWriter()
+	}
 	select {
 	case c.out <- p:
 		return nil
 	case <-c.done:
+		c.s.releaseMemory(p.mem)
 		c.s.requestDone(p.gen)
 		return net.ErrClosed
 	}
+}
+
+// startWriter starts the writer goroutine at the first response, so that
+// a connection that never sends a request costs one goroutine, not two.
+// Only the reader goroutine calls it; serve stops the writer by closing
+// out and waits for it.
+func (c *conn) startWriter() {
+	c.out = make(chan pendingResp, c.s.cfg.MaxInFlight)
+	c.writerDone = make(chan struct{})
+	go func() {
+		defer close(c.writerDone)
+		c.writeLoop()
+	}()
 }
 
 func skipTags(rd *kbin.Reader) {
@@ -264,7 +458,7 @@ func skipTags(rd *kbin.Reader) {
 }
 
 func (c *conn) writeLoop() {
-	w := bufio.NewWriterSize(c.nc, 64<<10)
+	var w *bufio.Writer // made at the first response: idle connections cost less
 	var buf []byte
 	broken := false
 	for p := range c.out {
@@ -284,10 +478,14 @@ func (c *conn) writeLoop() {
 		resp.SetVersion(p.version)
 		if (p.key == 0 || p.key == 1) && c.s.draining.Load() && allNotLeader(resp) {
 			c.movedAt.Store(p.start.UnixNano())
+			c.s.noteNews()
 		}
 		buf = resp.AppendTo(buf)
 		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 		c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if w == nil {
+			w = bufio.NewWriterSize(c.nc, 16<<10)
+		}
 		if _, err := w.Write(buf); err != nil {
 			broken = true
 			c.close()
@@ -345,5 +543,8 @@ func (c *conn) await(p pendingResp) (resp kmsg.Response) {
 
 func (c *conn) finish(p pendingResp) {
 	c.s.metrics.observe(p.key, time.Since(p.start))
+	c.s.releaseMemory(p.mem)
+	c.s.reqMemory.release(c.cc.respMem, true)
+	c.cc.respMem = 0
 	c.s.requestDone(p.gen)
 }

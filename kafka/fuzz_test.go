@@ -15,7 +15,7 @@ func testAPIs() map[int16]*api {
 	for k, a := range registry {
 		apis[k] = a
 	}
-	for _, k := range []int16{8, 9, 11, 12, 13, 14, 15, 16, 42, 47} {
+	for k := range groupKeys {
 		apis[k] = &api{key: k, min: 0, max: kmsg.RequestForKey(k).MaxVersion(), handle: handleGroup}
 	}
 	return apis
@@ -54,7 +54,20 @@ func seedRequests() []kmsg.Request {
 	fr := kmsg.NewPtrFetchRequest()
 	fr.SetVersion(13)
 	fr.Topics = []kmsg.FetchRequestTopic{{Partitions: []kmsg.FetchRequestTopicPartition{{FetchOffset: 5, PartitionMaxBytes: 100}}}}
-	return append(out, md, pr, fr)
+	// Forged arrays of empty elements, the shape that makes the decoder
+	// allocate the most per byte (see decodeCost).
+	var forged []kmsg.Request
+	for _, v := range []int16{3, 9} {
+		p := kmsg.NewPtrProduceRequest()
+		p.SetVersion(v)
+		p.Topics = []kmsg.ProduceRequestTopic{{Topic: topic, Partitions: make([]kmsg.ProduceRequestTopicPartition, 50)}, {}}
+		forged = append(forged, p)
+	}
+	ff := kmsg.NewPtrFetchRequest()
+	ff.SetVersion(12)
+	ff.Topics = make([]kmsg.FetchRequestTopic, 50)
+	forged = append(forged, ff)
+	return append(append(out, md, pr, fr), forged...)
 }
 
 // FuzzRequest feeds arbitrary frames to the request decoder: it must never
@@ -67,7 +80,7 @@ func FuzzRequest(f *testing.F) {
 	f.Add([]byte{0x7f, 0x7f, 0, 0, 0, 0, 0, 0})
 	apis := testAPIs()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		d, err := decodeRequest(apis, body)
+		d, err := decodeRequest(apis, body, nil)
 		if err != nil {
 			if _, ok := err.(*badRequest); !ok {
 				t.Fatalf("error of type %T: %v", err, err)
@@ -89,7 +102,7 @@ var forgedTagCount = []byte("\x00\x02\x00\x06\x00\x00\x00\n\x00\x04uzz\x00\xff\x
 func TestDecodeForgedTagCountReturnsAtOnce(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
-		_, err := decodeRequest(testAPIs(), forgedTagCount)
+		_, err := decodeRequest(testAPIs(), forgedTagCount, nil)
 		done <- err
 	}()
 	select {
@@ -114,14 +127,14 @@ func TestDecodeRequestRejects(t *testing.T) {
 		"forged tag count":  forgedTagCount,
 	}
 	for name, body := range cases {
-		if _, err := decodeRequest(apis, body); err == nil {
+		if _, err := decodeRequest(apis, body, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	// ApiVersions above the served range is accepted for a v0 answer.
 	r := kmsg.NewPtrApiVersionsRequest()
 	r.SetVersion(5)
-	if d, err := decodeRequest(apis, frame(r, 7, "x")); err != nil || d.req != nil || d.corr != 7 {
+	if d, err := decodeRequest(apis, frame(r, 7, "x"), nil); err != nil || d.req != nil || d.corr != 7 {
 		t.Fatalf("ApiVersions v5: %+v %v", d, err)
 	}
 }

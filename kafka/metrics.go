@@ -16,11 +16,12 @@ type metrics struct {
 	produce     prometheus.Summary
 	fetch       prometheus.Summary
 	latency     *prometheus.HistogramVec
+	limitHits   *prometheus.CounterVec
 }
 
 var objectives = map[float64]float64{0.5: 0.05, 0.9: 0.01, 0.99: 0.001}
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, requestBytes func() float64, requestBudget float64) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chronik_requests_total", Help: "Kafka requests received, by API.",
@@ -46,8 +47,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "chronik_request_duration_seconds", Help: "Request latency by API.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"api"}),
+		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chronik_limit_hits_total", Help: "Times a resource limit refused, cut off or held back a client, by limit.",
+		}, []string{"limit"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.errors, m.badRequests, m.connections, m.produce, m.fetch, m.latency} {
+	inUse := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "chronik_request_memory_bytes", Help: "Request bytes held in memory, read but not yet answered.",
+	}, requestBytes)
+	limit := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "chronik_request_memory_limit_bytes", Help: "The budget of request bytes in memory (--queued-max-request-bytes).",
+	}, func() float64 { return requestBudget })
+	for _, c := range []prometheus.Collector{m.requests, m.errors, m.badRequests, m.connections, m.produce, m.fetch, m.latency, m.limitHits, inUse, limit} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -27,9 +28,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxInFlight bounds pipelined requests per connection.
 	MaxInFlight int
-	Backend     Backend
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// Limits bound connections, frames, request memory and partitions.
+	Limits     Limits
+	Backend    Backend
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Server accepts Kafka clients and serves the protocol.
@@ -44,15 +47,22 @@ type Server struct {
 	serveOnce sync.Once
 	mu        sync.Mutex
 	conns     map[*conn]struct{}
+	perIP     map[netip.Addr]int
 	closed    bool
+	allGone   chan struct{} // closed once closed is set and conns is empty
 	// Requests are counted in two generations: those received before a
 	// drain began (the drain waits for them) and those after.
 	draining atomic.Bool
 	inflight [2]atomic.Int64
-	idle     chan struct{} // signalled when a generation drops to zero
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	idle     broadcast // fired when a generation drops to zero
+	// news fires when a connection starts a Produce or Fetch, is answered
+	// NOT_LEADER for everything or closes, while AwaitActiveClients waits.
+	news      broadcast
+	awaiting  atomic.Int32
+	reqMemory *budget
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // handler serves one request. It runs on the connection's reader goroutine
@@ -102,13 +112,16 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	m, err := newMetrics(cfg.Registerer)
+	cfg.Limits.defaults(cfg.MaxRequestSize)
+	mem := newBudget(cfg.Limits.QueuedMaxRequestBytes)
+	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(mem.inUse()) }, float64(mem.size))
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, backend: cfg.Backend, logger: cfg.Logger, metrics: m,
-		conns: map[*conn]struct{}{}, idle: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	s := &Server{cfg: cfg, backend: cfg.Backend, logger: cfg.Logger, metrics: m, reqMemory: mem,
+		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, allGone: make(chan struct{}),
+		ctx: ctx, cancel: cancel}
 	s.apis = map[int16]*api{}
 	for k, a := range registry {
 		s.apis[k] = a
@@ -152,40 +165,98 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 func (s *Server) accept() {
 	defer s.wg.Done()
+	var backoff time.Duration
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			s.logger.Warn("kafka accept failed", "err", err)
+			// Out of file descriptors, most likely: wait for some to be
+			// freed, longer each time, rather than spin on the error.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.logger.Warn("kafka accept failed", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
 			select {
-			case <-time.After(20 * time.Millisecond):
+			case <-t.C:
 			case <-s.ctx.Done():
+				t.Stop()
 				return
 			}
 			continue
 		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		cn := newConn(s, c)
-		s.conns[cn] = struct{}{}
-		s.mu.Unlock()
-		s.metrics.connections.Inc()
-		s.wg.Add(1)
-		go cn.serve()
+		backoff = 0
+		s.admit(c)
 	}
+}
+
+// admit registers a new connection and starts serving it, or closes it
+// when the server is closed or a connection limit is reached.
+func (s *Server) admit(c net.Conn) {
+	ip := clientIP(c.RemoteAddr())
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	hit := ""
+	switch {
+	case len(s.conns) >= s.cfg.Limits.MaxConnections:
+		hit = hitMaxConnections
+	case s.perIP[ip] >= s.cfg.Limits.MaxConnectionsPerIP:
+		hit = hitConnectionsPerIP
+	}
+	if hit != "" {
+		s.mu.Unlock()
+		s.metrics.limitHits.WithLabelValues(hit).Inc()
+		s.logger.Debug("kafka connection refused: limit reached", "remote", c.RemoteAddr().String(), "limit", hit)
+		// A reset, not a FIN: it frees the socket at once, and franz-go
+		// retries a reset but not an EOF on a new connection's first
+		// request (FACTS.md).
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		c.Close()
+		return
+	}
+	cn := newConn(s, c, ip)
+	s.conns[cn] = struct{}{}
+	s.perIP[ip]++
+	s.mu.Unlock()
+	s.metrics.connections.Inc()
+	s.wg.Add(1)
+	go cn.serve()
 }
 
 func (s *Server) dropConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
+		delete(s.perIP, c.ip)
+	}
+	s.noteAllGoneLocked()
 	s.mu.Unlock()
 	s.metrics.connections.Dec()
+	s.noteNews()
+}
+
+func (s *Server) noteAllGoneLocked() {
+	if !s.closed || len(s.conns) > 0 {
+		return
+	}
+	select {
+	case <-s.allGone:
+	default:
+		close(s.allGone)
+	}
+}
+
+// noteNews wakes AwaitActiveClients, if it is waiting.
+func (s *Server) noteNews() {
+	if s.awaiting.Load() > 0 {
+		s.news.fire()
+	}
 }
 
 // StopAccepting closes the listener: new connections are refused by the
@@ -212,10 +283,7 @@ func (s *Server) requestStarted() int {
 
 func (s *Server) requestDone(gen int) {
 	if s.inflight[gen].Add(-1) == 0 {
-		select {
-		case s.idle <- struct{}{}:
-		default:
-		}
+		s.idle.fire()
 	}
 }
 
@@ -240,12 +308,14 @@ func (s *Server) DrainAll(ctx context.Context) error {
 
 func (s *Server) waitGen(ctx context.Context, gen int) error {
 	for {
+		// Take the channel before looking at the count: a drop to zero
+		// after the look closes it.
+		zero := s.idle.wait()
 		if s.inflight[gen].Load() <= 0 {
 			return nil
 		}
 		select {
-		case <-s.idle:
-		case <-time.After(5 * time.Millisecond):
+		case <-zero:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -275,16 +345,12 @@ func (s *Server) AwaitActiveClients(ctx context.Context, since time.Time, window
 		}
 		return out
 	}
+	s.awaiting.Add(1)
+	defer s.awaiting.Add(-1)
 	waiting := pending()
 	waited = len(waiting)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
 	for len(waiting) > 0 {
-		select {
-		case <-ctx.Done():
-			return waited, len(waiting)
-		case <-tick.C:
-		}
+		news := s.news.wait()
 		still := waiting[:0]
 		for _, c := range waiting {
 			select {
@@ -297,6 +363,14 @@ func (s *Server) AwaitActiveClients(ctx context.Context, since time.Time, window
 			}
 		}
 		waiting = still
+		if len(waiting) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return waited, len(waiting)
+		case <-news:
+		}
 	}
 	return waited, 0
 }
@@ -329,16 +403,15 @@ func (s *Server) Close() error {
 	for _, c := range conns {
 		c.nc.SetReadDeadline(time.Now())
 	}
-	deadline := time.Now().Add(closeGrace)
-	for time.Now().Before(deadline) {
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
+	s.mu.Lock()
+	s.noteAllGoneLocked()
+	s.mu.Unlock()
+	grace := time.NewTimer(closeGrace)
+	select {
+	case <-s.allGone:
+	case <-grace.C:
 	}
+	grace.Stop()
 	for _, c := range conns {
 		c.closeReset()
 	}
@@ -357,4 +430,29 @@ func (s *Server) supported() []APIRange {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
+}
+
+// broadcast wakes every waiter at once: wait returns a channel that the
+// next fire closes.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) fire() {
+	b.mu.Lock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
+	b.mu.Unlock()
 }

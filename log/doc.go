@@ -25,6 +25,7 @@
 //	00000000000000000001.index      sparse index for that segment
 //	00000000000000000001.timeindex  sparse time index for that segment
 //	epochs                          base point and term history
+//	*.stale                         segment files moved aside at startup (see below)
 //
 // Segment files are named by the Raft index of their first frame, zero padded
 // to 20 digits. A frame is
@@ -62,21 +63,92 @@
 // # Rolling, retention, recovery
 //
 // The active (last) segment rolls when it would grow past SegmentBytes or its
-// first frame is older than SegmentAge. Rolling fsyncs the old segment and its
-// indexes, so a closed segment and its indexes are trusted at startup.
-// Retention deletes whole closed segments from the front, never past the
-// caller's limit (the applied index).
+// first frame is older than SegmentAge. Rolling fsyncs the term history, then
+// the old segment and its indexes, so a closed segment and its indexes are
+// trusted at startup. Retention deletes whole closed segments from the front,
+// never past the caller's limit (the applied index); it moves the base in the
+// epochs file first, and Open removes segments left wholly before the base
+// (by retention, or by a Reset, which writes the new base before it creates
+// the new segment).
 //
-// At startup only the tail is checked: the active segment is scanned from its
-// last valid index record, each frame's length and CRC are verified, and the
-// file is truncated at the first frame that is torn or corrupt (logged with
-// the bytes dropped). Startup time therefore does not grow with the amount of
-// data.
+// At startup each segment is read from its last valid index record to its end
+// (the active segment's index is not fsynced, so after a power cut that can
+// be the whole segment), each frame's length, CRC, index and offset checked.
+// Startup time therefore does not grow with the amount of data; damage before
+// the last index record is found when that part is read (ErrCorrupt).
+// What follows the last good frame of the active segment is
+//
+//   - cut off and logged ("truncating torn or corrupt log tail", with the
+//     bytes dropped) when nothing intact follows it: a torn tail;
+//   - cut off the same way when the bad bytes hold a zeroed, sector-aligned
+//     512-byte run: a multi-page write torn by a power cut, whose later pages
+//     reached the disk and earlier ones did not. Those frames were never
+//     fsynced (an fsync writes the whole write) and are logged as dropped;
+//   - otherwise damage to data that may have been fsynced and acknowledged:
+//     Open refuses with a *CorruptionError (see Damage) and leaves the
+//     segment as it is.
+//
+// Any bad frame in a sealed segment is a *CorruptionError too. Open also
+// checks that each segment follows on from the one before it (next index,
+// next offset). Rolls and Reset only create segments that do, so one that
+// does not is left over from a truncation whose unlink a power cut lost
+// (possible only with logs written before truncation fsynced the directory):
+// it and the segments after it are renamed to *.stale, not loaded, and a
+// warning names them. A first segment that starts after the base means
+// segments are missing: a *CorruptionError.
+//
+// # Damage
+//
+// A *CorruptionError (errors.Is(err, ErrCorrupt)) names the directory, the
+// segment file, the byte where the damage starts, the last intact entry and
+// the first intact entry after the damage. The node must not start on such a
+// log by itself: cutting the damage off would drop entries this replica may
+// have acknowledged, and Raft counts every acknowledgement. What to do:
+//
+//  1. Stop the node and keep a copy of the partition directory.
+//  2. If the partition's other replicas are healthy and in sync
+//     (/partitions, in_sync_replicas), cut this replica's segment at the byte
+//     from the error (truncate -s BYTE FILE) and delete the segment files
+//     after it. On restart the log ends at the last intact entry and the
+//     leader sends this replica the rest.
+//  3. With no healthy replica (replication factor 1, or the others lost too)
+//     the entries after the damage exist nowhere else: restore the directory
+//     from a backup, or accept their loss with the same cut.
 //
 // # Durability
 //
 // Append writes frames to the operating system and returns; nothing is on
-// stable storage until Sync returns. Sync fsyncs the active segment, and the
-// epochs file when it changed. The caller (the Raft replica) decides when to
-// Sync: before acknowledging or voting, per the --fsync policy.
+// stable storage until Sync returns. Sync fsyncs the term history (the epochs
+// file, when it changed), then the active segment. The caller (the Raft
+// replica) decides when to Sync: before acknowledging or voting, per the
+// --fsync policy. Sync may be called from several goroutines: one that finds
+// another's fsync in flight waits for it, so every Sync returns only once all
+// that was appended before it is durable. A failed Sync leaves the log marked
+// unsynced, so the next one tries again.
+//
+// The term history reaches the file before the frames that start a term, and
+// is fsynced before them (by Sync and by a roll), so no durable frame has an
+// unrecorded term. A conflict truncation unlinks the later segments and
+// fsyncs the directory, then cuts the kept segment and fsyncs it, before any
+// new frame is written: a crash leaves the old log or a prefix of it. A
+// malformed batch fails Append before anything changes. A failed write
+// leaves the log as it was before the write (after any conflict truncation
+// the call made): its frames are cut from the file and forgotten, with the
+// terms they began; only frames moved into a segment sealed during the call
+// remain, whole.
+//
+// Files are created 0600 and the log directory is made 0700.
+//
+// # Concurrency
+//
+// Append, Truncate and Reset come from one goroutine at a time (the
+// replica's); reads come from any goroutine. Locks: syncMu (held across a
+// Sync) is taken before mu, never under it. Readers copy what they need of
+// a segment (a segView) under mu's read lock and read the file without it;
+// the in-memory index slices are shared with the view, not copied, because
+// appends only write past a view's length and every cut caps the slice so
+// the next append reallocates.
+//
+// Tests reach named points inside writes through an unexported test hook
+// (hook.go) to crash the process there or inject an I/O error.
 package log

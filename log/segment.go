@@ -24,8 +24,9 @@ type timeRecord struct {
 }
 
 // segment is one file of frames plus its in-memory indexes. Fields other
-// than refs are guarded by the Log's mutex; the file itself is read without
-// it (ReadAt is safe for concurrent use and appends never rewrite old bytes).
+// than refs are guarded by the Log's mutex; readers copy what they need into
+// a segView under it and then read the file without it (ReadAt is safe for
+// concurrent use and appends never rewrite bytes below a view's size).
 type segment struct {
 	dir        string
 	baseIndex  uint64 // index of the first frame (file name)
@@ -46,6 +47,10 @@ type segment struct {
 	pendingIndex []byte // index bytes not yet written to idxF
 	pendingTime  []byte
 
+	// staleTail: a failed write may have left bytes past size that could
+	// not be cut; the next write cuts them first (see cutStaleTail).
+	staleTail bool
+
 	refs    atomic.Int32 // readers holding the file open
 	removed atomic.Bool  // unlinked; close when refs drop to zero
 }
@@ -58,6 +63,15 @@ func (s *segment) empty() bool { return s.lastIndex == 0 }
 
 func (s *segment) acquire() { s.refs.Add(1) }
 
+// close closes a segment no reader has seen (one that failed to load).
+func (s *segment) close() {
+	for _, f := range []*os.File{s.f, s.idxF, s.timF} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
 func (s *segment) release() {
 	if s.refs.Add(-1) == 0 && s.removed.Load() {
 		s.f.Close()
@@ -68,14 +82,14 @@ func (s *segment) release() {
 func createSegment(dir string, base uint64, offset int64) (*segment, error) {
 	s := &segment{dir: dir, baseIndex: base, baseOffset: offset, nextOffset: offset, maxTs: -1}
 	var err error
-	if s.f, err = os.OpenFile(segmentName(dir, base, ".log"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644); err != nil {
+	if s.f, err = os.OpenFile(segmentName(dir, base, ".log"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, filePerm); err != nil {
 		return nil, err
 	}
-	if s.idxF, err = os.OpenFile(segmentName(dir, base, ".index"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644); err != nil {
+	if s.idxF, err = os.OpenFile(segmentName(dir, base, ".index"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, filePerm); err != nil {
 		s.f.Close()
 		return nil, err
 	}
-	if s.timF, err = os.OpenFile(segmentName(dir, base, ".timeindex"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644); err != nil {
+	if s.timF, err = os.OpenFile(segmentName(dir, base, ".timeindex"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, filePerm); err != nil {
 		s.f.Close()
 		s.idxF.Close()
 		return nil, err
@@ -130,14 +144,29 @@ func (s *segment) save() segState {
 		nIndex: len(s.index), nTimes: len(s.times), nPendingIndex: len(s.pendingIndex), nPendingTime: len(s.pendingTime)}
 }
 
-// restore undoes the frames noted since st was saved and cuts the file back
-// (best effort: the disk may be failing).
+// restore undoes the frames noted since st was saved and cuts the file
+// back. The disk may be failing; if the cut fails too, the next write
+// retries it before writing (see cutStaleTail).
 func (s *segment) restore(st segState) {
 	s.size, s.sinceIndex, s.sinceTime, s.lastIndex = st.size, st.sinceIndex, st.sinceTime, st.lastIndex
 	s.baseOffset, s.nextOffset, s.maxTs, s.created = st.baseOffset, st.nextOffset, st.maxTs, st.created
-	s.index, s.times = s.index[:st.nIndex], s.times[:st.nTimes]
+	s.cutIndexes(st.nIndex, st.nTimes)
 	s.pendingIndex, s.pendingTime = s.pendingIndex[:st.nPendingIndex], s.pendingTime[:st.nPendingTime]
-	s.f.Truncate(st.size)
+	s.staleTail = s.f.Truncate(st.size) != nil
+}
+
+// cutStaleTail removes bytes a failed write left past size. Writing new
+// frames before them would leave the old ones behind the new tail, where
+// recovery would see valid frames after a torn one.
+func (s *segment) cutStaleTail() error {
+	if !s.staleTail {
+		return nil
+	}
+	if err := s.f.Truncate(s.size); err != nil {
+		return err
+	}
+	s.staleTail = false
+	return nil
 }
 
 func appendIndexRecord(b []byte, r indexRecord) []byte {
@@ -192,24 +221,60 @@ func (s *segment) seal() error {
 	return nil
 }
 
-// lookupIndex returns the position of the last index record at or before
+// segView is a reader's copy of a segment's state, taken under the log's
+// read lock, so a fetch never reads fields that Append is changing. The
+// index slices share their arrays with the segment without a copy: Append
+// only writes elements past every view's length, and every cut (cutIndexes)
+// caps the slice, so the next append moves to a new array instead of
+// overwriting elements a view may still hold.
+type segView struct {
+	seg        *segment // for its file, never its other fields
+	size       int64
+	lastIndex  uint64
+	nextOffset int64
+	maxTs      int64
+	index      []indexRecord
+	times      []timeRecord
+}
+
+// view copies the state readers need. Callers hold the log's mutex.
+func (s *segment) view() segView {
+	return segView{seg: s, size: s.size, lastIndex: s.lastIndex, nextOffset: s.nextOffset,
+		maxTs: s.maxTs, index: s.index, times: s.times}
+}
+
+func (v *segView) empty() bool { return v.lastIndex == 0 }
+
+// scan is segment.scan up to the view's size.
+func (v *segView) scan(pos int64, fn func(h *frameHeader, pos int64, frame []byte) bool) (int64, error) {
+	return v.seg.scan(pos, v.size, fn)
+}
+
+// cutIndexes keeps the first nIndex and nTimes records. The capped slices
+// make the next append reallocate (see segView).
+func (s *segment) cutIndexes(nIndex, nTimes int) {
+	s.index = s.index[:nIndex:nIndex]
+	s.times = s.times[:nTimes:nTimes]
+}
+
+// posForIndex returns the position of the last index record at or before
 // Raft index i.
-func (s *segment) posForIndex(i uint64) int64 {
-	n := sort.Search(len(s.index), func(k int) bool { return s.index[k].index > i })
+func posForIndex(index []indexRecord, i uint64) int64 {
+	n := sort.Search(len(index), func(k int) bool { return index[k].index > i })
 	if n == 0 {
 		return 0
 	}
-	return int64(s.index[n-1].pos)
+	return int64(index[n-1].pos)
 }
 
 // posForOffset returns the position of the last index record whose base
 // offset is at or before offset.
-func (s *segment) posForOffset(offset int64) int64 {
-	n := sort.Search(len(s.index), func(k int) bool { return s.index[k].offset > offset })
+func posForOffset(index []indexRecord, offset int64) int64 {
+	n := sort.Search(len(index), func(k int) bool { return index[k].offset > offset })
 	if n == 0 {
 		return 0
 	}
-	return int64(s.index[n-1].pos)
+	return int64(index[n-1].pos)
 }
 
 // readHeader reads and decodes the frame header at pos.

@@ -31,7 +31,8 @@
 //	failure.go   failing a replica, telling its group, recovering it
 //	guard.go     checks on what peers send; panics become failures
 //	storage.go   etcd raft's Storage over log.Log; snapshot file
-//	statefile.go the raft-state file
+//	statefile.go the raft-state file; moving one into the node's file
+//	hardstate.go the node's hard-state file (Config.StateDir)
 //	transport.go TCPTransport; memtransport.go MemNetwork for tests
 //	codec.go     the wire encoding of Raft messages
 //
@@ -45,24 +46,31 @@
 // again), and handles one Ready for each in three phases:
 //
 //  1. prepare, per replica: step the inbox into Raft (messages, then ticks,
-//     operations and proposals); take a Ready; when the Ready changes
-//     neither term nor vote, send at once the messages that do not report
-//     on this Ready's writes (so a leader replicates while it writes its
-//     own copy); install a snapshot the leader sent; write the new entries
-//     to the log and the hard state to the state file, neither fsynced.
+//     operations and proposals; at most ElectionTicks-1 ticks at once, so
+//     a stalled worker does not judge its peers on time it was away);
+//     take a Ready; send at once the messages that do not report on this
+//     Ready's writes (so a leader replicates while it writes its own copy,
+//     and a candidate's vote requests leave while its term and vote are
+//     fsynced: a request promises nothing, and its own vote counts only at
+//     Advance; ready.go); install a snapshot the leader sent; write the
+//     new entries to the log and the hard state to the state file, neither
+//     fsynced (with Config.StateDir: a hard state whose term or vote
+//     changed becomes a record for the node's file; one that changed only
+//     the commit index stays in memory).
 //  2. sync, shared: every replica of the batch that needs it fsyncs in
 //     parallel with the others, and the round waits for all of them (group
 //     commit). A replica fsyncs its state file when term or vote changed,
-//     and its log when it appended entries under FsyncAlways. One slow disk
-//     write therefore delays the whole batch, and one round serves up to
-//     workerBatch replicas.
+//     and its log when it appended entries under FsyncAlways. With
+//     Config.StateDir the batch's records go to the node's file in one
+//     frame and one fsync, next to the log fsyncs; workers whose rounds
+//     overlap share that fsync too. One slow disk write therefore delays
+//     the whole batch, and one round serves up to workerBatch replicas.
 //  3. finish, per replica: answer acks=1 proposals whose entries are now
-//     in the log (synced under FsyncAlways); send the messages held back:
-//     all of them when term or vote changed, and always the append and
-//     vote responses, which promise the writes of step 1 are durable;
-//     apply the committed entries to the state machine and answer acks=all
-//     proposals; take a local snapshot if due; Advance; publish the
-//     status.
+//     in the log (synced under FsyncAlways); send the messages held back,
+//     the append and vote responses, which promise the writes of step 1
+//     are durable; apply the committed entries to the state machine and
+//     answer acks=all proposals; take a local snapshot if due; Advance;
+//     publish the status.
 //
 // The worker then releases r.mu and queues the replica again if Raft has
 // more to do or work arrived meanwhile.
@@ -75,9 +83,11 @@
 // process crash loses nothing (the page cache survives), a power loss can
 // lose the last interval on this node, including entries it acknowledged.
 // Term and vote are fsynced before any message that depends on them
-// leaves. The commit index is written with every hard state but fsynced
-// only with a term or vote change, a configuration change, a snapshot or
-// at close: Raft learns it again from the leader.
+// leaves (worker.go, syncRound, before finish sends). The commit index is
+// written with every hard state but fsynced only with a term or vote
+// change, a configuration change, a snapshot or at close: Raft learns it
+// again from the leader. (The node's file does not write it alone at all:
+// it rides with those.)
 // So at startup the stored commit index can lie beyond the log that
 // survived (the log cuts a torn tail); loading clamps it to the last index
 // (replica.go, fitToLog), and a heartbeat that commits beyond the log is
@@ -107,6 +117,27 @@
 // how to recover: a replica that forgot its term and vote could vote twice
 // in one term. The snapshot file is [u32 CRC-32C][protobuf Snapshot],
 // replaced atomically. Both are 0600 and the directory 0700.
+//
+// # The node's hard-state file
+//
+// With Config.StateDir, raft-hardstate there holds the hard state of every
+// replica of the node instead of their raft-state files; it is append-only:
+//
+//	frame:  [u32 magic "RHS1"][u32 body length][u32 CRC-32C of body][body]
+//	body:   [u64 sequence, rising][records]
+//	record: [u8 1][u64 group][u32 length][HardState][u32 length][ConfState]
+//	        [u8 2][u64 group]   the group was removed
+//
+// The latest record of a group wins. One frame is written at a time and
+// fsynced before the next, so only the last frame can be torn: a bad last
+// frame (short, zeroed, a bad checksum) is cut off at startup, as nothing
+// acted on it; a bad frame followed by a good one is damage, and the node
+// refuses to start with ErrStateDamaged and what to do. Once the file is
+// over 1 MiB and four times its live records, it is rewritten as one frame
+// (temporary file, fsync, rename, directory fsync). A replica directory
+// that still has a raft-state file moves it in when it opens: record
+// fsynced, then the old file deleted. RemoveReplica writes the removal
+// before deleting the directory. Idle groups write nothing.
 //
 // # Failure
 //
@@ -153,6 +184,11 @@
 //	r.inMu      a replica's inbox; leaf
 //	h.qmu       the run queue; leaf
 //	recovery.mu a failed replica's retry timer; leaf
+//	log         a replica's log: l.syncMu, then l.mu (log/doc.go), taken
+//	            under r.mu by the Ready cycle and by readers under none
+//	states.mu   the node's hard-state file (hardStateLog.mu); leaf. A
+//	            worker holding r.mu may wait in commit for the flush in
+//	            progress; the flusher holds no raft lock while it writes.
 //	transport   peerSender.mu, TCPTransport.mu, MemNetwork.mu,
 //	            MemTransport.mu: leaves, taken by Send under any of the
 //	            above and never held while calling the handler (Receive,
@@ -161,10 +197,11 @@
 // The same as chains ("A -> B": hold A, then take B; never the reverse):
 //
 //	r.mu -> broker b.mu (read), view lock, partition locks (callbacks, SM)
-//	r.mu -> h.mu, h.peerMu, r.inMu, h.qmu, recovery.mu, transport locks
+//	r.mu -> h.mu, h.peerMu, r.inMu, h.qmu, recovery.mu, states.mu, transport locks
+//	r.mu -> log l.syncMu -> log l.mu
 //	broker locks -> h.mu, r.inMu, h.qmu, transport locks (Submit, Replica, SendNotice)
 //	h.peerMu -> h.heardMu
-//	leaves: h.mu, h.heardMu, r.inMu, h.qmu, recovery.mu, transport locks
+//	leaves: h.mu, h.heardMu, r.inMu, h.qmu, recovery.mu, states.mu, transport locks
 //
 // Callbacks into the broker and what they run under:
 //
@@ -172,7 +209,8 @@
 //	                                       on OpenReplica's caller, no lock)
 //	OnLeaderChange                         worker, r.mu held (the first one
 //	                                       on OpenReplica's caller)
-//	OnStorageError                         worker, r.mu held
+//	OnStorageError                         worker, r.mu held; takes the
+//	                                       broker's b.failMu, a leaf
 //	OnNotice                               transport reader, no raft lock
 //	OnPeer                                 transport reader or the liveness
 //	                                       loop, no raft lock

@@ -129,7 +129,15 @@ func (r *Replica) recover() {
 	if err := r.st.close(); err != nil {
 		r.host.logger.Debug("closing failed replica storage", "partition", r.cfg.Name, "err", err)
 	}
-	err := r.load()
+	var err error
+	if st := r.host.states; st != nil {
+		// What close staged, so load reads it back; on a store that
+		// failed, this is the rewrite that proves it works again.
+		err = st.commit()
+	}
+	if err == nil {
+		err = r.load()
+	}
 	if err == nil {
 		// Opening can succeed on a disk that fails writes: prove both
 		// files take a write and an fsync before taking part again.

@@ -103,7 +103,8 @@ func newTestClusterRecover(t *testing.T, n int, compact bool, recoverDelay time.
 
 func (c *testCluster) start(id uint64, compact bool) {
 	h, err := NewHost(Config{ID: id, Transport: c.net.Transport(id), TickInterval: 10 * time.Millisecond,
-		ElectionTicks: 10, HeartbeatTicks: 1, Fsync: FsyncAlways, LagTime: time.Second, RecoverDelay: c.recoverDelay})
+		ElectionTicks: 10, HeartbeatTicks: 1, Fsync: FsyncAlways, LagTime: time.Second, RecoverDelay: c.recoverDelay,
+		StateDir: filepath.Join(c.root, fmt.Sprint("node", id))})
 	if err != nil {
 		c.t.Fatal(err)
 	}

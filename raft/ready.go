@@ -21,9 +21,11 @@ import (
 type readyWork struct {
 	rd        etcdraft.Ready
 	has       bool
-	sentEarly bool
 	needSync  bool
 	stateSync bool
+	// stateRec is the hard-state record to commit to the node's log in
+	// the sync phase (term or vote changed, Host.states set).
+	stateRec []byte
 }
 
 func (r *Replica) drainInbox() {
@@ -70,6 +72,7 @@ func (r *Replica) drainInbox() {
 	if r.quiesced.Load() {
 		ticks = 0 // a quiet group's clocks stand still
 	}
+	ticks = min(ticks, maxTicksPerDrain(r.host.cfg.ElectionTicks))
 	for i := 0; i < ticks; i++ {
 		if stopping && r.raftState != etcdraft.StateLeader {
 			// Let leases expire so this node still votes for others, but
@@ -93,6 +96,16 @@ func (r *Replica) drainInbox() {
 	r.proposeHeld()
 }
 
+// maxTicksPerDrain bounds the ticks stepped at once. Ticks pile up in the
+// inbox while the worker is stalled (a slow fsync), but the messages that
+// arrived meanwhile are stepped before them, so only one election timeout's
+// worth of the pile can be judged against them: a leader stepping two
+// timeouts at once runs a second quorum check that no answer could reach
+// and steps down in its own term; a follower that has just heard from its
+// leader would campaign. The rest is dropped, so a stalled node's clocks
+// run late, never early.
+func maxTicksPerDrain(electionTicks int) int { return max(1, electionTicks-1) }
+
 func (r *Replica) prepare() (w readyWork, err error) {
 	r.drainInbox()
 	if r.failed || !r.rn.HasReady() {
@@ -105,19 +118,23 @@ func (r *Replica) prepare() (w readyWork, err error) {
 		r.onSoftState(rd.SoftState)
 	}
 	termOrVote := rd.HardState != nil && (rd.HardState.GetTerm() != r.st.hs.GetTerm() || rd.HardState.GetVote() != r.st.hs.GetVote())
-	if !termOrVote {
-		// Messages that do not report on this Ready's writes may leave
-		// before them: the leader replicates while it writes.
-		if rd.SoftState != nil {
-			// A new leader publishes before its first message goes out,
-			// so whoever hears of it (an old leader finishing a transfer,
-			// a client it redirects) finds it leading here. The term is
-			// durable already: it was written when the campaign began.
-			r.publish()
-		}
-		r.sendMsgs(rd.Messages, false)
-		w.sentEarly = true
+	if !termOrVote && rd.SoftState != nil {
+		// A new leader publishes before its first message goes out, so
+		// whoever hears of it (an old leader finishing a transfer, a
+		// client it redirects) finds it leading here. The term is durable
+		// already: it was written when the campaign began.
+		r.publish()
 	}
+	// Messages that do not report on this Ready's writes leave before
+	// them: the leader replicates while it writes, and a candidate asks
+	// for votes while its own term and vote are fsynced, so the voters'
+	// fsyncs run alongside its own. That is safe as etcd raft's
+	// asynchronous storage writes have it: a request promises nothing;
+	// the candidate's vote for itself counts only at Advance, after the
+	// sync phase, and a candidate that crashes first never counted it.
+	// What does promise durability (append and vote responses) waits for
+	// finish.
+	r.sendMsgs(rd.Messages, false)
 	if !etcdraft.IsEmptySnap(rd.Snapshot) {
 		if err := r.installSnapshot(rd.Snapshot); err != nil {
 			return w, err
@@ -141,7 +158,15 @@ func (r *Replica) prepare() (w readyWork, err error) {
 		// A new term or vote must be on disk before the messages that
 		// depend on it leave; the fsync happens in the host's sync phase,
 		// shared with other replicas, and those messages wait for finish.
-		if err := r.st.saveState(false); err != nil {
+		// With the node's hard-state log the record is written there too:
+		// one frame and one fsync for every replica of the round.
+		if r.st.node != nil && termOrVote {
+			rec, err := stateRecord(r.cfg.Group, r.st.hs, r.st.cs)
+			if err != nil {
+				return w, err
+			}
+			w.stateRec = rec
+		} else if err := r.st.saveState(false); err != nil {
 			return w, err
 		}
 		w.stateSync = termOrVote
@@ -151,7 +176,7 @@ func (r *Replica) prepare() (w readyWork, err error) {
 
 // sync makes a Ready's writes durable as the policy and Raft require.
 func (r *Replica) sync(w *readyWork) error {
-	if w.stateSync {
+	if w.stateSync && w.stateRec == nil {
 		if err := r.st.syncState(); err != nil {
 			return err
 		}
@@ -190,9 +215,6 @@ func (r *Replica) finish(w *readyWork) error {
 		return nil
 	}
 	rd := &w.rd
-	if !w.sentEarly {
-		r.sendMsgs(rd.Messages, false)
-	}
 	r.sendMsgs(rd.Messages, true)
 	if err := r.apply(rd.CommittedEntries); err != nil {
 		return err

@@ -150,7 +150,7 @@ func newReplica(h *Host, cfg ReplicaConfig) (*Replica, error) {
 // and one recovering from a failure (see recover) start the same way, as
 // after a process restart. On error r.st is left as it was.
 func (r *Replica) load() error {
-	st, err := openStorage(r.cfg.Dir, r.cfg.Log)
+	st, err := openStorage(r.cfg.Dir, r.cfg.Log, r.host.states, r.cfg.Group)
 	if err != nil {
 		return err
 	}

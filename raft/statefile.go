@@ -117,8 +117,26 @@ func pickStateSlot(buf []byte) (best []byte, seq uint64) {
 }
 
 // saveState writes hs and cs; with sync it also fsyncs. The first write
-// creates the file atomically and is always synced.
+// creates the file atomically and is always synced. With the node's
+// hard-state log, a write without sync is only noted (the commit index
+// goes with the next synced write or at close), and a synced one is a
+// commit there.
 func (s *storage) saveState(sync bool) error {
+	if s.node != nil {
+		if !sync {
+			s.stateDirty = true
+			return nil
+		}
+		rec, err := stateRecord(s.group, s.hs, s.cs)
+		if err != nil {
+			return err
+		}
+		if err := s.node.commit(rec); err != nil {
+			return err
+		}
+		s.stateDirty = false
+		return nil
+	}
 	hb, err := proto.Marshal(s.hs)
 	if err != nil {
 		return err
@@ -211,4 +229,57 @@ func writeFileSync(path string, data []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// loadNodeState takes the replica's state from the node's hard-state log.
+// A replica directory written by an older version has its own raft-state
+// file instead: its state moves into the node's log (fsynced there first),
+// then the old file is deleted. found is false for a new replica.
+func (s *storage) loadNodeState() (found bool, err error) {
+	hs, cs, found, err := s.node.get(s.group)
+	if err != nil {
+		return false, err
+	}
+	if found {
+		s.hs, s.cs = hs, cs
+		// A crash after the move but before the delete leaves the old file.
+		return true, s.dropOldState()
+	}
+	found, err = s.loadState()
+	if err != nil || !found {
+		if err == nil {
+			err = s.dropOldState() // none, or empty from an older version
+		}
+		return found, err
+	}
+	rec, err := stateRecord(s.group, s.hs, s.cs)
+	if err != nil {
+		return false, err
+	}
+	if err := s.node.commit(rec); err != nil {
+		return false, err
+	}
+	if err := s.node.at("hardstate-migrated"); err != nil {
+		return false, err
+	}
+	return true, s.dropOldState()
+}
+
+// dropOldState deletes a per-replica raft-state file that the node's
+// hard-state log has replaced.
+func (s *storage) dropOldState() error {
+	if s.stateF != nil {
+		if err := s.stateF.Close(); err != nil {
+			return fmt.Errorf("raft state %s: %w", s.statePath(), err)
+		}
+		s.stateF = nil
+	}
+	err := os.Remove(s.statePath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("raft state %s: %w", s.statePath(), err)
+	}
+	return syncDir(s.dir)
 }

@@ -74,7 +74,8 @@ type entryMeta struct {
 }
 
 // storage implements etcd raft's Storage over a clog.Log plus a small state
-// file holding the HardState and ConfState, and a snapshot file.
+// file holding the HardState and ConfState (or, with Config.StateDir, the
+// node's hard-state file, hardstate.go), and a snapshot file.
 //
 // Durability: entries are durable once the log is synced; the state file is
 // fsynced whenever term, vote or the configuration change (raft requires
@@ -96,6 +97,13 @@ type storage struct {
 	stateF *os.File
 	seq    uint64
 	closed bool
+	// node, when set, holds the hard state instead of stateF (one file
+	// for every replica of the host, hardstate.go); group is the key.
+	// stateDirty: hs changed (only its commit index) since it was last
+	// written there.
+	node       *hardStateLog
+	group      uint64
+	stateDirty bool
 
 	// metas covers the entries after the applied index, in order.
 	metas []entryMeta
@@ -177,7 +185,7 @@ func (s *storage) cacheGet(lo, hi, maxSize uint64) ([]*pb.Entry, bool) {
 	return out, true
 }
 
-func openStorage(dir string, opts clog.Options) (*storage, error) {
+func openStorage(dir string, opts clog.Options, node *hardStateLog, group uint64) (*storage, error) {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, err
 	}
@@ -190,7 +198,7 @@ func openStorage(dir string, opts clog.Options) (*storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &storage{dir: dir, log: l, hs: &pb.HardState{}, cs: &pb.ConfState{}}
+	s := &storage{dir: dir, log: l, hs: &pb.HardState{}, cs: &pb.ConfState{}, node: node, group: group}
 	if err := s.open(); err != nil {
 		s.close()
 		return nil, err
@@ -200,7 +208,11 @@ func openStorage(dir string, opts clog.Options) (*storage, error) {
 
 // open loads the state and snapshot files and checks they fit the log.
 func (s *storage) open() error {
-	found, err := s.loadState()
+	load := s.loadState
+	if s.node != nil {
+		load = s.loadNodeState
+	}
+	found, err := load()
 	if err != nil {
 		return err
 	}
@@ -385,6 +397,20 @@ func (s *storage) close() error {
 	}
 	s.closed = true
 	err := s.log.Close()
+	if s.node != nil && s.stateDirty {
+		// The last commit index, so a restart replays what was applied;
+		// the host commits what its replicas staged in one frame
+		// (StopReplicas, RemoveReplica, recover). Only the commit index
+		// can be dirty: term and vote changes are committed as they
+		// happen.
+		rec, e := stateRecord(s.group, s.hs, s.cs)
+		if e == nil {
+			s.node.stage(rec)
+			s.stateDirty = false
+		} else if err == nil {
+			err = e
+		}
+	}
 	if s.stateF != nil {
 		if e := s.syncState(); e != nil && err == nil {
 			err = e

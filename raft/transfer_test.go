@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,8 +15,14 @@ import (
 )
 
 // TestParallelTransfersUnderLoad moves the leadership of 30 groups at once
-// while they take proposals, over real TCP, as a graceful shutdown does.
+// while they take proposals, over real TCP, as a graceful shutdown does:
+// with a raft-state file per replica and with the node's one file.
 func TestParallelTransfersUnderLoad(t *testing.T) {
+	t.Run("replica-files", func(t *testing.T) { parallelTransfers(t, false) })
+	t.Run("node-file", func(t *testing.T) { parallelTransfers(t, true) })
+}
+
+func parallelTransfers(t *testing.T, nodeFile bool) {
 	root := t.TempDir()
 	var addrs []string
 	for i := 0; i < 3; i++ {
@@ -28,7 +35,11 @@ func TestParallelTransfersUnderLoad(t *testing.T) {
 	reps := map[uint64]map[uint64]*Replica{}
 	for id := uint64(1); id <= 3; id++ {
 		tr := NewTCPTransport(id, peers[id], peers, nil)
-		h, err := NewHost(Config{ID: id, Transport: tr, Fsync: FsyncInterval})
+		cfg := Config{ID: id, Transport: tr, Fsync: FsyncInterval}
+		if nodeFile {
+			cfg.StateDir = filepath.Join(root, fmt.Sprint(id))
+		}
+		h, err := NewHost(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,4 +144,82 @@ func TestParallelTransfersUnderLoad(t *testing.T) {
 		t.Fatalf("%d transfers completed, want 30", len(ds))
 	}
 	t.Logf("30 parallel transfers: fastest %v, median %v, slowest %v", ds[0], ds[len(ds)/2], ds[len(ds)-1])
+}
+
+// TestVotersSyncWhileCandidateSyncs: a transfer target asks for votes
+// while its new term and vote are being fsynced, so the voters' fsyncs run
+// alongside its own and a transfer waits on one fsync's time, not two in a
+// row. The target's fsync is held until a voter reaches its own; had the
+// vote requests waited for the target's fsync, no voter would get there.
+func TestVotersSyncWhileCandidateSyncs(t *testing.T) {
+	net := NewMemNetwork()
+	root := t.TempDir()
+	ids := []uint64{1, 2, 3}
+	var armed, timedOut atomic.Bool
+	var target atomic.Uint64
+	voterAt := make(chan struct{})
+	var voterOnce, targetOnce sync.Once
+	hosts := map[uint64]*Host{}
+	reps := map[uint64]*Replica{}
+	for _, id := range ids {
+		h, err := NewHost(Config{ID: id, Transport: net.Transport(id), TickInterval: 10 * time.Millisecond,
+			ElectionTicks: 10, HeartbeatTicks: 1, Fsync: FsyncAlways, StateDir: filepath.Join(root, fmt.Sprint(id))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.states.hook = func(point string) error {
+			if point != "hardstate-fsync" || !armed.Load() {
+				return nil
+			}
+			if id != target.Load() {
+				voterOnce.Do(func() { close(voterAt) })
+				return nil
+			}
+			targetOnce.Do(func() {
+				select {
+				case <-voterAt:
+				case <-time.After(3 * time.Second):
+					timedOut.Store(true)
+				}
+			})
+			return nil
+		}
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { armed.Store(false); h.Close() })
+		for _, o := range ids {
+			h.PeerUp(o)
+		}
+		r, err := h.AddReplica(ReplicaConfig{Group: 7, Name: "g7", Dir: filepath.Join(root, fmt.Sprint(id), "g7"), Peers: ids, SM: &listSM{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts[id], reps[id] = h, r
+	}
+	var lead uint64
+	waitFor(t, 5*time.Second, "a ready leader", func() bool {
+		for id, r := range reps {
+			if s := r.Status(); s.IsLeader() && s.LeaderReady {
+				lead = id
+				return true
+			}
+		}
+		return false
+	})
+	to := lead%3 + 1
+	target.Store(to)
+	armed.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := reps[lead].TransferLeadership(ctx, to); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	armed.Store(false)
+	if timedOut.Load() {
+		t.Fatalf("no voter fsynced its vote while the target's term and vote were being fsynced (transfer took %v)", took)
+	}
+	t.Logf("transfer took %v", took)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -44,13 +45,15 @@ type TransportHandler interface {
 	PeerUp(id uint64)
 }
 
-// Wire format. A connection opens with a hello: "CHRK", u16 version, u64
-// sender id, u64 incarnation (random per process start). Then frames: u32 length, u8 type, body. Type 1 carries
-// messages: repeated (u64 group, u16 channel, u32 length, bytes). Type 2 is
-// goodbye.
+// Wire format. A connection (inside TLS when configured, see peertls.go)
+// opens with a hello: "CHRK", u16 version, u64 sender id, u64 incarnation
+// (random per process start), u8 cluster id length, cluster id. Then
+// frames: u32 length, u8 type, body. Type 1 carries messages: repeated
+// (u64 group, u16 channel, u32 length, bytes). Type 2 is goodbye.
+// Version 2 added the cluster id; a version 1 hello is refused.
 const (
 	wireMagic       = "CHRK"
-	wireVersion     = 1
+	wireVersion     = 2
 	frameMsgs       = 1
 	frameGoodbye    = 2
 	maxWireFrame    = 256 << 20
@@ -61,18 +64,37 @@ const (
 	maxRedialDelay  = time.Second
 	minAcceptDelay  = 5 * time.Millisecond
 	maxAcceptDelay  = time.Second
-	helloSize       = 4 + 2 + 8 + 8
+	helloSize       = 4 + 2 + 8 + 8 + 1
 	msgHeaderLength = 8 + 2 + 4
+	// helloTimeout bounds the TLS handshake and hello of a new connection.
+	helloTimeout = 10 * time.Second
+	// frameBodyTimeout bounds how long a begun frame may take to arrive
+	// (a 256 MiB frame at 2 MiB/s), so a half-sent frame cannot hold a
+	// connection and its buffer forever. Idle time between frames is not
+	// bounded: quiesced groups send nothing.
+	frameBodyTimeout = 2 * time.Minute
+	// frameReadStep is the most a frame's buffer grows ahead of the bytes
+	// that arrived: a declared length is not trusted with memory.
+	frameReadStep = 1 << 20
+	// maxUnhelloed bounds connections that have not finished their hello;
+	// more are closed at once. Peers hold one connection each.
+	maxUnhelloed = 32
+	// maxConnsPerPeer bounds a node's inbound connections: it keeps one,
+	// and one more while an old one from before its restart lingers. Each
+	// may hold a frame of up to maxWireFrame in memory.
+	maxConnsPerPeer = 4
 )
 
 // TCPTransport is the production transport: one outbound TCP connection per
 // peer, written by one goroutine that batches whatever queued up meanwhile,
 // and one reader goroutine per inbound connection.
 type TCPTransport struct {
-	id     uint64
-	listen string
-	peers  map[uint64]string
-	logger *slog.Logger
+	id      uint64
+	listen  string
+	peers   map[uint64]string
+	logger  *slog.Logger
+	sec     PeerSecurity
+	refused refusals
 
 	ln      net.Listener
 	handler TransportHandler
@@ -80,7 +102,9 @@ type TCPTransport struct {
 
 	mu      sync.Mutex
 	inbound map[net.Conn]uint64
-	current map[uint64]net.Conn // newest inbound connection per peer
+	// unhelloed counts inbound connections still in their hello.
+	unhelloed int
+	current   map[uint64]net.Conn // newest inbound connection per peer
 	// incarnation is each peer's process incarnation, from its hello;
 	// incarnationID is ours.
 	incarnation   map[uint64]uint64
@@ -107,6 +131,15 @@ func NewTCPTransport(id uint64, listen string, peers map[uint64]string, logger *
 		}
 	}
 	return t
+}
+
+// Secure sets how peers are authenticated; call it before Start.
+func (t *TCPTransport) Secure(sec PeerSecurity) error {
+	if len(sec.ClusterID) > 255 {
+		return fmt.Errorf("raft transport: cluster id of %d bytes, at most 255", len(sec.ClusterID))
+	}
+	t.sec = sec
+	return nil
 }
 
 // Addr is the bound listen address (useful with port 0).
@@ -167,6 +200,13 @@ func (t *TCPTransport) acceptLoop() {
 			c.Close()
 			return
 		}
+		if t.unhelloed >= maxUnhelloed {
+			t.mu.Unlock()
+			t.noteRefused(c, refuse(RefusedTooMany, "%d connections still in their hello", maxUnhelloed))
+			c.Close()
+			continue
+		}
+		t.unhelloed++
 		t.inbound[c] = 0
 		t.mu.Unlock()
 		t.wg.Add(1)
@@ -177,12 +217,23 @@ func (t *TCPTransport) acceptLoop() {
 func (t *TCPTransport) readLoop(c net.Conn) {
 	defer t.wg.Done()
 	from, graceful, err := t.serveConn(c)
+	t.noteRefused(c, err) // before the close, which the peer sees
 	c.Close()
 	t.mu.Lock()
 	delete(t.inbound, c)
 	wasCurrent := from != 0 && t.current[from] == c
 	if wasCurrent {
 		delete(t.current, from)
+		// A second connection from the same peer (a stray or hostile one
+		// that took over as current) ending must not report the peer
+		// down while its other connection still delivers.
+		for other, id := range t.inbound {
+			if id == from {
+				t.current[from] = other
+				wasCurrent = false
+				break
+			}
+		}
 	}
 	closed := t.closed
 	t.mu.Unlock()
@@ -195,24 +246,47 @@ func (t *TCPTransport) readLoop(c net.Conn) {
 }
 
 func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err error) {
+	helloed := false
+	defer func() {
+		if !helloed {
+			t.mu.Lock()
+			t.unhelloed--
+			t.mu.Unlock()
+		}
+	}()
+	raw := c // the key of inbound and current
+	c.SetReadDeadline(time.Now().Add(helloTimeout))
+	var tc *tls.Conn
+	if t.sec.TLS != nil {
+		tc = tls.Server(c, t.sec.TLS.serverConfig())
+		ctx, cancel := context.WithTimeout(t.ctx, helloTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			return 0, false, refuse(RefusedTLS, "%v", err)
+		}
+		c = tc
+	}
 	r := bufio.NewReaderSize(c, 256<<10)
-	hello := make([]byte, helloSize)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(r, hello); err != nil {
+	from, inc, err := t.readHello(r)
+	if err != nil {
 		return 0, false, err
 	}
+	if tc != nil {
+		if err := certNames(tc, from); err != nil {
+			return 0, false, refuse(RefusedCertificate, "hello claims node %d: %v", from, err)
+		}
+	}
 	c.SetReadDeadline(time.Time{})
-	if string(hello[:4]) != wireMagic || binary.BigEndian.Uint16(hello[4:]) != wireVersion {
-		return 0, false, errors.New("bad hello")
-	}
-	from = binary.BigEndian.Uint64(hello[6:])
-	inc := binary.BigEndian.Uint64(hello[14:])
-	if _, ok := t.peers[from]; !ok {
-		return 0, false, fmt.Errorf("hello from unknown node %d", from)
-	}
 	t.mu.Lock()
-	t.inbound[c] = from
-	t.current[from] = c
+	t.unhelloed--
+	helloed = true
+	if n := t.connsFrom(from); n >= maxConnsPerPeer {
+		t.mu.Unlock()
+		return 0, false, refuse(RefusedTooMany, "node %d already has %d connections", from, n)
+	}
+	t.inbound[raw] = from
+	t.current[from] = raw
 	restarted := t.incarnation[from] != 0 && t.incarnation[from] != inc
 	t.incarnation[from] = inc
 	t.mu.Unlock()
@@ -223,6 +297,64 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 		s.kick()
 	}
 	t.handler.PeerUp(from)
+	return t.readFrames(c, r, from)
+}
+
+// connsFrom counts the inbound connections that said hello as node id;
+// t.mu is held.
+func (t *TCPTransport) connsFrom(id uint64) int {
+	n := 0
+	for _, from := range t.inbound {
+		if from == id {
+			n++
+		}
+	}
+	return n
+}
+
+// readHello reads and checks a hello: this protocol, this cluster, a node
+// of the cluster config.
+func (t *TCPTransport) readHello(r *bufio.Reader) (from, inc uint64, err error) {
+	hello := make([]byte, helloSize)
+	if _, err := io.ReadFull(r, hello); err != nil {
+		return 0, 0, refuse(RefusedHello, "%v", err)
+	}
+	if string(hello[:4]) != wireMagic {
+		return 0, 0, refuse(RefusedHello, "not a Chronik peer hello (a TLS peer to a plaintext node?)")
+	}
+	if v := binary.BigEndian.Uint16(hello[4:]); v != wireVersion {
+		return 0, 0, refuse(RefusedHello, "hello version %d, this node speaks %d", v, wireVersion)
+	}
+	from = binary.BigEndian.Uint64(hello[6:])
+	inc = binary.BigEndian.Uint64(hello[14:])
+	cluster := make([]byte, hello[22])
+	if _, err := io.ReadFull(r, cluster); err != nil {
+		return 0, 0, refuse(RefusedHello, "%v", err)
+	}
+	if string(cluster) != t.sec.ClusterID {
+		return 0, 0, refuse(RefusedCluster, "hello from node %d of cluster %q, this is %q", from, cluster, t.sec.ClusterID)
+	}
+	if _, ok := t.peers[from]; !ok {
+		return 0, 0, refuse(RefusedUnknownNode, "hello from unknown node %d", from)
+	}
+	return from, inc, nil
+}
+
+// noteRefused counts and logs err if it refused the connection.
+func (t *TCPTransport) noteRefused(c net.Conn, err error) {
+	var re *refusedError
+	if !errors.As(err, &re) {
+		return
+	}
+	t.refused.add(re.reason)
+	if t.refused.logNow() {
+		t.logger.Warn("raft transport refused peer", "remote", c.RemoteAddr().String(), "reason", re.reason, "err", re.err)
+	}
+}
+
+// readFrames delivers frames from an authenticated peer until the
+// connection ends.
+func (t *TCPTransport) readFrames(c net.Conn, r *bufio.Reader, from uint64) (uint64, bool, error) {
 	var hdr [5]byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -241,16 +373,38 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 		}
 		// Messages are handed to the handler, which keeps them: read into a
 		// fresh buffer each time rather than reusing one.
-		body := make([]byte, n)
-		if _, err := io.ReadFull(r, body); err != nil {
+		c.SetReadDeadline(time.Now().Add(frameBodyTimeout))
+		body, err := readFrameBody(r, int(n))
+		if err != nil {
 			return from, false, err
 		}
+		c.SetReadDeadline(time.Time{})
 		msgs, err := decodeMsgs(body)
 		if err != nil {
 			return from, false, err
 		}
 		t.handler.Receive(from, msgs)
 	}
+}
+
+// readFrameBody reads n bytes into a buffer that grows as they arrive, at
+// most frameReadStep or doubling ahead, so a frame that declares 256 MiB
+// and sends little costs little.
+func readFrameBody(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, frameReadStep))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(n, 2*cap(buf)))
+			copy(grown, buf)
+			buf = grown
+		}
+		k, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 func randomIncarnation() uint64 {
@@ -362,6 +516,7 @@ func (s *peerSender) run() {
 	delay := minRedialDelay
 	var frame []byte
 	var parts net.Buffers
+	var tlsBuf *bufio.Writer
 	for {
 		if s.t.ctx.Err() != nil {
 			s.closeConn()
@@ -407,8 +562,7 @@ func (s *peerSender) run() {
 		}
 		frame, parts = buildFrame(batch, frame, parts)
 		conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		iov := parts // WriteTo consumes its receiver
-		_, err := iov.WriteTo(conn)
+		err := writeParts(conn, parts, &tlsBuf)
 		clear(parts)
 		if cap(frame) > 4<<20 {
 			frame = nil
@@ -418,6 +572,29 @@ func (s *peerSender) run() {
 			s.closeConn()
 		}
 	}
+}
+
+// writeParts writes one frame. A plain connection takes it in one
+// writev. A TLS connection has no writev and would make each part its own
+// record and syscall: there the parts go through a buffer (kept in *bw
+// across frames), so a frame is a few full-size records.
+func writeParts(conn net.Conn, parts net.Buffers, bw **bufio.Writer) error {
+	if _, ok := conn.(*tls.Conn); !ok {
+		iov := parts // WriteTo consumes its receiver
+		_, err := iov.WriteTo(conn)
+		return err
+	}
+	if *bw == nil {
+		*bw = bufio.NewWriterSize(conn, 256<<10)
+	} else {
+		(*bw).Reset(conn)
+	}
+	for _, p := range parts {
+		if _, err := (*bw).Write(p); err != nil {
+			return err
+		}
+	}
+	return (*bw).Flush()
 }
 
 // buildFrame lays out one messages frame for batch, reusing frame and
@@ -457,11 +634,24 @@ func (s *peerSender) dial() (net.Conn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	hello := make([]byte, helloSize)
+	if p := s.t.sec.TLS; p != nil {
+		tc := tls.Client(c, p.clientConfig(s.to))
+		ctx, cancel := context.WithTimeout(s.t.ctx, helloTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tc
+	}
+	hello := make([]byte, helloSize, helloSize+len(s.t.sec.ClusterID))
 	copy(hello, wireMagic)
 	binary.BigEndian.PutUint16(hello[4:], wireVersion)
 	binary.BigEndian.PutUint64(hello[6:], s.t.id)
 	binary.BigEndian.PutUint64(hello[14:], s.t.incarnationID)
+	hello[22] = byte(len(s.t.sec.ClusterID))
+	hello = append(hello, s.t.sec.ClusterID...)
 	c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.Write(hello); err != nil {
 		c.Close()

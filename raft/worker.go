@@ -101,38 +101,7 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 		}
 		works = append(works, w)
 	}
-	var syncs []int
-	for i, r := range rs {
-		if (works[i].needSync || works[i].stateSync) && !r.failed {
-			syncs = append(syncs, i)
-		}
-	}
-	switch len(syncs) {
-	case 0:
-	case 1:
-		i := syncs[0]
-		if err := rs[i].safely("sync", func() error { return rs[i].sync(&works[i]) }); err != nil {
-			rs[i].fail(err)
-		}
-	default:
-		// fsyncs of different files proceed in parallel; the round waits
-		// for all of them (group commit across replicas).
-		var wg sync.WaitGroup
-		errs := make([]error, len(syncs))
-		for k, i := range syncs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[k] = rs[i].safely("sync", func() error { return rs[i].sync(&works[i]) })
-			}()
-		}
-		wg.Wait()
-		for k, err := range errs {
-			if err != nil {
-				rs[syncs[k]].fail(err)
-			}
-		}
-	}
+	h.syncRound(rs, works)
 	for i, r := range rs {
 		if !r.failed && !r.stopped.Load() {
 			if err := r.safely("finish", func() error { return r.finish(&works[i]) }); err != nil {
@@ -146,6 +115,75 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 		}
 	}
 	return works
+}
+
+// syncRound is the shared sync phase of a batch: each replica's fsyncs and
+// one commit to the node's hard-state log carrying every record of the
+// batch run in parallel, and the round waits for all of them (group
+// commit across replicas). Messages that depend on a record leave only in
+// finish, after this returns: that is where a new term or vote is on disk
+// before anything that relies on it is sent.
+func (h *Host) syncRound(rs []*Replica, works []readyWork) {
+	var syncs, owners []int
+	var recs [][]byte
+	for i, r := range rs {
+		if r.failed {
+			continue
+		}
+		w := &works[i]
+		if w.stateRec != nil {
+			recs = append(recs, w.stateRec)
+			owners = append(owners, i)
+		}
+		if w.needSync || (w.stateSync && w.stateRec == nil) {
+			syncs = append(syncs, i)
+		}
+	}
+	jobs := len(syncs)
+	if len(recs) > 0 {
+		jobs++
+	}
+	if jobs == 0 {
+		return
+	}
+	errs := make([]error, len(syncs))
+	var stateErr error
+	commit := func() {
+		stateErr = h.states.commit(recs...)
+	}
+	syncOne := func(k int) {
+		i := syncs[k]
+		errs[k] = rs[i].safely("sync", func() error { return rs[i].sync(&works[i]) })
+	}
+	if jobs == 1 {
+		if len(recs) > 0 {
+			commit()
+		} else {
+			syncOne(0)
+		}
+	} else {
+		// fsyncs of different files proceed in parallel.
+		var wg sync.WaitGroup
+		if len(recs) > 0 {
+			wg.Go(commit)
+		}
+		for k := range syncs {
+			wg.Go(func() { syncOne(k) })
+		}
+		wg.Wait()
+	}
+	for k, err := range errs {
+		if err != nil {
+			rs[syncs[k]].fail(err)
+		}
+	}
+	for _, i := range owners {
+		if stateErr != nil {
+			rs[i].fail(stateErr)
+		} else {
+			rs[i].st.stateDirty = false // the record carried the commit index too
+		}
+	}
 }
 
 // every runs fn every d until the host stops.
@@ -180,6 +218,12 @@ func (h *Host) ticker() {
 func (h *Host) syncer() {
 	h.every(h.cfg.FsyncInterval, func() {
 		for _, r := range h.Replicas() {
+			if h.ctx.Err() != nil {
+				// Stopping: closing syncs every log, and StopReplicas
+				// waits for this loop, so a pass over hundreds of logs
+				// would hold the shutdown up for nothing.
+				return
+			}
 			if err := r.Log().Sync(); err != nil && !errors.Is(err, errClosedLog) {
 				r.enqueue(func() { r.inOps = append(r.inOps, func() { r.fail(err) }) })
 			}

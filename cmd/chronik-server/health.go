@@ -16,21 +16,25 @@ func healthCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "health",
 		Usage: "probe a node's admin server; exit 0 when the endpoint answers 200",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "admin", Value: "127.0.0.1:3000", Usage: "admin address", EnvVars: []string{"CHRONIK_HEALTH_ADMIN"}},
 			&cli.StringFlag{Name: "endpoint", Value: "/ready", Usage: "path to probe: /ready (serving), /health (full ISR) or /restart-safe"},
 			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Second},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing"},
-		},
+		}, adminClientFlags()...),
 		Action: func(c *cli.Context) error {
 			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 			defer cancel()
-			url := "http://" + c.String("admin") + c.String("endpoint")
+			a, err := newAdminHTTP(c, c.Duration("timeout"))
+			if err != nil {
+				return err
+			}
+			url := a.url(c.String("admin"), c.String("endpoint"))
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 			if err != nil {
 				return err
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := a.request(req)
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("%s: %v", url, err), 1)
 			}

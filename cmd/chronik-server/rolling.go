@@ -32,14 +32,14 @@ func rollingRestartCommand() *cli.Command {
 			"Restart=always, Docker's restart policy. Otherwise give --restart-command, run with sh -c\n" +
 			"after replacing {id}, {host}, {admin} and {kafka}, e.g.\n" +
 			"  --restart-command 'ssh {host} sudo systemctl restart chronik-server'",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "cluster-config", Usage: "cluster TOML file", EnvVars: []string{"CHRONIK_CLUSTER_CONFIG"}, Required: true},
 			&cli.StringFlag{Name: "restart-command", Usage: "shell command that restarts node {id} (default: SIGTERM to the local process)"},
 			&cli.StringFlag{Name: "nodes", Usage: "comma-separated node ids to restart (default: all)"},
 			&cli.DurationFlag{Name: "safe-timeout", Value: 60 * time.Second, Usage: "how long to wait for a node to be safe to restart"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 60 * time.Second, Usage: "how long to wait for a node to stop"},
 			&cli.DurationFlag{Name: "rejoin-timeout", Value: 60 * time.Second, Usage: "how long to wait for a node to rejoin with a full ISR"},
-		},
+		}, adminClientFlags()...),
 		Action: runRollingRestart,
 	}
 }
@@ -63,12 +63,17 @@ type rollStep struct {
 	stopped, back, healthy time.Duration
 }
 
-var adminClient = &http.Client{Timeout: 2 * time.Second}
+// adminClient is set from the flags when the command starts.
+var adminClient = &adminHTTP{client: &http.Client{Timeout: 2 * time.Second}, scheme: "http"}
 
 // getJSON fetches an admin endpoint; the status code is returned with the
 // body decoded (when it is JSON) whatever it is.
 func getJSON(addr, path string, v any) (int, error) {
-	resp, err := adminClient.Get("http://" + addr + path)
+	req, err := http.NewRequest(http.MethodGet, adminClient.url(addr, path), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := adminClient.request(req)
 	if err != nil {
 		return 0, err
 	}
@@ -86,6 +91,11 @@ func getJSON(addr, path string, v any) (int, error) {
 }
 
 func runRollingRestart(c *cli.Context) error {
+	a, err := newAdminHTTP(c, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	adminClient = a
 	cf, err := broker.LoadClusterFile(c.String("cluster-config"))
 	if err != nil {
 		return err

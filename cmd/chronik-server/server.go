@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/chronik-dev/chronik/broker"
+	"github.com/chronik-dev/chronik/kafka"
 )
 
 func serverFlags() []cli.Flag {
@@ -35,6 +36,24 @@ func serverFlags() []cli.Flag {
 		&cli.Int64Flag{Name: "segment-bytes", Value: 128 << 20, Usage: "default log segment size", EnvVars: []string{"CHRONIK_SEGMENT_BYTES"}},
 		&cli.StringFlag{Name: "retention-check-interval", Value: "30s", Usage: "how often retention runs", EnvVars: []string{"CHRONIK_RETENTION_CHECK_INTERVAL"}},
 		&cli.IntFlag{Name: "max-request-size", Value: 100 << 20, Usage: "largest Kafka request frame accepted (bytes)", EnvVars: []string{"CHRONIK_MAX_REQUEST_SIZE"}},
+		&cli.IntFlag{Name: "max-nonproduce-request-size", Value: kafka.DefaultMaxNonProduceRequestSize, Usage: "largest request frame accepted for any API but Produce (bytes)", EnvVars: []string{"CHRONIK_MAX_NONPRODUCE_REQUEST_SIZE"}},
+		&cli.Int64Flag{Name: "queued-max-request-bytes", Value: kafka.DefaultQueuedMaxRequestBytes, Usage: "node-wide budget of request bytes in memory; readers wait when it is spent (queued.max.request.bytes)", EnvVars: []string{"CHRONIK_QUEUED_MAX_REQUEST_BYTES"}},
+		&cli.IntFlag{Name: "max-connections", Value: kafka.DefaultMaxConnections, Usage: "open Kafka client connections allowed (max.connections)", EnvVars: []string{"CHRONIK_MAX_CONNECTIONS"}},
+		&cli.IntFlag{Name: "max-connections-per-ip", Value: kafka.DefaultMaxConnectionsPerIP, Usage: "open Kafka client connections allowed per client address (max.connections.per.ip)", EnvVars: []string{"CHRONIK_MAX_CONNECTIONS_PER_IP"}},
+		&cli.StringFlag{Name: "frame-timeout", Value: "20s", Usage: "time a request frame may take to arrive once begun, and a new connection to send its first (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_FRAME_TIMEOUT"}},
+		&cli.IntFlag{Name: "fetch-max-bytes", Value: kafka.DefaultFetchMaxBytes, Usage: "most bytes one Fetch response carries, whatever the client asks (fetch.max.bytes)", EnvVars: []string{"CHRONIK_FETCH_MAX_BYTES"}},
+		&cli.IntFlag{Name: "max-partitions-per-request", Value: kafka.DefaultMaxPartitionsPerRequest, Usage: "partitions one CreateTopics or CreatePartitions request may add", EnvVars: []string{"CHRONIK_MAX_PARTITIONS_PER_REQUEST"}},
+		&cli.IntFlag{Name: "max-partitions", Value: kafka.DefaultMaxPartitions, Usage: "partitions the whole cluster may have (checked on CreateTopics and CreatePartitions)", EnvVars: []string{"CHRONIK_MAX_PARTITIONS"}},
+		// Peer and admin security (README "Securing Chronik").
+		&cli.StringFlag{Name: "peer-tls-cert", Usage: "PEM certificate for the Raft peer port; with --peer-tls-key and --peer-tls-ca peers use mutual TLS, and the certificate must carry the DNS name chronik-node-<id>", EnvVars: []string{"CHRONIK_PEER_TLS_CERT"}},
+		&cli.StringFlag{Name: "peer-tls-key", Usage: "PEM private key of --peer-tls-cert", EnvVars: []string{"CHRONIK_PEER_TLS_KEY"}},
+		&cli.StringFlag{Name: "peer-tls-ca", Usage: "PEM CA bundle that peer certificates must chain to", EnvVars: []string{"CHRONIK_PEER_TLS_CA"}},
+		&cli.StringFlag{Name: "admin-tls-cert", Usage: "PEM certificate: the admin server serves HTTPS", EnvVars: []string{"CHRONIK_ADMIN_TLS_CERT"}},
+		&cli.StringFlag{Name: "admin-tls-key", Usage: "PEM private key of --admin-tls-cert", EnvVars: []string{"CHRONIK_ADMIN_TLS_KEY"}},
+		&cli.StringFlag{Name: "admin-client-ca", Usage: "PEM CA: an admin client certificate it signed authorizes like the token (needs --admin-tls-cert)", EnvVars: []string{"CHRONIK_ADMIN_CLIENT_CA"}},
+		&cli.StringFlag{Name: "admin-token", Usage: "bearer token required on every admin endpoint but /health and /ready", EnvVars: []string{"CHRONIK_ADMIN_TOKEN"}},
+		&cli.StringFlag{Name: "admin-token-file", Usage: "file holding the admin bearer token (instead of --admin-token)", EnvVars: []string{"CHRONIK_ADMIN_TOKEN_FILE"}},
+		&cli.BoolFlag{Name: "admin-pprof", Usage: "serve Go profiles on the admin server at /debug/pprof/", EnvVars: []string{"CHRONIK_ADMIN_PPROF"}},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"CHRONIK_LOG_LEVEL"}},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"CHRONIK_LOG_FORMAT"}},
 	}
@@ -93,7 +112,19 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		Fsync: broker.FsyncMode(c.String("fsync")), ElectionTicks: c.Int("election-ticks"),
 		HeartbeatTicks: c.Int("heartbeat-ticks"), AutoLeaderRebalance: c.Bool("auto-leader-rebalance"),
 		SegmentBytes: c.Int64("segment-bytes"), MaxRequestSize: int32(c.Int("max-request-size")),
+		KafkaLimits: kafka.Limits{
+			MaxConnections: c.Int("max-connections"), MaxConnectionsPerIP: c.Int("max-connections-per-ip"),
+			QueuedMaxRequestBytes:    c.Int64("queued-max-request-bytes"),
+			MaxNonProduceRequestSize: int32(c.Int("max-nonproduce-request-size")),
+			FetchMaxBytes:            int32(c.Int("fetch-max-bytes")),
+			MaxPartitionsPerRequest:  c.Int("max-partitions-per-request"), MaxPartitions: c.Int("max-partitions"),
+		},
 		Logger: logger, Registry: prometheus.NewRegistry(),
+		Security: broker.SecurityConfig{
+			PeerTLSCert: c.String("peer-tls-cert"), PeerTLSKey: c.String("peer-tls-key"), PeerTLSCA: c.String("peer-tls-ca"),
+			AdminTLSCert: c.String("admin-tls-cert"), AdminTLSKey: c.String("admin-tls-key"), AdminClientCA: c.String("admin-client-ca"),
+			AdminToken: c.String("admin-token"), AdminTokenFile: c.String("admin-token-file"), AdminPprof: c.Bool("admin-pprof"),
+		},
 	}
 	durs := []struct {
 		flag string
@@ -103,6 +134,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		{"transfer-timeout", &cfg.TransferTimeout}, {"wal-sync-timeout", &cfg.WALSyncTimeout},
 		{"raft-tick", &cfg.RaftTick}, {"isr-lag-time", &cfg.ISRLagTime},
 		{"rebalance-delay", &cfg.RebalanceDelay}, {"retention-check-interval", &cfg.RetentionInterval},
+		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout},
 	}
 	for _, d := range durs {
 		v, err := parseSeconds(d.flag, c.String(d.flag))

@@ -2,17 +2,31 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"net"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleGroup passes consumer-group APIs (OffsetCommit 8, OffsetFetch 9,
-// JoinGroup 11, Heartbeat 12, LeaveGroup 13, SyncGroup 14, DescribeGroups
-// 15, ListGroups 16, DeleteGroups 42, OffsetDelete 47) to the coordinator.
-// The backend says which versions; they are registered in NewServer.
-// JoinGroup and SyncGroup park until the rebalance settles, so the work
-// happens in the reply, off the reader goroutine.
+// The consumer-group APIs have a file each, NN_name.go like the other
+// keys, that says what the key does and registers it here. They are
+// answered by the backend's group coordinator, which also says which
+// versions it serves (Backend.GroupAPIs); NewServer binds each of those to
+// handleGroup.
+
+// groupKeys are the group API keys this package passes to the coordinator.
+var groupKeys = map[int16]bool{}
+
+func registerGroup(key int16) {
+	if groupKeys[key] || registry[key] != nil {
+		panic(fmt.Sprintf("kafka: api key %d registered twice", key))
+	}
+	groupKeys[key] = true
+}
+
+// handleGroup passes a group request to the coordinator. JoinGroup and
+// SyncGroup park until the rebalance settles, so the work happens in the
+// reply, off the reader goroutine.
 func handleGroup(s *Server, cc *connCtx, req kmsg.Request) reply {
 	return func() kmsg.Response {
 		ctx, cancel := context.WithCancel(context.WithValue(cc.ctx, clientKey{}, Client{ID: cc.clientID, Host: hostOf(cc.remote)}))

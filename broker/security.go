@@ -1,0 +1,104 @@
+package broker
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chronik-dev/chronik/admin"
+	"github.com/chronik-dev/chronik/raft"
+)
+
+// SecurityConfig is how peers and admin clients are authenticated. Empty,
+// peers are checked by cluster id only and the admin server is open.
+type SecurityConfig struct {
+	// PeerTLSCert, PeerTLSKey and PeerTLSCA (PEM files), all set, make the
+	// Raft transport mutual TLS; the certificate must carry the DNS name
+	// chronik-node-<id> (raft.NodeCertName).
+	PeerTLSCert, PeerTLSKey, PeerTLSCA string
+	// AdminTLSCert and AdminTLSKey make the admin server HTTPS;
+	// AdminClientCA lets a client certificate it signed stand in for the
+	// token.
+	AdminTLSCert, AdminTLSKey, AdminClientCA string
+	// AdminToken (or the first line of AdminTokenFile) is the bearer token
+	// required on every admin endpoint but /health and /ready.
+	AdminToken, AdminTokenFile string
+	// AdminPprof serves /debug/pprof/.
+	AdminPprof bool
+}
+
+var (
+	refusedPeersDesc = prometheus.NewDesc("chronik_raft_refused_peers_total",
+		"Inbound Raft peer connections refused, by reason (tls, certificate, hello, cluster, unknown_node, too_many).",
+		[]string{"reason"}, nil)
+	rejectedMsgsDesc = prometheus.NewDesc("chronik_raft_rejected_messages_total",
+		"Raft messages from peers dropped before they reached Raft (forged sender, empty proposal, ...).", nil, nil)
+	adminUnauthorizedDesc = prometheus.NewDesc("chronik_admin_unauthorized_total",
+		"Admin HTTP requests refused for want of a token or client certificate.", nil, nil)
+)
+
+// securityCollector exports the counts of refused peers and requests.
+type securityCollector struct{ b *Broker }
+
+func (c securityCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- refusedPeersDesc
+	ch <- rejectedMsgsDesc
+	ch <- adminUnauthorizedDesc
+}
+
+func (c securityCollector) Collect(ch chan<- prometheus.Metric) {
+	for reason, n := range c.b.tr.RefusedPeers() {
+		ch <- prometheus.MustNewConstMetric(refusedPeersDesc, prometheus.CounterValue, float64(n), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(rejectedMsgsDesc, prometheus.CounterValue, float64(c.b.host.RejectedMessages()))
+	var unauth uint64
+	if c.b.admin != nil {
+		unauth = c.b.admin.Unauthorized()
+	}
+	ch <- prometheus.MustNewConstMetric(adminUnauthorizedDesc, prometheus.CounterValue, float64(unauth))
+}
+
+// securePeers configures the transport's hello check and, when set, TLS,
+// and registers the security metrics.
+func (b *Broker) securePeers() error {
+	sc := b.cfg.Security
+	sec := raft.PeerSecurity{ClusterID: b.cfg.Cluster.ClusterID}
+	if sc.PeerTLSCert != "" || sc.PeerTLSKey != "" || sc.PeerTLSCA != "" {
+		p, err := raft.LoadPeerTLS(sc.PeerTLSCert, sc.PeerTLSKey, sc.PeerTLSCA)
+		if err != nil {
+			return err
+		}
+		sec.TLS = p
+	}
+	if err := b.tr.Secure(sec); err != nil {
+		return err
+	}
+	return b.reg.Register(securityCollector{b})
+}
+
+// adminConfig is the admin server's config, with TLS and token loaded.
+func (b *Broker) adminConfig(listen string) (admin.Config, error) {
+	sc := b.cfg.Security
+	cfg := admin.Config{Listen: listen, Source: adminSource{b}, Gatherer: b.reg, Logger: b.logger,
+		Token: sc.AdminToken, Pprof: sc.AdminPprof}
+	if sc.AdminTokenFile != "" {
+		raw, err := os.ReadFile(sc.AdminTokenFile)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Token, _, _ = strings.Cut(strings.TrimSpace(string(raw)), "\n")
+		if cfg.Token == "" {
+			return cfg, fmt.Errorf("admin token file %s is empty", sc.AdminTokenFile)
+		}
+	}
+	if sc.AdminTLSCert != "" || sc.AdminTLSKey != "" || sc.AdminClientCA != "" {
+		tc, err := admin.LoadTLS(sc.AdminTLSCert, sc.AdminTLSKey, sc.AdminClientCA)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.TLS = tc
+	}
+	return cfg, nil
+}
