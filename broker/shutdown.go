@@ -110,6 +110,7 @@ func (b *Broker) Shutdown() ShutdownReport {
 
 	lg.Info("Step 4/4: Shutting down")
 	b.kafka.Close()
+	b.fwd.close()
 	if b.admin != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		b.admin.Close(ctx)
