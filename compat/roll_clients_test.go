@@ -3,6 +3,8 @@ package compat
 import (
 	"context"
 	"fmt"
+	"log"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -20,10 +22,11 @@ type clientLoad struct {
 	sent   int
 	lastOK map[int32]time.Time
 	gaps   map[int32]time.Duration
+	gapAt  map[int32]time.Time // when each partition's longest gap began
 }
 
 func newClientLoad() *clientLoad {
-	return &clientLoad{acked: map[string]bool{}, errs: map[string]int{}, lastOK: map[int32]time.Time{}, gaps: map[int32]time.Duration{}}
+	return &clientLoad{acked: map[string]bool{}, errs: map[string]int{}, lastOK: map[int32]time.Time{}, gaps: map[int32]time.Duration{}, gapAt: map[int32]time.Time{}}
 }
 
 func (cl *clientLoad) ok(v string, p int32) {
@@ -32,7 +35,7 @@ func (cl *clientLoad) ok(v string, p int32) {
 	defer cl.mu.Unlock()
 	cl.acked[v] = true
 	if last, seen := cl.lastOK[p]; seen && now.Sub(last) > cl.gaps[p] {
-		cl.gaps[p] = now.Sub(last)
+		cl.gaps[p], cl.gapAt[p] = now.Sub(last), last
 	}
 	cl.lastOK[p] = now
 }
@@ -45,13 +48,22 @@ func (cl *clientLoad) fail(err error) {
 
 // worst is the longest gap between acks on any one partition.
 func (cl *clientLoad) worst() time.Duration {
+	w, _, _ := cl.worstAt()
+	return w
+}
+
+// worstAt is the longest gap, its partition and when it began.
+func (cl *clientLoad) worstAt() (time.Duration, int32, time.Time) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	var w time.Duration
-	for _, g := range cl.gaps {
-		w = max(w, g)
+	var wp int32
+	for p, g := range cl.gaps {
+		if g > w {
+			w, wp = g, p
+		}
 	}
-	return w
+	return w, wp, cl.gapAt[wp]
 }
 
 func (cl *clientLoad) summary() string {
@@ -64,11 +76,19 @@ func (cl *clientLoad) summary() string {
 
 // rollClientsFast rolls nodes 2, 3, 1 at the fast pace (see rollFast) and
 // waits for leadership back on the preferred replicas.
-func rollClientsFast(t *testing.T, c *cluster, topic string) {
+func rollClientsFast(t *testing.T, c *cluster, topic string) *rollTimeline {
 	tl := newRollTimeline()
 	rollFast(t, c, tl, topic, 2, 3, 1)
 	c.waitPreferred(t, 2, topic)
+	tl.note("leaders back on the preferred replicas")
 	t.Logf("rolled 3 nodes and rebalanced in %v", time.Since(tl.start).Round(time.Millisecond))
+	return tl
+}
+
+// logWorst says where in the roll a client's longest gap fell.
+func (cl *clientLoad) logWorst(t *testing.T, who string, tl *rollTimeline) {
+	w, p, at := cl.worstAt()
+	t.Logf("%s: longest gap %v on partition %d from %s (%s)", who, w.Round(time.Millisecond), p, tl.rel(at), tl.around(at))
 }
 
 // checkAcked reads the topic back and checks every acknowledged value is
@@ -102,6 +122,15 @@ func TestRollingRestartSarama(t *testing.T) {
 	c := startCluster(t, 3)
 	createTopic(t, c, "roll-sarama", 30, 3, nil)
 	c.waitAllHealthy(30 * time.Second)
+	if path := os.Getenv("CHRONIK_TEST_CLIENT_LOG"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev := sarama.Logger
+		sarama.Logger = log.New(f, "", log.Ltime|log.Lmicroseconds)
+		t.Cleanup(func() { sarama.Logger = prev; f.Close() })
+	}
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V3_0_0_0
 	cfg.Producer.Idempotent = true
@@ -148,13 +177,14 @@ func TestRollingRestartSarama(t *testing.T) {
 		}
 	}()
 	waitFor(t, 30*time.Second, "sarama acks", func() bool { load.mu.Lock(); defer load.mu.Unlock(); return len(load.acked) > 1000 })
-	rollClientsFast(t, c, "roll-sarama")
+	tl := rollClientsFast(t, c, "roll-sarama")
 	time.Sleep(time.Second)
 	close(stop)
 	<-sent
 	prod.AsyncClose()
 	wg.Wait()
 	t.Log("sarama: " + load.summary())
+	load.logWorst(t, "sarama", tl)
 	lost, dup := checkAcked(t, c, "roll-sarama", load.acked)
 	if lost != 0 || dup != 0 {
 		t.Fatalf("sarama: lost %d acknowledged records, %d duplicates", lost, dup)
@@ -214,11 +244,12 @@ func TestRollingRestartKafkaGo(t *testing.T) {
 		}(g)
 	}
 	waitFor(t, 30*time.Second, "kafka-go acks", func() bool { load.mu.Lock(); defer load.mu.Unlock(); return len(load.acked) > 1000 })
-	rollClientsFast(t, c, "roll-kgo")
+	tl := rollClientsFast(t, c, "roll-kgo")
 	time.Sleep(time.Second)
 	close(stop)
 	wg.Wait()
 	t.Log("kafka-go: " + load.summary())
+	load.logWorst(t, "kafka-go", tl)
 	lost, dup := checkAcked(t, c, "roll-kgo", load.acked)
 	t.Logf("kafka-go: %d duplicates (not idempotent: a retried write may land twice)", dup)
 	if lost != 0 {
