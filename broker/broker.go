@@ -58,6 +58,7 @@ type Broker struct {
 	// it is leaving; leaderEvents when a leader this node knows of (local
 	// Raft or the view) or the metadata changed.
 	peerEvents, leaderEvents *event
+	peerAge                  peerAges // since when each peer is connected (transfer targets)
 
 	reqSeq       atomic.Uint64
 	reconcileCh  chan struct{}
