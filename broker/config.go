@@ -47,6 +47,14 @@ type ClusterFile struct {
 	// AutoCreateTopics lets Metadata create missing topics
 	// (auto.create.topics.enable). Default true.
 	AutoCreateTopics *bool `toml:"auto_create_topics"`
+	// ACLsEnabled enforces the ACLs (CreateAcls) on every request; off,
+	// everyone may do everything and the ACL APIs are SECURITY_DISABLED.
+	ACLsEnabled bool `toml:"acls_enabled"`
+	// SuperUsers ("User:admin") bypass the ACLs.
+	SuperUsers []string `toml:"super_users"`
+	// AllowEveryoneIfNoACLFound is Kafka's allow.everyone.if.no.acl.found:
+	// a resource no ACL applies to is open to all. Off by default.
+	AllowEveryoneIfNoACLFound bool `toml:"allow_everyone_if_no_acl_found"`
 }
 
 // LoadClusterFile reads and checks a cluster.toml.
