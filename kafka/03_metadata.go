@@ -48,6 +48,7 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	} else if len(names) > 0 {
 		infos = s.backend.Topics(names, true)
 	}
+	infos = describable(s, cc, infos, all)
 	// Before v4 every request may create topics; the cluster setting
 	// (auto.create.topics.enable) can forbid it either way.
 	autoCreate := (req.Version < 4 || req.AllowAutoTopicCreation) && s.backend.AutoCreateTopics()
@@ -83,7 +84,7 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 func autoCreateTopics(s *Server, cc *connCtx, infos []TopicInfo) {
 	var create []CreateTopic
 	for i, ti := range infos {
-		if ti.Err == kerr.UnknownTopicOrPartition.Code {
+		if ti.Err == kerr.UnknownTopicOrPartition.Code && mayCreateTopic(s, cc, ti.Name) {
 			create = append(create, CreateTopic{Name: ti.Name, Partitions: -1, ReplicationFactor: -1})
 			infos[i].Err = kerr.LeaderNotAvailable.Code
 		}
@@ -110,4 +111,24 @@ func autoCreateTopics(s *Server, cc *connCtx, infos []TopicInfo) {
 			}
 		}
 	}
+}
+
+// describable applies DESCRIBE on each topic: a listing of every topic
+// leaves out the others; a topic asked for by name is answered
+// TOPIC_AUTHORIZATION_FAILED, which tells nothing of whether it exists.
+func describable(s *Server, cc *connCtx, infos []TopicInfo, all bool) []TopicInfo {
+	if !aclsOn(s) {
+		return infos
+	}
+	out := infos[:0]
+	for _, ti := range infos {
+		if !mayTopic(s, cc, kmsg.ACLOperationDescribe, ti.Name) {
+			if all {
+				continue
+			}
+			ti = TopicInfo{Name: ti.Name, Err: kerr.TopicAuthorizationFailed.Code}
+		}
+		out = append(out, ti)
+	}
+	return out
 }

@@ -25,8 +25,12 @@ func handleDeleteRecords(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		defer cancel()
 		for _, t := range req.Topics {
 			rt := kmsg.DeleteRecordsResponseTopic{Topic: t.Topic}
+			denied := topicErr(s, cc, kmsg.ACLOperationDelete, t.Topic)
 			for _, p := range t.Partitions {
-				low, code := s.backend.DeleteRecords(ctx, t.Topic, p.Partition, p.Offset)
+				low, code := int64(-1), denied
+				if denied == 0 {
+					low, code = s.backend.DeleteRecords(ctx, t.Topic, p.Partition, p.Offset)
+				}
 				s.metrics.countErr(21, code)
 				rt.Partitions = append(rt.Partitions, kmsg.DeleteRecordsResponseTopicPartition{Partition: p.Partition, LowWatermark: low, ErrorCode: code})
 			}
