@@ -88,7 +88,9 @@ func aclCases(t *testing.T, b *Broker) []aclCase {
 				r.Topics = []kmsg.OffsetForLeaderEpochRequestTopic{{Topic: topic, Partitions: []kmsg.OffsetForLeaderEpochRequestTopicPartition{p}}}
 				return r
 			},
-			code: func(x kmsg.Response) int16 { return x.(*kmsg.OffsetForLeaderEpochResponse).Topics[0].Partitions[0].ErrorCode }},
+			code: func(x kmsg.Response) int16 {
+				return x.(*kmsg.OffsetForLeaderEpochResponse).Topics[0].Partitions[0].ErrorCode
+			}},
 		{name: "CreateTopics", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationCreate, denied: kerr.TopicAuthorizationFailed.Code,
 			req: func() kmsg.Request {
 				r := kmsg.NewPtrCreateTopicsRequest()
@@ -162,13 +164,21 @@ func aclCases(t *testing.T, b *Broker) []aclCase {
 			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.DescribeLogDirsResponse).ErrorCode }},
 		{name: "InitProducerID", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationIdempotentWrite, denied: kerr.ClusterAuthorizationFailed.Code,
-			req:  func() kmsg.Request { r := kmsg.NewPtrInitProducerIDRequest(); r.TransactionTimeoutMillis = 60000; return r },
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrInitProducerIDRequest()
+				r.TransactionTimeoutMillis = 60000
+				return r
+			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.InitProducerIDResponse).ErrorCode }},
 		{name: "InitProducerIDByTopicWrite", rt: T, res: topic, op: kmsg.ACLOperationWrite, denied: kerr.ClusterAuthorizationFailed.Code,
 			// WRITE on any topic will do: the prefix and the wildcard
 			// still allow topics the DENY does not cover.
 			alsoAllowed: map[string]bool{"prefixed allow, literal deny": true, "wildcard allow, prefixed deny of ALL": true},
-			req:  func() kmsg.Request { r := kmsg.NewPtrInitProducerIDRequest(); r.TransactionTimeoutMillis = 60000; return r },
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrInitProducerIDRequest()
+				r.TransactionTimeoutMillis = 60000
+				return r
+			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.InitProducerIDResponse).ErrorCode }},
 		{name: "FindCoordinator", rt: G, res: group, op: kmsg.ACLOperationDescribe, denied: kerr.GroupAuthorizationFailed.Code,
 			req: func() kmsg.Request {
@@ -191,13 +201,25 @@ func aclCases(t *testing.T, b *Broker) []aclCase {
 			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.JoinGroupResponse).ErrorCode }},
 		{name: "Heartbeat", rt: G, res: group, op: kmsg.ACLOperationRead, denied: kerr.GroupAuthorizationFailed.Code,
-			req:  func() kmsg.Request { r := kmsg.NewPtrHeartbeatRequest(); r.Group, r.MemberID = group, "nobody"; return r },
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrHeartbeatRequest()
+				r.Group, r.MemberID = group, "nobody"
+				return r
+			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.HeartbeatResponse).ErrorCode }},
 		{name: "SyncGroup", rt: G, res: group, op: kmsg.ACLOperationRead, denied: kerr.GroupAuthorizationFailed.Code,
-			req:  func() kmsg.Request { r := kmsg.NewPtrSyncGroupRequest(); r.Group, r.MemberID = group, "nobody"; return r },
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrSyncGroupRequest()
+				r.Group, r.MemberID = group, "nobody"
+				return r
+			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.SyncGroupResponse).ErrorCode }},
 		{name: "LeaveGroup", rt: G, res: group, op: kmsg.ACLOperationRead, denied: kerr.GroupAuthorizationFailed.Code,
-			req:  func() kmsg.Request { r := kmsg.NewPtrLeaveGroupRequest(); r.Group, r.MemberID = group, "nobody"; return r },
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrLeaveGroupRequest()
+				r.Group, r.MemberID = group, "nobody"
+				return r
+			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.LeaveGroupResponse).ErrorCode }},
 		{name: "OffsetCommitGroup", rt: G, res: group, op: kmsg.ACLOperationRead, denied: kerr.GroupAuthorizationFailed.Code,
 			base: []kafka.ACL{allowAnon(T, topic, kmsg.ACLOperationRead)},

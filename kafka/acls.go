@@ -159,15 +159,17 @@ func Decide(acls []ACL, p Principal, host string, op kmsg.ACLOperation, rt kmsg.
 // DecideAny reports whether some resource of type rt would be allowed op
 // for p: an ALLOW for p whose own resource pattern Decide also allows (so a
 // DENY on that pattern, a covering prefix or "*" takes it back). With
-// allowIfNone, a type no ACL names at all is allowed.
+// allowIfNone, a name no ACL covers would be allowed, so only a DENY of
+// every name ("*") refuses.
 func DecideAny(acls []ACL, p Principal, host string, op kmsg.ACLOperation, rt kmsg.ACLResourceType, allowIfNone bool) bool {
 	who, anyone := p.String(), p.Type+":*"
-	seen := false
+	if allowIfNone {
+		return Decide(acls, p, host, op, rt, "*", true) || !deniesAll(acls, who, anyone, host, op, rt)
+	}
 	for _, a := range acls {
 		if a.ResourceType != int8(rt) {
 			continue
 		}
-		seen = true
 		if a.Permission != int8(kmsg.ACLPermissionTypeAllow) || a.Principal != who && a.Principal != anyone ||
 			a.Host != host && a.Host != "*" {
 			continue
@@ -179,5 +181,18 @@ func DecideAny(acls []ACL, p Principal, host string, op kmsg.ACLOperation, rt km
 			return true
 		}
 	}
-	return !seen && allowIfNone
+	return false
+}
+
+// deniesAll reports whether a DENY of op on the literal "*" applies to
+// the principal (who, or anyone of its type) from host.
+func deniesAll(acls []ACL, who, anyone, host string, op kmsg.ACLOperation, rt kmsg.ACLResourceType) bool {
+	for _, a := range acls {
+		if a.ResourceType == int8(rt) && a.Pattern == int8(kmsg.ACLResourcePatternTypeLiteral) && a.Name == "*" &&
+			a.Permission == int8(kmsg.ACLPermissionTypeDeny) && (a.Principal == who || a.Principal == anyone) &&
+			(a.Host == host || a.Host == "*") && (a.Operation == int8(op) || a.Operation == int8(kmsg.ACLOperationAll)) {
+			return true
+		}
+	}
+	return false
 }
