@@ -384,3 +384,92 @@ func TestACLMatrix(t *testing.T) {
 		}
 	}
 }
+
+// TestACLListGroupsAndCreateChecks: ListGroups lists only the groups the
+// principal may describe, unless it may describe the cluster; CreateAcls
+// refuses malformed ACLs one by one and keeps the valid ones.
+func TestACLListGroupsAndCreateChecks(t *testing.T) {
+	cfg := oneNodeConfig(t)
+	cfg.Cluster.ACLsEnabled = true
+	b := startNode(t, cfg)
+	newTopic(t, b, "lg-topic")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Cluster.Nodes[0].Kafka), kgo.RequestRetries(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	T, G, C := kmsg.ACLResourceTypeTopic, kmsg.ACLResourceTypeGroup, kmsg.ACLResourceTypeCluster
+	if err := b.CreateACLs(ctx, []kafka.ACL{allowAnon(T, "lg-topic", kmsg.ACLOperationRead),
+		allowAnon(G, "*", kmsg.ACLOperationRead)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []string{"vis-1", "hid-1"} {
+		resp, err := cl.Broker(1).Request(ctx, offsetCommit(g, "lg-topic"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := resp.(*kmsg.OffsetCommitResponse).Topics[0].Partitions[0].ErrorCode; code != 0 {
+			t.Fatalf("commit for %s: error %d", g, code)
+		}
+	}
+	listed := func() map[string]bool {
+		resp, err := cl.Broker(1).Request(ctx, kmsg.NewPtrListGroupsRequest())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, g := range resp.(*kmsg.ListGroupsResponse).Groups {
+			out[g.Group] = true
+		}
+		return out
+	}
+	if got := listed(); !got["vis-1"] || !got["hid-1"] {
+		t.Fatalf("ListGroups with READ on every group (implying DESCRIBE): %v, want both", got)
+	}
+	if err := b.CreateACLs(ctx, []kafka.ACL{anonACL(G, "hid-", kmsg.ACLResourcePatternTypePrefixed, kmsg.ACLOperationDescribe,
+		kmsg.ACLPermissionTypeDeny, anon, "*")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := listed(); !got["vis-1"] || got["hid-1"] {
+		t.Fatalf("ListGroups: %v, want vis-1 alone", got)
+	}
+	if err := b.CreateACLs(ctx, []kafka.ACL{allowAnon(C, kafka.ClusterResource, kmsg.ACLOperationDescribe)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := listed(); !got["vis-1"] || !got["hid-1"] {
+		t.Fatalf("ListGroups with DESCRIBE on the cluster: %v, want both", got)
+	}
+
+	if err := b.CreateACLs(ctx, []kafka.ACL{allowAnon(C, kafka.ClusterResource, kmsg.ACLOperationAlter)}); err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrCreateACLsRequest()
+	good := kmsg.CreateACLsRequestCreation{ResourceType: T, ResourceName: "ok", ResourcePatternType: kmsg.ACLResourcePatternTypeLiteral,
+		Principal: "User:bob", Host: "*", Operation: kmsg.ACLOperationRead, PermissionType: kmsg.ACLPermissionTypeAllow}
+	badCluster, badPrincipal, badPattern, badOp := good, good, good, good
+	badCluster.ResourceType, badCluster.ResourceName = C, "other"
+	badPrincipal.Principal = "bob"
+	badPattern.ResourcePatternType = kmsg.ACLResourcePatternTypeMatch
+	badOp.Operation = kmsg.ACLOperationAny
+	req.Creations = []kmsg.CreateACLsRequestCreation{good, badCluster, badPrincipal, badPattern, badOp}
+	resp, err := cl.Broker(1).Request(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range resp.(*kmsg.CreateACLsResponse).Results {
+		want := kerr.InvalidRequest.Code
+		if i == 0 {
+			want = 0
+		}
+		if r.ErrorCode != want {
+			t.Errorf("creation %d: error %d, want %d", i, r.ErrorCode, want)
+		}
+	}
+	name := "ok"
+	if got := b.DescribeACLs(kafka.ACLFilter{ResourceType: int8(T), Name: &name, Pattern: int8(kmsg.ACLResourcePatternTypeAny),
+		Operation: int8(kmsg.ACLOperationAny), Permission: int8(kmsg.ACLPermissionTypeAny)}); len(got) != 1 {
+		t.Fatalf("the valid creation: %v", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -94,6 +95,11 @@ func (cf *ClusterFile) check() error {
 			if _, _, err := net.SplitHostPort(addr); err != nil {
 				return fmt.Errorf("node %d: %s address %q: %v", n.ID, what, addr, err)
 			}
+		}
+	}
+	for _, u := range cf.SuperUsers {
+		if typ, name, ok := strings.Cut(u, ":"); !ok || typ == "" || name == "" {
+			return fmt.Errorf("super_users: %q is not TYPE:NAME (User:admin)", u)
 		}
 	}
 	sort.Slice(cf.Nodes, func(i, j int) bool { return cf.Nodes[i].ID < cf.Nodes[j].ID })
