@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -209,5 +210,57 @@ func TestACLsOffByDefault(t *testing.T) {
 		Allow().AllowHosts().Deny().DenyHosts().Operations(kadm.OpAny))
 	if err != nil || len(res) != 1 || !errors.Is(res[0].Err, kerr.SecurityDisabled) {
 		t.Fatalf("DescribeACLs with ACLs off: %v %+v, want SECURITY_DISABLED", err, res)
+	}
+}
+
+// TestACLsSarama: sarama's ClusterAdmin creates, lists and deletes ACLs
+// with old request versions (v0 for Kafka 1.x, v1 for 2.x) and with both
+// pattern types.
+func TestACLsSarama(t *testing.T) {
+	c := startCluster(t, 1, withTOML("acls_enabled = true\nsuper_users = [\"User:ANONYMOUS\"]"))
+	for _, v := range []sarama.KafkaVersion{sarama.V1_1_0_0, sarama.V2_8_0_0} {
+		cfg := saramaConfig()
+		cfg.Version = v
+		adm, err := sarama.NewClusterAdminFromClient(newSaramaClient(t, c, cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := sarama.Resource{ResourceType: sarama.AclResourceTopic, ResourceName: "s-" + v.String(),
+			ResourcePatternType: sarama.AclPatternLiteral}
+		acl := sarama.Acl{Principal: "User:carol", Host: "*", Operation: sarama.AclOperationRead, PermissionType: sarama.AclPermissionAllow}
+		if err := adm.CreateACL(res, acl); err != nil {
+			t.Fatalf("%s: CreateACL: %v", v, err)
+		}
+		if v.IsAtLeast(sarama.V2_0_0_0) {
+			pre := sarama.Resource{ResourceType: sarama.AclResourceGroup, ResourceName: "g-", ResourcePatternType: sarama.AclPatternPrefixed}
+			if err := adm.CreateACL(pre, acl); err != nil {
+				t.Fatalf("%s: CreateACL prefixed: %v", v, err)
+			}
+		}
+		principal := "User:carol"
+		filter := sarama.AclFilter{ResourceType: sarama.AclResourceAny, Principal: &principal,
+			Operation: sarama.AclOperationAny, PermissionType: sarama.AclPermissionAny, ResourcePatternTypeFilter: sarama.AclPatternAny}
+		if !v.IsAtLeast(sarama.V2_0_0_0) {
+			filter.ResourcePatternTypeFilter = sarama.AclPatternLiteral
+		}
+		got, err := adm.ListAcls(filter)
+		if err != nil {
+			t.Fatalf("%s: ListAcls: %v", v, err)
+		}
+		found := false
+		for _, r := range got {
+			found = found || r.ResourceName == res.ResourceName && len(r.Acls) == 1
+		}
+		if !found {
+			t.Fatalf("%s: ListAcls does not list the new ACL: %+v", v, got)
+		}
+		gone, err := adm.DeleteACL(filter, false)
+		if err != nil || len(gone) == 0 {
+			t.Fatalf("%s: DeleteACL: %v %+v", v, err, gone)
+		}
+		if left, err := adm.ListAcls(filter); err != nil || len(left) != 0 {
+			t.Fatalf("%s: ACLs left after DeleteACL: %v %+v", v, err, left)
+		}
+		adm.Close()
 	}
 }
