@@ -79,6 +79,19 @@ func aclCases(t *testing.T, b *Broker) []aclCase {
 				return r
 			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.MetadataResponse).Topics[0].ErrorCode }},
+		{name: "MetadataByID", rt: T, res: topic, op: kmsg.ACLOperationDescribe, denied: kerr.TopicAuthorizationFailed.Code,
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrMetadataRequest()
+				r.Topics = []kmsg.MetadataRequestTopic{{TopicID: topicID}}
+				return r
+			},
+			code: func(x kmsg.Response) int16 {
+				rt := x.(*kmsg.MetadataResponse).Topics[0]
+				if rt.ErrorCode != 0 && rt.Topic != nil && *rt.Topic != "" {
+					t.Errorf("a refused lookup by id names the topic %q", *rt.Topic)
+				}
+				return rt.ErrorCode
+			}},
 		{name: "OffsetForLeaderEpoch", rt: T, res: topic, op: kmsg.ACLOperationDescribe, denied: kerr.TopicAuthorizationFailed.Code,
 			req: func() kmsg.Request {
 				r := kmsg.NewPtrOffsetForLeaderEpochRequest()
