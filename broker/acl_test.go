@@ -448,6 +448,35 @@ func TestACLListGroupsAndCreateChecks(t *testing.T) {
 	if got := listed(); !got["vis-1"] || got["hid-1"] {
 		t.Fatalf("ListGroups: %v, want vis-1 alone", got)
 	}
+	// One request, one group allowed and one refused: both answered.
+	dreq := kmsg.NewPtrDescribeGroupsRequest()
+	dreq.Groups = []string{"hid-1", "vis-1"}
+	dresp, err := cl.Broker(1).Request(ctx, dreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]int16{}
+	for _, g := range dresp.(*kmsg.DescribeGroupsResponse).Groups {
+		codes[g.Group] = g.ErrorCode
+	}
+	if len(codes) != 2 || codes["vis-1"] != 0 || codes["hid-1"] != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("DescribeGroups of an allowed and a refused group: %v", codes)
+	}
+	// A commit to a topic allowed and one refused: the first is stored.
+	creq := offsetCommit("vis-1", "lg-topic").(*kmsg.OffsetCommitRequest)
+	creq.Topics = append(creq.Topics, kmsg.OffsetCommitRequestTopic{Topic: "lg-other",
+		Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 0, Offset: 5, LeaderEpoch: -1}}})
+	cresp, err := cl.Broker(1).Request(ctx, creq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes = map[string]int16{}
+	for _, tp := range cresp.(*kmsg.OffsetCommitResponse).Topics {
+		codes[tp.Topic] = tp.Partitions[0].ErrorCode
+	}
+	if len(codes) != 2 || codes["lg-topic"] != 0 || codes["lg-other"] != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("OffsetCommit to an allowed and a refused topic: %v", codes)
+	}
 	if err := b.CreateACLs(ctx, []kafka.ACL{allowAnon(C, kafka.ClusterResource, kmsg.ACLOperationDescribe)}); err != nil {
 		t.Fatal(err)
 	}

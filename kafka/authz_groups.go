@@ -9,8 +9,8 @@ import (
 
 // Kafka's ACL rules for the group APIs, applied before the coordinator
 // sees a request: joining, syncing, heartbeats and leaving need READ on the
-// group; committing needs READ on the group and on each topic; fetching
-// offsets and describing need DESCRIBE; deleting groups and offsets needs
+// group (KIP-848's heartbeat too); committing needs READ on the group and
+// on each topic; fetching offsets and describing need DESCRIBE; deleting groups and offsets needs
 // DELETE on the group (and READ on each topic for offsets). ListGroups
 // lists every group for DESCRIBE on the cluster, else the groups the
 // principal may describe.
@@ -69,6 +69,8 @@ func authorizeGroup(s *Server, cc *connCtx, req kmsg.Request) groupAuthz {
 		authorizeDescribeGroups(s, who, r, &out)
 	case *kmsg.DeleteGroupsRequest:
 		authorizeDeleteGroups(s, who, r, &out)
+	case *kmsg.ConsumerGroupDescribeRequest:
+		authorizeConsumerGroupDescribe(s, who, r, &out)
 	case *kmsg.ListGroupsRequest:
 		if !mayCluster(s, who, kmsg.ACLOperationDescribe) {
 			out.finish = func(x kmsg.Response) {
@@ -241,58 +243,85 @@ func authorizeOffsetDelete(s *Server, who *connCtx, r *kmsg.OffsetDeleteRequest,
 	}
 }
 
-func authorizeDescribeGroups(s *Server, who *connCtx, r *kmsg.DescribeGroupsRequest, out *groupAuthz) {
-	pass := *r
-	pass.Groups = nil
-	var refused []kmsg.DescribeGroupsResponseGroup
-	for _, g := range r.Groups {
-		if mayGroup(s, who, kmsg.ACLOperationDescribe, g) {
-			pass.Groups = append(pass.Groups, g)
-			continue
+// byGroup splits a request's groups into those op is allowed on, to pass
+// on, and the answers (made by refuse) for the others.
+func byGroup[G any](s *Server, who *connCtx, op kmsg.ACLOperation, groups []string, refuse func(string) G) (pass []string, refused []G) {
+	for _, g := range groups {
+		if mayGroup(s, who, op, g) {
+			pass = append(pass, g)
+		} else {
+			refused = append(refused, refuse(g))
 		}
+	}
+	return pass, refused
+}
+
+func authorizeDescribeGroups(s *Server, who *connCtx, r *kmsg.DescribeGroupsRequest, out *groupAuthz) {
+	groups, refused := byGroup(s, who, kmsg.ACLOperationDescribe, r.Groups, func(g string) kmsg.DescribeGroupsResponseGroup {
 		rg := kmsg.NewDescribeGroupsResponseGroup()
 		rg.Group, rg.ErrorCode = g, groupDenied
-		refused = append(refused, rg)
-	}
+		return rg
+	})
 	if len(refused) == 0 {
 		return
 	}
-	if len(pass.Groups) == 0 {
-		resp := r.ResponseKind().(*kmsg.DescribeGroupsResponse)
-		resp.Groups = refused
+	pass := *r
+	pass.Groups = groups
+	resp := r.ResponseKind().(*kmsg.DescribeGroupsResponse)
+	resp.Groups = refused
+	if len(groups) == 0 {
 		out.refused = resp
 		return
 	}
 	out.pass = &pass
 	out.finish = func(x kmsg.Response) {
-		resp := x.(*kmsg.DescribeGroupsResponse)
-		resp.Groups = append(resp.Groups, refused...)
+		got := x.(*kmsg.DescribeGroupsResponse)
+		got.Groups = append(got.Groups, refused...)
+	}
+}
+
+func authorizeConsumerGroupDescribe(s *Server, who *connCtx, r *kmsg.ConsumerGroupDescribeRequest, out *groupAuthz) {
+	groups, refused := byGroup(s, who, kmsg.ACLOperationDescribe, r.Groups, func(g string) kmsg.ConsumerGroupDescribeResponseGroup {
+		rg := kmsg.NewConsumerGroupDescribeResponseGroup()
+		rg.Group, rg.ErrorCode = g, groupDenied
+		return rg
+	})
+	if len(refused) == 0 {
+		return
+	}
+	pass := *r
+	pass.Groups = groups
+	resp := r.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
+	resp.Groups = refused
+	if len(groups) == 0 {
+		out.refused = resp
+		return
+	}
+	out.pass = &pass
+	out.finish = func(x kmsg.Response) {
+		got := x.(*kmsg.ConsumerGroupDescribeResponse)
+		got.Groups = append(got.Groups, refused...)
 	}
 }
 
 func authorizeDeleteGroups(s *Server, who *connCtx, r *kmsg.DeleteGroupsRequest, out *groupAuthz) {
-	pass := *r
-	pass.Groups = nil
-	var refused []kmsg.DeleteGroupsResponseGroup
-	for _, g := range r.Groups {
-		if mayGroup(s, who, kmsg.ACLOperationDelete, g) {
-			pass.Groups = append(pass.Groups, g)
-			continue
-		}
-		refused = append(refused, kmsg.DeleteGroupsResponseGroup{Group: g, ErrorCode: groupDenied})
-	}
+	groups, refused := byGroup(s, who, kmsg.ACLOperationDelete, r.Groups, func(g string) kmsg.DeleteGroupsResponseGroup {
+		return kmsg.DeleteGroupsResponseGroup{Group: g, ErrorCode: groupDenied}
+	})
 	if len(refused) == 0 {
 		return
 	}
-	if len(pass.Groups) == 0 {
-		resp := r.ResponseKind().(*kmsg.DeleteGroupsResponse)
-		resp.Groups = refused
+	pass := *r
+	pass.Groups = groups
+	resp := r.ResponseKind().(*kmsg.DeleteGroupsResponse)
+	resp.Groups = refused
+	if len(groups) == 0 {
 		out.refused = resp
 		return
 	}
 	out.pass = &pass
 	out.finish = func(x kmsg.Response) {
-		resp := x.(*kmsg.DeleteGroupsResponse)
-		resp.Groups = append(resp.Groups, refused...)
+		got := x.(*kmsg.DeleteGroupsResponse)
+		got.Groups = append(got.Groups, refused...)
 	}
 }
