@@ -25,9 +25,7 @@ func (b *Broker) Authorize(p kafka.Principal, host string, op kmsg.ACLOperation,
 	if !b.cfg.Cluster.ACLsEnabled || b.superUser(p) {
 		return true
 	}
-	b.metaSM.mu.RLock()
-	defer b.metaSM.mu.RUnlock()
-	return kafka.Decide(b.metaSM.st.ACLs, p, host, op, rt, name, b.cfg.Cluster.AllowEveryoneIfNoACLFound)
+	return b.metaSM.aclIndex().Decide(p, host, op, rt, name, b.cfg.Cluster.AllowEveryoneIfNoACLFound)
 }
 
 // AuthorizeAny implements kafka.Authorizer.
@@ -35,9 +33,7 @@ func (b *Broker) AuthorizeAny(p kafka.Principal, host string, op kmsg.ACLOperati
 	if !b.cfg.Cluster.ACLsEnabled || b.superUser(p) {
 		return true
 	}
-	b.metaSM.mu.RLock()
-	defer b.metaSM.mu.RUnlock()
-	return kafka.DecideAny(b.metaSM.st.ACLs, p, host, op, rt, b.cfg.Cluster.AllowEveryoneIfNoACLFound)
+	return b.metaSM.aclIndex().DecideAny(p, host, op, rt, b.cfg.Cluster.AllowEveryoneIfNoACLFound)
 }
 
 func (b *Broker) superUser(p kafka.Principal) bool {
@@ -89,6 +85,7 @@ func (m *metaSM) applyCreateACLs(acls []kafka.ACL) metaResult {
 		}
 		m.st.ACLs = append(m.st.ACLs, a)
 	}
+	m.acls = kafka.NewACLIndex(m.st.ACLs)
 	return metaResult{}
 }
 
@@ -107,5 +104,13 @@ func (m *metaSM) applyDeleteACLs(fs []kafka.ACLFilter) metaResult {
 		}
 		m.st.ACLs = keep
 	}
+	m.acls = kafka.NewACLIndex(m.st.ACLs)
 	return res
+}
+
+// aclIndex returns the current ACLs, indexed; the index never changes.
+func (m *metaSM) aclIndex() *kafka.ACLIndex {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.acls
 }

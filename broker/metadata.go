@@ -96,6 +96,8 @@ type metaSM struct {
 	// deletedAt is when this node applied each topic deletion; local
 	// bookkeeping only, never part of the replicated state.
 	deletedAt map[string]time.Time
+	// acls indexes st.ACLs; rebuilt (never changed) when they change.
+	acls *kafka.ACLIndex
 }
 
 // groupRef names the partition a Raft group serves.
@@ -121,6 +123,7 @@ func (m *metaSM) reset(st metaState) {
 		st.NextProducerID = 1
 	}
 	m.st = st
+	m.acls = kafka.NewACLIndex(st.ACLs)
 	m.byID = map[[16]byte]string{}
 	m.byGroup = map[uint64]groupRef{}
 	for _, t := range st.Topics {

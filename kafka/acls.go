@@ -196,3 +196,63 @@ func deniesAll(acls []ACL, who, anyone, host string, op kmsg.ACLOperation, rt km
 	}
 	return false
 }
+
+// ACLIndex holds ACLs by resource type and name so a decision looks only
+// at the ACLs that can apply: the literal name, the literal "*", and the
+// prefixes (which are few in practice). It is immutable once built.
+type ACLIndex struct {
+	byType map[int8]*aclsOfType
+}
+
+type aclsOfType struct {
+	all      []ACL
+	literal  map[string][]ACL // including "*"
+	prefixed []ACL
+}
+
+// NewACLIndex indexes acls.
+func NewACLIndex(acls []ACL) *ACLIndex {
+	x := &ACLIndex{byType: map[int8]*aclsOfType{}}
+	for _, a := range acls {
+		t := x.byType[a.ResourceType]
+		if t == nil {
+			t = &aclsOfType{literal: map[string][]ACL{}}
+			x.byType[a.ResourceType] = t
+		}
+		t.all = append(t.all, a)
+		if a.Pattern == int8(kmsg.ACLResourcePatternTypePrefixed) {
+			t.prefixed = append(t.prefixed, a)
+		} else {
+			t.literal[a.Name] = append(t.literal[a.Name], a)
+		}
+	}
+	return x
+}
+
+// Decide is the package-level Decide over the ACLs that apply to name.
+func (x *ACLIndex) Decide(p Principal, host string, op kmsg.ACLOperation, rt kmsg.ACLResourceType, name string, allowIfNone bool) bool {
+	t := x.byType[int8(rt)]
+	if t == nil {
+		return allowIfNone
+	}
+	var cand []ACL
+	cand = append(cand, t.literal[name]...)
+	if name != "*" {
+		cand = append(cand, t.literal["*"]...)
+	}
+	for _, a := range t.prefixed {
+		if strings.HasPrefix(name, a.Name) {
+			cand = append(cand, a)
+		}
+	}
+	return Decide(cand, p, host, op, rt, name, allowIfNone)
+}
+
+// DecideAny is the package-level DecideAny over the ACLs of type rt.
+func (x *ACLIndex) DecideAny(p Principal, host string, op kmsg.ACLOperation, rt kmsg.ACLResourceType, allowIfNone bool) bool {
+	var all []ACL
+	if t := x.byType[int8(rt)]; t != nil {
+		all = t.all
+	}
+	return DecideAny(all, p, host, op, rt, allowIfNone)
+}

@@ -56,9 +56,13 @@ func TestDecide(t *testing.T) {
 		{bob, "1.2.3.4", kmsg.ACLOperationRead, T, "nobody-knows", false, false},
 		{bob, "1.2.3.4", kmsg.ACLOperationRead, T, "nobody-knows", true, true},
 	}
+	idx := NewACLIndex(acls)
 	for _, c := range cases {
 		if got := Decide(acls, c.p, c.host, c.op, c.rt, c.name, c.allowIfNone); got != c.want {
 			t.Errorf("%s from %s: %v on %v %q (allowIfNone %v) = %v, want %v", c.p, c.host, c.op, c.rt, c.name, c.allowIfNone, got, c.want)
+		}
+		if got := idx.Decide(c.p, c.host, c.op, c.rt, c.name, c.allowIfNone); got != c.want {
+			t.Errorf("index: %s from %s: %v on %v %q (allowIfNone %v) = %v, want %v", c.p, c.host, c.op, c.rt, c.name, c.allowIfNone, got, c.want)
 		}
 	}
 	if !DecideAny(acls, bob, "1.2.3.4", kmsg.ACLOperationWrite, T, false) {
@@ -103,4 +107,26 @@ func TestFilterMatches(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkDecide is one decision among 1,000 ACLs: by a scan of all (none
+// applies), and through the index (one applies).
+func BenchmarkDecide(b *testing.B) {
+	var acls []ACL
+	for i := 0; i < 1000; i++ {
+		acls = append(acls, testACL(kmsg.ACLResourceTypeTopic, "t-"+string(rune('a'+i%26))+string(rune('a'+i/26)), kmsg.ACLResourcePatternTypeLiteral,
+			"User:x", "*", kmsg.ACLOperationWrite, kmsg.ACLPermissionTypeAllow))
+	}
+	p := Principal{Type: "User", Name: "y"}
+	b.Run("scan", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			Decide(acls, p, "127.0.0.1", kmsg.ACLOperationWrite, kmsg.ACLResourceTypeTopic, "orders", false)
+		}
+	})
+	idx := NewACLIndex(acls)
+	b.Run("index", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			idx.Decide(p, "127.0.0.1", kmsg.ACLOperationWrite, kmsg.ACLResourceTypeTopic, "t-ab", false)
+		}
+	})
 }
