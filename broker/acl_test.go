@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/chronik-dev/chronik/kafka"
 )
@@ -513,5 +514,67 @@ func TestACLListGroupsAndCreateChecks(t *testing.T) {
 	if got := b.DescribeACLs(kafka.ACLFilter{ResourceType: int8(T), Name: &name, Pattern: int8(kmsg.ACLResourcePatternTypeAny),
 		Operation: int8(kmsg.ACLOperationAny), Permission: int8(kmsg.ACLPermissionTypeAny)}); len(got) != 1 {
 		t.Fatalf("the valid creation: %v", got)
+	}
+}
+
+// TestACLOffsetFetchV7: before v8 OffsetFetch names one group; a refused
+// group answers GROUP_AUTHORIZATION_FAILED, and a topic the principal may
+// not describe is blanked when named and left out when all are asked for.
+func TestACLOffsetFetchV7(t *testing.T) {
+	cfg := oneNodeConfig(t)
+	cfg.Cluster.ACLsEnabled = true
+	b := startNode(t, cfg)
+	newTopic(t, b, "of-a")
+	newTopic(t, b, "of-b")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Cluster.Nodes[0].Kafka), kgo.RequestRetries(0), kgo.MaxVersions(kversion.V2_8_0()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	T, G := kmsg.ACLResourceTypeTopic, kmsg.ACLResourceTypeGroup
+	if err := b.CreateACLs(ctx, []kafka.ACL{allowAnon(G, "g", kmsg.ACLOperationRead),
+		allowAnon(T, "of-a", kmsg.ACLOperationRead), allowAnon(T, "of-b", kmsg.ACLOperationRead)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"of-a", "of-b"} {
+		resp, err := cl.Broker(1).Request(ctx, offsetCommit("g", topic))
+		if err != nil || resp.(*kmsg.OffsetCommitResponse).Topics[0].Partitions[0].ErrorCode != 0 {
+			t.Fatalf("commit %s: %v %+v", topic, err, resp)
+		}
+	}
+	if err := b.CreateACLs(ctx, []kafka.ACL{anonACL(T, "of-b", kmsg.ACLResourcePatternTypeLiteral, kmsg.ACLOperationDescribe,
+		kmsg.ACLPermissionTypeDeny, anon, "*")}); err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(group string, topics []string) *kmsg.OffsetFetchResponse {
+		req := kmsg.NewPtrOffsetFetchRequest()
+		req.Group = group
+		for _, tp := range topics {
+			req.Topics = append(req.Topics, kmsg.OffsetFetchRequestTopic{Topic: tp, Partitions: []int32{0}})
+		}
+		resp, err := cl.Broker(1).Request(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := resp.(*kmsg.OffsetFetchResponse); r.Version >= 8 {
+			t.Fatalf("OffsetFetch went out as v%d", r.Version)
+		}
+		return resp.(*kmsg.OffsetFetchResponse)
+	}
+	if r := fetch("other", []string{"of-a"}); r.ErrorCode != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("OffsetFetch of a refused group: error %d", r.ErrorCode)
+	}
+	codes := map[string]int16{}
+	for _, tp := range fetch("g", []string{"of-a", "of-b"}).Topics {
+		codes[tp.Topic] = tp.Partitions[0].ErrorCode
+	}
+	if len(codes) != 2 || codes["of-a"] != 0 || codes["of-b"] != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("OffsetFetch naming both topics: %v", codes)
+	}
+	all := fetch("g", nil).Topics
+	if len(all) != 1 || all[0].Topic != "of-a" {
+		t.Fatalf("OffsetFetch of every topic: %+v, want of-a alone", all)
 	}
 }
