@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/chronik-dev/chronik/kafka"
 	"github.com/chronik-dev/chronik/raft"
 )
 
@@ -46,6 +47,8 @@ type metaState struct {
 	// BrokerConfigs are the dynamic broker configs: "" holds the
 	// cluster-wide defaults, a node id that node's own.
 	BrokerConfigs map[string]map[string]string `json:"broker_configs,omitempty"`
+	// ACLs are every access control entry (broker/acls.go).
+	ACLs []kafka.ACL `json:"acls,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -68,6 +71,9 @@ type metaCmd struct {
 	Check  bool              `json:"check,omitempty"` // Expect is set (an empty map is omitted)
 	// alloc_producer_ids
 	Count int64 `json:"count,omitempty"`
+	// create_acls, delete_acls
+	ACLs    []kafka.ACL       `json:"acls,omitempty"`
+	Filters []kafka.ACLFilter `json:"filters,omitempty"`
 }
 
 type metaResult struct {
@@ -75,6 +81,7 @@ type metaResult struct {
 	Msg      string
 	PIDStart int64
 	Topic    *topicMeta
+	Deleted  [][]kafka.ACL // delete_acls: per filter
 }
 
 // metaSM is the metadata state machine.
@@ -89,6 +96,8 @@ type metaSM struct {
 	// deletedAt is when this node applied each topic deletion; local
 	// bookkeeping only, never part of the replicated state.
 	deletedAt map[string]time.Time
+	// acls indexes st.ACLs; rebuilt (never changed) when they change.
+	acls *kafka.ACLIndex
 }
 
 // groupRef names the partition a Raft group serves.
@@ -114,6 +123,7 @@ func (m *metaSM) reset(st metaState) {
 		st.NextProducerID = 1
 	}
 	m.st = st
+	m.acls = kafka.NewACLIndex(st.ACLs)
 	m.byID = map[[16]byte]string{}
 	m.byGroup = map[uint64]groupRef{}
 	for _, t := range st.Topics {
@@ -223,6 +233,10 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		}
 		m.st.BrokerConfigs[cmd.Name] = alterMap(m.st.BrokerConfigs[cmd.Name], cmd.Set, cmd.Replace)
 		return metaResult{}
+	case "create_acls":
+		return m.applyCreateACLs(cmd.ACLs)
+	case "delete_acls":
+		return m.applyDeleteACLs(cmd.Filters)
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID
 		m.st.NextProducerID += cmd.Count

@@ -45,9 +45,12 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	}
 	var parts []producePart
 	for _, t := range req.Topics {
+		denied := topicErr(s, cc, kmsg.ACLOperationWrite, t.Topic)
 		for _, p := range t.Partitions {
 			pp := producePart{topic: t.Topic, part: p.Partition, records: p.Records}
 			switch {
+			case denied != 0:
+				pp.now = ProduceResult{Err: denied, Hint: LeaderHint{Leader: -1}}
 			case req.TransactionID != nil:
 				pp.now = ProduceResult{Err: kerr.TransactionalIDAuthorizationFailed.Code, Message: "transactions are not supported", Hint: LeaderHint{Leader: -1}}
 			case req.Acks != 0 && req.Acks != 1 && req.Acks != -1:
