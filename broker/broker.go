@@ -43,6 +43,7 @@ type Broker struct {
 	coord  *coordinator.Coordinator
 	kafka  *kafka.Server
 	admin  *admin.Server
+	fwd    *forwarder // Produce forwarding for clients without leader hints
 
 	mu      sync.RWMutex
 	parts   map[uint64]*partition
@@ -58,6 +59,7 @@ type Broker struct {
 	// it is leaving; leaderEvents when a leader this node knows of (local
 	// Raft or the view) or the metadata changed.
 	peerEvents, leaderEvents *event
+	peerAge                  peerAges // since when each peer is connected (transfer targets)
 
 	reqSeq       atomic.Uint64
 	reconcileCh  chan struct{}
@@ -100,6 +102,7 @@ func New(cfg Config) (*Broker, error) {
 		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
 		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
+	b.fwd = newForwarder(b)
 	if err := b.registerMetrics(); err != nil {
 		return nil, err
 	}
@@ -179,7 +182,7 @@ func (b *Broker) registerMetrics() error {
 	b.shutdownDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronik_shutdown_duration_seconds",
 		Help: "Duration of the last graceful shutdown (0 until one has happened)."})
 	for _, c := range []prometheus.Collector{
-		b.transfersOK, b.transfersFailed, b.shutdownDuration, &partitionCollector{b: b}, quotaCollector{&b.quotas},
+		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := b.reg.Register(c); err != nil {
@@ -552,6 +555,7 @@ func (b *Broker) Close() error {
 		b.cancel()
 		b.wg.Wait()
 		b.kafka.Close()
+		b.fwd.close()
 		b.coord.Close()
 		if b.admin != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -222,10 +222,11 @@ kafka_listen = "0.0.0.0:9092"
 		t.Fatalf("defaults: %+v", cf)
 	}
 	for name, body := range map[string]string{
-		"duplicate id": "[[nodes]]\nid=1\nkafka=\"a:1\"\nraft=\"a:2\"\n[[nodes]]\nid=1\nkafka=\"a:3\"\nraft=\"a:4\"\n",
-		"bad address":  "[[nodes]]\nid=1\nkafka=\"nonsense\"\nraft=\"a:2\"\n",
-		"unknown key":  "[[nodes]]\nid=1\nkafka=\"a:1\"\nraft=\"a:2\"\ncolour=\"red\"\n",
-		"no nodes":     "cluster_id=\"x\"\n",
+		"duplicate id":   "[[nodes]]\nid=1\nkafka=\"a:1\"\nraft=\"a:2\"\n[[nodes]]\nid=1\nkafka=\"a:3\"\nraft=\"a:4\"\n",
+		"bad address":    "[[nodes]]\nid=1\nkafka=\"nonsense\"\nraft=\"a:2\"\n",
+		"unknown key":    "[[nodes]]\nid=1\nkafka=\"a:1\"\nraft=\"a:2\"\ncolour=\"red\"\n",
+		"no nodes":       "cluster_id=\"x\"\n",
+		"bad super user": "super_users=[\"admin\"]\n[[nodes]]\nid=1\nkafka=\"a:1\"\nraft=\"a:2\"\n",
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".toml")
 		os.WriteFile(p, []byte(body), 0o644)

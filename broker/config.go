@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -47,6 +48,14 @@ type ClusterFile struct {
 	// AutoCreateTopics lets Metadata create missing topics
 	// (auto.create.topics.enable). Default true.
 	AutoCreateTopics *bool `toml:"auto_create_topics"`
+	// ACLsEnabled enforces the ACLs (CreateAcls) on every request; off,
+	// everyone may do everything and the ACL APIs are SECURITY_DISABLED.
+	ACLsEnabled bool `toml:"acls_enabled"`
+	// SuperUsers ("User:admin") bypass the ACLs.
+	SuperUsers []string `toml:"super_users"`
+	// AllowEveryoneIfNoACLFound is Kafka's allow.everyone.if.no.acl.found:
+	// a resource no ACL applies to is open to all. Off by default.
+	AllowEveryoneIfNoACLFound bool `toml:"allow_everyone_if_no_acl_found"`
 }
 
 // LoadClusterFile reads and checks a cluster.toml.
@@ -86,6 +95,11 @@ func (cf *ClusterFile) check() error {
 			if _, _, err := net.SplitHostPort(addr); err != nil {
 				return fmt.Errorf("node %d: %s address %q: %v", n.ID, what, addr, err)
 			}
+		}
+	}
+	for _, u := range cf.SuperUsers {
+		if typ, name, ok := strings.Cut(u, ":"); !ok || typ == "" || name == "" {
+			return fmt.Errorf("super_users: %q is not TYPE:NAME (User:admin)", u)
 		}
 	}
 	sort.Slice(cf.Nodes, func(i, j int) bool { return cf.Nodes[i].ID < cf.Nodes[j].ID })

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/chronik-dev/chronik/kafka"
 	"github.com/chronik-dev/chronik/raft"
 )
 
@@ -48,6 +49,8 @@ type metaState struct {
 	BrokerConfigs map[string]map[string]string `json:"broker_configs,omitempty"`
 	// Quotas are the client quotas, by entity (see quotaKey).
 	Quotas map[string]map[string]string `json:"quotas,omitempty"`
+	// ACLs are every access control entry (broker/acls.go).
+	ACLs []kafka.ACL `json:"acls,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -71,6 +74,9 @@ type metaCmd struct {
 	Check  bool              `json:"check,omitempty"` // Expect is set (an empty map is omitted)
 	// alloc_producer_ids
 	Count int64 `json:"count,omitempty"`
+	// create_acls, delete_acls
+	ACLs    []kafka.ACL       `json:"acls,omitempty"`
+	Filters []kafka.ACLFilter `json:"filters,omitempty"`
 }
 
 type metaResult struct {
@@ -78,6 +84,7 @@ type metaResult struct {
 	Msg      string
 	PIDStart int64
 	Topic    *topicMeta
+	Deleted  [][]kafka.ACL // delete_acls: per filter
 }
 
 // metaSM is the metadata state machine.
@@ -92,6 +99,8 @@ type metaSM struct {
 	// deletedAt is when this node applied each topic deletion; local
 	// bookkeeping only, never part of the replicated state.
 	deletedAt map[string]time.Time
+	// acls indexes st.ACLs; rebuilt (never changed) when they change.
+	acls *kafka.ACLIndex
 }
 
 // groupRef names the partition a Raft group serves.
@@ -117,6 +126,7 @@ func (m *metaSM) reset(st metaState) {
 		st.NextProducerID = 1
 	}
 	m.st = st
+	m.acls = kafka.NewACLIndex(st.ACLs)
 	m.byID = map[[16]byte]string{}
 	m.byGroup = map[uint64]groupRef{}
 	for _, t := range st.Topics {
@@ -228,6 +238,10 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		return metaResult{}
 	case "alter_client_quotas":
 		return m.applyQuotas(cmd)
+	case "create_acls":
+		return m.applyCreateACLs(cmd.ACLs)
+	case "delete_acls":
+		return m.applyDeleteACLs(cmd.Filters)
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID
 		m.st.NextProducerID += cmd.Count

@@ -245,8 +245,7 @@ type quotaTracker struct {
 // is answered with the time that brings the rate over the measured span
 // back to the bound: (rate-limit)/limit × span, at most the whole span
 // kept.
-func (b *Broker) Throttle(kind kafka.QuotaKind, clientID string, bytes int) time.Duration {
-	user := kafka.AnonymousUser
+func (b *Broker) Throttle(kind kafka.QuotaKind, user, clientID string, bytes int) time.Duration {
 	limit, tagUser, tagClient, ok := b.findQuota(kind, user, clientID)
 	if !ok {
 		return 0

@@ -110,6 +110,7 @@ func (b *Broker) Shutdown() ShutdownReport {
 
 	lg.Info("Step 4/4: Shutting down")
 	b.kafka.Close()
+	b.fwd.close()
 	if b.admin != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		b.admin.Close(ctx)
@@ -395,32 +396,77 @@ func (b *Broker) abandonIfGone(ctx context.Context, cancel context.CancelFunc, t
 	return func() { close(done); <-ended }
 }
 
-// pickTarget chooses the live, in-sync, not-leaving follower with the
-// highest replicated index, skipping ones already tried; 0 when none.
+// settledPeer is how long a peer must have been connected before it is
+// preferred as a transfer target over one that connected more recently.
+const settledPeer = time.Second
+
+// peerAges remembers since when each peer has been connected.
+type peerAges struct {
+	mu    sync.Mutex
+	since map[uint64]time.Time
+}
+
+func (pa *peerAges) note(id uint64, up bool) {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	if pa.since == nil {
+		pa.since = map[uint64]time.Time{}
+	}
+	if up {
+		pa.since[id] = time.Now()
+	} else {
+		delete(pa.since, id)
+	}
+}
+
+// age returns how long peer id has been connected, 0 if it is not.
+func (pa *peerAges) age(id uint64) time.Duration {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	if t, ok := pa.since[id]; ok {
+		return time.Since(t)
+	}
+	return 0
+}
+
+// pickTarget chooses the follower to hand leadership to, skipping ones
+// already tried; 0 when none. It must be live and not leaving; in-sync
+// beats not; between two connected for settledPeer or more, the higher
+// replicated index wins, otherwise the one connected longer. A node that
+// connected moments ago has usually just restarted (a fast rolling
+// restart stops the next node as soon as the last one is back in the
+// ISR; the ISR does not tell, since a node back within its lag window
+// never left it): it may still be opening its replicas and drop the
+// hand-over, which raft then abandons only an election timeout later
+// (about 1 s, seen in TestRollingRestartSarama), and its clients have not
+// reconnected yet. A settled follower a few entries behind is caught up
+// first (raft sends the hand-over once it matches), which takes
+// milliseconds.
 func (b *Broker) pickTarget(st *raft.Status, tried map[uint64]bool) uint64 {
-	var best uint64
-	var bestMatch uint64
 	inISR := map[uint64]bool{}
 	for _, id := range st.ISR {
 		inISR[id] = true
 	}
-	for _, strict := range []bool{true, false} {
-		for _, v := range st.Voters {
-			if v == st.ID || tried[v] || !b.host.PeerAlive(v) || b.host.PeerLeaving(v) {
-				continue
-			}
-			if strict && !inISR[v] {
-				continue
-			}
-			if m := st.Match[v]; best == 0 || m > bestMatch {
-				best, bestMatch = v, m
-			}
+	better := func(v, than uint64) bool {
+		if inISR[v] != inISR[than] {
+			return inISR[v]
 		}
-		if best != 0 {
-			return best
+		av, at := b.peerAge.age(v), b.peerAge.age(than)
+		if av >= settledPeer && at >= settledPeer {
+			return st.Match[v] > st.Match[than]
+		}
+		return av > at
+	}
+	var best uint64
+	for _, v := range st.Voters {
+		if v == st.ID || tried[v] || !b.host.PeerAlive(v) || b.host.PeerLeaving(v) {
+			continue
+		}
+		if best == 0 || better(v, best) {
+			best = v
 		}
 	}
-	return 0
+	return best
 }
 
 // Done is closed once the node has stopped.

@@ -137,6 +137,7 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 }
 
 func (b *Broker) onPeer(id uint64, up bool) {
+	b.peerAge.note(id, up)
 	b.peerEvents.fire()
 	if !up {
 		b.signalLeadership()

@@ -142,12 +142,15 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	waitFor(t, 30*time.Second, "the group to consume", func() bool { return cons.count() > 1000 })
 
 	rollStart := time.Now()
+	tl := newRollTimeline()
 	var transfers []time.Duration
 	for _, nd := range c.nodes {
 		other := nd.id%3 + 1
 		stopStart := time.Now()
+		tl.note("SIGTERM to node %d", nd.id)
 		c.stop(nd.id, 30*time.Second)
 		stopped := time.Since(stopStart)
+		tl.note("node %d exited", nd.id)
 		checkShutdownLog(t, nd)
 		for _, line := range nd.log.lines("Graceful shutdown complete") {
 			t.Logf("node %d: %s (SIGTERM to exit %v)", nd.id, line[strings.Index(line, "msg="):], stopped.Round(time.Millisecond))
@@ -163,9 +166,12 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 		}
 		restart := time.Now()
 		c.start(nd.id)
+		tl.note("node %d started", nd.id)
 		c.waitReady(30 * time.Second)
 		ready := time.Since(restart)
+		tl.note("node %d ready", nd.id)
 		c.waitAllHealthy(30 * time.Second)
+		tl.note("every node healthy")
 		t.Logf("node %d: ready %v after start, every node healthy after %v", nd.id, ready.Round(time.Millisecond), time.Since(restart).Round(time.Millisecond))
 	}
 	rollEnd := time.Now()
@@ -190,11 +196,13 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 		return true
 	})
 	t.Logf("leadership back on the preferred replicas %v after the last node rejoined", time.Since(back).Round(time.Millisecond))
+	tl.note("leaders back on the preferred replicas")
 
 	l.waitAcks(l.ackedCount()+1000, 30*time.Second)
 	l.halt()
 	t.Log(l.report())
 	stalls := l.stallsBetween(rollStart, time.Now())
+	t.Logf("longest gaps between acks on a partition:%s", l.worstGaps(tl, rollStart, time.Now(), 5))
 	t.Logf("longest gap between acks per partition during the roll and rebalance: p50 %v, p99 %v, max %v",
 		percentile(stalls, 0.5).Round(time.Millisecond), percentile(stalls, 0.99).Round(time.Millisecond), stalls[len(stalls)-1].Round(time.Millisecond))
 	// Following a leader hint takes milliseconds; a second or more means a

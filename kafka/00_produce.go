@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -16,10 +17,24 @@ import (
 func init() { register(0, 3, 11, handleProduce) }
 
 type producePart struct {
-	topic string
-	part  int32
-	wait  ProduceWait
-	now   ProduceResult // set when the partition was refused up front
+	topic   string
+	part    int32
+	records []byte
+	wait    ProduceWait
+	now     ProduceResult // set when the partition was refused up front
+}
+
+// ForwardClientID is the client id a node uses when it forwards a Produce
+// to another node; such requests are never forwarded again.
+const ForwardClientID = "chronik-forward"
+
+// ProduceForwarder is a Backend that can send one partition's records on to
+// its leader, for clients that cannot follow a KIP-951 leader hint
+// (Produce before v10) and would otherwise retry here until their next
+// metadata refresh. ok is false when it could not; the NOT_LEADER answer
+// stands then.
+type ProduceForwarder interface {
+	ForwardProduce(ctx context.Context, leader int32, topic string, part int32, records []byte, acks int16, timeout time.Duration) (res ProduceResult, ok bool)
 }
 
 func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
@@ -31,9 +46,12 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	}
 	var parts []producePart
 	for _, t := range req.Topics {
+		denied := topicErr(s, cc, kmsg.ACLOperationWrite, t.Topic)
 		for _, p := range t.Partitions {
-			pp := producePart{topic: t.Topic, part: p.Partition}
+			pp := producePart{topic: t.Topic, part: p.Partition, records: p.Records}
 			switch {
+			case denied != 0:
+				pp.now = ProduceResult{Err: denied, Hint: LeaderHint{Leader: -1}}
 			case req.TransactionID != nil:
 				pp.now = ProduceResult{Err: kerr.TransactionalIDAuthorizationFailed.Code, Message: "transactions are not supported", Hint: LeaderHint{Leader: -1}}
 			case req.Acks != 0 && req.Acks != 1 && req.Acks != -1:
@@ -69,6 +87,16 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		resp.Version = req.Version
 		ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Second)
 		defer cancel()
+		results := make([]ProduceResult, len(parts))
+		for i, pp := range parts {
+			results[i] = pp.now
+			if pp.wait != nil {
+				results[i] = pp.wait(ctx)
+			}
+		}
+		if req.Version < 10 && cc.clientID != ForwardClientID {
+			forwardMoved(ctx, s, parts, results, req.Acks, timeout)
+		}
 		hinted := map[int32]bool{}
 		ti := -1
 		for i, pp := range parts {
@@ -76,10 +104,7 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 				resp.Topics = append(resp.Topics, kmsg.ProduceResponseTopic{Topic: pp.topic})
 				ti++
 			}
-			res := pp.now
-			if pp.wait != nil {
-				res = pp.wait(ctx)
-			}
+			res := results[i]
 			rp := kmsg.ProduceResponseTopicPartition{Partition: pp.part, ErrorCode: res.Err, BaseOffset: res.BaseOffset,
 				LogAppendTime: res.LogAppendTime, LogStartOffset: res.LogStartOffset}
 			if res.Err != 0 {
@@ -104,6 +129,33 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 		return resp
 	}
+}
+
+// forwardMoved sends the partitions answered NOT_LEADER with a known leader
+// on to that leader, all at once, and puts its answers in results. The
+// client cannot read the hint (Produce before v10), so without this it
+// would retry here until its metadata refresh. The connection's replies
+// are produced one at a time, in order, so its batches reach a leader in
+// the order they came.
+func forwardMoved(ctx context.Context, s *Server, parts []producePart, results []ProduceResult, acks int16, timeout time.Duration) {
+	fwd, ok := s.backend.(ProduceForwarder)
+	if !ok {
+		return
+	}
+	var wg sync.WaitGroup
+	for i, pp := range parts {
+		if res := results[i]; pp.wait == nil || res.Err != kerr.NotLeaderForPartition.Code || res.Hint.Leader < 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r, ok := fwd.ForwardProduce(ctx, results[i].Hint.Leader, pp.topic, pp.part, pp.records, acks, timeout); ok {
+				results[i] = r
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // nodeEndpoints lists the brokers named in leader hints (KIP-951).

@@ -24,6 +24,7 @@ type fetchPart struct {
 	topic   string
 	topicID [16]byte
 	unknown bool
+	denied  int16 // TOPIC_AUTHORIZATION_FAILED: no READ
 	req     kmsg.FetchRequestTopicPartition
 }
 
@@ -45,8 +46,12 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			n, ok := s.backend.TopicName(t.TopicID)
 			name, unknown = n, !ok
 		}
+		denied := int16(0)
+		if !unknown {
+			denied = topicErr(s, cc, kmsg.ACLOperationRead, name)
+		}
 		for _, p := range t.Partitions {
-			parts = append(parts, fetchPart{topic: name, topicID: t.TopicID, unknown: unknown, req: p})
+			parts = append(parts, fetchPart{topic: name, topicID: t.TopicID, unknown: unknown, denied: denied, req: p})
 		}
 	}
 	maxWait := time.Duration(req.MaxWaitMillis) * time.Millisecond
@@ -137,6 +142,11 @@ func readFetch(s *Server, cc *connCtx, req *kmsg.FetchRequest, parts []fetchPart
 	for i, p := range parts {
 		if p.unknown {
 			results[i] = FetchResult{Err: kerr.UnknownTopicID.Code, HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: LeaderHint{Leader: -1}}
+			stop = true
+			continue
+		}
+		if p.denied != 0 {
+			results[i] = FetchResult{Err: p.denied, HighWatermark: -1, LastStable: -1, LogStartOffset: -1, Hint: LeaderHint{Leader: -1}}
 			stop = true
 			continue
 		}

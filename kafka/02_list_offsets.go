@@ -9,12 +9,13 @@ import (
 // local offset (-4, KIP-405), which is the earliest offset here.
 func init() { register(2, 1, 8, handleListOffsets) }
 
-func handleListOffsets(s *Server, _ *connCtx, kreq kmsg.Request) reply {
+func handleListOffsets(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.ListOffsetsRequest)
 	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
 	resp.Version = req.Version
 	for _, t := range req.Topics {
 		rt := kmsg.ListOffsetsResponseTopic{Topic: t.Topic}
+		denied := topicErr(s, cc, kmsg.ACLOperationDescribe, t.Topic)
 		for _, p := range t.Partitions {
 			epoch := int32(-1)
 			if req.Version >= 4 {
@@ -24,7 +25,10 @@ func handleListOffsets(s *Server, _ *connCtx, kreq kmsg.Request) reply {
 			if ts == -4 {
 				ts = -2
 			}
-			r := s.backend.ListOffset(t.Topic, p.Partition, ts, epoch, req.IsolationLevel == 1)
+			r := ListOffsetResult{Err: denied}
+			if denied == 0 {
+				r = s.backend.ListOffset(t.Topic, p.Partition, ts, epoch, req.IsolationLevel == 1)
+			}
 			rp := kmsg.NewListOffsetsResponseTopicPartition()
 			rp.Partition, rp.ErrorCode, rp.Offset, rp.Timestamp, rp.LeaderEpoch = p.Partition, r.Err, r.Offset, r.Timestamp, r.LeaderEpoch
 			if r.Err != 0 {

@@ -29,6 +29,7 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	var names []string
 	all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
 	unknownIDs := map[int]bool{}
+	byID := map[string][16]byte{} // names asked for by topic id
 	if !all {
 		for i, t := range req.Topics {
 			if t.Topic != nil && *t.Topic != "" {
@@ -37,6 +38,7 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			}
 			if name, ok := s.backend.TopicName(t.TopicID); ok {
 				names = append(names, name)
+				byID[name] = t.TopicID
 			} else {
 				unknownIDs[i] = true
 			}
@@ -48,6 +50,7 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	} else if len(names) > 0 {
 		infos = s.backend.Topics(names, true)
 	}
+	infos = describable(s, cc, infos, all, byID)
 	// Before v4 every request may create topics; the cluster setting
 	// (auto.create.topics.enable) can forbid it either way.
 	autoCreate := (req.Version < 4 || req.AllowAutoTopicCreation) && s.backend.AutoCreateTopics()
@@ -83,7 +86,7 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 func autoCreateTopics(s *Server, cc *connCtx, infos []TopicInfo) {
 	var create []CreateTopic
 	for i, ti := range infos {
-		if ti.Err == kerr.UnknownTopicOrPartition.Code {
+		if ti.Err == kerr.UnknownTopicOrPartition.Code && mayCreateTopic(s, cc, ti.Name) {
 			create = append(create, CreateTopic{Name: ti.Name, Partitions: -1, ReplicationFactor: -1})
 			infos[i].Err = kerr.LeaderNotAvailable.Code
 		}
@@ -110,4 +113,29 @@ func autoCreateTopics(s *Server, cc *connCtx, infos []TopicInfo) {
 			}
 		}
 	}
+}
+
+// describable applies DESCRIBE on each topic: a listing of every topic
+// leaves out the others; a topic asked for is answered
+// TOPIC_AUTHORIZATION_FAILED, which tells nothing of whether it exists,
+// and when asked for by id, without its name.
+func describable(s *Server, cc *connCtx, infos []TopicInfo, all bool, byID map[string][16]byte) []TopicInfo {
+	if !aclsOn(s) {
+		return infos
+	}
+	out := infos[:0]
+	for _, ti := range infos {
+		if !mayTopic(s, cc, kmsg.ACLOperationDescribe, ti.Name) {
+			if all {
+				continue
+			}
+			if id, ok := byID[ti.Name]; ok {
+				ti = TopicInfo{ID: id, Err: kerr.TopicAuthorizationFailed.Code}
+			} else {
+				ti = TopicInfo{Name: ti.Name, Err: kerr.TopicAuthorizationFailed.Code}
+			}
+		}
+		out = append(out, ti)
+	}
+	return out
 }

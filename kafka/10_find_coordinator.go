@@ -11,7 +11,7 @@ import (
 // transaction coordinators.
 func init() { register(10, 0, 4, handleFindCoordinator) }
 
-func handleFindCoordinator(s *Server, _ *connCtx, kreq kmsg.Request) reply {
+func handleFindCoordinator(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.FindCoordinatorRequest)
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	resp.Version = req.Version
@@ -20,6 +20,12 @@ func handleFindCoordinator(s *Server, _ *connCtx, kreq kmsg.Request) reply {
 		brokers[b.NodeID] = b
 	}
 	find := func(key string) (int32, string, int32, int16) {
+		if req.CoordinatorType == 0 && !mayGroup(s, cc, kmsg.ACLOperationDescribe, key) {
+			return -1, "", -1, kerr.GroupAuthorizationFailed.Code
+		}
+		if req.CoordinatorType == 1 && !may(s, cc, kmsg.ACLOperationDescribe, kmsg.ACLResourceTypeTransactionalId, key) {
+			return -1, "", -1, kerr.TransactionalIDAuthorizationFailed.Code
+		}
 		if req.CoordinatorType != 0 {
 			return -1, "", -1, kerr.CoordinatorNotAvailable.Code
 		}

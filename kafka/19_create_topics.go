@@ -19,8 +19,10 @@ func handleCreateTopics(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	resp.Version = req.Version
 	var reqs []CreateTopic
 	seen := map[string]int{}
+	denied := map[string]bool{}
 	for _, t := range req.Topics {
 		seen[t.Topic]++
+		denied[t.Topic] = !mayCreateTopic(s, cc, t.Topic)
 		ct := CreateTopic{Name: t.Topic, Partitions: t.NumPartitions, ReplicationFactor: t.ReplicationFactor, Configs: map[string]*string{}}
 		if len(t.ReplicaAssignment) > 0 {
 			ct.Assignment = map[int32][]int32{}
@@ -42,14 +44,18 @@ func handleCreateTopics(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		defer cancel()
 		var valid []CreateTopic
 		var adds int64
+		results := map[string]CreateTopicResult{}
 		for _, ct := range reqs {
 			if seen[ct.Name] > 1 {
+				continue
+			}
+			if denied[ct.Name] {
+				results[ct.Name] = CreateTopicResult{Name: ct.Name, Err: kerr.TopicAuthorizationFailed.Code}
 				continue
 			}
 			valid = append(valid, ct)
 			adds += newPartitions(ct)
 		}
-		results := map[string]CreateTopicResult{}
 		if refused := s.checkNewPartitions(adds); refused != "" {
 			for _, ct := range valid {
 				results[ct.Name] = CreateTopicResult{Name: ct.Name, Err: kerr.PolicyViolation.Code, Message: refused}

@@ -16,8 +16,9 @@ func handleDeleteTopics(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
 	resp.Version = req.Version
 	type target struct {
-		name *string
-		id   [16]byte
+		name   *string
+		id     [16]byte
+		denied int16
 	}
 	var targets []target
 	if req.Version >= 6 {
@@ -27,6 +28,17 @@ func handleDeleteTopics(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	} else {
 		for _, n := range req.TopicNames {
 			targets = append(targets, target{name: &n})
+		}
+	}
+	for i, t := range targets {
+		name, ok := "", t.name != nil && *t.name != ""
+		if ok {
+			name = *t.name
+		} else {
+			name, ok = s.backend.TopicName(t.id)
+		}
+		if ok {
+			targets[i].denied = topicErr(s, cc, kmsg.ACLOperationDelete, name)
 		}
 	}
 	return func() kmsg.Response {
@@ -55,7 +67,10 @@ func handleDeleteTopics(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 				if infos := s.backend.Topics([]string{name}, true); len(infos) == 1 && infos[0].Err == 0 {
 					rt.TopicID = infos[0].ID
 				}
-				rt.ErrorCode = s.backend.DeleteTopic(ctx, name)
+				rt.ErrorCode = t.denied
+				if rt.ErrorCode == 0 {
+					rt.ErrorCode = s.backend.DeleteTopic(ctx, name)
+				}
 			}
 			s.metrics.countErr(20, rt.ErrorCode)
 			resp.Topics = append(resp.Topics, rt)

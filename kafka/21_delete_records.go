@@ -16,6 +16,11 @@ func handleDeleteRecords(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.DeleteRecordsRequest)
 	resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
 	resp.Version = req.Version
+	// Decided here, on the reader goroutine, which owns the principal.
+	denied := make([]int16, len(req.Topics))
+	for i, t := range req.Topics {
+		denied[i] = topicErr(s, cc, kmsg.ACLOperationDelete, t.Topic)
+	}
 	return func() kmsg.Response {
 		timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
 		if timeout <= 0 {
@@ -23,10 +28,13 @@ func handleDeleteRecords(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 		ctx, cancel := context.WithTimeout(cc.ctx, timeout)
 		defer cancel()
-		for _, t := range req.Topics {
+		for i, t := range req.Topics {
 			rt := kmsg.DeleteRecordsResponseTopic{Topic: t.Topic}
 			for _, p := range t.Partitions {
-				low, code := s.backend.DeleteRecords(ctx, t.Topic, p.Partition, p.Offset)
+				low, code := int64(-1), denied[i]
+				if code == 0 {
+					low, code = s.backend.DeleteRecords(ctx, t.Topic, p.Partition, p.Offset)
+				}
 				s.metrics.countErr(21, code)
 				rt.Partitions = append(rt.Partitions, kmsg.DeleteRecordsResponseTopicPartition{Partition: p.Partition, LowWatermark: low, ErrorCode: code})
 			}

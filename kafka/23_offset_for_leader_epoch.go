@@ -7,14 +7,18 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 // where an epoch is a Raft term.
 func init() { register(23, 2, 4, handleOffsetForLeaderEpoch) }
 
-func handleOffsetForLeaderEpoch(s *Server, _ *connCtx, kreq kmsg.Request) reply {
+func handleOffsetForLeaderEpoch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.OffsetForLeaderEpochRequest)
 	resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
 	resp.Version = req.Version
 	for _, t := range req.Topics {
 		rt := kmsg.OffsetForLeaderEpochResponseTopic{Topic: t.Topic}
+		denied := topicErr(s, cc, kmsg.ACLOperationDescribe, t.Topic)
 		for _, p := range t.Partitions {
-			r := s.backend.EpochEndOffset(t.Topic, p.Partition, p.CurrentLeaderEpoch, p.LeaderEpoch)
+			r := EpochEndResult{Err: denied, LeaderEpoch: -1, EndOffset: -1}
+			if denied == 0 {
+				r = s.backend.EpochEndOffset(t.Topic, p.Partition, p.CurrentLeaderEpoch, p.LeaderEpoch)
+			}
 			rp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
 			rp.Partition, rp.ErrorCode, rp.LeaderEpoch, rp.EndOffset = p.Partition, r.Err, r.LeaderEpoch, r.EndOffset
 			s.metrics.countErr(23, r.Err)

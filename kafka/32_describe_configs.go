@@ -13,17 +13,19 @@ import (
 // other resource types get INVALID_REQUEST.
 func init() { register(32, 0, 4, handleDescribeConfigs) }
 
-func handleDescribeConfigs(s *Server, _ *connCtx, kreq kmsg.Request) reply {
+func handleDescribeConfigs(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.DescribeConfigsRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
 	resp.Version = req.Version
 	for _, r := range req.Resources {
 		rr := kmsg.DescribeConfigsResponseResource{ResourceType: r.ResourceType, ResourceName: r.ResourceName}
 		var entries []ConfigEntry
-		switch r.ResourceType {
-		case kmsg.ConfigResourceTypeTopic:
+		switch denied := configErr(s, cc, kmsg.ACLOperationDescribeConfigs, r.ResourceType, r.ResourceName); {
+		case denied != 0:
+			rr.ErrorCode = denied
+		case r.ResourceType == kmsg.ConfigResourceTypeTopic:
 			entries, rr.ErrorCode = s.backend.TopicConfigs(r.ResourceName)
-		case kmsg.ConfigResourceTypeBroker:
+		case r.ResourceType == kmsg.ConfigResourceTypeBroker:
 			switch r.ResourceName {
 			case "":
 				entries = s.backend.DefaultBrokerConfigs()

@@ -9,10 +9,14 @@ import (
 // has one data directory; null topics asks for every partition in it.
 func init() { register(35, 0, 4, handleDescribeLogDirs) }
 
-func handleDescribeLogDirs(s *Server, _ *connCtx, kreq kmsg.Request) reply {
+func handleDescribeLogDirs(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.DescribeLogDirsRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeLogDirsResponse)
 	resp.Version = req.Version
+	if resp.ErrorCode = clusterErr(s, cc, kmsg.ACLOperationDescribe); resp.ErrorCode != 0 {
+		// Before v3 there is no error code: Kafka answers with no dirs.
+		return func() kmsg.Response { return resp }
+	}
 	var topics map[string][]int32
 	if req.Topics != nil {
 		topics = map[string][]int32{}

@@ -16,6 +16,10 @@ func handleCreatePartitions(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.CreatePartitionsRequest)
 	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
 	resp.Version = req.Version
+	denied := make([]int16, len(req.Topics))
+	for i, t := range req.Topics {
+		denied[i] = topicErr(s, cc, kmsg.ACLOperationAlter, t.Topic)
+	}
 	return func() kmsg.Response {
 		timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
 		if timeout <= 0 {
@@ -24,9 +28,11 @@ func handleCreatePartitions(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		ctx, cancel := context.WithTimeout(cc.ctx, timeout)
 		defer cancel()
 		refused := s.checkNewPartitions(partitionsAdded(s, req))
-		for _, t := range req.Topics {
+		for i, t := range req.Topics {
 			code, msg := kerr.PolicyViolation.Code, refused
-			if refused == "" {
+			if denied[i] != 0 {
+				code, msg = denied[i], ""
+			} else if refused == "" {
 				code, msg = s.backend.CreatePartitions(ctx, t.Topic, t.Count, req.ValidateOnly)
 			}
 			rt := kmsg.CreatePartitionsResponseTopic{Topic: t.Topic, ErrorCode: code}

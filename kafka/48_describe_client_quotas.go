@@ -13,10 +13,16 @@ import (
 // entities with other types besides.
 func init() { register(48, 0, 1, handleDescribeClientQuotas) }
 
-func handleDescribeClientQuotas(s *Server, _ *connCtx, kreq kmsg.Request) reply {
+func handleDescribeClientQuotas(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.DescribeClientQuotasRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeClientQuotasResponse)
 	resp.Version = req.Version
+	// Kafka's rule: DESCRIBE_CONFIGS on the cluster.
+	if code := clusterErr(s, cc, kmsg.ACLOperationDescribeConfigs); code != 0 {
+		resp.ErrorCode = code
+		s.metrics.countErr(48, code)
+		return func() kmsg.Response { return resp }
+	}
 	if code, msg := checkQuotaFilter(req.Components); code != 0 {
 		resp.ErrorCode, resp.ErrorMessage = code, &msg
 		s.metrics.countErr(48, code)

@@ -15,6 +15,9 @@ func handleAlterClientQuotas(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.AlterClientQuotasRequest)
 	resp := req.ResponseKind().(*kmsg.AlterClientQuotasResponse)
 	resp.Version = req.Version
+	// Kafka's rule: ALTER_CONFIGS on the cluster, decided here on the
+	// reader goroutine, which owns the connection's principal.
+	denied := clusterErr(s, cc, kmsg.ACLOperationAlterConfigs)
 	return func() kmsg.Response {
 		ctx, cancel := context.WithTimeout(cc.ctx, 30*time.Second)
 		defer cancel()
@@ -29,7 +32,10 @@ func handleAlterClientQuotas(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			for _, o := range e.Ops {
 				ops = append(ops, QuotaOp{Key: o.Key, Value: o.Value, Remove: o.Remove})
 			}
-			code, msg := s.backend.AlterClientQuotas(ctx, entity, ops, req.ValidateOnly)
+			code, msg := denied, ""
+			if denied == 0 {
+				code, msg = s.backend.AlterClientQuotas(ctx, entity, ops, req.ValidateOnly)
+			}
 			re.ErrorCode = code
 			if msg != "" {
 				re.ErrorMessage = &msg

@@ -48,9 +48,10 @@ type Backend interface {
 	// AlterClientQuotas applies (or with validateOnly, checks) one
 	// entity's quota changes, replicated through the cluster metadata.
 	AlterClientQuotas(ctx context.Context, entity []QuotaEntityPart, ops []QuotaOp, validateOnly bool) (int16, string)
-	// Throttle records bytes of a client's produce or fetch traffic and
-	// returns how long its quota says it must wait (0: not throttled).
-	Throttle(kind QuotaKind, clientID string, bytes int) time.Duration
+	// Throttle records bytes of a client's produce or fetch traffic (user
+	// is its principal's name) and returns how long its quota says it
+	// must wait (0: not throttled).
+	Throttle(kind QuotaKind, user, clientID string, bytes int) time.Duration
 	// AutoCreateTopics is auto.create.topics.enable: whether Metadata may
 	// create the topics it is asked about.
 	AutoCreateTopics() bool

@@ -28,11 +28,18 @@ func registerGroup(key int16) {
 // SyncGroup park until the rebalance settles, so the work happens in the
 // reply, off the reader goroutine.
 func handleGroup(s *Server, cc *connCtx, req kmsg.Request) reply {
+	az := authorizeGroup(s, cc, req)
+	if az.refused != nil {
+		az.refused.SetVersion(req.GetVersion())
+		return func() kmsg.Response { return az.refused }
+	}
+	req = az.pass
 	return func() kmsg.Response {
 		ctx, cancel := context.WithCancel(context.WithValue(cc.ctx, clientKey{}, Client{ID: cc.clientID, Host: hostOf(cc.remote)}))
 		defer cancel()
 		resp := s.backend.GroupRequest(ctx, req)
 		if resp != nil {
+			az.finish(resp)
 			resp.SetVersion(req.GetVersion())
 		}
 		return resp

@@ -6,8 +6,9 @@ import (
 )
 
 // Client quotas (KIP-13, KIP-546). An entity is a user, a client id, or a
-// user and a client id; a nil name is the entity type's default. There is
-// no authentication, so every client is the user ANONYMOUS, as in Kafka.
+// user and a client id; a nil name is the entity type's default. The user
+// is the name of the connection's principal: ANONYMOUS until it
+// authenticates, as in Kafka.
 
 // Quota entity types.
 const (
@@ -20,9 +21,6 @@ const (
 	QuotaProducerByteRate = "producer_byte_rate"
 	QuotaConsumerByteRate = "consumer_byte_rate"
 )
-
-// AnonymousUser is the user every client is, without authentication.
-const AnonymousUser = "ANONYMOUS"
 
 // QuotaEntityPart is one component of a quota entity.
 type QuotaEntityPart struct {
@@ -110,7 +108,11 @@ func waitMuted(s *Server, cc *connCtx) {
 // muted for that long; an older one gets the answer only after the delay,
 // which is the caller's to wait (see delayReply).
 func throttle(s *Server, cc *connCtx, kind QuotaKind, bytes int, afterResponse bool) time.Duration {
-	d := s.backend.Throttle(kind, cc.clientID, bytes)
+	user := cc.principal.Name
+	if user == "" {
+		user = Anonymous.Name
+	}
+	d := s.backend.Throttle(kind, user, cc.clientID, bytes)
 	if d <= 0 {
 		return 0
 	}

@@ -90,8 +90,8 @@ func takeSnapshot(prod *producer, cons *consumer, parts int32, produceEnd, end i
 	tr.buckets = slices.Clone(tr.buckets)
 	return snapshot{
 		recs: slices.Clone(prod.recs), final: clone(prod.final), retried: clone(prod.retried),
-		prodMarks: slices.Clone(prod.marks),
-		tr:        &tr, consErrs: clone(cons.errs), consMarks: slices.Clone(cons.marks),
+		prodMarks: slices.Clone(prod.marks), leaders: slices.Clone(prod.leaders),
+		tr: &tr, consErrs: clone(cons.errs), consMarks: slices.Clone(cons.marks),
 		parts: parts, produceEnd: produceEnd, end: end,
 	}
 }

@@ -52,6 +52,7 @@ type producer struct {
 	retried   tally // broker or connection errors the client retried
 	marks     []errMark
 	lastAck   []int64 // per partition, ns since t0
+	leaders   [][]leaderChange
 	inflight  []int   // per partition
 	recentLat []int64 // latencies since the last progress line
 	ackedN    int
@@ -66,6 +67,7 @@ func newProducer(seeds []string, topic string, parts int32, run uint64, size, ma
 		final:    tally{},
 		retried:  tally{},
 		lastAck:  make([]int64, parts),
+		leaders:  make([][]leaderChange, parts),
 		inflight: make([]int, parts),
 	}
 	opts := []kgo.Opt{
@@ -77,6 +79,7 @@ func newProducer(seeds []string, topic string, parts int32, run uint64, size, ma
 		// steady stream and per-partition stalls are measurable.
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.WithLogger(retryLogger{p, clog}),
+		kgo.WithHooks(p),
 	}
 	cl, err := kgo.NewClient(append(opts, extra...)...)
 	if err != nil {
@@ -87,6 +90,22 @@ func newProducer(seeds []string, topic string, parts int32, run uint64, size, ma
 }
 
 func (p *producer) since() int64 { return time.Since(p.t0).Nanoseconds() }
+
+// OnProduceBatchWritten (a kgo hook) notes which broker acked each
+// partition's batches, so a stall can say where it happened. The client
+// calls it before the batch's records are finished.
+func (p *producer) OnProduceBatchWritten(meta kgo.BrokerMetadata, topic string, part int32, _ kgo.ProduceBatchMetrics) {
+	if topic != p.topic || part < 0 || part >= p.parts {
+		return
+	}
+	now := p.since()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ls := p.leaders[part]
+	if len(ls) == 0 || ls[len(ls)-1].broker != meta.NodeID {
+		p.leaders[part] = append(ls, leaderChange{at: now, broker: meta.NodeID})
+	}
+}
 
 // run produces at rate records/s (0: as fast as the in-flight bound allows)
 // until dur has passed or stop closes. It never cancels a record it handed

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +20,7 @@ type snapshot struct {
 	final      tally
 	retried    tally
 	prodMarks  []errMark
+	leaders    [][]leaderChange // per partition; the inner slices are only appended to
 	tr         *tracker
 	consErrs   tally
 	consMarks  []errMark
@@ -157,6 +159,11 @@ func analyze(s snapshot) Report {
 	r.ProduceLatency = latency(lat)
 	r.EndToEnd = latency(e2e)
 	r.ProduceStall = stalls(ackTimes, 0, s.produceEnd)
+	r.ProduceStall.LeaderBefore, r.ProduceStall.LeaderAfter = -1, -1
+	if p := int(r.ProduceStall.Partition); p < len(s.leaders) && r.ProduceStall.MaxMs > 0 {
+		from, to := int64(r.ProduceStall.FromSec*1e9), int64(r.ProduceStall.ToSec*1e9)
+		r.ProduceStall.LeaderBefore, r.ProduceStall.LeaderAfter = leaderAt(s.leaders[p], from), leaderAt(s.leaders[p], to)
+	}
 	r.ConsumeStall = stalls(consTimes, 0, s.produceEnd)
 	if s.produceEnd > 0 {
 		r.AckedPerSec = math.Round(float64(r.Acknowledged) / (float64(s.produceEnd) / 1e9))
@@ -234,7 +241,9 @@ func printTable(w io.Writer, r *Report) {
 	rowf("consume errors", "%s", errorList(r.ConsumeErrors))
 	rowf("produce latency", "p50 %.1fms  p99 %.1fms  max %.1fms", r.ProduceLatency.P50, r.ProduceLatency.P99, r.ProduceLatency.Max)
 	rowf("end-to-end latency", "p50 %.1fms  p99 %.1fms  max %.1fms", r.EndToEnd.P50, r.EndToEnd.P99, r.EndToEnd.Max)
-	rowf("ack stall", "longest %.0fms (partition %d at %.1fs), p99 gap %.1fms", r.ProduceStall.MaxMs, r.ProduceStall.Partition, r.ProduceStall.FromSec, r.ProduceStall.P99GapMs)
+	rowf("ack stall", "longest %.0fms (partition %d, %.3fs-%.3fs, acked by broker %s before, %s after), p99 gap %.1fms",
+		r.ProduceStall.MaxMs, r.ProduceStall.Partition, r.ProduceStall.FromSec, r.ProduceStall.ToSec,
+		brokerName(r.ProduceStall.LeaderBefore), brokerName(r.ProduceStall.LeaderAfter), r.ProduceStall.P99GapMs)
 	rowf("consume stall", "longest %.0fms (partition %d at %.1fs), p99 gap %.1fms", r.ConsumeStall.MaxMs, r.ConsumeStall.Partition, r.ConsumeStall.FromSec, r.ConsumeStall.P99GapMs)
 	rowf("throughput", "%.0f acked/s, %.0f consumed/s", r.AckedPerSec, r.ConsumedPerSec)
 	for _, e := range r.Events {
@@ -339,4 +348,12 @@ func buildTimeline(s snapshot, bucket time.Duration) *Timeline {
 		}
 	}
 	return tl
+}
+
+// brokerName prints a broker id, "?" when not known.
+func brokerName(id int32) string {
+	if id < 0 {
+		return "?"
+	}
+	return strconv.Itoa(int(id))
 }

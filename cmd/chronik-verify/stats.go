@@ -21,7 +21,32 @@ type Stall struct {
 	MaxMs     float64 `json:"max_ms"`
 	Partition int32   `json:"partition"`
 	FromSec   float64 `json:"from_s"` // when the longest gap began
+	ToSec     float64 `json:"to_s"`   // and when it ended
 	P99GapMs  float64 `json:"p99_gap_ms"`
+	// LeaderBefore is the broker that acked the partition's last batch
+	// before the gap, LeaderAfter the one that acked the batch ending it
+	// (produce stalls only; -1 when not known).
+	LeaderBefore int32 `json:"leader_before"`
+	LeaderAfter  int32 `json:"leader_after"`
+}
+
+// leaderChange is when a partition's batches began to be acked by broker.
+type leaderChange struct {
+	at     int64 // ns since t0
+	broker int32
+}
+
+// leaderAt returns the broker acking a partition's batches at t: the last
+// change at or before it, -1 when none.
+func leaderAt(changes []leaderChange, t int64) int32 {
+	b := int32(-1)
+	for _, c := range changes {
+		if c.at > t {
+			break
+		}
+		b = c.broker
+	}
+	return b
 }
 
 // stalls computes Stall from per-partition event times (ns since t0).
@@ -34,7 +59,7 @@ func stalls(times [][]int64, from, end int64) Stall {
 		gaps = append(gaps, gap)
 		if gap > worst {
 			worst = gap
-			s.Partition, s.FromSec = int32(p), float64(start)/1e9
+			s.Partition, s.FromSec, s.ToSec = int32(p), float64(start)/1e9, float64(start+gap)/1e9
 		}
 	}
 	for p, ts := range times {

@@ -175,7 +175,7 @@ func TestStalls(t *testing.T) {
 	ms := int64(time.Millisecond)
 	s := stalls([][]int64{{100 * ms, 1000 * ms, 200 * ms}, {150 * ms, 300 * ms}}, 0, 2000*ms)
 	// Gaps: p0 100, 100, 800 (times are sorted first); p1 150, 150.
-	if s.MaxMs != 800 || s.Partition != 0 || s.FromSec != 0.2 || s.P99GapMs != 800 {
+	if s.MaxMs != 800 || s.Partition != 0 || s.FromSec != 0.2 || s.ToSec != 1 || s.P99GapMs != 800 {
 		t.Errorf("stall %+v", s)
 	}
 	s = stalls([][]int64{{100 * ms}, nil}, 0, 2000*ms) // a silent partition stalls throughout
@@ -194,6 +194,36 @@ func TestStalls(t *testing.T) {
 	}
 	if p := percentile(nil, 0.5); p != 0 {
 		t.Errorf("empty percentile %d", p)
+	}
+}
+
+// TestStallLeaders: the report names the broker that acked the stalled
+// partition before the gap and the one that acked after it.
+func TestStallLeaders(t *testing.T) {
+	ms := int64(time.Millisecond)
+	ch := []leaderChange{{at: 10 * ms, broker: 2}, {at: 500 * ms, broker: 3}, {at: 900 * ms, broker: 1}}
+	for _, c := range []struct {
+		at   int64
+		want int32
+	}{{5 * ms, -1}, {10 * ms, 2}, {499 * ms, 2}, {500 * ms, 3}, {2000 * ms, 1}} {
+		if got := leaderAt(ch, c.at); got != c.want {
+			t.Errorf("leaderAt(%dms) = %d, want %d", c.at/ms, got, c.want)
+		}
+	}
+	recs := []sendRec{
+		{sent: 0, done: 100 * ms, state: acked, partition: 0, offset: 0},
+		{sent: 0, done: 150 * ms, state: acked, partition: 1, offset: 0},
+		{sent: 0, done: 200 * ms, state: acked, partition: 0, offset: 1},
+		{sent: 0, done: 900 * ms, state: acked, partition: 0, offset: 2},
+		{sent: 0, done: 450 * ms, state: acked, partition: 1, offset: 1},
+	}
+	s := snapshot{recs: recs, tr: newTracker(testRun, func() uint64 { return 5 }, 100*time.Millisecond), parts: 2,
+		produceEnd: 1000 * ms, end: 1000 * ms, final: tally{}, retried: tally{}, consErrs: tally{},
+		leaders: [][]leaderChange{{{at: 90 * ms, broker: 2}, {at: 899 * ms, broker: 3}}, {{at: 140 * ms, broker: 1}}}}
+	r := analyze(s)
+	st := r.ProduceStall
+	if st.Partition != 0 || st.MaxMs != 700 || st.LeaderBefore != 2 || st.LeaderAfter != 3 {
+		t.Errorf("stall %+v; want partition 0, 700ms, broker 2 before, 3 after", st)
 	}
 }
 
