@@ -3,6 +3,7 @@ package compat
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -480,5 +482,33 @@ func TestAdminClientQuotaSarama(t *testing.T) {
 	t.Logf("sarama under a %d B/s quota: %.0f B/s (%.1f%%)", rate, got, 100*got/rate)
 	if got < 0.9*rate || got > 1.1*rate {
 		t.Errorf("sarama's rate %.0f B/s is not within 10%% of the quota %d B/s", got, rate)
+	}
+}
+
+// TestAdminClientQuotaACLs: with ACLs on, a principal without
+// ALTER_CONFIGS and DESCRIBE_CONFIGS on the cluster gets
+// CLUSTER_AUTHORIZATION_FAILED from AlterClientQuotas and
+// DescribeClientQuotas, and one that has them is served.
+func TestAdminClientQuotaACLs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := startCluster(t, 1, withTOML("acls_enabled = true"))
+	adm := kadm.NewClient(newFranz(t, c, kgo.RequestRetries(1)))
+	name := "x"
+	entry := kadm.AlterClientQuotaEntry{Entity: kadm.ClientQuotaEntity{{Type: "client-id", Name: &name}},
+		Ops: []kadm.AlterClientQuotaOp{{Key: "producer_byte_rate", Value: 1000}}}
+	res, err := adm.AlterClientQuotas(ctx, []kadm.AlterClientQuotaEntry{entry})
+	if err != nil || len(res) != 1 || !errors.Is(res[0].Err, kerr.ClusterAuthorizationFailed) {
+		t.Fatalf("AlterClientQuotas without ALTER_CONFIGS: %v %+v, want CLUSTER_AUTHORIZATION_FAILED", err, res)
+	}
+	if _, err := adm.DescribeClientQuotas(ctx, false, nil); !errors.Is(err, kerr.ClusterAuthorizationFailed) {
+		t.Fatalf("DescribeClientQuotas without DESCRIBE_CONFIGS: %v, want CLUSTER_AUTHORIZATION_FAILED", err)
+	}
+
+	su := startCluster(t, 1, withTOML("acls_enabled = true\nsuper_users = [\"User:ANONYMOUS\"]"))
+	sadm := kadm.NewClient(newFranz(t, su))
+	alterQuota(t, sadm, entry.Entity, entry.Ops...)
+	if got, err := sadm.DescribeClientQuotas(ctx, false, nil); err != nil || len(got) != 1 {
+		t.Fatalf("super user DescribeClientQuotas: %v %+v", err, got)
 	}
 }
