@@ -139,9 +139,24 @@ func TestAttachRacesRestore(t *testing.T) {
 	b := startNode(t, oneNodeConfig(t))
 	p := newTopic(t, b, "attach")
 	produceN(t, p, 3)
-	rep, applied, want := p.rep, p.rep.Status().Applied, p.hw.Load()
+	rep, want := p.rep, p.hw.Load()
 	if want != 3 {
 		t.Fatalf("high watermark %d after 3 acknowledged records", want)
+	}
+	// The ack follows the apply; the published status can trail it by a
+	// Ready cycle. Wait (on status changes) until it covers all three.
+	deadline := time.After(5 * time.Second)
+	var applied uint64
+	for {
+		changed := rep.Changed() // taken before the status it guards
+		if applied = rep.Status().Applied; endOffsetAt(rep, applied) == want {
+			break
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("published applied index %d never reached the acknowledged end %d", applied, want)
+		}
 	}
 	for i := 0; i < 50; i++ {
 		q := newPartition(b, p.topic, p.index, p.group)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -162,23 +163,30 @@ func withTOML(s string) clusterOpt {
 	return func(o *clusterOptions) { o.toml += s + "\n" }
 }
 
-// freePorts reserves n loopback ports. The listeners close before the
-// nodes bind, so a port can in rare cases be taken in between; startNode
-// reports that clearly.
+// freePorts reserves n loopback ports below the kernel's ephemeral range
+// (32768 and up on Linux), so that no client socket of a test can be given
+// a node's port while that node restarts; a port bound by anything else
+// right now is skipped. The listeners close before the nodes bind.
 func freePorts(t testing.TB, n int) []string {
 	t.Helper()
+	const lo, hi = 20000, 32768
 	var out []string
 	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 10*n+100 {
+			t.Fatalf("no free loopback port in [%d, %d) after %d tries", lo, hi, tries)
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lo+rand.IntN(hi-lo)))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		lns = append(lns, ln)
 		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
 	}
 	return out
 }
