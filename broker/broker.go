@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/chronik-dev/chronik/admin"
+	"github.com/chronik-dev/chronik/auth"
 	"github.com/chronik-dev/chronik/coordinator"
 	"github.com/chronik-dev/chronik/kafka"
 	clog "github.com/chronik-dev/chronik/log"
@@ -42,6 +43,7 @@ type Broker struct {
 	view   *clusterView
 	coord  *coordinator.Coordinator
 	kafka  *kafka.Server
+	users  *auth.Store // SCRAM credentials (scram.go)
 	admin  *admin.Server
 
 	mu      sync.RWMutex
@@ -137,12 +139,14 @@ func New(cfg Config) (*Broker, error) {
 		Owns:   b.ownsGroup,
 		Logger: cfg.Logger,
 	})
-	listenKafka := self.KafkaListen
-	if listenKafka == "" {
-		listenKafka = self.Kafka
+	listeners, err := cfg.kafkaListeners(self)
+	if err != nil {
+		return nil, err
 	}
-	b.kafka, err = kafka.NewServer(kafka.Config{Listen: listenKafka, MaxRequestSize: cfg.MaxRequestSize,
-		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry})
+	b.users = newUsers(cfg.BootstrapUsers)
+	b.kafka, err = kafka.NewServer(kafka.Config{Listeners: listeners, MaxRequestSize: cfg.MaxRequestSize,
+		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry,
+		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms})
 	if err != nil {
 		return nil, err
 	}

@@ -134,9 +134,10 @@ type cluster struct {
 type clusterOpt func(*clusterOptions)
 
 type clusterOptions struct {
-	args    []string
-	toml    string
-	proxies bool
+	args     []string
+	toml     string
+	proxies  bool
+	nodeTOML func(id int) string
 }
 
 // withRaftProxies routes every node-to-node Raft connection through a
@@ -154,6 +155,11 @@ func withArgs(args ...string) clusterOpt {
 // withTOML adds top-level keys to cluster.toml.
 func withTOML(s string) clusterOpt {
 	return func(o *clusterOptions) { o.toml += s + "\n" }
+}
+
+// withNodeTOML adds f(id) to each [[nodes]] entry (listeners, say).
+func withNodeTOML(f func(id int) string) clusterOpt {
+	return func(o *clusterOptions) { o.nodeTOML = f }
 }
 
 // freePorts reserves n loopback ports. The listeners close before the
@@ -194,6 +200,9 @@ func startCluster(t testing.TB, n int, opts ...clusterOpt) *cluster {
 			dataDir: filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)), extraArgs: o.args}
 		c.nodes = append(c.nodes, nd)
 		fmt.Fprintf(&sb, "\n[[nodes]]\nid = %d\nkafka = %q\nraft = %q\nadmin = %q\n", nd.id, nd.kafka, nd.raft, nd.admin)
+		if o.nodeTOML != nil {
+			sb.WriteString(o.nodeTOML(nd.id))
+		}
 	}
 	c.cfg = filepath.Join(c.dir, "cluster.toml")
 	if err := os.WriteFile(c.cfg, []byte(sb.String()), 0o644); err != nil {

@@ -11,12 +11,12 @@ import (
 // transaction coordinators.
 func init() { register(10, 0, 4, handleFindCoordinator) }
 
-func handleFindCoordinator(s *Server, _ *connCtx, kreq kmsg.Request) reply {
+func handleFindCoordinator(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.FindCoordinatorRequest)
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	resp.Version = req.Version
 	brokers := map[int32]BrokerInfo{}
-	for _, b := range s.backend.Brokers() {
+	for _, b := range s.brokersFor(cc) {
 		brokers[b.NodeID] = b
 	}
 	find := func(key string) (int32, string, int32, int16) {

@@ -1,0 +1,246 @@
+package compat
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/chronik-dev/chronik/internal/certgen"
+)
+
+// Test users of the secure cluster (the users file).
+const (
+	saslUser = "alice"
+	saslPass = "alice-secret"
+)
+
+// secureCluster is a cluster whose nodes also serve a SASL_SSL listener
+// ("SECURE") and a SASL_PLAINTEXT one ("SASL"), with certificates from a
+// fresh CA and the users of a users file.
+type secureCluster struct {
+	*cluster
+	certs     string // ca.pem, node.pem/key, client.pem/key
+	secure    []string
+	saslPlain []string
+	ca        *x509.CertPool
+}
+
+func startSecureCluster(t *testing.T, n int, args ...string) *secureCluster {
+	t.Helper()
+	sc := &secureCluster{certs: t.TempDir()}
+	ca, err := certgen.NewCA("chronik-test-ca", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Write(sc.certs, "ca"); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Sign(certgen.Options{CommonName: "chronik-node", Hosts: []string{"127.0.0.1", "localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Write(sc.certs, "node"); err != nil {
+		t.Fatal(err)
+	}
+	sc.ca = x509.NewCertPool()
+	sc.ca.AddCert(ca.Cert)
+	users := filepath.Join(sc.certs, "users.toml")
+	if err := os.WriteFile(users, []byte(fmt.Sprintf("[[users]]\nname = %q\npassword = %q\n", saslUser, saslPass)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 2*n)
+	for i := 0; i < n; i++ {
+		sc.secure = append(sc.secure, ports[2*i])
+		sc.saslPlain = append(sc.saslPlain, ports[2*i+1])
+	}
+	nodeTOML := func(id int) string {
+		return fmt.Sprintf("[[nodes.listeners]]\nname = \"SECURE\"\nprotocol = \"SASL_SSL\"\nadvertised = %q\n"+
+			"[[nodes.listeners]]\nname = \"SASL\"\nprotocol = \"SASL_PLAINTEXT\"\nadvertised = %q\n",
+			sc.secure[id-1], sc.saslPlain[id-1])
+	}
+	base := []string{"--tls-cert", filepath.Join(sc.certs, "node.pem"), "--tls-key", filepath.Join(sc.certs, "node.key"),
+		"--tls-ca", filepath.Join(sc.certs, "ca.pem"), "--tls-client-auth", "request", "--sasl-users-file", users}
+	sc.cluster = startCluster(t, n, withNodeTOML(nodeTOML), withArgs(append(base, args...)...))
+	return sc
+}
+
+func (sc *secureCluster) tlsConfig() *tls.Config {
+	return &tls.Config{RootCAs: sc.ca, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+}
+
+func scram512(user, pass string) sasl.Mechanism {
+	return scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()
+}
+
+// secureClient is a franz-go client of the SASL_SSL listener.
+func (sc *secureCluster) secureClient(t *testing.T, m sasl.Mechanism, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	base := []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.DialTLSConfig(sc.tlsConfig()), kgo.SASL(m),
+		kgo.RequiredAcks(kgo.AllISRAcks())}
+	cl, err := kgo.NewClient(append(base, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// TestSASLFranzSCRAM512: over SASL_SSL with SCRAM-SHA-512, franz-go
+// creates a topic, produces, consumes in a group and commits; Metadata
+// tells it the SASL_SSL addresses, not the plaintext ones.
+func TestSASLFranzSCRAM512(t *testing.T) {
+	sc := startSecureCluster(t, 3)
+	cl := sc.secureClient(t, scram512(saslUser, saslPass))
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	meta, err := adm.BrokerMetadata(ctx)
+	if err != nil {
+		t.Fatalf("metadata over SASL_SSL: %v", err)
+	}
+	for _, b := range meta.Brokers {
+		addr := net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
+		if addr != sc.secure[b.NodeID-1] {
+			t.Fatalf("broker %d advertised as %s on the SASL_SSL listener, want %s", b.NodeID, addr, sc.secure[b.NodeID-1])
+		}
+	}
+	resp, err := adm.CreateTopic(ctx, 3, 3, nil, "secure")
+	if err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	const n = 2000
+	acked := produceAll(t, cl, "secure", n, "sec")
+	if len(acked) != n {
+		t.Fatalf("acked %d of %d", len(acked), n)
+	}
+	member := sc.secureClient(t, scram512(saslUser, saslPass), kgo.ConsumeTopics("secure"), kgo.ConsumerGroup("secure-g"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	seen := map[string]bool{}
+	for len(seen) < n && ctx.Err() == nil {
+		fs := member.PollFetches(ctx)
+		fs.EachError(func(topic string, p int32, err error) { t.Logf("fetch %s/%d: %v", topic, p, err) })
+		for _, r := range fs.Records() {
+			if _, ok := acked[string(r.Value)]; !ok {
+				t.Fatalf("consumed a record never produced: %q", r.Value)
+			}
+			seen[string(r.Value)] = true
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("consumed %d of %d", len(seen), n)
+	}
+	if err := member.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	offs, err := adm.FetchOffsets(ctx, "secure-g")
+	if err != nil || offs.Error() != nil {
+		t.Fatalf("fetch offsets: %v %v", err, offs.Error())
+	}
+	var committed int64
+	offs.Each(func(o kadm.OffsetResponse) { committed += o.At })
+	if committed != n {
+		t.Fatalf("group committed %d records in all, want %d", committed, n)
+	}
+}
+
+// TestSASLFranzMechanisms: PLAIN and SCRAM-SHA-256 log in too, over
+// SASL_PLAINTEXT as well as SASL_SSL.
+func TestSASLFranzMechanisms(t *testing.T) {
+	sc := startSecureCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mechs := map[string]sasl.Mechanism{
+		"PLAIN":         plain.Auth{User: saslUser, Pass: saslPass}.AsMechanism(),
+		"SCRAM-SHA-256": scram.Auth{User: saslUser, Pass: saslPass}.AsSha256Mechanism(),
+		"SCRAM-SHA-512": scram512(saslUser, saslPass),
+	}
+	for name, m := range mechs {
+		for _, tlsOn := range []bool{true, false} {
+			opts := []kgo.Opt{kgo.SeedBrokers(sc.saslPlain...), kgo.SASL(m)}
+			if tlsOn {
+				opts = []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.SASL(m), kgo.DialTLSConfig(sc.tlsConfig())}
+			}
+			cl, err := kgo.NewClient(opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kadm.NewClient(cl).ListTopics(ctx); err != nil {
+				t.Errorf("%s (tls %v): %v", name, tlsOn, err)
+			}
+			cl.Close()
+		}
+	}
+}
+
+// loginErr is the error of a first request of a fresh client.
+func loginErr(t *testing.T, opts ...kgo.Opt) error {
+	t.Helper()
+	cl, err := kgo.NewClient(append(opts, kgo.RequestRetries(0), kgo.RetryTimeout(time.Second))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = kadm.NewClient(cl).ListTopics(ctx)
+	return err
+}
+
+// TestSASLFranzRefused: a wrong password, a mechanism not enabled, a
+// client without TLS, a client that does not trust the CA and one that
+// skips SASL all fail, each with its own error.
+func TestSASLFranzRefused(t *testing.T) {
+	sc := startSecureCluster(t, 1, "--sasl-mechanisms", "SCRAM-SHA-512,PLAIN")
+	tc := sc.tlsConfig()
+	cases := []struct {
+		name  string
+		opts  []kgo.Opt
+		check func(error) bool
+	}{
+		{"wrong password", []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.DialTLSConfig(tc), kgo.SASL(scram512(saslUser, "nope"))},
+			func(err error) bool { return errors.Is(err, kerr.SaslAuthenticationFailed) }},
+		{"unknown user", []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.DialTLSConfig(tc), kgo.SASL(scram512("mallory", saslPass))},
+			func(err error) bool { return errors.Is(err, kerr.SaslAuthenticationFailed) }},
+		{"wrong password, PLAIN", []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.DialTLSConfig(tc), kgo.SASL(plain.Auth{User: saslUser, Pass: "nope"}.AsMechanism())},
+			func(err error) bool { return errors.Is(err, kerr.SaslAuthenticationFailed) }},
+		{"mechanism not enabled", []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.DialTLSConfig(tc), kgo.SASL(scram.Auth{User: saslUser, Pass: saslPass}.AsSha256Mechanism())},
+			func(err error) bool { return errors.Is(err, kerr.UnsupportedSaslMechanism) }},
+		{"no TLS", []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.SASL(scram512(saslUser, saslPass))},
+			func(err error) bool { return err != nil }},
+		{"untrusted CA", []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.DialTLSConfig(&tls.Config{ServerName: "127.0.0.1"}), kgo.SASL(scram512(saslUser, saslPass))},
+			func(err error) bool { var ua x509.UnknownAuthorityError; return errors.As(err, &ua) }},
+		{"no SASL", []kgo.Opt{kgo.SeedBrokers(sc.saslPlain...)},
+			func(err error) bool { return err != nil }},
+	}
+	for _, tc := range cases {
+		err := loginErr(t, tc.opts...)
+		if !tc.check(err) {
+			t.Errorf("%s: got error %v", tc.name, err)
+		} else {
+			t.Logf("%s: %v", tc.name, err)
+		}
+	}
+	log := sc.node(1).log.String()
+	if strings.Contains(log, saslPass) || strings.Contains(log, "nope") {
+		t.Fatalf("a password appears in the node's log")
+	}
+	if !strings.Contains(log, "sasl authentication failed") {
+		t.Fatalf("failed logins were not logged")
+	}
+}
