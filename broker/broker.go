@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/chronik-dev/chronik/admin"
-	"github.com/chronik-dev/chronik/auth"
 	"github.com/chronik-dev/chronik/coordinator"
 	"github.com/chronik-dev/chronik/kafka"
 	clog "github.com/chronik-dev/chronik/log"
@@ -43,7 +42,7 @@ type Broker struct {
 	view   *clusterView
 	coord  *coordinator.Coordinator
 	kafka  *kafka.Server
-	users  *auth.Store // SCRAM credentials (scram.go)
+	users  *users // SCRAM credentials (scram.go)
 	admin  *admin.Server
 
 	mu      sync.RWMutex
@@ -143,7 +142,7 @@ func New(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.users = newUsers(cfg.BootstrapUsers)
+	b.users = newUsers(b, cfg.BootstrapUsers)
 	b.kafka, err = kafka.NewServer(kafka.Config{Listeners: listeners, MaxRequestSize: cfg.MaxRequestSize,
 		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry,
 		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms})

@@ -46,6 +46,8 @@ type metaState struct {
 	// BrokerConfigs are the dynamic broker configs: "" holds the
 	// cluster-wide defaults, a node id that node's own.
 	BrokerConfigs map[string]map[string]string `json:"broker_configs,omitempty"`
+	// Scram holds SCRAM credentials by user and mechanism (scram.go).
+	Scram map[string]map[string]*scramMeta `json:"scram,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -68,6 +70,8 @@ type metaCmd struct {
 	Check  bool              `json:"check,omitempty"` // Expect is set (an empty map is omitted)
 	// alloc_producer_ids
 	Count int64 `json:"count,omitempty"`
+	// alter_scram
+	Scram []scramChange `json:"scram,omitempty"`
 }
 
 type metaResult struct {
@@ -222,6 +226,9 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 			return metaResult{Err: errConfigsChanged}
 		}
 		m.st.BrokerConfigs[cmd.Name] = alterMap(m.st.BrokerConfigs[cmd.Name], cmd.Set, cmd.Replace)
+		return metaResult{}
+	case "alter_scram":
+		m.applyScram(cmd.Scram)
 		return metaResult{}
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID

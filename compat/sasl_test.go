@@ -244,3 +244,60 @@ func TestSASLFranzRefused(t *testing.T) {
 		t.Fatalf("failed logins were not logged")
 	}
 }
+
+// TestSASLFranzUserAdmin: SCRAM users made with kadm's
+// AlterUserSCRAMs on one node log in on every node (the credentials are
+// replicated metadata), Describe lists them without secrets, and a
+// deletion, of a bootstrap user too, takes effect everywhere.
+func TestSASLFranzUserAdmin(t *testing.T) {
+	sc := startSecureCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := sc.secureClient(t, scram512(saslUser, saslPass), kgo.SeedBrokers(sc.secure[0]))
+	adm := kadm.NewClient(cl)
+	alt, err := adm.AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{
+		{User: "bob", Mechanism: kadm.ScramSha512, Iterations: 4096, Password: "bob-secret"},
+	})
+	if err != nil || alt["bob"].Err != nil {
+		t.Fatalf("upsert bob: %v %+v", err, alt)
+	}
+	login := func(node int, user, pass string) error {
+		return loginErr(t, kgo.SeedBrokers(sc.secure[node]), kgo.DialTLSConfig(sc.tlsConfig()), kgo.SASL(scram512(user, pass)))
+	}
+	for node := range sc.secure {
+		waitFor(t, 10*time.Second, fmt.Sprintf("bob logs in on node %d", node+1), func() bool { return login(node, "bob", "bob-secret") == nil })
+		if err := login(node, "bob", "wrong"); !errors.Is(err, kerr.SaslAuthenticationFailed) {
+			t.Fatalf("bob with a wrong password on node %d: %v", node+1, err)
+		}
+	}
+	desc, err := adm.DescribeUserSCRAMs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(desc) != 2 || len(desc["bob"].CredInfos) != 1 || desc["bob"].CredInfos[0].Iterations != 4096 ||
+		len(desc[saslUser].CredInfos) != 2 {
+		t.Fatalf("describe all: %+v", desc)
+	}
+	desc, err = adm.DescribeUserSCRAMs(ctx, "nobody")
+	if err != nil || !errors.Is(desc["nobody"].Err, kerr.ResourceNotFound) {
+		t.Fatalf("describe an unknown user: %v %+v", err, desc)
+	}
+	alt, err = adm.AlterUserSCRAMs(ctx, []kadm.DeleteSCRAM{{User: saslUser, Mechanism: kadm.ScramSha512}, {User: "nobody", Mechanism: kadm.ScramSha256}}, nil)
+	if err != nil || alt[saslUser].Err != nil || !errors.Is(alt["nobody"].Err, kerr.ResourceNotFound) {
+		t.Fatalf("deletions: %v %+v", err, alt)
+	}
+	for node := range sc.secure {
+		waitFor(t, 10*time.Second, fmt.Sprintf("alice's SCRAM-SHA-512 refused on node %d", node+1), func() bool {
+			return errors.Is(login(node, saslUser, saslPass), kerr.SaslAuthenticationFailed)
+		})
+	}
+	// Her SCRAM-SHA-256 credential is untouched.
+	if err := loginErr(t, kgo.SeedBrokers(sc.secure[2]), kgo.DialTLSConfig(sc.tlsConfig()),
+		kgo.SASL(scram.Auth{User: saslUser, Pass: saslPass}.AsSha256Mechanism())); err != nil {
+		t.Fatalf("alice with SCRAM-SHA-256 after her SHA-512 credential went: %v", err)
+	}
+	// A restarted node still knows bob from its metadata log.
+	sc.stop(2, 20*time.Second)
+	sc.start(2)
+	waitFor(t, 30*time.Second, "bob logs in on restarted node 2", func() bool { return login(1, "bob", "bob-secret") == nil })
+}
