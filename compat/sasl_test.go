@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -300,4 +301,34 @@ func TestSASLFranzUserAdmin(t *testing.T) {
 	sc.stop(2, 20*time.Second)
 	sc.start(2)
 	waitFor(t, 30*time.Second, "bob logs in on restarted node 2", func() bool { return login(1, "bob", "bob-secret") == nil })
+}
+
+// TestSASLUsersCLI: `chronik-server users` sets, lists and deletes a user
+// over the SASL_SSL listener; the password goes in on stdin.
+func TestSASLUsersCLI(t *testing.T) {
+	sc := startSecureCluster(t, 1)
+	run := func(stdin string, args ...string) string {
+		t.Helper()
+		base := []string{"--bootstrap", sc.secure[0], "--tls-ca", filepath.Join(sc.certs, "ca.pem"),
+			"--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", saslUser}
+		cmd := exec.Command(serverBin, append([]string{"users", args[0]}, append(base, args[1:]...)...)...)
+		cmd.Env = append(os.Environ(), "CHRONIK_SASL_PASSWORD="+saslPass)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("users %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("carol-secret\n", "set", "--mechanism", "SCRAM-SHA-256,SCRAM-SHA-512", "carol")
+	if out := run("", "list"); !strings.Contains(out, "carol\tSCRAM-SHA-256(8192),SCRAM-SHA-512(8192)") {
+		t.Fatalf("list after set:\n%s", out)
+	}
+	if err := loginErr(t, kgo.SeedBrokers(sc.secure...), kgo.DialTLSConfig(sc.tlsConfig()), kgo.SASL(scram512("carol", "carol-secret"))); err != nil {
+		t.Fatalf("carol's login: %v", err)
+	}
+	run("", "delete", "carol")
+	if out := run("", "list"); strings.Contains(out, "carol") {
+		t.Fatalf("list after delete:\n%s", out)
+	}
 }
