@@ -332,3 +332,13 @@ func TestSASLUsersCLI(t *testing.T) {
 		t.Fatalf("list after delete:\n%s", out)
 	}
 }
+
+// newCA writes a CA certificate nothing was signed with and returns its path.
+func newCA(t *testing.T) (string, error) {
+	ca, err := certgen.NewCA("some-other-ca", time.Hour)
+	if err != nil {
+		return "", err
+	}
+	dir := t.TempDir()
+	return filepath.Join(dir, "other.pem"), ca.Write(dir, "other")
+}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/xdg-go/scram"
 
 	"github.com/chronik-dev/chronik/auth"
 )
@@ -41,7 +40,7 @@ type saslState struct {
 	mechs     []string
 	mechanism string // chosen by SaslHandshake
 	raw       bool   // SaslHandshake v0: tokens come without a request header
-	conv      *scram.ServerConversation
+	conv      *auth.ScramConversation
 	done      bool
 	user      string
 }
@@ -85,38 +84,24 @@ func (st *saslState) step(tok []byte) ([]byte, error) {
 		return nil, st.plain(tok)
 	case MechScramSHA256, MechScramSHA512:
 		if st.conv == nil {
-			h := scram.SHA256
-			if st.mechanism == MechScramSHA512 {
-				h = scram.SHA512
-			}
-			srv, err := h.NewServer(st.lookup)
+			conv, err := auth.NewScramConversation(st.mechanism, func(user string) (auth.Credential, bool) {
+				return st.creds.Lookup(st.mechanism, user)
+			})
 			if err != nil {
 				return nil, err
 			}
-			st.conv = srv.NewConversation()
+			st.conv = conv
 		}
-		out, err := st.conv.Step(string(tok))
+		out, err := st.conv.Step(tok)
 		if err != nil {
-			return nil, fmt.Errorf("scram: %v", err)
+			return nil, err
 		}
 		if st.conv.Done() {
-			if !st.conv.Valid() {
-				return nil, errors.New("scram: invalid proof")
-			}
-			st.done, st.user = true, st.conv.Username()
+			st.done, st.user = true, st.conv.User()
 		}
-		return []byte(out), nil
+		return out, nil
 	}
 	return nil, fmt.Errorf("mechanism %q", st.mechanism)
-}
-
-func (st *saslState) lookup(user string) (scram.StoredCredentials, error) {
-	c, ok := st.creds.Lookup(st.mechanism, user)
-	if !ok {
-		return scram.StoredCredentials{}, errors.New("unknown user")
-	}
-	return scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(c.Salt), Iters: c.Iterations},
-		StoredKey: c.StoredKey, ServerKey: c.ServerKey}, nil
 }
 
 // plain checks an RFC 4616 token (authzid NUL user NUL password) against
