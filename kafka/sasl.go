@@ -142,6 +142,7 @@ func (c *conn) handshake() error {
 	}
 	if certs := c.tls.ConnectionState().PeerCertificates; len(certs) > 0 {
 		c.cc.principal = principalFromCert(certs[0])
+		c.s.logger.Debug("tls client authenticated", "remote", c.cc.remote, "principal", c.cc.principal.String())
 	}
 	return nil
 }
