@@ -40,7 +40,7 @@ func TestSASLKafkaGo(t *testing.T) {
 	}
 	w.Close()
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: sc.secure, GroupID: "sasl-kgo-g", Topic: "sasl-kgo",
-		Dialer: &kafka.Dialer{TLS: sc.tlsConfig(), SASLMechanism: mech, Timeout: 10 * time.Second},
+		Dialer:      &kafka.Dialer{TLS: sc.tlsConfig(), SASLMechanism: mech, Timeout: 10 * time.Second},
 		StartOffset: kafka.FirstOffset, MaxWait: 200 * time.Millisecond})
 	defer r.Close()
 	seen := map[string]bool{}

@@ -2,6 +2,7 @@ package compat
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -341,4 +342,47 @@ func newCA(t *testing.T) (string, error) {
 	}
 	dir := t.TempDir()
 	return filepath.Join(dir, "other.pem"), ca.Write(dir, "other")
+}
+
+// TestSASLThroughputRough compares franz-go produce throughput over the
+// plaintext listener and the SASL_SSL one of the same single node,
+// alternating rounds. It is a rough figure on a shared machine, logged
+// only; run it with CHRONIK_TLS_BENCH=1.
+func TestSASLThroughputRough(t *testing.T) {
+	if os.Getenv("CHRONIK_TLS_BENCH") != "1" {
+		t.Skip("set CHRONIK_TLS_BENCH=1 to measure")
+	}
+	sc := startSecureCluster(t, 1)
+	createTopic(t, sc.cluster, "tput", 3, 1, nil)
+	opts := []kgo.Opt{kgo.DefaultProduceTopic("tput"), kgo.ProducerLinger(2 * time.Millisecond),
+		kgo.ProducerBatchCompression(kgo.NoCompression())} // the bytes cross the socket as they are
+	plainCl := newFranz(t, sc.cluster, opts...)
+	tlsCl := sc.secureClient(t, scram512(saslUser, saslPass), opts...)
+	const n, size = 50000, 1000
+	val := make([]byte, size)
+	rand.Read(val)
+	round := func(cl *kgo.Client) float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		start := time.Now()
+		done := make(chan error, n)
+		for i := 0; i < n; i++ {
+			cl.Produce(ctx, &kgo.Record{Value: val}, func(_ *kgo.Record, err error) { done <- err })
+		}
+		for i := 0; i < n; i++ {
+			if err := <-done; err != nil {
+				t.Fatalf("produce: %v", err)
+			}
+		}
+		return float64(n*size) / time.Since(start).Seconds() / (1 << 20)
+	}
+	round(plainCl)
+	round(tlsCl) // warm up both
+	var sumP, sumT float64
+	for r := 1; r <= 3; r++ {
+		p, s := round(plainCl), round(tlsCl)
+		sumP, sumT = sumP+p, sumT+s
+		t.Logf("round %d: plaintext %.1f MiB/s, SASL_SSL %.1f MiB/s (%.2fx)", r, p, s, s/p)
+	}
+	t.Logf("mean: plaintext %.1f MiB/s, SASL_SSL %.1f MiB/s, ratio %.2f (rough: 2 shared cores, client and node on one machine)", sumP/3, sumT/3, sumT/sumP)
 }
