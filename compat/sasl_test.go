@@ -37,10 +37,11 @@ const (
 // fresh CA and the users of a users file.
 type secureCluster struct {
 	*cluster
-	certs     string // ca.pem, node.pem/key, client.pem/key
+	certs     string // ca.pem, node.pem/key
 	secure    []string
 	saslPlain []string
 	ca        *x509.CertPool
+	caSigner  *certgen.CA
 }
 
 func startSecureCluster(t *testing.T, n int, args ...string) *secureCluster {
@@ -62,6 +63,7 @@ func startSecureCluster(t *testing.T, n int, args ...string) *secureCluster {
 	}
 	sc.ca = x509.NewCertPool()
 	sc.ca.AddCert(ca.Cert)
+	sc.caSigner = ca
 	users := filepath.Join(sc.certs, "users.toml")
 	if err := os.WriteFile(users, []byte(fmt.Sprintf("[[users]]\nname = %q\npassword = %q\n", saslUser, saslPass)), 0o600); err != nil {
 		t.Fatal(err)
@@ -210,6 +212,12 @@ func loginErr(t *testing.T, opts ...kgo.Opt) error {
 func TestSASLFranzRefused(t *testing.T) {
 	sc := startSecureCluster(t, 1, "--sasl-mechanisms", "SCRAM-SHA-512,PLAIN")
 	tc := sc.tlsConfig()
+	old, err := sc.caSigner.Sign(certgen.Options{CommonName: "expired", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := sc.tlsConfig()
+	expired.Certificates = []tls.Certificate{{Certificate: [][]byte{old.Cert.Raw}, PrivateKey: old.Key}}
 	cases := []struct {
 		name  string
 		opts  []kgo.Opt
@@ -227,6 +235,8 @@ func TestSASLFranzRefused(t *testing.T) {
 			func(err error) bool { return err != nil }},
 		{"untrusted CA", []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.DialTLSConfig(&tls.Config{ServerName: "127.0.0.1"}), kgo.SASL(scram512(saslUser, saslPass))},
 			func(err error) bool { var ua x509.UnknownAuthorityError; return errors.As(err, &ua) }},
+		{"expired client certificate", []kgo.Opt{kgo.SeedBrokers(sc.secure...), kgo.DialTLSConfig(expired), kgo.SASL(scram512(saslUser, saslPass))},
+			func(err error) bool { return err != nil && strings.Contains(err.Error(), "certificate") }},
 		{"no SASL", []kgo.Opt{kgo.SeedBrokers(sc.saslPlain...)},
 			func(err error) bool { return err != nil }},
 	}
@@ -241,6 +251,9 @@ func TestSASLFranzRefused(t *testing.T) {
 	log := sc.node(1).log.String()
 	if strings.Contains(log, saslPass) || strings.Contains(log, "nope") {
 		t.Fatalf("a password appears in the node's log")
+	}
+	if !strings.Contains(log, "certificate has expired") {
+		t.Fatalf("the expired client certificate was not logged as such")
 	}
 	if !strings.Contains(log, "sasl authentication failed") {
 		t.Fatalf("failed logins were not logged")
