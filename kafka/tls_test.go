@@ -18,10 +18,16 @@ import (
 	"github.com/chronik-dev/chronik/internal/certgen"
 )
 
-// stubBackend serves what ApiVersions needs; nothing else is called.
+// stubBackend serves what ApiVersions and a Metadata for no topics need;
+// nothing else is called.
 type stubBackend struct{ Backend }
 
-func (stubBackend) GroupAPIs() []APIRange { return nil }
+func (stubBackend) GroupAPIs() []APIRange             { return nil }
+func (stubBackend) Brokers() []BrokerInfo             { return nil }
+func (stubBackend) ClusterID() string                 { return "test" }
+func (stubBackend) ControllerID() int32               { return -1 }
+func (stubBackend) Topics([]string, bool) []TopicInfo { return nil }
+func (stubBackend) AutoCreateTopics() bool            { return false }
 
 type syncBuf struct {
 	mu sync.Mutex
