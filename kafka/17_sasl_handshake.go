@@ -7,9 +7,10 @@ import (
 
 // SaslHandshake v0-1 picks the mechanism. After v0 the client sends bare
 // size-prefixed tokens (conn.handleRawToken); after v1, SaslAuthenticate
-// requests. A mechanism not enabled, a handshake on a listener without
-// SASL or a second handshake is answered with its error and the
-// connection is closed, as Kafka does.
+// requests. A mechanism not enabled or a second handshake during a login
+// is answered with its error and the connection is closed, as Kafka does;
+// a handshake where no login is due (no SASL on the listener, or after
+// one) gets ILLEGAL_SASL_STATE and the connection stays.
 func init() { register(17, 0, 1, handleSaslHandshake) }
 
 func handleSaslHandshake(s *Server, cc *connCtx, kreq kmsg.Request) reply {
@@ -18,7 +19,11 @@ func handleSaslHandshake(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	resp.Version = req.Version
 	st := cc.sasl
 	switch {
-	case st == nil || st.done || st.mechanism != "":
+	case st == nil || st.done:
+		// Not a login (a listener without SASL, or one already done):
+		// an error but, as in Kafka, the connection stays.
+		resp.ErrorCode = kerr.IllegalSaslState.Code
+	case st.mechanism != "":
 		resp.ErrorCode = kerr.IllegalSaslState.Code
 		cc.closeAfter = true
 	case !st.enabled(req.Mechanism):

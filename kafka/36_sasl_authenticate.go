@@ -16,7 +16,11 @@ func handleSaslAuthenticate(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	resp := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
 	resp.Version = req.Version
 	st := cc.sasl
-	if st == nil || st.done || st.mechanism == "" || st.raw {
+	if st == nil || st.done {
+		resp.ErrorCode = kerr.IllegalSaslState.Code // not a login: the connection stays
+		return func() kmsg.Response { return resp }
+	}
+	if st.mechanism == "" || st.raw {
 		resp.ErrorCode = kerr.IllegalSaslState.Code
 		cc.closeAfter = true
 		return func() kmsg.Response { return resp }
