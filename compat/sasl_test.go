@@ -258,6 +258,15 @@ func TestSASLFranzRefused(t *testing.T) {
 	if !strings.Contains(log, "sasl authentication failed") {
 		t.Fatalf("failed logins were not logged")
 	}
+	_, metrics, err := sc.get(1, "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"sasl_failed", "tls_handshake", "unauthenticated"} {
+		if !strings.Contains(metrics, `chronik_bad_requests_total{reason="`+r+`"}`) {
+			t.Errorf("no chronik_bad_requests_total{reason=%q} in /metrics", r)
+		}
+	}
 }
 
 // TestSASLFranzUserAdmin: SCRAM users made with kadm's
