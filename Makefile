@@ -2,6 +2,7 @@
 #   make run    start a local 3-node cluster on loopback (data under ./data)
 #   make test   install what the tests need, then run them all
 #   make bench  throughput and latency against kfake, side by side
+#   make certs  a CA and node/client certificates for TLS (certs/, Go's crypto only)
 
 GO      ?= go
 BIN     := bin/chronik-server
@@ -11,7 +12,7 @@ export CGO_ENABLED ?= 0
 COMPOSE   ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 SCENARIOS := rolling kill partition powercut
 
-.PHONY: all build run run-single test deps fuzz bench lint docker compose-up compose-down scenarios $(SCENARIOS:%=scenario-%) clean
+.PHONY: all build run run-single test deps fuzz bench lint docker compose-up compose-down certs compose-secure-up compose-secure-down scenarios $(SCENARIOS:%=scenario-%) clean
 
 all: build
 
@@ -57,6 +58,24 @@ compose-up: docker
 
 compose-down:
 	$(COMPOSE) down -v -t 90
+
+# certs: a private CA and certificates for the three nodes of the secure
+# Compose cluster (and the loopback ones) plus an "admin" client
+# certificate, written to certs/ (keys 0600). Nothing is downloaded; an
+# existing certs/ca.pem is reused.
+CERT_NODES ?= chronik-1=172.28.0.11,chronik-2=172.28.0.12,chronik-3=172.28.0.13
+certs:
+	$(GO) run ./cmd/chronik-certs -out certs -nodes '$(CERT_NODES)' -clients admin -users admin
+	@# The containers' unprivileged user reads the bind-mounted files; the
+	@# directory itself stays 0700, so on the host only its owner can.
+	chmod 0700 certs && chmod 0644 certs/chronik-*.key certs/users.toml # not ca.key
+
+SECURE_COMPOSE := -f docker-compose.yml -f docker-compose.secure.yml
+compose-secure-up: docker certs
+	$(COMPOSE) $(SECURE_COMPOSE) up -d --no-build
+
+compose-secure-down:
+	$(COMPOSE) $(SECURE_COMPOSE) down -v -t 90
 
 # Each scenario runs chronik-verify under load while it rolls, kills,
 # partitions or power-cuts the cluster, and fails on any lost record.

@@ -303,6 +303,16 @@ func aclCases(t *testing.T, b *Broker) []aclCase {
 				return r
 			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.DeleteACLsResponse).Results[0].ErrorCode }},
+		{name: "DescribeUserScramCredentials", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationDescribe, denied: kerr.ClusterAuthorizationFailed.Code,
+			req:  func() kmsg.Request { return kmsg.NewPtrDescribeUserSCRAMCredentialsRequest() },
+			code: func(x kmsg.Response) int16 { return x.(*kmsg.DescribeUserSCRAMCredentialsResponse).ErrorCode }},
+		{name: "AlterUserScramCredentials", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationAlter, denied: kerr.ClusterAuthorizationFailed.Code,
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrAlterUserSCRAMCredentialsRequest()
+				r.Deletions = []kmsg.AlterUserSCRAMCredentialsRequestDeletion{{Name: "nobody", Mechanism: 2}}
+				return r
+			},
+			code: func(x kmsg.Response) int16 { return x.(*kmsg.AlterUserSCRAMCredentialsResponse).Results[0].ErrorCode }},
 	}
 }
 

@@ -27,7 +27,7 @@ func (b *Broker) Brokers() []kafka.BrokerInfo {
 	out := make([]kafka.BrokerInfo, 0, len(b.cfg.Cluster.Nodes))
 	for _, n := range b.cfg.Cluster.Nodes {
 		h, p := addrHostPort(n.Kafka)
-		bi := kafka.BrokerInfo{NodeID: n.ID, Host: h, Port: p}
+		bi := kafka.BrokerInfo{NodeID: n.ID, Host: h, Port: p, Listeners: advertisedListeners(n)}
 		if n.Rack != "" {
 			r := n.Rack
 			bi.Rack = &r

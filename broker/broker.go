@@ -42,6 +42,7 @@ type Broker struct {
 	view   *clusterView
 	coord  *coordinator.Coordinator
 	kafka  *kafka.Server
+	users  *users // SCRAM credentials (scram.go)
 	admin  *admin.Server
 	fwd    *forwarder // Produce forwarding for clients without leader hints
 
@@ -148,12 +149,14 @@ func New(cfg Config) (*Broker, error) {
 		Topics: b.groupTopics,
 		Logger: cfg.Logger,
 	})
-	listenKafka := self.KafkaListen
-	if listenKafka == "" {
-		listenKafka = self.Kafka
+	listeners, err := cfg.kafkaListeners(self)
+	if err != nil {
+		return nil, err
 	}
-	b.kafka, err = kafka.NewServer(kafka.Config{Listen: listenKafka, MaxRequestSize: cfg.MaxRequestSize,
-		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry})
+	b.users = newUsers(b, cfg.BootstrapUsers)
+	b.kafka, err = kafka.NewServer(kafka.Config{Listeners: listeners, MaxRequestSize: cfg.MaxRequestSize,
+		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry,
+		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chronik-dev/chronik/auth"
 	"github.com/chronik-dev/chronik/kafka"
 )
 
@@ -31,6 +32,9 @@ type NodeSpec struct {
 	Admin       string `toml:"admin"`
 	AdminListen string `toml:"admin_listen"`
 	Rack        string `toml:"rack"`
+	// Listeners are more Kafka listeners (listeners.go); Kafka, when set,
+	// is the PLAINTEXT one and may then be left out.
+	Listeners []ListenerSpec `toml:"listeners"`
 }
 
 // ClusterFile is the shape of cluster.toml.
@@ -91,10 +95,17 @@ func (cf *ClusterFile) check() error {
 			return fmt.Errorf("node id %d listed twice", n.ID)
 		}
 		seen[n.ID] = true
-		for what, addr := range map[string]string{"kafka": n.Kafka, "raft": n.Raft} {
+		addrs := map[string]string{"raft": n.Raft}
+		if n.Kafka != "" || len(n.Listeners) == 0 {
+			addrs["kafka"] = n.Kafka
+		}
+		for what, addr := range addrs {
 			if _, _, err := net.SplitHostPort(addr); err != nil {
 				return fmt.Errorf("node %d: %s address %q: %v", n.ID, what, addr, err)
 			}
+		}
+		if err := checkListeners(n); err != nil {
+			return fmt.Errorf("node %d: %w", n.ID, err)
 		}
 	}
 	for _, u := range cf.SuperUsers {
@@ -168,6 +179,13 @@ type Config struct {
 	// (connections, frames, request memory, partitions); zero fields take
 	// the kafka package's defaults.
 	KafkaLimits kafka.Limits
+	// TLS serves the SSL and SASL_SSL listeners.
+	TLS *kafka.TLSFiles
+	// SASLMechanisms enabled on SASL listeners (all when empty).
+	SASLMechanisms []string
+	// BootstrapUsers are SCRAM credentials (from the users file) this
+	// node knows from its start; see scram.go.
+	BootstrapUsers map[string][]auth.Credential
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry

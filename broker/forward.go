@@ -97,7 +97,10 @@ func (f *forwarder) close() {
 // is: an idempotent batch is deduplicated by the leader, and a client
 // without idempotence accepts that a retried write may land twice.
 func (b *Broker) ForwardProduce(ctx context.Context, leader int32, topic string, part int32, records []byte, acks int16, timeout time.Duration) (kafka.ProduceResult, bool) {
-	if leader == b.cfg.NodeID || !b.host.PeerAlive(uint64(leader)) || b.host.PeerLeaving(uint64(leader)) {
+	// The forward goes out on the leader's plaintext listener as an
+	// anonymous client, so with ACLs on the leader would judge it as that
+	// principal, not the client's: then clients get NOT_LEADER as before.
+	if b.cfg.Cluster.ACLsEnabled || leader == b.cfg.NodeID || !b.host.PeerAlive(uint64(leader)) || b.host.PeerLeaving(uint64(leader)) {
 		return kafka.ProduceResult{}, false
 	}
 	cl, err := b.fwd.client(leader)

@@ -51,6 +51,8 @@ type metaState struct {
 	Quotas map[string]map[string]string `json:"quotas,omitempty"`
 	// ACLs are every access control entry (broker/acls.go).
 	ACLs []kafka.ACL `json:"acls,omitempty"`
+	// Scram holds SCRAM credentials by user and mechanism (scram.go).
+	Scram map[string]map[string]*scramMeta `json:"scram,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -77,6 +79,8 @@ type metaCmd struct {
 	// create_acls, delete_acls
 	ACLs    []kafka.ACL       `json:"acls,omitempty"`
 	Filters []kafka.ACLFilter `json:"filters,omitempty"`
+	// alter_scram
+	Scram []scramChange `json:"scram,omitempty"`
 }
 
 type metaResult struct {
@@ -242,6 +246,9 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		return m.applyCreateACLs(cmd.ACLs)
 	case "delete_acls":
 		return m.applyDeleteACLs(cmd.Filters)
+	case "alter_scram":
+		m.applyScram(cmd.Scram)
+		return metaResult{}
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID
 		m.st.NextProducerID += cmd.Count

@@ -86,7 +86,7 @@ func TestBadInput(t *testing.T) {
 	expectClosed(t, addr, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "garbage bytes")
 	check("garbage bytes")
 
-	unknown := kmsg.NewPtrSASLHandshakeRequest() // key 17: not served
+	unknown := kmsg.NewPtrDescribeQuorumRequest() // key 55, KRaft only: never served
 	expectClosed(t, addr, rawRequest(unknown, 1), "unknown key")
 	check("unknown key")
 

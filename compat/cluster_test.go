@@ -139,6 +139,7 @@ type clusterOptions struct {
 	nodeArgs func(id int) []string
 	toml     string
 	proxies  bool
+	nodeTOML func(id int) string
 }
 
 // withRaftProxies routes every node-to-node Raft connection through a
@@ -161,6 +162,11 @@ func withNodeArgs(f func(id int) []string) clusterOpt {
 // withTOML adds top-level keys to cluster.toml.
 func withTOML(s string) clusterOpt {
 	return func(o *clusterOptions) { o.toml += s + "\n" }
+}
+
+// withNodeTOML adds f(id) to each [[nodes]] entry (listeners, say).
+func withNodeTOML(f func(id int) string) clusterOpt {
+	return func(o *clusterOptions) { o.nodeTOML = f }
 }
 
 // freePorts reserves n loopback ports below the kernel's ephemeral range
@@ -211,6 +217,9 @@ func startCluster(t testing.TB, n int, opts ...clusterOpt) *cluster {
 		}
 		c.nodes = append(c.nodes, nd)
 		fmt.Fprintf(&sb, "\n[[nodes]]\nid = %d\nkafka = %q\nraft = %q\nadmin = %q\n", nd.id, nd.kafka, nd.raft, nd.admin)
+		if o.nodeTOML != nil {
+			sb.WriteString(o.nodeTOML(nd.id))
+		}
 	}
 	c.cfg = filepath.Join(c.dir, "cluster.toml")
 	if err := os.WriteFile(c.cfg, []byte(sb.String()), 0o644); err != nil {

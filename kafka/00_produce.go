@@ -122,7 +122,7 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			s.metrics.countErr(0, res.Err)
 			resp.Topics[ti].Partitions = append(resp.Topics[ti].Partitions, rp)
 		}
-		resp.Brokers = nodeEndpoints(s, hinted)
+		resp.Brokers = nodeEndpoints(s, cc, hinted)
 		resp.ThrottleMillis = int32(thr.Milliseconds())
 		if req.Version < 6 {
 			delayReply(cc, thr)
@@ -158,13 +158,14 @@ func forwardMoved(ctx context.Context, s *Server, parts []producePart, results [
 	wg.Wait()
 }
 
-// nodeEndpoints lists the brokers named in leader hints (KIP-951).
-func nodeEndpoints(s *Server, ids map[int32]bool) []kmsg.ProduceResponseBroker {
+// nodeEndpoints lists the brokers named in leader hints (KIP-951), with
+// their addresses on the listener cc came in on.
+func nodeEndpoints(s *Server, cc *connCtx, ids map[int32]bool) []kmsg.ProduceResponseBroker {
 	if len(ids) == 0 {
 		return nil
 	}
 	var out []kmsg.ProduceResponseBroker
-	for _, b := range s.backend.Brokers() {
+	for _, b := range s.brokersFor(cc) { // on the client's listener
 		if ids[b.NodeID] {
 			out = append(out, kmsg.ProduceResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: b.Rack})
 		}

@@ -69,7 +69,7 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		for {
 			results, waits, total, stop := readFetch(s, cc, req, parts)
 			if stop || total >= int(req.MinBytes) || !time.Now().Before(deadline) || len(waits) == 0 {
-				return buildFetch(s, req, resp, parts, results)
+				return buildFetch(s, cc, req, resp, parts, results)
 			}
 			if timer == nil {
 				timer = time.NewTimer(time.Until(deadline))
@@ -85,7 +85,7 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			chosen, _, _ := reflect.Select(cases)
 			if chosen < 3 {
 				results, _, _, _ = readFetch(s, cc, req, parts)
-				return buildFetch(s, req, resp, parts, results)
+				return buildFetch(s, cc, req, resp, parts, results)
 			}
 		}
 	}
@@ -176,7 +176,7 @@ func readFetch(s *Server, cc *connCtx, req *kmsg.FetchRequest, parts []fetchPart
 	return results, waits, total, stop
 }
 
-func buildFetch(s *Server, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, parts []fetchPart, results []FetchResult) *kmsg.FetchResponse {
+func buildFetch(s *Server, cc *connCtx, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, parts []fetchPart, results []FetchResult) *kmsg.FetchResponse {
 	hinted := map[int32]bool{}
 	ti := -1
 	for i, p := range parts {
@@ -205,7 +205,7 @@ func buildFetch(s *Server, req *kmsg.FetchRequest, resp *kmsg.FetchResponse, par
 		s.metrics.countErr(1, res.Err)
 		resp.Topics[ti].Partitions = append(resp.Topics[ti].Partitions, rp)
 	}
-	for _, b := range nodeEndpoints(s, hinted) {
+	for _, b := range nodeEndpoints(s, cc, hinted) {
 		resp.Brokers = append(resp.Brokers, kmsg.FetchResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: b.Rack})
 	}
 	return resp

@@ -19,7 +19,7 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.MetadataRequest)
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
 	resp.Version = req.Version
-	for _, b := range s.backend.Brokers() {
+	for _, b := range s.brokersFor(cc) {
 		resp.Brokers = append(resp.Brokers, kmsg.MetadataResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: b.Rack})
 	}
 	id := s.backend.ClusterID()

@@ -16,7 +16,7 @@ func handleFindCoordinator(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	resp.Version = req.Version
 	brokers := map[int32]BrokerInfo{}
-	for _, b := range s.backend.Brokers() {
+	for _, b := range s.brokersFor(cc) {
 		brokers[b.NodeID] = b
 	}
 	find := func(key string) (int32, string, int32, int16) {

@@ -5,7 +5,7 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 // DescribeCluster v0-1 (v1 added EndpointType; we only have brokers).
 func init() { register(60, 0, 1, handleDescribeCluster) }
 
-func handleDescribeCluster(s *Server, _ *connCtx, kreq kmsg.Request) reply {
+func handleDescribeCluster(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.DescribeClusterRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
 	resp.Version = req.Version
@@ -13,7 +13,7 @@ func handleDescribeCluster(s *Server, _ *connCtx, kreq kmsg.Request) reply {
 	resp.ControllerID = s.backend.ControllerID()
 	resp.EndpointType = 1
 	resp.ClusterAuthorizedOperations = -2147483648
-	for _, b := range s.backend.Brokers() {
+	for _, b := range s.brokersFor(cc) {
 		resp.Brokers = append(resp.Brokers, kmsg.DescribeClusterResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: b.Rack})
 	}
 	return func() kmsg.Response { return resp }

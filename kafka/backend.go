@@ -89,6 +89,9 @@ type BrokerInfo struct {
 	Host   string
 	Port   int32
 	Rack   *string
+	// Listeners maps listener names to this broker's advertised
+	// "host:port" on each; when empty, Host and Port serve every listener.
+	Listeners map[string]string
 }
 
 // TopicInfo describes a topic for Metadata.

@@ -3,6 +3,7 @@ package kafka
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +28,13 @@ type connCtx struct {
 	// only by authentication on the reader goroutine, before the requests
 	// it precedes are started.
 	principal Principal
+	// listener is the name of the listener the connection came in on.
+	listener string
+	// sasl is the login state on a SASL listener, nil elsewhere.
+	sasl *saslState
+	// closeAfter asks the reader to stop once the current request's
+	// response is queued: a failed login ends the connection.
+	closeAfter bool
 	// respMem is the request budget held by the response being built
 	// (a Fetch's records), given back once it is written. Only the
 	// writer goroutine, which runs replies one at a time, touches it.
@@ -38,7 +46,9 @@ type connCtx struct {
 // order, waiting on each in turn.
 type conn struct {
 	s   *Server
-	nc  net.Conn
+	nc  net.Conn // the TLS connection on a TLS listener
+	raw net.Conn // the TCP connection under it
+	tls *tls.Conn
 	ip  netip.Addr
 	cc  connCtx
 	out chan pendingResp // made with the writer, at the first response
@@ -64,13 +74,23 @@ type pendingResp struct {
 	start    time.Time
 	r        reply
 	mem      hold // request budget held until answered
+	// rawToken, when set, is written as a bare size-prefixed SASL token
+	// instead of a response.
+	rawToken *[]byte
 }
 
-func newConn(s *Server, nc net.Conn, ip netip.Addr) *conn {
-	c := &conn{s: s, nc: nc, ip: ip, done: make(chan struct{})}
-	c.cc = connCtx{ctx: s.ctx, remote: nc.RemoteAddr().String(), principal: Anonymous}
+func newConn(s *Server, nc net.Conn, ip netip.Addr, l *boundListener) *conn {
+	c := &conn{s: s, nc: nc, raw: nc, ip: ip, done: make(chan struct{})}
+	c.cc = connCtx{ctx: s.ctx, remote: nc.RemoteAddr().String(), principal: Anonymous, listener: l.Name}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if l.Protocol.TLS() {
+		c.tls = tls.Server(nc, l.TLS)
+		c.nc = c.tls
+	}
+	if l.Protocol.SASL() {
+		c.cc.sasl = &saslState{creds: s.cfg.Credentials, mechs: s.cfg.SASLMechanisms}
 	}
 	return c
 }
@@ -91,7 +111,7 @@ func (c *conn) close() {
 // node comes back from a restart and takes leadership again: clients still
 // hold connections to its previous process.
 func (c *conn) closeReset() {
-	if tc, ok := c.nc.(*net.TCPConn); ok {
+	if tc, ok := c.raw.(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}
 	c.close()
@@ -99,7 +119,10 @@ func (c *conn) closeReset() {
 
 func (c *conn) serve() {
 	defer c.s.wg.Done()
-	err := c.readLoop()
+	err := c.handshake()
+	if err == nil {
+		err = c.readLoop()
+	}
 	if c.out != nil {
 		close(c.out)
 		<-c.writerDone
@@ -144,6 +167,12 @@ func (c *conn) readLoop() error {
 		c.nc.SetReadDeadline(deadline)
 		if err := c.s.ctx.Err(); err != nil {
 			return err
+		}
+		if c.cc.sasl != nil && c.cc.sasl.raw {
+			if err := c.handleRawToken(r); err != nil {
+				return err
+			}
+			continue
 		}
 		body, mem, err := c.readFrame(r, deadline)
 		if err != nil {
@@ -389,6 +418,13 @@ func (c *conn) handle(body []byte, mem hold) error {
 	if d.clientID != nil && c.cc.clientID == "" {
 		c.cc.clientID = *d.clientID
 	}
+	if err := c.cc.sasl.admits(d.key); err != nil {
+		c.s.releaseMemory(mem)
+		c.s.logger.Info("closing connection: "+err.Error(), "remote", c.cc.remote, "client_id", c.cc.clientID,
+			"listener", c.cc.listener)
+		c.s.metrics.badRequests.WithLabelValues("unauthenticated").Inc()
+		return err
+	}
 	c.s.metrics.requests.WithLabelValues(kmsg.NameForKey(d.key)).Inc()
 	gen := c.s.requestStarted()
 	start := time.Now()
@@ -403,7 +439,13 @@ func (c *conn) handle(body []byte, mem hold) error {
 		return nil
 	}
 	flexible := d.req.IsFlexible() && d.key != 18
-	return c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start, r: r, mem: mem})
+	if err := c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start, r: r, mem: mem}); err != nil {
+		return err
+	}
+	if c.cc.closeAfter {
+		return errLoginFailed // serve lets the writer send the answer, then closes
+	}
+	return nil
 }
 
 // safeHandle runs a handler, turning a panic into a closed connection
@@ -463,25 +505,20 @@ func (c *conn) writeLoop() {
 	broken := false
 	for p := range c.out {
 		var resp kmsg.Response
-		if !broken {
+		if !broken && p.rawToken == nil {
 			resp = c.await(p)
 		}
-		if resp == nil || broken {
+		if (resp == nil && p.rawToken == nil) || broken {
 			c.finish(p)
 			continue
 		}
-		buf = append(buf[:0], 0, 0, 0, 0)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(p.corr))
-		if p.flexible {
-			buf = append(buf, 0) // no tagged fields in the response header
+		if p.rawToken != nil {
+			// A SASL token framed by its size alone (SaslHandshake v0).
+			buf = binary.BigEndian.AppendUint32(buf[:0], uint32(len(*p.rawToken)))
+			buf = append(buf, *p.rawToken...)
+		} else {
+			buf = c.appendResponse(buf[:0], p, resp)
 		}
-		resp.SetVersion(p.version)
-		if (p.key == 0 || p.key == 1) && c.s.draining.Load() && allNotLeader(resp) {
-			c.movedAt.Store(p.start.UnixNano())
-			c.s.noteNews()
-		}
-		buf = resp.AppendTo(buf)
-		binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 		c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		if w == nil {
 			w = bufio.NewWriterSize(c.nc, 16<<10)
@@ -501,6 +538,23 @@ func (c *conn) writeLoop() {
 			buf = nil
 		}
 	}
+}
+
+// appendResponse frames a response: size, correlation id, header tags.
+func (c *conn) appendResponse(buf []byte, p pendingResp, resp kmsg.Response) []byte {
+	buf = append(buf, 0, 0, 0, 0)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(p.corr))
+	if p.flexible {
+		buf = append(buf, 0) // no tagged fields in the response header
+	}
+	resp.SetVersion(p.version)
+	if (p.key == 0 || p.key == 1) && c.s.draining.Load() && allNotLeader(resp) {
+		c.movedAt.Store(p.start.UnixNano())
+		c.s.noteNews()
+	}
+	buf = resp.AppendTo(buf)
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+	return buf
 }
 
 // allNotLeader reports whether a Produce or Fetch response answers every

@@ -18,8 +18,17 @@ import (
 
 // Config configures a Server.
 type Config struct {
-	// Listen is the address to bind, e.g. "0.0.0.0:9092".
+	// Listen is the address to bind, e.g. "0.0.0.0:9092", for a single
+	// PLAINTEXT listener; used only when Listeners is empty.
 	Listen string
+	// Listeners are the sockets served, each with its security protocol
+	// (listener.go).
+	Listeners []Listener
+	// Credentials check SASL logins; nil refuses every login.
+	Credentials Credentials
+	// SASLMechanisms enabled on SASL listeners (DefaultSASLMechanisms
+	// when empty).
+	SASLMechanisms []string
 	// MaxRequestSize bounds a request frame (Kafka's
 	// socket.request.max.bytes); larger frames close the connection.
 	MaxRequestSize int32
@@ -43,7 +52,7 @@ type Server struct {
 	metrics *metrics
 	apis    map[int16]*api
 
-	ln        net.Listener
+	lns       []*boundListener
 	serveOnce sync.Once
 	mu        sync.Mutex
 	conns     map[*conn]struct{}
@@ -113,6 +122,12 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
 	cfg.Limits.defaults(cfg.MaxRequestSize)
+	if len(cfg.SASLMechanisms) == 0 {
+		cfg.SASLMechanisms = DefaultSASLMechanisms
+	}
+	if err := cfg.checkListeners(); err != nil {
+		return nil, err
+	}
 	mem := newBudget(cfg.Limits.QueuedMaxRequestBytes)
 	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(mem.inUse()) }, float64(mem.size))
 	if err != nil {
@@ -141,33 +156,51 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// Listen binds the listener without accepting yet: clients that connect
+// Listen binds the listeners without accepting yet: clients that connect
 // wait in the kernel's backlog until Serve.
 func (s *Server) Listen() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("kafka: listen %s: %w", s.cfg.Listen, err)
+	for _, l := range s.cfg.Listeners {
+		ln, err := net.Listen("tcp", l.Listen)
+		if err != nil {
+			for _, b := range s.lns {
+				b.ln.Close()
+			}
+			s.lns = nil
+			return fmt.Errorf("kafka: listener %s: listen %s: %w", l.Name, l.Listen, err)
+		}
+		s.lns = append(s.lns, &boundListener{Listener: l, ln: ln})
 	}
-	s.ln = ln
 	return nil
 }
 
 // Serve starts accepting connections; calls after the first do nothing.
 func (s *Server) Serve() {
 	s.serveOnce.Do(func() {
-		s.wg.Add(1)
-		go s.accept()
+		for _, l := range s.lns {
+			s.wg.Add(1)
+			go s.accept(l)
+		}
 	})
 }
 
-// Addr is the bound address.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+// Addr is the bound address of the first listener.
+func (s *Server) Addr() net.Addr { return s.lns[0].ln.Addr() }
 
-func (s *Server) accept() {
+// ListenerAddr is the bound address of the named listener, or nil.
+func (s *Server) ListenerAddr(name string) net.Addr {
+	for _, l := range s.lns {
+		if l.Name == name {
+			return l.ln.Addr()
+		}
+	}
+	return nil
+}
+
+func (s *Server) accept(l *boundListener) {
 	defer s.wg.Done()
 	var backoff time.Duration
 	for {
-		c, err := s.ln.Accept()
+		c, err := l.ln.Accept()
 		if err != nil {
 			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -175,7 +208,7 @@ func (s *Server) accept() {
 			// Out of file descriptors, most likely: wait for some to be
 			// freed, longer each time, rather than spin on the error.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.logger.Warn("kafka accept failed", "err", err, "retry_in", backoff)
+			s.logger.Warn("kafka accept failed", "listener", l.Name, "err", err, "retry_in", backoff)
 			t := time.NewTimer(backoff)
 			select {
 			case <-t.C:
@@ -186,13 +219,11 @@ func (s *Server) accept() {
 			continue
 		}
 		backoff = 0
-		s.admit(c)
+		s.admit(c, l)
 	}
 }
 
-// admit registers a new connection and starts serving it, or closes it
-// when the server is closed or a connection limit is reached.
-func (s *Server) admit(c net.Conn) {
+func (s *Server) admit(c net.Conn, l *boundListener) {
 	ip := clientIP(c.RemoteAddr())
 	s.mu.Lock()
 	if s.closed {
@@ -220,7 +251,7 @@ func (s *Server) admit(c net.Conn) {
 		c.Close()
 		return
 	}
-	cn := newConn(s, c, ip)
+	cn := newConn(s, c, ip, l)
 	s.conns[cn] = struct{}{}
 	s.perIP[ip]++
 	s.mu.Unlock()
@@ -263,8 +294,8 @@ func (s *Server) noteNews() {
 // kernel rather than accepted and dropped (franz-go does not retry an EOF
 // on a fresh connection's first request).
 func (s *Server) StopAccepting() {
-	if s.ln != nil {
-		s.ln.Close()
+	for _, l := range s.lns {
+		l.ln.Close()
 	}
 }
 

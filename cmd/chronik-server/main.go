@@ -25,6 +25,7 @@ func main() {
 		Commands: []*cli.Command{
 			healthCommand(),
 			rollingRestartCommand(),
+			usersCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

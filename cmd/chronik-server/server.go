@@ -54,6 +54,12 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "admin-token", Usage: "bearer token required on every admin endpoint but /health and /ready", EnvVars: []string{"CHRONIK_ADMIN_TOKEN"}},
 		&cli.StringFlag{Name: "admin-token-file", Usage: "file holding the admin bearer token (instead of --admin-token)", EnvVars: []string{"CHRONIK_ADMIN_TOKEN_FILE"}},
 		&cli.BoolFlag{Name: "admin-pprof", Usage: "serve Go profiles on the admin server at /debug/pprof/", EnvVars: []string{"CHRONIK_ADMIN_PPROF"}},
+		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate (chain) of this node's SSL and SASL_SSL listeners; reloaded on SIGHUP or when the file changes", EnvVars: []string{"CHRONIK_TLS_CERT"}},
+		&cli.StringFlag{Name: "tls-key", Usage: "PEM private key of --tls-cert", EnvVars: []string{"CHRONIK_TLS_KEY"}},
+		&cli.StringFlag{Name: "tls-ca", Usage: "PEM CA certificates that sign client certificates (for --tls-client-auth)", EnvVars: []string{"CHRONIK_TLS_CA"}},
+		&cli.StringFlag{Name: "tls-client-auth", Value: "none", Usage: "client certificates on TLS listeners: none, request or required (ssl.client.auth)", EnvVars: []string{"CHRONIK_TLS_CLIENT_AUTH"}},
+		&cli.StringFlag{Name: "sasl-users-file", Usage: "bootstrap SASL users (TOML [[users]] name, password); passwords are salted and hashed at load", EnvVars: []string{"CHRONIK_SASL_USERS_FILE"}},
+		&cli.StringFlag{Name: "sasl-mechanisms", Value: strings.Join(kafka.DefaultSASLMechanisms, ","), Usage: "SASL mechanisms enabled on SASL listeners", EnvVars: []string{"CHRONIK_SASL_MECHANISMS"}},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"CHRONIK_LOG_LEVEL"}},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"CHRONIK_LOG_FORMAT"}},
 	}
@@ -143,7 +149,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		}
 		*d.dst = v
 	}
-	return cfg, nil
+	return cfg, securityFromFlags(c, &cfg)
 }
 
 func runServer(c *cli.Context) error {
@@ -158,6 +164,10 @@ func runServer(c *cli.Context) error {
 	// Signals are caught before Start so that none is missed.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	if cfg.TLS != nil {
+		stop := reloadOnHUP(cfg.TLS)
+		defer stop()
+	}
 	if err := b.Start(); err != nil {
 		return err
 	}
