@@ -2,6 +2,8 @@ package compat
 
 import (
 	"context"
+	"encoding/binary"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,4 +144,50 @@ func hasFile(dir, name string) bool {
 		return nil
 	})
 	return found
+}
+
+// peerHelloV1 is the previous release's hello: "CHRK", u16 version 1, u64
+// node id, u64 incarnation; no cluster id.
+func peerHelloV1(from uint64) []byte {
+	b := []byte("CHRK")
+	b = binary.BigEndian.AppendUint16(b, 1)
+	b = binary.BigEndian.AppendUint64(b, from)
+	return binary.BigEndian.AppendUint64(b, 0xC0FFEE)
+}
+
+// clusterIDFrame is the frame a plaintext node sends after its v1 hello:
+// one message on channel 0xFFF8 holding its cluster id.
+func clusterIDFrame(cluster string) []byte {
+	body := binary.BigEndian.AppendUint64(nil, 0)
+	body = binary.BigEndian.AppendUint16(body, 0xFFF8)
+	body = binary.BigEndian.AppendUint32(body, uint32(len(cluster)))
+	body = append(body, cluster...)
+	frame := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	frame = append(frame, 1)
+	return append(frame, body...)
+}
+
+// TestPeersClusterIDCheckedAfterV1Hello: a peer that says the old hello
+// but states another cluster id in its first frame is refused and
+// counted, and its forged snapshot does not reach Raft.
+func TestPeersClusterIDCheckedAfterV1Hello(t *testing.T) {
+	c := startCluster(t, 1)
+	before := dirBytes(t, c.node(1).dataDir)
+	conn, err := net.DialTimeout("tcp", c.node(1).raft, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write(append(append(peerHelloV1(1), clusterIDFrame("another")...), raftFrame(t, 1, forgedSnapshot(1, 1, 1<<10))...))
+	waitClosedByNode(t, conn, "peer of another cluster after a v1 hello")
+	waitFor(t, 5*time.Second, "the refusal counted", func() bool {
+		v, _ := c.metric(1, `chronik_raft_refused_peers_total{reason="cluster"}`)
+		return v == 1
+	})
+	if v, _ := c.metric(1, "chronik_raft_rejected_messages_total"); v != 0 {
+		t.Errorf("%v messages reached the Raft checks", v)
+	}
+	if after := dirBytes(t, c.node(1).dataDir); after < before/2 {
+		t.Errorf("data directory went from %d to %d bytes", before, after)
+	}
 }
