@@ -96,9 +96,9 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 	stalls := l.stallsBetween(rollStart, time.Now())
 	t.Logf("longest gap between acks per partition during the upgrade: p50 %v, p99 %v, max %v",
 		percentile(stalls, 0.5).Round(time.Millisecond), percentile(stalls, 0.99).Round(time.Millisecond), stalls[len(stalls)-1].Round(time.Millisecond))
-	// Mixed versions may be slower to hand over than the rolling restart's
-	// one second, but a stall of franz-go's metadata refresh (5 s) means a
-	// client was left waiting.
+	// Mixed versions may hand over more slowly than the rolling restart
+	// (bound 1 s: the old release lacks this one's faster transfers), but
+	// nothing near franz-go's metadata refresh (5 s): a client left waiting.
 	if worst, limit := stalls[len(stalls)-1], 2*time.Second*raceSlack; worst > limit {
 		t.Errorf("a partition went %v without an ack during the upgrade; want under %v", worst.Round(time.Millisecond), limit)
 	}
