@@ -40,7 +40,7 @@ deps:
 RACE_COMPAT := ^TestRollingRestartUnderLoad$$
 
 test: deps build
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./log/ ./raft/ ./kafka/ ./coordinator/ ./admin/ ./broker/
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./log/ ./raft/ ./kafka/ ./coordinator/ ./admin/ ./broker/ ./auth/
 	$(GO) test -count=1 -timeout 20m ./compat/ ./cmd/...
 	CHRONIK_RACE=1 $(GO) test -count=1 -timeout 10m -run '$(RACE_COMPAT)' ./compat/
 	$(MAKE) fuzz

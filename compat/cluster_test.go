@@ -121,6 +121,7 @@ type node struct {
 	extraArgs, extraEnv []string
 	cfg                 string // this node's own cluster config, when proxies are used
 	raceChecked         int    // how much of log checkRaces has read
+	bin                 string // the server binary, when not serverBin (upgrades)
 }
 
 // cluster is a set of nodes sharing one cluster.toml.
@@ -140,6 +141,7 @@ type clusterOptions struct {
 	toml     string
 	proxies  bool
 	nodeTOML func(id int) string
+	bin      string
 }
 
 // withRaftProxies routes every node-to-node Raft connection through a
@@ -157,6 +159,12 @@ func withArgs(args ...string) clusterOpt {
 // withNodeArgs passes extra flags that differ per node (certificates).
 func withNodeArgs(f func(id int) []string) clusterOpt {
 	return func(o *clusterOptions) { o.nodeArgs = f }
+}
+
+// withBinary starts every node from bin instead of the binary under test
+// (a previous release, for upgrades); a node's bin can be changed later.
+func withBinary(bin string) clusterOpt {
+	return func(o *clusterOptions) { o.bin = bin }
 }
 
 // withTOML adds top-level keys to cluster.toml.
@@ -211,7 +219,7 @@ func startCluster(t testing.TB, n int, opts ...clusterOpt) *cluster {
 	sb.WriteString(o.toml)
 	for i := 0; i < n; i++ {
 		nd := &node{id: i + 1, kafka: ports[3*i], raft: ports[3*i+1], admin: ports[3*i+2],
-			dataDir: filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)), extraArgs: o.args}
+			dataDir: filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)), extraArgs: o.args, bin: o.bin}
 		if o.nodeArgs != nil {
 			nd.extraArgs = append(append([]string(nil), o.args...), o.nodeArgs(nd.id)...)
 		}
@@ -289,7 +297,11 @@ func (c *cluster) start(id int) {
 	}
 	args := append([]string{"--node-id", fmt.Sprint(id), "--cluster-config", cfg, "--data-dir", nd.dataDir,
 		"--log-level", "info"}, nd.extraArgs...)
-	cmd := exec.Command(serverBin, args...)
+	bin := serverBin
+	if nd.bin != "" {
+		bin = nd.bin
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), nd.extraEnv...)
 	cmd.Stdout = nd.log
 	cmd.Stderr = nd.log

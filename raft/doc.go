@@ -33,7 +33,9 @@
 //	storage.go   etcd raft's Storage over log.Log; snapshot file
 //	statefile.go the raft-state file; moving one into the node's file
 //	hardstate.go the node's hard-state file (Config.StateDir)
-//	transport.go TCPTransport; memtransport.go MemNetwork for tests
+//	transport.go TCPTransport and its hello (v1 and v2, see below);
+//	             memtransport.go MemNetwork for tests
+//	peertls.go   peer TLS and cluster id (PeerSecurity)
 //	codec.go     the wire encoding of Raft messages
 //
 // # The Ready cycle
@@ -161,9 +163,20 @@
 //	                         goroutine drains
 //
 // Wire channels (WireMsg.Channel): 0 carries Raft messages; 0xFFF0 and up
-// are this package's (ping, quiesce, group down, lost tail, group up);
-// the broker's notices (SendNotice, OnNotice) use small numbers below
-// 0xFFF0.
+// are this package's (ping, quiesce, group down, lost tail, group up, and
+// 0xFFF8, the cluster id, which the transport consumes); the broker's
+// notices (SendNotice, OnNotice) use small numbers below 0xFFF0.
+//
+// Hello versions, for rolling upgrades (transport.go): the previous
+// release (9aa9657) speaks and accepts only a v1 hello, with no cluster
+// id, and closes on an unknown frame type. A plaintext node therefore
+// dials with a v1 hello followed by one frame holding a single message on
+// 0xFFF8 with its cluster id, which an old node hands to the broker's
+// notices, which ignore unknown channels. It accepts v1 and v2: a peer
+// that states another cluster id (in a v2 hello or in that first frame) is
+// refused before it is up, reason "cluster"; a v1 peer whose first frame
+// is anything else (an old node) states none and is accepted. A node with
+// peer TLS dials and requires v2 (no earlier release had TLS).
 //
 // # Locks
 //

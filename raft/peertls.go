@@ -12,8 +12,11 @@ import (
 	"time"
 )
 
-// Peer authentication. Every hello names the sender's node id and the
-// cluster id; a hello from another cluster or an unknown node is refused.
+// Peer authentication. Every hello names the sender's node id, and the
+// sender states the cluster id (in a v2 hello, or in plaintext in the
+// first frame after a v1 hello, see transport.go); a peer of another
+// cluster or an unknown node is refused. A plaintext peer of the previous
+// release states no cluster id and is accepted.
 // With PeerSecurity.TLS set, both directions run mutual TLS against one CA,
 // and a node's id is bound to its certificate: the certificate must carry
 // the DNS name NodeCertName(id) ("chronik-node-<id>"). The listener refuses
@@ -25,7 +28,8 @@ import (
 
 // PeerSecurity configures how a TCPTransport authenticates its peers.
 type PeerSecurity struct {
-	// ClusterID is sent and checked in every hello; at most 255 bytes.
+	// ClusterID is sent to every peer and checked when a peer states
+	// one; at most 255 bytes.
 	ClusterID string
 	// TLS, when set, makes both directions mutual TLS.
 	TLS *PeerTLS

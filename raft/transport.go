@@ -47,25 +47,40 @@ type TransportHandler interface {
 
 // Wire format. A connection (inside TLS when configured, see peertls.go)
 // opens with a hello: "CHRK", u16 version, u64 sender id, u64 incarnation
-// (random per process start), u8 cluster id length, cluster id. Then
-// frames: u32 length, u8 type, body. Type 1 carries messages: repeated
-// (u64 group, u16 channel, u32 length, bytes). Type 2 is goodbye.
-// Version 2 added the cluster id; a version 1 hello is refused.
+// (random per process start); version 2 goes on with u8 cluster id length
+// and the cluster id. Then frames: u32 length, u8 type, body. Type 1
+// carries messages: repeated (u64 group, u16 channel, u32 length, bytes).
+// Type 2 is goodbye.
+//
+// Version 1 is the previous release's, which refuses any other version and
+// closes on an unknown frame type. So that a cluster can be upgraded node
+// by node, a plaintext node says a v1 hello and states its cluster id in
+// the first frame, as one message on chanClusterID, which old nodes hand
+// to the broker's notices, which ignore it. A plaintext node accepts v1
+// and v2: a peer that states another cluster id (in either place) is
+// refused; an old peer, whose first frame is anything else, states none
+// and is accepted. A TLS node sends and requires v2 (no older release had
+// TLS).
 const (
-	wireMagic       = "CHRK"
-	wireVersion     = 2
-	frameMsgs       = 1
-	frameGoodbye    = 2
-	maxWireFrame    = 256 << 20
-	maxPeerQueue    = 64 << 20
-	dialTimeout     = time.Second
-	writeTimeout    = 5 * time.Second
-	minRedialDelay  = 20 * time.Millisecond
-	maxRedialDelay  = time.Second
-	minAcceptDelay  = 5 * time.Millisecond
-	maxAcceptDelay  = time.Second
-	helloSize       = 4 + 2 + 8 + 8 + 1
-	msgHeaderLength = 8 + 2 + 4
+	wireMagic     = "CHRK"
+	wireVersion   = 2 // TLS peers
+	wireVersionV1 = 1 // plaintext peers, cluster id in the first frame
+	// chanClusterID carries the sender's cluster id after a v1 hello. The
+	// transport consumes it; handlers never see it.
+	chanClusterID   uint16 = 0xFFF8
+	frameMsgs              = 1
+	frameGoodbye           = 2
+	maxWireFrame           = 256 << 20
+	maxPeerQueue           = 64 << 20
+	dialTimeout            = time.Second
+	writeTimeout           = 5 * time.Second
+	minRedialDelay         = 20 * time.Millisecond
+	maxRedialDelay         = time.Second
+	minAcceptDelay         = 5 * time.Millisecond
+	maxAcceptDelay         = time.Second
+	helloV1Size            = 4 + 2 + 8 + 8
+	helloSize              = helloV1Size + 1 // v2, before the cluster id
+	msgHeaderLength        = 8 + 2 + 4
 	// helloTimeout bounds the TLS handshake and hello of a new connection.
 	helloTimeout = 10 * time.Second
 	// frameBodyTimeout bounds how long a begun frame may take to arrive
@@ -313,31 +328,72 @@ func (t *TCPTransport) connsFrom(id uint64) int {
 }
 
 // readHello reads and checks a hello: this protocol, this cluster, a node
-// of the cluster config.
+// of the cluster config. After a v1 hello it waits (within the hello's
+// deadline) for the first frame, so a peer that states another cluster id
+// there is refused before it is up.
 func (t *TCPTransport) readHello(r *bufio.Reader) (from, inc uint64, err error) {
-	hello := make([]byte, helloSize)
+	hello := make([]byte, helloV1Size)
 	if _, err := io.ReadFull(r, hello); err != nil {
 		return 0, 0, refuse(RefusedHello, "%v", err)
 	}
 	if string(hello[:4]) != wireMagic {
 		return 0, 0, refuse(RefusedHello, "not a Chronik peer hello (a TLS peer to a plaintext node?)")
 	}
-	if v := binary.BigEndian.Uint16(hello[4:]); v != wireVersion {
-		return 0, 0, refuse(RefusedHello, "hello version %d, this node speaks %d", v, wireVersion)
+	v := binary.BigEndian.Uint16(hello[4:])
+	switch {
+	case v == wireVersion:
+	case v == wireVersionV1 && t.sec.TLS == nil:
+	case v == wireVersionV1:
+		return 0, 0, refuse(RefusedHello, "hello version 1 to a TLS node, which requires %d", wireVersion)
+	default:
+		return 0, 0, refuse(RefusedHello, "hello version %d, this node speaks %d and %d", v, wireVersionV1, wireVersion)
 	}
 	from = binary.BigEndian.Uint64(hello[6:])
 	inc = binary.BigEndian.Uint64(hello[14:])
-	cluster := make([]byte, hello[22])
-	if _, err := io.ReadFull(r, cluster); err != nil {
-		return 0, 0, refuse(RefusedHello, "%v", err)
+	var cluster []byte
+	stated := true
+	if v == wireVersion {
+		n, err := r.ReadByte()
+		if err != nil {
+			return 0, 0, refuse(RefusedHello, "%v", err)
+		}
+		cluster = make([]byte, n)
+		if _, err := io.ReadFull(r, cluster); err != nil {
+			return 0, 0, refuse(RefusedHello, "%v", err)
+		}
+	} else if cluster, stated, err = peekClusterID(r); err != nil {
+		return 0, 0, refuse(RefusedHello, "after a version 1 hello: %v", err)
 	}
-	if string(cluster) != t.sec.ClusterID {
+	if stated && string(cluster) != t.sec.ClusterID {
 		return 0, 0, refuse(RefusedCluster, "hello from node %d of cluster %q, this is %q", from, cluster, t.sec.ClusterID)
 	}
 	if _, ok := t.peers[from]; !ok {
 		return 0, 0, refuse(RefusedUnknownNode, "hello from unknown node %d", from)
 	}
 	return from, inc, nil
+}
+
+// peekClusterID looks at the first frame after a v1 hello without
+// consuming it: stated reports whether it is the chanClusterID message a
+// current node sends there. readFrames reads it again and drops it.
+func peekClusterID(r *bufio.Reader) (cluster []byte, stated bool, err error) {
+	hdr, err := r.Peek(5)
+	if err != nil {
+		return nil, false, err
+	}
+	n := binary.BigEndian.Uint32(hdr)
+	if hdr[4] != frameMsgs || n < msgHeaderLength || n > msgHeaderLength+255 {
+		return nil, false, nil // an old node's frame; a cluster id frame is short
+	}
+	b, err := r.Peek(5 + int(n))
+	if err != nil {
+		return nil, false, err
+	}
+	msgs, err := decodeMsgs(b[5:])
+	if err != nil || len(msgs) != 1 || msgs[0].Group != 0 || msgs[0].Channel != chanClusterID {
+		return nil, false, nil
+	}
+	return msgs[0].Data, true, nil
 }
 
 // noteRefused counts and logs err if it refused the connection.
@@ -383,8 +439,30 @@ func (t *TCPTransport) readFrames(c net.Conn, r *bufio.Reader, from uint64) (uin
 		if err != nil {
 			return from, false, err
 		}
-		t.handler.Receive(from, msgs)
+		if msgs, err = t.dropClusterID(msgs, from); err != nil {
+			return from, false, err
+		}
+		if len(msgs) > 0 {
+			t.handler.Receive(from, msgs)
+		}
 	}
+}
+
+// dropClusterID removes chanClusterID messages from msgs, refusing the
+// peer if one names another cluster. The first is checked before the
+// peer is up (readHello); a peer restating it later is checked again.
+func (t *TCPTransport) dropClusterID(msgs []WireMsg, from uint64) ([]WireMsg, error) {
+	kept := msgs[:0]
+	for _, m := range msgs {
+		if m.Group != 0 || m.Channel != chanClusterID {
+			kept = append(kept, m)
+			continue
+		}
+		if string(m.Data) != t.sec.ClusterID {
+			return nil, refuse(RefusedCluster, "node %d states cluster %q, this is %q", from, m.Data, t.sec.ClusterID)
+		}
+	}
+	return kept, nil
 }
 
 // readFrameBody reads n bytes into a buffer that grows as they arrive, at
@@ -645,19 +723,39 @@ func (s *peerSender) dial() (net.Conn, error) {
 		}
 		c = tc
 	}
-	hello := make([]byte, helloSize, helloSize+len(s.t.sec.ClusterID))
-	copy(hello, wireMagic)
-	binary.BigEndian.PutUint16(hello[4:], wireVersion)
-	binary.BigEndian.PutUint64(hello[6:], s.t.id)
-	binary.BigEndian.PutUint64(hello[14:], s.t.incarnationID)
-	hello[22] = byte(len(s.t.sec.ClusterID))
-	hello = append(hello, s.t.sec.ClusterID...)
+	hello := s.t.hello()
 	c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.Write(hello); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// hello is what this node says first on a connection it dials: v2 with
+// the cluster id over TLS; in plaintext a v1 hello, which the previous
+// release understands, then the cluster id as one message frame.
+func (t *TCPTransport) hello() []byte {
+	id := t.sec.ClusterID
+	b := make([]byte, 0, helloSize+5+msgHeaderLength+len(id))
+	b = append(b, wireMagic...)
+	if t.sec.TLS != nil {
+		b = binary.BigEndian.AppendUint16(b, wireVersion)
+	} else {
+		b = binary.BigEndian.AppendUint16(b, wireVersionV1)
+	}
+	b = binary.BigEndian.AppendUint64(b, t.id)
+	b = binary.BigEndian.AppendUint64(b, t.incarnationID)
+	if t.sec.TLS != nil {
+		b = append(b, byte(len(id)))
+		return append(b, id...)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(msgHeaderLength+len(id)))
+	b = append(b, frameMsgs)
+	b = binary.BigEndian.AppendUint64(b, 0)
+	b = binary.BigEndian.AppendUint16(b, chanClusterID)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(id)))
+	return append(b, id...)
 }
 
 func (s *peerSender) closeConn() {
