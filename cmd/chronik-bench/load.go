@@ -122,8 +122,8 @@ type latencyResult struct {
 // The client lingers 0 ms (franz-go's default is 10 ms): each record is
 // sent at once, so the figures are the broker's replication and ack path
 // rather than the client's batching delay.
-func produceLatency(ctx context.Context, seeds []string, topic string, rate int, dur time.Duration, size int) (latencyResult, error) {
-	cl, err := newProducer(seeds, topic, kgo.ProducerLinger(0))
+func produceLatency(ctx context.Context, seeds []string, topic string, rate int, dur time.Duration, size int, opts ...kgo.Opt) (latencyResult, error) {
+	cl, err := newProducer(seeds, topic, append([]kgo.Opt{kgo.ProducerLinger(0)}, opts...)...)
 	if err != nil {
 		return latencyResult{}, err
 	}
@@ -182,8 +182,8 @@ type consumeResult struct {
 }
 
 // endOffsets lists every partition's high watermark.
-func endOffsets(ctx context.Context, seeds []string, topic string) (map[int32]int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+func endOffsets(ctx context.Context, seeds []string, topic string, opts ...kgo.Opt) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -209,8 +209,8 @@ func listEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]in
 
 // consumeAll reads the topic from the start, assigning partitions directly
 // (no group), until it has every record below the current high watermarks.
-func consumeAll(ctx context.Context, seeds []string, topic string) (consumeResult, error) {
-	ends, err := endOffsets(ctx, seeds, topic)
+func consumeAll(ctx context.Context, seeds []string, topic string, opts ...kgo.Opt) (consumeResult, error) {
+	ends, err := endOffsets(ctx, seeds, topic, opts...)
 	if err != nil {
 		return consumeResult{}, fmt.Errorf("list end offsets: %w", err)
 	}
@@ -220,8 +220,8 @@ func consumeAll(ctx context.Context, seeds []string, topic string) (consumeResul
 		want += o
 		parts[p] = kgo.NewOffset().AtStart()
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts})}, opts...)...)
 	if err != nil {
 		return consumeResult{}, err
 	}

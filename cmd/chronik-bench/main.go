@@ -1,6 +1,7 @@
 // Command chronik-bench measures Chronik against franz-go's in-memory kfake
-// broker: produce throughput and latency, consume throughput, and the time
-// a node holding ~1 GiB takes to serve again after a restart.
+// broker: produce throughput and latency, consume throughput (plaintext,
+// and a single node over SASL_SSL with SCRAM-SHA-512), and the time a node
+// holding ~1 GiB takes to serve again after a restart.
 //
 //	go run ./cmd/chronik-bench [-quick] [-json out.json]
 //
@@ -27,6 +28,16 @@ import (
 const (
 	tputTopic = "bench-throughput"
 	latTopic  = "bench-latency"
+)
+
+// The targets, in the order each round runs them; kfake must be first (the
+// others are compared with it).
+const (
+	nameKfake   = "kfake (in-memory)"
+	nameRF1     = "chronik RF=1 interval"
+	nameSASLSSL = "chronik RF=1 SASL_SSL"
+	nameRF1Sync = "chronik RF=1 always"
+	nameRF3     = "chronik RF=3 acks=all"
 )
 
 type config struct {
@@ -111,20 +122,22 @@ type runResult struct {
 }
 
 type summary struct {
-	Name  string      `json:"name"`
-	Runs  []runResult `json:"runs"`
-	OK    int         `json:"ok_runs"`
-	spec  targetSpec
-	Stats struct {
-		ProduceMiBps   float64 `json:"produce_mib_per_s"`
-		ProduceRecPerS float64 `json:"produce_records_per_s"`
-		P50ms          float64 `json:"p50_ms"`
-		P99ms          float64 `json:"p99_ms"`
-		ConsumeMiBps   float64 `json:"consume_mib_per_s"`
-		ConsumeRecPerS float64 `json:"consume_records_per_s"`
-	} `json:"median"`
-	ProduceVsKfake float64 `json:"produce_vs_kfake"`
-	ConsumeVsKfake float64 `json:"consume_vs_kfake"`
+	Name           string      `json:"name"`
+	Runs           []runResult `json:"runs"`
+	OK             int         `json:"ok_runs"`
+	spec           targetSpec
+	Stats          summaryStats `json:"median"`
+	ProduceVsKfake float64      `json:"produce_vs_kfake"`
+	ConsumeVsKfake float64      `json:"consume_vs_kfake"`
+}
+
+type summaryStats struct {
+	ProduceMiBps   float64 `json:"produce_mib_per_s"`
+	ProduceRecPerS float64 `json:"produce_records_per_s"`
+	P50ms          float64 `json:"p50_ms"`
+	P99ms          float64 `json:"p99_ms"`
+	ConsumeMiBps   float64 `json:"consume_mib_per_s"`
+	ConsumeRecPerS float64 `json:"consume_records_per_s"`
 }
 
 type report struct {
@@ -132,6 +145,8 @@ type report struct {
 	Targets            []*summary     `json:"targets"`
 	RF3OverRF1         float64        `json:"rf3_over_rf1_produce"`
 	AlwaysOverInterval float64        `json:"always_over_interval_produce"`
+	TLSOverPlainProd   float64        `json:"sasl_ssl_over_plaintext_produce"`
+	TLSOverPlainCons   float64        `json:"sasl_ssl_over_plaintext_consume"`
 	Restart            *restartResult `json:"restart,omitempty"`
 	RestartErr         string         `json:"restart_error,omitempty"`
 }
@@ -143,10 +158,11 @@ func run(ctx context.Context, cfg config) int {
 	}
 	rep := &report{Config: cfg}
 	for _, spec := range []targetSpec{
-		{name: "kfake (in-memory)", kfake: true},
-		{name: "chronik RF=1 interval", nodes: 1},
-		{name: "chronik RF=1 always", nodes: 1, args: []string{"--fsync", "always"}},
-		{name: "chronik RF=3 acks=all", nodes: 3},
+		{name: nameKfake, kfake: true},
+		{name: nameRF1, nodes: 1},
+		{name: nameSASLSSL, nodes: 1, secure: true},
+		{name: nameRF1Sync, nodes: 1, args: []string{"--fsync", "always"}},
+		{name: nameRF3, nodes: 3},
 	} {
 		rep.Targets = append(rep.Targets, &summary{Name: spec.name, spec: spec})
 	}
@@ -226,19 +242,19 @@ func runTarget(ctx context.Context, cfg config, spec targetSpec) (r runResult) {
 	bound := 2*time.Minute + time.Duration(bytes/(256<<10))*time.Second
 
 	pctx, pcancel := context.WithTimeout(ctx, bound)
-	r.Produce, err = produceThroughput(pctx, t.seeds, tputTopic, cfg.Records, cfg.Size)
+	r.Produce, err = produceThroughput(pctx, t.seeds, tputTopic, cfg.Records, cfg.Size, t.opts...)
 	pcancel()
 	if err != nil {
 		return fail("produce", err)
 	}
 	cctx, ccancel := context.WithTimeout(ctx, bound)
-	r.Consume, err = consumeAll(cctx, t.seeds, tputTopic)
+	r.Consume, err = consumeAll(cctx, t.seeds, tputTopic, t.opts...)
 	ccancel()
 	if err != nil {
 		return fail("consume", err)
 	}
 	lctx, lcancel := context.WithTimeout(ctx, cfg.LatencyDur+2*time.Minute)
-	r.Latency, err = produceLatency(lctx, t.seeds, latTopic, cfg.Rate, cfg.LatencyDur, cfg.Size)
+	r.Latency, err = produceLatency(lctx, t.seeds, latTopic, cfg.Rate, cfg.LatencyDur, cfg.Size, t.opts...)
 	lcancel()
 	if err != nil {
 		return fail("latency", err)
@@ -280,8 +296,21 @@ func summarize(rep *report) {
 		s.ProduceVsKfake = ratio(s.Stats.ProduceMiBps, k.ProduceMiBps)
 		s.ConsumeVsKfake = ratio(s.Stats.ConsumeMiBps, k.ConsumeMiBps)
 	}
-	rep.RF3OverRF1 = ratio(rep.Targets[3].Stats.ProduceMiBps, rep.Targets[1].Stats.ProduceMiBps)
-	rep.AlwaysOverInterval = ratio(rep.Targets[2].Stats.ProduceMiBps, rep.Targets[1].Stats.ProduceMiBps)
+	rf1, tls := rep.stats(nameRF1), rep.stats(nameSASLSSL)
+	rep.RF3OverRF1 = ratio(rep.stats(nameRF3).ProduceMiBps, rf1.ProduceMiBps)
+	rep.AlwaysOverInterval = ratio(rep.stats(nameRF1Sync).ProduceMiBps, rf1.ProduceMiBps)
+	rep.TLSOverPlainProd = ratio(tls.ProduceMiBps, rf1.ProduceMiBps)
+	rep.TLSOverPlainCons = ratio(tls.ConsumeMiBps, rf1.ConsumeMiBps)
+}
+
+// stats returns the medians of the target called name.
+func (rep *report) stats(name string) (st summaryStats) {
+	for _, s := range rep.Targets {
+		if s.Name == name {
+			return s.Stats
+		}
+	}
+	return st
 }
 
 func ratio(a, b float64) float64 {
@@ -353,6 +382,8 @@ func printLoad(w io.Writer, rep *report) {
 	}
 	fmt.Fprintf(w, "RF=3 / RF=1 produce throughput: %.2f\n", rep.RF3OverRF1)
 	fmt.Fprintf(w, "fsync always / interval produce throughput: %.2f\n", rep.AlwaysOverInterval)
+	fmt.Fprintf(w, "SASL_SSL / plaintext (RF=1 interval) produce throughput: %.2f, consume: %.2f (issue 12 target >= 0.7)\n",
+		rep.TLSOverPlainProd, rep.TLSOverPlainCons)
 }
 
 func firstLine(s string) string {

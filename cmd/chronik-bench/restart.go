@@ -41,7 +41,7 @@ type restartResult struct {
 // graceful restart (SIGTERM) and a crash restart (SIGKILL).
 func runRestart(ctx context.Context, bin string, partitions int32, fillBytes int64) (restartResult, error) {
 	var res restartResult
-	c, err := startCluster(ctx, bin, 1, nil)
+	c, err := startCluster(ctx, bin, 1, nil, false)
 	if err != nil {
 		return res, err
 	}

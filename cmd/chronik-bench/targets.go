@@ -71,6 +71,7 @@ type target struct {
 	// at once instead of at its timeout.
 	ctx   context.Context
 	close func()
+	opts  []kgo.Opt // client options every client of this target needs (TLS, SASL)
 }
 
 // targetSpec describes how to start a target.
@@ -79,6 +80,9 @@ type targetSpec struct {
 	kfake bool
 	nodes int
 	args  []string
+	// secure gives every node a SASL_SSL listener (SCRAM-SHA-512, a fresh
+	// CA in the temp dir), and the clients use it instead of the plaintext one.
+	secure bool
 }
 
 func startTarget(ctx context.Context, spec targetSpec, bin string, partitions int32, topics ...string) (*target, error) {
@@ -91,13 +95,13 @@ func startTarget(ctx context.Context, spec targetSpec, bin string, partitions in
 		return &target{name: spec.name, seeds: c.ListenAddrs(), ctx: context.Background(),
 			close: func() { remove(); c.Close() }}, nil
 	}
-	c, err := startCluster(ctx, bin, spec.nodes, spec.args)
+	c, err := startCluster(ctx, bin, spec.nodes, spec.args, spec.secure)
 	if err != nil {
 		return nil, err
 	}
-	t := &target{name: spec.name, seeds: c.seeds(), ctx: c.ctx, close: c.close}
+	t := &target{name: spec.name, seeds: c.seeds(), ctx: c.ctx, close: c.close, opts: c.clientOpts()}
 	for _, tp := range topics {
-		if err := createTopic(ctx, t.seeds, tp, partitions, int16(spec.nodes)); err != nil {
+		if err := createTopic(ctx, t.seeds, tp, partitions, int16(spec.nodes), t.opts...); err != nil {
 			c.close()
 			return nil, err
 		}
@@ -107,8 +111,8 @@ func startTarget(ctx context.Context, spec targetSpec, bin string, partitions in
 
 // createTopic creates a topic and waits until every partition has a leader
 // and a full ISR, so that runs do not start while replicas still catch up.
-func createTopic(ctx context.Context, seeds []string, topic string, partitions int32, rf int16) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+func createTopic(ctx context.Context, seeds []string, topic string, partitions int32, rf int16, opts ...kgo.Opt) error {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, opts...)...)
 	if err != nil {
 		return err
 	}
@@ -167,6 +171,7 @@ func topicSettled(ctx context.Context, adm *kadm.Client, topic string, partition
 type node struct {
 	id                 int
 	kafka, raft, admin string
+	saslSSL            string // the SASL_SSL listener; empty unless the cluster is secure
 	dataDir, logPath   string
 	cmd                *exec.Cmd
 	done               chan struct{}
@@ -191,6 +196,7 @@ func (nd *node) running() bool {
 type cluster struct {
 	bin, dir, cfgPath string
 	args              []string
+	secure            *secureSetup // nil: plaintext only
 	nodes             []*node
 	ctx               context.Context
 	cancel            context.CancelCauseFunc
@@ -198,7 +204,7 @@ type cluster struct {
 	unregister        func()
 }
 
-func startCluster(ctx context.Context, bin string, n int, args []string) (*cluster, error) {
+func startCluster(ctx context.Context, bin string, n int, args []string, secure bool) (*cluster, error) {
 	dir, err := os.MkdirTemp("", "chronik-bench-")
 	if err != nil {
 		return nil, err
@@ -206,7 +212,14 @@ func startCluster(ctx context.Context, bin string, n int, args []string) (*clust
 	c := &cluster{bin: bin, dir: dir, cfgPath: filepath.Join(dir, "cluster.toml"), args: args}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.unregister = live.add(c.kill)
-	ports, err := freePorts(3 * n)
+	if secure {
+		if c.secure, err = writeSecure(dir); err != nil {
+			c.close()
+			return nil, err
+		}
+		c.args = append(append([]string(nil), args...), c.secure.args...)
+	}
+	ports, err := freePorts(4 * n)
 	if err != nil {
 		c.close()
 		return nil, err
@@ -214,11 +227,15 @@ func startCluster(ctx context.Context, bin string, n int, args []string) (*clust
 	var sb strings.Builder
 	sb.WriteString("cluster_id = \"chronik-bench\"\n")
 	for i := range n {
-		nd := &node{id: i + 1, kafka: ports[3*i], raft: ports[3*i+1], admin: ports[3*i+2],
+		nd := &node{id: i + 1, kafka: ports[4*i], raft: ports[4*i+1], admin: ports[4*i+2],
 			dataDir: filepath.Join(dir, fmt.Sprintf("node-%d", i+1)),
 			logPath: filepath.Join(dir, fmt.Sprintf("node-%d.log", i+1))}
 		c.nodes = append(c.nodes, nd)
 		fmt.Fprintf(&sb, "\n[[nodes]]\nid = %d\nkafka = %q\nraft = %q\nadmin = %q\n", nd.id, nd.kafka, nd.raft, nd.admin)
+		if secure {
+			nd.saslSSL = ports[4*i+3]
+			fmt.Fprintf(&sb, "  [[nodes.listeners]]\n  name = \"SECURE\"\n  protocol = \"SASL_SSL\"\n  advertised = %q\n", nd.saslSSL)
+		}
 	}
 	if err := os.WriteFile(c.cfgPath, []byte(sb.String()), 0o644); err != nil {
 		c.close()
@@ -261,12 +278,25 @@ func freePorts(n int) ([]string, error) {
 	return out, nil
 }
 
+// seeds are the nodes' SASL_SSL listeners in a secure cluster, else their
+// plaintext ones.
 func (c *cluster) seeds() []string {
 	var out []string
 	for _, nd := range c.nodes {
-		out = append(out, nd.kafka)
+		if c.secure != nil {
+			out = append(out, nd.saslSSL)
+		} else {
+			out = append(out, nd.kafka)
+		}
 	}
 	return out
+}
+
+func (c *cluster) clientOpts() []kgo.Opt {
+	if c.secure == nil {
+		return nil
+	}
+	return c.secure.opts
 }
 
 // start launches a node's process; its output is appended to its log file.

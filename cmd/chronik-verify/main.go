@@ -77,6 +77,10 @@ type Config struct {
 	ConsumerLog   string   `json:"consumer_log,omitempty"`
 	MetadataAge   dur      `json:"metadata_min_age,omitempty"`
 	MaxAckStall   dur      `json:"max_ack_stall,omitempty"`
+	TLS           bool     `json:"tls,omitempty"`
+	TLSCA         string   `json:"tls_ca,omitempty"`
+	SASLMechanism string   `json:"sasl_mechanism,omitempty"`
+	SASLUser      string   `json:"sasl_user,omitempty"`
 }
 
 func parseFlags(args []string, stderr io.Writer) (Config, error) {
@@ -106,6 +110,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar((*time.Duration)(&c.MaxAckStall), "max-ack-stall", 0, "exit 1 if a partition goes longer than this without an ack (0 = no limit)")
 	fs.StringVar(&c.ClientLog, "client-log", "", "write the producer client's debug log here (for diagnosing stalls)")
 	fs.StringVar(&c.ConsumerLog, "consumer-log", "", "write the consumer client's debug log here (for diagnosing consume stalls)")
+	fs.BoolVar(&c.TLS, "tls", false, "connect with TLS (SSL or SASL_SSL listener); implied by --tls-ca")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM CA that signs the brokers' certificates (default: the system's)")
+	fs.StringVar(&c.SASLMechanism, "sasl-mechanism", "", "log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL listener); the password comes from $CHRONIK_SASL_PASSWORD")
+	fs.StringVar(&c.SASLUser, "sasl-user", os.Getenv("CHRONIK_SASL_USER"), "SASL login name (default $CHRONIK_SASL_USER)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -137,6 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	check(c.MaxLost >= 0, "--max-lost must not be negative")
 	check(c.MetadataAge >= 0, "--metadata-min-age must not be negative")
 	check(c.MaxAckStall >= 0, "--max-ack-stall must not be negative")
+	check(c.SASLMechanism == "" || c.SASLUser != "", "--sasl-mechanism needs --sasl-user")
 	if len(bad) > 0 {
 		return c, errors.New(strings.Join(bad, "; "))
 	}
@@ -194,7 +203,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case <-setupCtx.Done():
 		}
 	}()
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	auth, err := authOpts(cfg)
+	if err != nil {
+		return setupErr("%v", err)
+	}
+	admCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, auth...)...)
 	if err != nil {
 		return setupErr("%v", err)
 	}
@@ -207,7 +220,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "topic %s ready: %d partitions with leaders (%s)\n", cfg.Topic, parts, time.Since(setupStart).Round(time.Millisecond))
 
-	var consOpts []kgo.Opt
+	consOpts := append([]kgo.Opt(nil), auth...)
 	if cfg.ConsumerLog != "" {
 		f, err := os.Create(cfg.ConsumerLog)
 		if err != nil {
@@ -247,7 +260,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	runID := rand.Uint64()
 	t0 := time.Now()
-	var extra []kgo.Opt
+	extra := append([]kgo.Opt(nil), auth...)
 	if cfg.MetadataAge > 0 {
 		extra = append(extra, kgo.MetadataMinAge(time.Duration(cfg.MetadataAge)))
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/chronik-dev/chronik/internal/certgen"
 )
 
 const testRun = 0xfeed
@@ -321,8 +324,11 @@ func TestEvents(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	t.Setenv("CHRONIK_SASL_USER", "")
 	for _, args := range [][]string{
 		{"--rate", "-1"}, {"--duration", "0s"}, {"--partitions", "0"}, {"--bogus"}, {"extra"}, {"--brokers", ""},
+		{"--sasl-mechanism", "SCRAM-SHA-512"}, {"--sasl-mechanism", "GSSAPI", "--sasl-user", "u"},
+		{"--tls-ca", "/nonexistent/ca.pem"},
 	} {
 		if code := run(args, io.Discard, io.Discard); code != exitSetup {
 			t.Errorf("%v: exit %d, want %d", args, code, exitSetup)
@@ -367,5 +373,65 @@ func TestRunKfake(t *testing.T) {
 	}
 	if b, err := os.ReadFile(plot); err != nil || xml.Unmarshal(b, new(struct{})) != nil || !bytes.Contains(b, []byte("half a second in")) {
 		t.Errorf("plot: %v", err)
+	}
+}
+
+// TestRunKfakeSASLSSL runs the tool over TLS with a SCRAM-SHA-512 login
+// (kfake's listeners with a certificate from a fresh CA), and checks that
+// a wrong password fails setup.
+func TestRunKfakeSASLSSL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for a few seconds")
+	}
+	dir := t.TempDir()
+	ca, err := certgen.NewCA("verify test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Sign(certgen.Options{CommonName: "kfake", Hosts: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Write(dir, "ca"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Write(dir, "srv"); err != nil {
+		t.Fatal(err)
+	}
+	kp, err := tls.LoadX509KeyPair(filepath.Join(dir, "srv.pem"), filepath.Join(dir, "srv.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(-1),
+		kfake.TLS(&tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "admin", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	args := []string{"--brokers", strings.Join(fake.ListenAddrs(), ","), "--topic", "sec", "--partitions", "2",
+		"--replication", "1", "--rate", "200", "--duration", "1s", "--settle", "5s", "--progress", "0",
+		"--setup-timeout", "10s", "--tls-ca", filepath.Join(dir, "ca.pem"),
+		"--sasl-mechanism", "SCRAM-SHA-512", "--sasl-user", "admin"}
+	t.Setenv("CHRONIK_SASL_PASSWORD", "s3cret")
+	rep := filepath.Join(dir, "r.json")
+	var out bytes.Buffer
+	if code := run(append(args, "--report", rep), &out, io.Discard); code != exitOK {
+		t.Fatalf("exit %d\n%s", code, out.String())
+	}
+	var r Report
+	b, err := os.ReadFile(rep)
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	if err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	if r.Verdict != "PASS" || r.Acknowledged != 200 || r.ConsumedUnique != 200 {
+		t.Errorf("report %+v", r)
+	}
+	t.Setenv("CHRONIK_SASL_PASSWORD", "wrong")
+	if code := run(args, io.Discard, io.Discard); code != exitSetup {
+		t.Errorf("wrong password: exit %d, want %d", code, exitSetup)
 	}
 }
