@@ -201,6 +201,12 @@ func (r *Report) judge(c Config) {
 		ok = false
 		r.Summary += fmt.Sprintf(", ack stall %.0fms over the %s limit", r.ProduceStall.MaxMs, limit)
 	}
+	if r.Sent > 0 && r.Acknowledged == 0 {
+		// Nothing to lose proves nothing: a producer that never got an ack
+		// (a refused login, no leader) is a failed run.
+		ok = false
+		r.Summary += ", nothing acknowledged"
+	}
 	r.Verdict, r.ExitCode = "PASS", 0
 	if !ok {
 		r.Verdict, r.ExitCode = "FAIL", 1

@@ -169,6 +169,10 @@ func TestJudge(t *testing.T) {
 	if stalled.judge(Config{MaxAckStall: dur(time.Second)}); stalled.ExitCode != 1 || !strings.Contains(stalled.Summary, "ack stall 1500ms") {
 		t.Errorf("stall over the limit: exit %d, summary %q", stalled.ExitCode, stalled.Summary)
 	}
+	unacked := Report{Sent: 500, Pending: 500}
+	if unacked.judge(Config{}); unacked.ExitCode != 1 || !strings.Contains(unacked.Summary, "nothing acknowledged") {
+		t.Errorf("nothing acknowledged: exit %d, summary %q", unacked.ExitCode, unacked.Summary)
+	}
 	if clean.Summary != "1 lost, 2 duplicates, 3 reordered" {
 		t.Errorf("summary %q", clean.Summary)
 	}
