@@ -360,3 +360,35 @@ func (l *loader) firstAckAfter(p int32, t0 time.Time) (time.Time, bool) {
 	}
 	return first, !first.IsZero()
 }
+
+// stallSummary is "p50 …, p99 …, max …" of stalls as stallsBetween
+// returns them (sorted, so the last is the longest).
+func stallSummary(stalls []time.Duration) string {
+	return fmt.Sprintf("p50 %v, p99 %v, max %v", percentile(stalls, 0.5).Round(time.Millisecond),
+		percentile(stalls, 0.99).Round(time.Millisecond), stalls[len(stalls)-1].Round(time.Millisecond))
+}
+
+// checkStalls fails t when the longest of stalls (sorted) is over limit;
+// during ("" or " during the roll") goes into the message.
+func checkStalls(t *testing.T, stalls []time.Duration, limit time.Duration, during string) {
+	t.Helper()
+	if worst := stalls[len(stalls)-1]; worst > limit {
+		t.Errorf("a partition went %v without an ack%s; want under %v", worst.Round(time.Millisecond), during, limit)
+	}
+}
+
+// checkDelivered fails t on any produce error (during names the phase,
+// e.g. "the roll") and, fatally, on an acknowledged record lost or
+// duplicated in c.
+func (l *loader) checkDelivered(t *testing.T, c *cluster, during string) {
+	t.Helper()
+	l.mu.Lock()
+	errs := l.errs
+	l.mu.Unlock()
+	if len(errs) > 0 {
+		t.Errorf("produce errors during %s: %v", during, errs)
+	}
+	if lost, dup := l.verify(c); lost != 0 || dup != 0 {
+		t.Fatalf("lost %d acknowledged records, %d duplicates", lost, dup)
+	}
+}

@@ -46,19 +46,8 @@ func TestRollingRestartFast(t *testing.T) {
 	t.Log(l.report())
 	end := time.Now()
 	stalls := l.stallsBetween(tl.start, end)
-	t.Logf("longest gap between acks per partition, roll and rebalance: p50 %v, p99 %v, max %v; the longest:%s",
-		percentile(stalls, 0.5).Round(time.Millisecond), percentile(stalls, 0.99).Round(time.Millisecond),
-		stalls[len(stalls)-1].Round(time.Millisecond), l.worstGaps(tl, tl.start, end, 5))
-	if worst, limit := stalls[len(stalls)-1], 300*time.Millisecond*raceSlack; worst > limit {
-		t.Errorf("a partition went %v without an ack; want under %v", worst.Round(time.Millisecond), limit)
-	}
-	l.mu.Lock()
-	errs := l.errs
-	l.mu.Unlock()
-	if len(errs) > 0 {
-		t.Errorf("produce errors during the roll: %v", errs)
-	}
-	if lost, dup := l.verify(c); lost != 0 || dup != 0 {
-		t.Fatalf("lost %d acknowledged records, %d duplicates", lost, dup)
-	}
+	t.Logf("longest gap between acks per partition, roll and rebalance: %s; the longest:%s",
+		stallSummary(stalls), l.worstGaps(tl, tl.start, end, 5))
+	checkStalls(t, stalls, 300*time.Millisecond*raceSlack, "")
+	l.checkDelivered(t, c, "the roll")
 }

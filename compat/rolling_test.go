@@ -203,23 +203,11 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	t.Log(l.report())
 	stalls := l.stallsBetween(rollStart, time.Now())
 	t.Logf("longest gaps between acks on a partition:%s", l.worstGaps(tl, rollStart, time.Now(), 5))
-	t.Logf("longest gap between acks per partition during the roll and rebalance: p50 %v, p99 %v, max %v",
-		percentile(stalls, 0.5).Round(time.Millisecond), percentile(stalls, 0.99).Round(time.Millisecond), stalls[len(stalls)-1].Round(time.Millisecond))
+	t.Logf("longest gap between acks per partition during the roll and rebalance: %s", stallSummary(stalls))
 	// Following a leader hint takes milliseconds; a second or more means a
 	// client was left to wait for its next metadata refresh (franz-go: 5 s).
-	if worst, limit := stalls[len(stalls)-1], time.Second*raceSlack; worst > limit {
-		t.Errorf("a partition went %v without an ack during the roll; want under %v", worst.Round(time.Millisecond), limit)
-	}
-	l.mu.Lock()
-	errs := l.errs
-	l.mu.Unlock()
-	if len(errs) > 0 {
-		t.Errorf("produce errors during the roll: %v", errs)
-	}
-	lost, dup := l.verify(c)
-	if lost != 0 || dup != 0 {
-		t.Fatalf("lost %d acknowledged records, %d duplicates", lost, dup)
-	}
+	checkStalls(t, stalls, time.Second*raceSlack, " during the roll")
+	l.checkDelivered(t, c, "the roll")
 	acked := l.ackedCount()
 	waitFor(t, 60*time.Second, "the group to read everything", func() bool { return cons.count() >= acked })
 	cons.halt()

@@ -21,28 +21,17 @@ func handleCreateACLs(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	a := authorizer(s)
 	denied := clusterErr(s, cc, kmsg.ACLOperationAlter)
 	resp.Results = make([]kmsg.CreateACLsResponseResult, len(req.Creations))
-	var valid []ACL
-	var idx []int
+	acls := make([]ACL, len(req.Creations))
 	for i, c := range req.Creations {
-		acl := ACL{ResourceType: int8(c.ResourceType), Name: c.ResourceName, Pattern: int8(c.ResourcePatternType),
+		acls[i] = ACL{ResourceType: int8(c.ResourceType), Name: c.ResourceName, Pattern: int8(c.ResourcePatternType),
 			Principal: c.Principal, Host: c.Host, Operation: int8(c.Operation), Permission: int8(c.PermissionType)}
 		if req.Version == 0 {
-			acl.Pattern = int8(kmsg.ACLResourcePatternTypeLiteral)
-		}
-		r := &resp.Results[i]
-		switch {
-		case a == nil:
-			r.ErrorCode = kerr.SecurityDisabled.Code
-		case denied != 0:
-			r.ErrorCode = denied
-		default:
-			if msg := CheckACL(acl); msg != "" {
-				r.ErrorCode, r.ErrorMessage = kerr.InvalidRequest.Code, &msg
-				continue
-			}
-			valid, idx = append(valid, acl), append(idx, i)
+			acls[i].Pattern = int8(kmsg.ACLResourcePatternTypeLiteral)
 		}
 	}
+	valid, idx := admitACLChanges(a, denied, acls, CheckACL, func(i int, code int16, msg *string) {
+		resp.Results[i].ErrorCode, resp.Results[i].ErrorMessage = code, msg
+	})
 	return func() kmsg.Response {
 		if len(valid) > 0 {
 			ctx, cancel := context.WithTimeout(cc.ctx, 30*time.Second)
@@ -60,4 +49,26 @@ func handleCreateACLs(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 		return resp
 	}
+}
+
+// admitACLChanges sorts the entries of a CreateAcls or DeleteAcls request:
+// with ACLs off, the principal refused (denied) or the entry invalid
+// (check's message), fail gets the entry's error; the others are returned
+// with their indexes in the request.
+func admitACLChanges[T any](a Authorizer, denied int16, entries []T, check func(T) string, fail func(i int, code int16, msg *string)) (valid []T, idx []int) {
+	for i, e := range entries {
+		switch {
+		case a == nil:
+			fail(i, kerr.SecurityDisabled.Code, nil)
+		case denied != 0:
+			fail(i, denied, nil)
+		default:
+			if msg := check(e); msg != "" {
+				fail(i, kerr.InvalidRequest.Code, &msg)
+				continue
+			}
+			valid, idx = append(valid, e), append(idx, i)
+		}
+	}
+	return valid, idx
 }

@@ -20,28 +20,17 @@ func handleDeleteACLs(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	a := authorizer(s)
 	denied := clusterErr(s, cc, kmsg.ACLOperationAlter)
 	resp.Results = make([]kmsg.DeleteACLsResponseResult, len(req.Filters))
-	var valid []ACLFilter
-	var idx []int
+	filters := make([]ACLFilter, len(req.Filters))
 	for i, rf := range req.Filters {
-		f := ACLFilter{ResourceType: int8(rf.ResourceType), Name: rf.ResourceName, Pattern: int8(rf.ResourcePatternType),
+		filters[i] = ACLFilter{ResourceType: int8(rf.ResourceType), Name: rf.ResourceName, Pattern: int8(rf.ResourcePatternType),
 			Principal: rf.Principal, Host: rf.Host, Operation: int8(rf.Operation), Permission: int8(rf.PermissionType)}
 		if req.Version == 0 {
-			f.Pattern = int8(kmsg.ACLResourcePatternTypeLiteral)
-		}
-		r := &resp.Results[i]
-		switch {
-		case a == nil:
-			r.ErrorCode = kerr.SecurityDisabled.Code
-		case denied != 0:
-			r.ErrorCode = denied
-		default:
-			if msg := checkFilter(f); msg != "" {
-				r.ErrorCode, r.ErrorMessage = kerr.InvalidRequest.Code, &msg
-				continue
-			}
-			valid, idx = append(valid, f), append(idx, i)
+			filters[i].Pattern = int8(kmsg.ACLResourcePatternTypeLiteral)
 		}
 	}
+	valid, idx := admitACLChanges(a, denied, filters, checkFilter, func(i int, code int16, msg *string) {
+		resp.Results[i].ErrorCode, resp.Results[i].ErrorMessage = code, msg
+	})
 	return func() kmsg.Response {
 		if len(valid) > 0 {
 			ctx, cancel := context.WithTimeout(cc.ctx, 30*time.Second)

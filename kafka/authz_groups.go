@@ -117,20 +117,7 @@ func authorizeOffsetCommit(s *Server, who *connCtx, r *kmsg.OffsetCommitRequest,
 		}
 		refused = append(refused, rt)
 	}
-	if len(refused) == 0 {
-		return
-	}
-	if len(pass.Topics) == 0 {
-		resp := r.ResponseKind().(*kmsg.OffsetCommitResponse)
-		resp.Topics = refused
-		out.refused = resp
-		return
-	}
-	out.pass = &pass
-	out.finish = func(x kmsg.Response) {
-		resp := x.(*kmsg.OffsetCommitResponse)
-		resp.Topics = append(resp.Topics, refused...)
-	}
+	settle(out, &pass, len(pass.Topics), refused, func(x kmsg.Response) *[]kmsg.OffsetCommitResponseTopic { return &x.(*kmsg.OffsetCommitResponse).Topics })
 }
 
 // authorizeOffsetFetch refuses the groups the principal may not describe
@@ -227,20 +214,7 @@ func authorizeOffsetDelete(s *Server, who *connCtx, r *kmsg.OffsetDeleteRequest,
 		}
 		refused = append(refused, rt)
 	}
-	if len(refused) == 0 {
-		return
-	}
-	if len(pass.Topics) == 0 {
-		resp := r.ResponseKind().(*kmsg.OffsetDeleteResponse)
-		resp.Topics = refused
-		out.refused = resp
-		return
-	}
-	out.pass = &pass
-	out.finish = func(x kmsg.Response) {
-		resp := x.(*kmsg.OffsetDeleteResponse)
-		resp.Topics = append(resp.Topics, refused...)
-	}
+	settle(out, &pass, len(pass.Topics), refused, func(x kmsg.Response) *[]kmsg.OffsetDeleteResponseTopic { return &x.(*kmsg.OffsetDeleteResponse).Topics })
 }
 
 // byGroup splits a request's groups into those op is allowed on, to pass
@@ -262,22 +236,11 @@ func authorizeDescribeGroups(s *Server, who *connCtx, r *kmsg.DescribeGroupsRequ
 		rg.Group, rg.ErrorCode = g, groupDenied
 		return rg
 	})
-	if len(refused) == 0 {
-		return
-	}
 	pass := *r
 	pass.Groups = groups
-	resp := r.ResponseKind().(*kmsg.DescribeGroupsResponse)
-	resp.Groups = refused
-	if len(groups) == 0 {
-		out.refused = resp
-		return
-	}
-	out.pass = &pass
-	out.finish = func(x kmsg.Response) {
-		got := x.(*kmsg.DescribeGroupsResponse)
-		got.Groups = append(got.Groups, refused...)
-	}
+	settle(out, &pass, len(groups), refused, func(x kmsg.Response) *[]kmsg.DescribeGroupsResponseGroup {
+		return &x.(*kmsg.DescribeGroupsResponse).Groups
+	})
 }
 
 func authorizeConsumerGroupDescribe(s *Server, who *connCtx, r *kmsg.ConsumerGroupDescribeRequest, out *groupAuthz) {
@@ -286,42 +249,40 @@ func authorizeConsumerGroupDescribe(s *Server, who *connCtx, r *kmsg.ConsumerGro
 		rg.Group, rg.ErrorCode = g, groupDenied
 		return rg
 	})
-	if len(refused) == 0 {
-		return
-	}
 	pass := *r
 	pass.Groups = groups
-	resp := r.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
-	resp.Groups = refused
-	if len(groups) == 0 {
-		out.refused = resp
-		return
-	}
-	out.pass = &pass
-	out.finish = func(x kmsg.Response) {
-		got := x.(*kmsg.ConsumerGroupDescribeResponse)
-		got.Groups = append(got.Groups, refused...)
-	}
+	settle(out, &pass, len(groups), refused, func(x kmsg.Response) *[]kmsg.ConsumerGroupDescribeResponseGroup {
+		return &x.(*kmsg.ConsumerGroupDescribeResponse).Groups
+	})
 }
 
 func authorizeDeleteGroups(s *Server, who *connCtx, r *kmsg.DeleteGroupsRequest, out *groupAuthz) {
 	groups, refused := byGroup(s, who, kmsg.ACLOperationDelete, r.Groups, func(g string) kmsg.DeleteGroupsResponseGroup {
 		return kmsg.DeleteGroupsResponseGroup{Group: g, ErrorCode: groupDenied}
 	})
+	pass := *r
+	pass.Groups = groups
+	settle(out, &pass, len(groups), refused, func(x kmsg.Response) *[]kmsg.DeleteGroupsResponseGroup { return &x.(*kmsg.DeleteGroupsResponse).Groups })
+}
+
+// settle records a request split into passed and refused parts: nothing
+// changes when none were refused; when none passed, the refused parts are
+// the whole answer; otherwise pass goes on and finish appends the refused
+// parts to the coordinator's answer. parts points into a response of
+// pass's kind at the list the refused parts belong to.
+func settle[P any](out *groupAuthz, pass kmsg.Request, passed int, refused []P, parts func(kmsg.Response) *[]P) {
 	if len(refused) == 0 {
 		return
 	}
-	pass := *r
-	pass.Groups = groups
-	resp := r.ResponseKind().(*kmsg.DeleteGroupsResponse)
-	resp.Groups = refused
-	if len(groups) == 0 {
+	if passed == 0 {
+		resp := pass.ResponseKind()
+		*parts(resp) = refused
 		out.refused = resp
 		return
 	}
-	out.pass = &pass
+	out.pass = pass
 	out.finish = func(x kmsg.Response) {
-		got := x.(*kmsg.DeleteGroupsResponse)
-		got.Groups = append(got.Groups, refused...)
+		p := parts(x)
+		*p = append(*p, refused...)
 	}
 }

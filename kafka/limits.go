@@ -63,25 +63,15 @@ const (
 )
 
 func (l *Limits) defaults(maxRequest int32) {
-	if l.MaxConnections <= 0 {
-		l.MaxConnections = DefaultMaxConnections
-	}
-	if l.MaxConnectionsPerIP <= 0 {
-		l.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
-	}
-	if l.FrameTimeout <= 0 {
-		l.FrameTimeout = DefaultFrameTimeout
-	}
-	if l.QueuedMaxRequestBytes <= 0 {
-		l.QueuedMaxRequestBytes = DefaultQueuedMaxRequestBytes
-	}
+	orDefault(&l.MaxConnections, DefaultMaxConnections)
+	orDefault(&l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+	orDefault(&l.FrameTimeout, DefaultFrameTimeout)
+	orDefault(&l.QueuedMaxRequestBytes, DefaultQueuedMaxRequestBytes)
 	// One frame of the largest size must fit, or it could never be read.
 	if l.QueuedMaxRequestBytes < int64(maxRequest) {
 		l.QueuedMaxRequestBytes = int64(maxRequest)
 	}
-	if l.MaxNonProduceRequestSize <= 0 {
-		l.MaxNonProduceRequestSize = DefaultMaxNonProduceRequestSize
-	}
+	orDefault(&l.MaxNonProduceRequestSize, DefaultMaxNonProduceRequestSize)
 	if l.MaxNonProduceRequestSize > maxRequest {
 		l.MaxNonProduceRequestSize = maxRequest
 	}
@@ -90,14 +80,15 @@ func (l *Limits) defaults(maxRequest int32) {
 	if most := l.QueuedMaxRequestBytes * 7 / 8 / 2 / maxDecodeFactor; int64(l.MaxNonProduceRequestSize) > most {
 		l.MaxNonProduceRequestSize = int32(most)
 	}
-	if l.FetchMaxBytes <= 0 {
-		l.FetchMaxBytes = DefaultFetchMaxBytes
-	}
-	if l.MaxPartitionsPerRequest <= 0 {
-		l.MaxPartitionsPerRequest = DefaultMaxPartitionsPerRequest
-	}
-	if l.MaxPartitions <= 0 {
-		l.MaxPartitions = DefaultMaxPartitions
+	orDefault(&l.FetchMaxBytes, DefaultFetchMaxBytes)
+	orDefault(&l.MaxPartitionsPerRequest, DefaultMaxPartitionsPerRequest)
+	orDefault(&l.MaxPartitions, DefaultMaxPartitions)
+}
+
+// orDefault sets *v to d when it is zero or negative (not configured).
+func orDefault[T ~int | ~int32 | ~int64](v *T, d T) {
+	if *v <= 0 {
+		*v = d
 	}
 }
 

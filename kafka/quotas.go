@@ -89,17 +89,7 @@ func waitMuted(s *Server, cc *connCtx) {
 	if !ok {
 		return
 	}
-	d := time.Until(t)
-	if d <= 0 {
-		return
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-	case <-cc.ctx.Done():
-	case <-s.backend.ShuttingDown():
-	}
+	sleepUnless(time.Until(t), cc.ctx.Done(), s.backend.ShuttingDown())
 }
 
 // throttle records a response's bytes against the client's quota and
@@ -126,7 +116,11 @@ func throttle(s *Server, cc *connCtx, kind QuotaKind, bytes int, afterResponse b
 }
 
 // delayReply waits d unless the server stops first.
-func delayReply(cc *connCtx, d time.Duration) {
+func delayReply(cc *connCtx, d time.Duration) { sleepUnless(d, cc.ctx.Done(), nil) }
+
+// sleepUnless waits d, or less if done or stop closes first (a nil
+// channel never does).
+func sleepUnless(d time.Duration, done, stop <-chan struct{}) {
 	if d <= 0 {
 		return
 	}
@@ -134,6 +128,7 @@ func delayReply(cc *connCtx, d time.Duration) {
 	defer timer.Stop()
 	select {
 	case <-timer.C:
-	case <-cc.ctx.Done():
+	case <-done:
+	case <-stop:
 	}
 }

@@ -46,5 +46,10 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// WriteFileSync is writeFileSync for other packages keeping small state files.
+// WriteFileSync is writeFileSync for other packages keeping small state
+// files (broker markers, raft state and snapshots): when it returns nil the
+// data and its name are on disk.
 func WriteFileSync(path string, data []byte) error { return writeFileSync(path, data) }
+
+// SyncDir fsyncs dir, making renames and creations in it durable.
+func SyncDir(dir string) error { return syncDir(dir) }

@@ -14,6 +14,8 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	clog "github.com/chronik-dev/chronik/log"
 )
 
 // The node's hard-state log (format in doc.go): the HardState and ConfState
@@ -87,7 +89,7 @@ func openHardStateLog(dir string, logger *slog.Logger) (*hardStateLog, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		// Created whole (and the directory synced) before any record goes
 		// in, so a missing file later means it was lost.
-		if err := writeFileSync(s.path, nil); err != nil {
+		if err := clog.WriteFileSync(s.path, nil); err != nil {
 			return nil, fmt.Errorf("raft hard state %s: create: %w", s.path, err)
 		}
 	case err != nil:
@@ -452,7 +454,7 @@ func (s *hardStateLog) rewrite(recs [][]byte) error {
 	}
 	err = s.at("hardstate-compact-renamed")
 	if err == nil {
-		err = syncDir(filepath.Dir(s.path))
+		err = clog.SyncDir(filepath.Dir(s.path))
 	}
 	if err != nil {
 		return fmt.Errorf("raft hard state %s: compact: %w", s.path, err)
@@ -488,13 +490,4 @@ func (s *hardStateLog) close() error {
 	}
 	s.closed = true
 	return s.f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 
 	"google.golang.org/protobuf/proto"
+
+	clog "github.com/chronik-dev/chronik/log"
 )
 
 // Files under a replica directory hold cluster data: owner only.
@@ -179,7 +181,7 @@ func (s *storage) saveState(sync bool) error {
 func (s *storage) createState(rec []byte, at int64) error {
 	data := make([]byte, int(at)+len(rec))
 	copy(data[at:], rec)
-	if err := writeFileSync(s.statePath(), data); err != nil {
+	if err := clog.WriteFileSync(s.statePath(), data); err != nil {
 		return fmt.Errorf("raft state %s: create: %w", s.dir, err)
 	}
 	f, err := os.OpenFile(s.statePath(), os.O_RDWR, fileMode)
@@ -199,36 +201,6 @@ func (s *storage) syncState() error {
 		return fmt.Errorf("raft state %s: fsync: %w", s.dir, err)
 	}
 	return nil
-}
-
-// writeFileSync replaces path with data durably: a temporary file is
-// written and fsynced, renamed over path, and the directory fsynced.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fileMode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // loadNodeState takes the replica's state from the node's hard-state log.
@@ -281,5 +253,5 @@ func (s *storage) dropOldState() error {
 	if err != nil {
 		return fmt.Errorf("raft state %s: %w", s.statePath(), err)
 	}
-	return syncDir(s.dir)
+	return clog.SyncDir(s.dir)
 }

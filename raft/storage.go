@@ -259,7 +259,7 @@ func (s *storage) saveSnapshot(snap *pb.Snapshot) error {
 	}
 	out := make([]byte, 4, 4+len(b))
 	binary.BigEndian.PutUint32(out, crc32.Checksum(b, crcTable))
-	if err := writeFileSync(s.snapPath(), append(out, b...)); err != nil {
+	if err := clog.WriteFileSync(s.snapPath(), append(out, b...)); err != nil {
 		return err
 	}
 	s.snap = snap

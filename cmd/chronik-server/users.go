@@ -136,12 +136,19 @@ func usersList(c *cli.Context) error {
 	return nil
 }
 
-func usersSet(c *cli.Context) error {
+// userAndMechs is the NAME argument and the --mechanism list of a users
+// subcommand (cmd names it in the error for a missing NAME).
+func userAndMechs(c *cli.Context, cmd string) (string, []kadm.ScramMechanism, error) {
 	name := c.Args().First()
 	if name == "" {
-		return errors.New("users set: NAME is required")
+		return "", nil, errors.New(cmd + ": NAME is required")
 	}
 	mechs, err := scramMechs(c.String("mechanism"))
+	return name, mechs, err
+}
+
+func usersSet(c *cli.Context) error {
+	name, mechs, err := userAndMechs(c, "users set")
 	if err != nil {
 		return err
 	}
@@ -162,11 +169,7 @@ func usersSet(c *cli.Context) error {
 }
 
 func usersDelete(c *cli.Context) error {
-	name := c.Args().First()
-	if name == "" {
-		return errors.New("users delete: NAME is required")
-	}
-	mechs, err := scramMechs(c.String("mechanism"))
+	name, mechs, err := userAndMechs(c, "users delete")
 	if err != nil {
 		return err
 	}
