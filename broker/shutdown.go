@@ -329,6 +329,16 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 			b.awaitTransferChance(r, deadline)
 			continue
 		}
+		if b.peerStarting.starting(target) && time.Since(start) < servingWait {
+			// The best target does not serve clients yet: keep leading
+			// (and serving) until it or another one does, briefly.
+			until := start.Add(servingWait)
+			if deadline.Before(until) {
+				until = deadline
+			}
+			b.awaitTransferChance(r, until)
+			continue
+		}
 		tried[target] = true
 		b.logger.Info("Transferring leadership for " + r.Name() + " to node " + itoa(int(target)))
 		attempt := min(time.Until(deadline), 3*time.Second)
@@ -450,6 +460,9 @@ func (b *Broker) pickTarget(st *raft.Status, tried map[uint64]bool) uint64 {
 	better := func(v, than uint64) bool {
 		if inISR[v] != inISR[than] {
 			return inISR[v]
+		}
+		if sv, st := !b.peerStarting.starting(v), !b.peerStarting.starting(than); sv != st {
+			return sv // serving.go: clients can reach it
 		}
 		av, at := b.peerAge.age(v), b.peerAge.age(than)
 		if av >= settledPeer && at >= settledPeer {

@@ -101,12 +101,14 @@ func (b *Broker) bootstrapStep() bool {
 		settled := b.replicasSettled()
 		if settled {
 			b.kafka.Serve()
+			b.announceServing()
 		}
 		b.ready.Store(settled)
 		return true
 	}
 	if time.Since(b.started) >= settleGrace {
 		b.kafka.Serve() // the cluster may be down: serve what can be served
+		b.announceServing()
 	}
 	st := b.meta.Status()
 	if !st.IsLeader() || !st.LeaderReady {

@@ -118,6 +118,10 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 		b.logger.Info("peer is shutting down gracefully", "node", from)
 		return
 	}
+	if channel == noticeServing {
+		b.onServingNotice(from, data)
+		return
+	}
 	if channel != noticeLeaders {
 		return
 	}
@@ -138,11 +142,15 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 
 func (b *Broker) onPeer(id uint64, up bool) {
 	b.peerAge.note(id, up)
+	if !up {
+		b.peerStarting.set(id, false) // unknown again: it says so when back
+	}
 	b.peerEvents.fire()
 	if !up {
 		b.signalLeadership()
 		return
 	}
+	b.host.SendNotice(id, noticeServing, b.servingState())
 	b.broadcastLed(int32(id))
 }
 

@@ -192,13 +192,8 @@ func TestRollingRestartSarama(t *testing.T) {
 	if len(load.errs) > 0 {
 		t.Errorf("sarama saw errors during the roll: %v", load.errs)
 	}
-	// Target 300 ms (issue 10), met in most runs (203-441 ms on an idle
-	// machine). About 1 fast roll in 12 still stalls one partition for
-	// 1.6-2.8 s: the stopping node holds a produce for about 1.3 s after
-	// its transfers, cause not yet found (issue 10). Until that is fixed the
-	// suite bounds what it can promise: no stall up to the 6 s class of a
-	// client left to its metadata refresh.
-	if w, limit := load.worst(), 3*time.Second*raceSlack; w > limit {
+	// Target 300 ms; 3x for CI noise.
+	if w, limit := load.worst(), 900*time.Millisecond*raceSlack; w > limit {
 		t.Errorf("sarama: a partition went %v without an ack; want under %v", w.Round(time.Millisecond), limit)
 	}
 }

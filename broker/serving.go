@@ -1,0 +1,73 @@
+package broker
+
+import (
+	"sync"
+	"time"
+)
+
+// noticeServing tells peers whether this node serves Kafka clients yet
+// (one byte: 0 starting, 1 serving). A restarted node rejoins its Raft
+// groups, and so looks in sync, before its listener accepts clients (it
+// waits until its replicas know their leaders); handing it leadership
+// then leaves clients with nowhere to write until it does. A stopping
+// node therefore prefers a serving target, and waits a little for one.
+// Peers that never send this notice (older releases) count as serving.
+const noticeServing uint16 = 3
+
+// servingWait bounds how long a transfer waits for a starting target to
+// begin serving, while this node keeps leading and serving.
+const servingWait = 2 * time.Second
+
+// peerStarting remembers the peers that said they are not serving yet.
+type peerStarting struct {
+	mu  sync.Mutex
+	ids map[uint64]bool
+}
+
+func (ps *peerStarting) set(id uint64, starting bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.ids == nil {
+		ps.ids = map[uint64]bool{}
+	}
+	if starting {
+		ps.ids[id] = true
+	} else {
+		delete(ps.ids, id)
+	}
+}
+
+func (ps *peerStarting) starting(id uint64) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.ids[id]
+}
+
+// servingState is this node's noticeServing payload.
+func (b *Broker) servingState() []byte {
+	if b.servingSent.Load() {
+		return []byte{1}
+	}
+	return []byte{0}
+}
+
+// announceServing tells every peer once that this node now serves clients.
+func (b *Broker) announceServing() {
+	if !b.servingSent.CompareAndSwap(false, true) {
+		return
+	}
+	for _, n := range b.cfg.Cluster.Nodes {
+		if n.ID != b.cfg.NodeID {
+			b.host.SendNotice(uint64(n.ID), noticeServing, []byte{1})
+		}
+	}
+}
+
+// onServingNotice records a peer's noticeServing.
+func (b *Broker) onServingNotice(from uint64, data []byte) {
+	if len(data) != 1 {
+		return
+	}
+	b.peerStarting.set(from, data[0] == 0)
+	b.peerEvents.fire()
+}
