@@ -60,9 +60,8 @@ type Broker struct {
 	// it is leaving; leaderEvents when a leader this node knows of (local
 	// Raft or the view) or the metadata changed.
 	peerEvents, leaderEvents *event
-	peerAge                  peerAges     // since when each peer is connected (transfer targets)
-	peerStarting             peerStarting // peers not serving clients yet (serving.go)
-	servingSent              atomic.Bool  // this node announced that it serves clients
+	peerAge                  peerAges    // since when each peer is connected (transfer targets)
+	servingSent              atomic.Bool // this node announced that it serves clients
 
 	reqSeq       atomic.Uint64
 	reconcileCh  chan struct{}

@@ -1,9 +1,6 @@
 package broker
 
-import (
-	"sync"
-	"time"
-)
+import "time"
 
 // noticeServing tells peers whether this node serves Kafka clients yet
 // (one byte: 0 starting, 1 serving). A restarted node rejoins its Raft
@@ -18,29 +15,26 @@ const noticeServing uint16 = 3
 // begin serving, while this node keeps leading and serving.
 const servingWait = 2 * time.Second
 
-// peerStarting remembers the peers that said they are not serving yet.
-type peerStarting struct {
-	mu  sync.Mutex
-	ids map[uint64]bool
-}
-
-func (ps *peerStarting) set(id uint64, starting bool) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if ps.ids == nil {
-		ps.ids = map[uint64]bool{}
+// setStarting records a peer's noticeServing; peerAges forgets it when
+// the peer goes away (unknown again: it says so when back).
+func (pa *peerAges) setStarting(id uint64, starting bool) {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	if pa.starting == nil {
+		pa.starting = map[uint64]bool{}
 	}
 	if starting {
-		ps.ids[id] = true
+		pa.starting[id] = true
 	} else {
-		delete(ps.ids, id)
+		delete(pa.starting, id)
 	}
 }
 
-func (ps *peerStarting) starting(id uint64) bool {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	return ps.ids[id]
+// isStarting reports whether peer id said it does not serve clients yet.
+func (pa *peerAges) isStarting(id uint64) bool {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	return pa.starting[id]
 }
 
 // servingState is this node's noticeServing payload.
@@ -68,6 +62,6 @@ func (b *Broker) onServingNotice(from uint64, data []byte) {
 	if len(data) != 1 {
 		return
 	}
-	b.peerStarting.set(from, data[0] == 0)
+	b.peerAge.setStarting(from, data[0] == 0)
 	b.peerEvents.fire()
 }

@@ -329,7 +329,7 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 			b.awaitTransferChance(r, deadline)
 			continue
 		}
-		if b.peerStarting.starting(target) && time.Since(start) < servingWait {
+		if b.peerAge.isStarting(target) && time.Since(start) < servingWait {
 			// The best target does not serve clients yet: keep leading
 			// (and serving) until it or another one does, briefly.
 			until := start.Add(servingWait)
@@ -410,10 +410,12 @@ func (b *Broker) abandonIfGone(ctx context.Context, cancel context.CancelFunc, t
 // preferred as a transfer target over one that connected more recently.
 const settledPeer = time.Second
 
-// peerAges remembers since when each peer has been connected.
+// peerAges remembers since when each peer has been connected, and which
+// peers said they do not serve clients yet (serving.go).
 type peerAges struct {
-	mu    sync.Mutex
-	since map[uint64]time.Time
+	mu       sync.Mutex
+	since    map[uint64]time.Time
+	starting map[uint64]bool
 }
 
 func (pa *peerAges) note(id uint64, up bool) {
@@ -426,6 +428,7 @@ func (pa *peerAges) note(id uint64, up bool) {
 		pa.since[id] = time.Now()
 	} else {
 		delete(pa.since, id)
+		delete(pa.starting, id)
 	}
 }
 
@@ -461,7 +464,7 @@ func (b *Broker) pickTarget(st *raft.Status, tried map[uint64]bool) uint64 {
 		if inISR[v] != inISR[than] {
 			return inISR[v]
 		}
-		if sv, st := !b.peerStarting.starting(v), !b.peerStarting.starting(than); sv != st {
+		if sv, st := !b.peerAge.isStarting(v), !b.peerAge.isStarting(than); sv != st {
 			return sv // serving.go: clients can reach it
 		}
 		av, at := b.peerAge.age(v), b.peerAge.age(than)

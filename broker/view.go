@@ -142,9 +142,6 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 
 func (b *Broker) onPeer(id uint64, up bool) {
 	b.peerAge.note(id, up)
-	if !up {
-		b.peerStarting.set(id, false) // unknown again: it says so when back
-	}
 	b.peerEvents.fire()
 	if !up {
 		b.signalLeadership()
