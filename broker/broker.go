@@ -193,7 +193,7 @@ func (b *Broker) registerMetrics() error {
 	b.shutdownDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronik_shutdown_duration_seconds",
 		Help: "Duration of the last graceful shutdown (0 until one has happened)."})
 	for _, c := range []prometheus.Collector{
-		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas},
+		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas}, moveCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := b.reg.Register(c); err != nil {
