@@ -361,6 +361,7 @@ func (b *Broker) reconcile() {
 			b.logger.Error("cannot open partition replica", "topic", want[g].topic, "partition", want[g].index, "err", err)
 		}
 	}
+	b.applyPreferences(topics)
 }
 
 func (b *Broker) replicaDir(topic string, index int32) string {

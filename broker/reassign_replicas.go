@@ -123,3 +123,29 @@ func dirFresh(dir string) bool {
 	}
 	return true
 }
+
+// preferenceSetter is raft's Replica.SetPreference (requested of the raft
+// package; see /work/wt/prompts/requests-raft.md): the voters' preference
+// order, which Status.Voters and the leader rebalancer follow.
+type preferenceSetter interface{ SetPreference(order []uint64) }
+
+// applyPreferences hands each local replica its partition's replica order
+// from the metadata, so that after a move the target's first replica is
+// the preferred leader (the order given at open may be the old one).
+func (b *Broker) applyPreferences(topics []topicMeta) {
+	for _, t := range topics {
+		for _, pm := range t.Partitions {
+			r := b.host.Replica(pm.Group)
+			if r == nil {
+				continue
+			}
+			if ps, ok := any(r).(preferenceSetter); ok {
+				order := pm.Replicas
+				if pm.moving() {
+					order = pm.Target
+				}
+				ps.SetPreference(toUint64s(order))
+			}
+		}
+	}
+}
