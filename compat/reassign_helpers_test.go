@@ -237,18 +237,21 @@ func checkReplicas(t *testing.T, adm *kadm.Client, topic string, want map[int32]
 // the bytes written.
 func preload(t *testing.T, c *cluster, topic string, n, size int) int64 {
 	t.Helper()
-	cl := newFranz(t, c, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchMaxBytes(1<<20))
+	cl := newFranz(t, c, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.ProducerBatchCompression(kgo.NoCompression()))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	val := make([]byte, size)
-	for i := range val {
-		val[i] = byte('a' + rand.IntN(26)) // barely compressible: the move copies about n*size bytes
-	}
+
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	for i := 0; i < n; i++ {
-		v := append([]byte("pre-"+strconv.Itoa(i)+"-"), val...) // unique: verify counts duplicates
+		// Unique (verify counts duplicates) and uncompressed: the move
+		// copies about n*size bytes.
+		v := []byte("pre-" + strconv.Itoa(i) + "-")
+		for len(v) < size {
+			v = append(v, byte('a'+rand.IntN(26)))
+		}
 		wg.Add(1)
 		cl.Produce(ctx, &kgo.Record{Value: v}, func(_ *kgo.Record, err error) {
 			defer wg.Done()
