@@ -363,6 +363,7 @@ func (b *Broker) reconcile() {
 		}
 	}
 	b.applyPreferences(topics)
+	b.purgeLeftovers(topics)
 }
 
 func (b *Broker) replicaDir(topic string, index int32) string {
@@ -389,6 +390,9 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 		if err := clog.WriteFileSync(marker, []byte(strconv.FormatUint(g, 10)+"\n")); err != nil {
 			return err
 		}
+	}
+	if err := b.writeMetaIndex(dir); err != nil {
+		return err
 	}
 	prefer := toUint64s(w.replicas)
 	if joining {

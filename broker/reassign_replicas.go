@@ -112,14 +112,14 @@ func replicaPeers(dir string, w wantedReplica) (peers []uint64, joining bool) {
 }
 
 // dirFresh reports whether a replica directory holds no Raft data yet (it
-// is missing, or has only the broker's group marker).
+// is missing, or has only the broker's markers).
 func dirFresh(dir string) bool {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return os.IsNotExist(err)
 	}
 	for _, e := range ents {
-		if e.Name() != "group" {
+		if e.Name() != "group" && e.Name() != metaIndexFile {
 			return false
 		}
 	}
