@@ -2,6 +2,8 @@ package compat
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -48,6 +50,7 @@ func TestReassignCancel(t *testing.T) {
 	if err != nil || len(moves) != 1 {
 		t.Fatalf("the move is not listed while node 4 catches up: %v %v", moves, err)
 	}
+	checkMoveVisible(t, c, topic)
 	var req kadm.AlterPartitionAssignmentsReq
 	req.CancelAssign(topic, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -145,4 +148,57 @@ func TestReassignThrottle(t *testing.T) {
 	}
 	t.Logf("catch-up of %d bytes at %d B/s took %v (size/rate %v); gaps between acks before the move %s, during it %s",
 		size, rate, took.Round(time.Millisecond), want.Round(time.Millisecond), stallSummary(calm), stallSummary(moving))
+}
+
+// checkMoveVisible: while topic-0 moves 1,2,3 -> 2,3,4, every node's
+// /health lists it (adding 4, removing 1), the driving leader says how
+// far behind node 4 is and names it a learner in /partitions, and the
+// metrics count the move.
+func checkMoveVisible(t *testing.T, c *cluster, topic string) {
+	t.Helper()
+	leader := int(c.leaderOf(2, topic, 0))
+	for id := 1; id <= 4; id++ {
+		_, body, err := c.get(id, "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h struct {
+			Reassignments *struct {
+				Count      int `json:"count"`
+				Partitions map[string]struct {
+					Adding        []int32 `json:"adding"`
+					Removing      []int32 `json:"removing"`
+					EntriesBehind int64   `json:"entries_behind"`
+				} `json:"partitions"`
+			} `json:"reassignments"`
+		}
+		if err := json.Unmarshal([]byte(body), &h); err != nil {
+			t.Fatalf("node %d /health: %v", id, err)
+		}
+		if h.Reassignments == nil || h.Reassignments.Count != 1 {
+			t.Fatalf("node %d /health does not list the move: %s", id, body)
+		}
+		m := h.Reassignments.Partitions[topic+"-0"]
+		if !slices.Equal(m.Adding, []int32{4}) || !slices.Equal(m.Removing, []int32{1}) {
+			t.Errorf("node %d /health: adding %v removing %v", id, m.Adding, m.Removing)
+		}
+		if (id == leader) != (m.EntriesBehind >= 0) {
+			t.Errorf("node %d (leader %d) /health: entries_behind %d", id, leader, m.EntriesBehind)
+		}
+		if v, ok := c.metric(id, "chronik_partitions_reassigning"); !ok || v != 1 {
+			t.Errorf("node %d: chronik_partitions_reassigning %v %v", id, v, ok)
+		}
+	}
+	_, body, _ := c.get(leader, "/partitions")
+	var ps []struct {
+		Topic    string  `json:"topic"`
+		Learners []int32 `json:"learners"`
+		Target   []int32 `json:"target"`
+	}
+	json.Unmarshal([]byte(body), &ps)
+	for _, p := range ps {
+		if p.Topic == topic && (!slices.Equal(p.Learners, []int32{4}) || !slices.Equal(p.Target, []int32{2, 3, 4})) {
+			t.Errorf("leader %d /partitions: learners %v target %v", leader, p.Learners, p.Target)
+		}
+	}
 }
