@@ -10,6 +10,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestReassignMoveUnderLoad: a 4-node cluster, a topic with RF 3 on nodes
@@ -142,6 +143,25 @@ func TestReassignRefusals(t *testing.T) {
 			t.Errorf("%s-%d -> %v: got %v, want %v", tc.topic, tc.p, tc.reps, got, tc.want)
 		}
 	}
+	// v1 without AllowReplicationFactorChange: another replica count is
+	// refused, the same count is not.
+	for _, tc := range []struct {
+		reps []int32
+		want int16
+	}{{[]int32{1, 2}, kerr.InvalidReplicationFactor.Code}, {[]int32{2, 3, 1}, 0}} {
+		req := kmsg.NewPtrAlterPartitionAssignmentsRequest()
+		req.Version, req.AllowReplicationFactorChange = 1, false
+		req.Topics = []kmsg.AlterPartitionAssignmentsRequestTopic{{Topic: "refuse",
+			Partitions: []kmsg.AlterPartitionAssignmentsRequestTopicPartition{{Partition: 0, Replicas: tc.reps}}}}
+		resp, err := req.RequestWith(ctx, newFranz(t, c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Topics[0].Partitions[0].ErrorCode; got != tc.want {
+			t.Errorf("RF change not allowed, %v: error %d, want %d", tc.reps, got, tc.want)
+		}
+	}
+	waitMovesDone(t, adm, "refuse", 30*time.Second)
 	// A reorder only moves the preferred leader: nothing to list, at once.
 	reassign(t, adm, "refuse", map[int32][]int32{0: {3, 1, 2}})
 	if moves, err := listMoves(adm, "refuse"); err != nil || len(moves) != 0 {
