@@ -171,3 +171,70 @@ func TestReassignRefusals(t *testing.T) {
 		t.Fatalf("replicas after a reorder: %v", got)
 	}
 }
+
+// TestReassignOffsetsPartitions: the partitions of __consumer_offsets move
+// like any other (node 1 replaced by node 4): committed offsets survive
+// the move and new commits keep working.
+func TestReassignOffsetsPartitions(t *testing.T) {
+	c := startCluster(t, 4, withArgs("--rebalance-delay", "500ms"))
+	cl := newFranz(t, c)
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	createTopic(t, c, "offsets-src", 3, 3, nil)
+	groups := []string{"g-a", "g-b", "g-c", "g-d", "g-e", "g-f"}
+	commit := func(at int64) {
+		t.Helper()
+		for _, g := range groups {
+			var os kadm.Offsets
+			for p := int32(0); p < 3; p++ {
+				os.Add(kadm.Offset{Topic: "offsets-src", Partition: p, At: at, LeaderEpoch: -1})
+			}
+			resp, err := adm.CommitOffsets(ctx, g, os)
+			if err == nil {
+				err = resp.Error()
+			}
+			if err != nil {
+				t.Fatalf("commit %s at %d: %v", g, at, err)
+			}
+		}
+	}
+	check := func(at int64) {
+		t.Helper()
+		for _, g := range groups {
+			offs, err := adm.FetchOffsets(ctx, g)
+			if err != nil {
+				t.Fatalf("fetch offsets of %s: %v", g, err)
+			}
+			for p := int32(0); p < 3; p++ {
+				if o, ok := offs.Lookup("offsets-src", p); !ok || o.At != at {
+					t.Errorf("group %s partition %d: committed %v (found %v), want %d", g, p, o.At, ok, at)
+				}
+			}
+		}
+	}
+	commit(7)
+	const offsets = "__consumer_offsets"
+	targets := map[int32][]int32{}
+	for p, reps := range topicReplicas(t, adm, offsets) {
+		if i := slices.Index(reps, 1); i >= 0 && !slices.Contains(reps, 4) {
+			target := slices.Clone(reps)
+			target[i] = 4
+			targets[p] = target
+		}
+	}
+	if len(targets) == 0 {
+		t.Fatal("no offsets partition on node 1")
+	}
+	start := time.Now()
+	reassign(t, adm, offsets, targets)
+	took := waitMovesDone(t, adm, offsets, 60*time.Second)
+	checkReplicas(t, adm, offsets, targets)
+	check(7)
+	commit(9)
+	check(9)
+	for p := range targets {
+		waitFor(t, 10*time.Second, "node 1's offsets replica to go", func() bool { return !c.hasReplicaDir(1, offsets, p) })
+	}
+	t.Logf("moved %d offsets partitions off node 1 in %v (%v with the checks)", len(targets), took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
