@@ -60,7 +60,7 @@ func TestReassignCancel(t *testing.T) {
 		t.Fatalf("cancel: %v %v", err, resp[topic][0].Err)
 	}
 	took := waitMovesDone(t, adm, topic, 30*time.Second)
-	checkReplicas(t, adm, topic, map[int32][]int32{0: {1, 2, 3}})
+	checkReplicas(t, c, topic, map[int32][]int32{0: {1, 2, 3}})
 	waitFor(t, 10*time.Second, "node 4's replica to go", func() bool { return !c.hasReplicaDir(4, topic, 0) })
 	l.waitAcks(l.ackedCount()+100, 30*time.Second)
 	l.halt()
@@ -107,7 +107,7 @@ func testReassignKill(t *testing.T, who string) {
 	c.start(victim)
 	took := waitMovesDone(t, adm, topic, 60*time.Second)
 	w.check([]int32{4}, []int32{1})
-	checkReplicas(t, adm, topic, map[int32][]int32{0: {2, 3, 4}})
+	checkReplicas(t, c, topic, map[int32][]int32{0: {2, 3, 4}})
 	waitFor(t, 20*time.Second, "node 1's replica to go", func() bool { return !c.hasReplicaDir(1, topic, 0) })
 	l.waitAcks(l.ackedCount()+100, 30*time.Second)
 	l.halt()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Helpers of the reassignment tests (reassign_test.go, reassign_faults_test.go).
@@ -76,17 +77,21 @@ func partitionsUpTo(n int32) []int32 {
 	return out
 }
 
-// topicReplicas is the replicas Metadata lists for each partition.
-func topicReplicas(t *testing.T, adm *kadm.Client, topic string) map[int32][]int32 {
+// topicReplicas is the replicas Metadata lists for each partition. It
+// sends the request itself: kadm's ListTopics answers from the client's
+// metadata cache for up to 5 s.
+func topicReplicas(t *testing.T, cl *kgo.Client, topic string) map[int32][]int32 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	td, err := adm.ListTopics(ctx, topic)
-	if err != nil {
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr(topic)}}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil || len(resp.Topics) != 1 {
 		t.Fatalf("metadata: %v", err)
 	}
 	out := map[int32][]int32{}
-	for _, p := range td[topic].Partitions {
+	for _, p := range resp.Topics[0].Partitions {
 		out[p.Partition] = p.Replicas
 	}
 	return out
@@ -209,11 +214,12 @@ func (c *cluster) hasReplicaDir(id int, topic string, p int32) bool {
 // checkReplicas fails t unless Metadata lists want for every partition
 // within a few seconds (the node answering may apply the metadata a
 // moment after the one that listed the move as done).
-func checkReplicas(t *testing.T, adm *kadm.Client, topic string, want map[int32][]int32) {
+func checkReplicas(t *testing.T, c *cluster, topic string, want map[int32][]int32) {
 	t.Helper()
+	cl := newFranz(t, c)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got := topicReplicas(t, adm, topic)
+		got := topicReplicas(t, cl, topic)
 		var wrong []string
 		for p, reps := range want {
 			if !slices.Equal(got[p], reps) {

@@ -43,7 +43,7 @@ func TestReassignMoveUnderLoad(t *testing.T) {
 	took := waitMovesDone(t, adm, topic, 60*time.Second)
 	end := time.Now()
 	w.check([]int32{4}, []int32{1})
-	checkReplicas(t, adm, topic, targets)
+	checkReplicas(t, c, topic, targets)
 	waitFor(t, 10*time.Second, "node 1's replica directories to go", func() bool { return len(c.replicaDirs(1, topic)) == 0 })
 	for p := range targets {
 		if !c.hasReplicaDir(4, topic, p) {
@@ -81,7 +81,7 @@ func TestReassignReplicationFactor(t *testing.T) {
 	up := map[int32][]int32{0: {1, 2, 3}, 1: {2, 3, 1}}
 	reassign(t, adm, topic, up)
 	upTook := waitMovesDone(t, adm, topic, 60*time.Second)
-	checkReplicas(t, adm, topic, up)
+	checkReplicas(t, c, topic, up)
 	upStalls := l.stallsBetween(start, time.Now())
 
 	sadm, err := sarama.NewClusterAdmin(c.bootstrap(), saramaConfig())
@@ -99,7 +99,7 @@ func TestReassignReplicationFactor(t *testing.T) {
 		return err == nil && len(st[topic]) == 0
 	})
 	downTook := time.Since(start)
-	checkReplicas(t, adm, topic, map[int32][]int32{0: down[0], 1: down[1]})
+	checkReplicas(t, c, topic, map[int32][]int32{0: down[0], 1: down[1]})
 	waitFor(t, 10*time.Second, "node 3's replica of partition 0 to go", func() bool { return !c.hasReplicaDir(3, topic, 0) })
 	waitFor(t, 10*time.Second, "node 1's replica of partition 1 to go", func() bool { return !c.hasReplicaDir(1, topic, 1) })
 	downStalls := l.stallsBetween(start, time.Now())
@@ -167,7 +167,7 @@ func TestReassignRefusals(t *testing.T) {
 	if moves, err := listMoves(adm, "refuse"); err != nil || len(moves) != 0 {
 		t.Fatalf("reorder listed as a move: %v %v", moves, err)
 	}
-	if got := topicReplicas(t, adm, "refuse")[0]; !slices.Equal(got, []int32{3, 1, 2}) {
+	if got := topicReplicas(t, newFranz(t, c), "refuse")[0]; !slices.Equal(got, []int32{3, 1, 2}) {
 		t.Fatalf("replicas after a reorder: %v", got)
 	}
 }
@@ -216,7 +216,7 @@ func TestReassignOffsetsPartitions(t *testing.T) {
 	commit(7)
 	const offsets = "__consumer_offsets"
 	targets := map[int32][]int32{}
-	for p, reps := range topicReplicas(t, adm, offsets) {
+	for p, reps := range topicReplicas(t, newFranz(t, c), offsets) {
 		if i := slices.Index(reps, 1); i >= 0 && !slices.Contains(reps, 4) {
 			target := slices.Clone(reps)
 			target[i] = 4
@@ -229,7 +229,7 @@ func TestReassignOffsetsPartitions(t *testing.T) {
 	start := time.Now()
 	reassign(t, adm, offsets, targets)
 	took := waitMovesDone(t, adm, offsets, 60*time.Second)
-	checkReplicas(t, adm, offsets, targets)
+	checkReplicas(t, c, offsets, targets)
 	check(7)
 	commit(9)
 	check(9)
