@@ -49,10 +49,14 @@ func (b *Broker) purgeLeftovers(topics []topicMeta) {
 			hosted[pm.Group] = pm.Replicas
 		}
 	}
+	open := map[string]bool{metaName: true}
+	for _, r := range b.host.Replicas() {
+		open[r.Name()] = true
+	}
 	next, applied := b.metaSM.nextGroup(), b.meta.Status().Applied
 	for _, e := range ents {
-		if !e.IsDir() || e.Name() == metaName {
-			continue
+		if !e.IsDir() || open[e.Name()] {
+			continue // open replicas are most: their markers are not read
 		}
 		dir := filepath.Join(b.cfg.DataDir, e.Name())
 		g, ok := readUint(filepath.Join(dir, "group"))
