@@ -152,8 +152,8 @@ func TestReassignThrottle(t *testing.T) {
 
 // checkMoveVisible: while topic-0 moves 1,2,3 -> 2,3,4, every node's
 // /health lists it (adding 4, removing 1), the driving leader says how
-// far behind node 4 is and names it a learner in /partitions, and the
-// metrics count the move.
+// far behind node 4 is and names it a learner in /partitions, the
+// metrics count the move, and Metadata lists Kafka's replicas.
 func checkMoveVisible(t *testing.T, c *cluster, topic string) {
 	t.Helper()
 	leader := int(c.leaderOf(2, topic, 0))
@@ -188,6 +188,9 @@ func checkMoveVisible(t *testing.T, c *cluster, topic string) {
 		if v, ok := c.metric(id, "chronik_partitions_reassigning"); !ok || v != 1 {
 			t.Errorf("node %d: chronik_partitions_reassigning %v %v", id, v, ok)
 		}
+	}
+	if got := topicReplicas(t, newFranz(t, c), topic)[0]; !slices.Equal(got, []int32{2, 3, 4, 1}) {
+		t.Errorf("Metadata lists replicas %v during the move; want the target, then the replica leaving: [2 3 4 1]", got)
 	}
 	_, body, _ := c.get(leader, "/partitions")
 	var ps []struct {
