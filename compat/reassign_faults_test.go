@@ -157,28 +157,41 @@ func TestReassignThrottle(t *testing.T) {
 func checkMoveVisible(t *testing.T, c *cluster, topic string) {
 	t.Helper()
 	leader := int(c.leaderOf(2, topic, 0))
-	for id := 1; id <= 4; id++ {
+	type moveHealth struct {
+		Adding        []int32 `json:"adding"`
+		Removing      []int32 `json:"removing"`
+		EntriesBehind int64   `json:"entries_behind"`
+	}
+	health := func(id int) (*moveHealth, string) {
 		_, body, err := c.get(id, "/health")
 		if err != nil {
 			t.Fatal(err)
 		}
 		var h struct {
 			Reassignments *struct {
-				Count      int `json:"count"`
-				Partitions map[string]struct {
-					Adding        []int32 `json:"adding"`
-					Removing      []int32 `json:"removing"`
-					EntriesBehind int64   `json:"entries_behind"`
-				} `json:"partitions"`
+				Count      int                   `json:"count"`
+				Partitions map[string]moveHealth `json:"partitions"`
 			} `json:"reassignments"`
 		}
 		if err := json.Unmarshal([]byte(body), &h); err != nil {
 			t.Fatalf("node %d /health: %v", id, err)
 		}
 		if h.Reassignments == nil || h.Reassignments.Count != 1 {
-			t.Fatalf("node %d /health does not list the move: %s", id, body)
+			return nil, body
 		}
 		m := h.Reassignments.Partitions[topic+"-0"]
+		return &m, body
+	}
+	// The leader knows how far behind once its first step is through.
+	waitFor(t, 5*time.Second, "the leader to report the learner's lag", func() bool {
+		m, _ := health(leader)
+		return m != nil && m.EntriesBehind >= 0
+	})
+	for id := 1; id <= 4; id++ {
+		m, body := health(id)
+		if m == nil {
+			t.Fatalf("node %d /health does not list the move: %s", id, body)
+		}
 		if !slices.Equal(m.Adding, []int32{4}) || !slices.Equal(m.Removing, []int32{1}) {
 			t.Errorf("node %d /health: adding %v removing %v", id, m.Adding, m.Removing)
 		}
