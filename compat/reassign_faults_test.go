@@ -218,3 +218,36 @@ func checkMoveVisible(t *testing.T, c *cluster, topic string) {
 		}
 	}
 }
+
+// TestReassignDuringRollingRestart: nodes 1 (leading the move, and leaving)
+// and 4 (receiving) restart gracefully, one after the other, in the middle
+// of a throttled move: it completes, with no failed request and nothing
+// lost.
+func TestReassignDuringRollingRestart(t *testing.T) {
+	const topic = "roll-move"
+	c, adm, _ := slowMoveCluster(t, topic, 1, 300<<10, envInt("CHRONIK_TEST_ROLL_BYTES", 3<<20))
+	l := startLoader(t, c, topic, 100)
+	l.waitAcks(100, 30*time.Second)
+	w := watchMoves(t, c, topic)
+	start := time.Now()
+	reassign(t, adm, topic, map[int32][]int32{0: {2, 3, 4}})
+	waitFor(t, 20*time.Second, "node 4 to open its replica", func() bool { return c.hasReplicaDir(4, topic, 0) })
+	for _, id := range []int{1, 4} {
+		if moves, err := listMoves(adm, topic); err != nil || len(moves) != 1 {
+			t.Fatalf("the move is not listed before node %d restarts: %v %v", id, moves, err)
+		}
+		c.stop(id, 20*time.Second)
+		c.start(id)
+		c.waitReady(30 * time.Second)
+	}
+	took := waitMovesDone(t, adm, topic, 60*time.Second)
+	w.check([]int32{4}, []int32{1})
+	checkReplicas(t, c, topic, map[int32][]int32{0: {2, 3, 4}})
+	waitFor(t, 20*time.Second, "node 1's replica to go", func() bool { return !c.hasReplicaDir(1, topic, 0) })
+	l.waitAcks(l.ackedCount()+100, 30*time.Second)
+	l.halt()
+	stalls := l.stallsBetween(start, time.Now())
+	l.checkDelivered(t, c, "the move with nodes 1 and 4 restarted")
+	t.Logf("move with nodes 1 and 4 restarted mid-way: done %v after the roll, %v after the request; ack gaps %s; %s",
+		took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), stallSummary(stalls), l.report())
+}
