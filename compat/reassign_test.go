@@ -202,7 +202,14 @@ func TestReassignOffsetsPartitions(t *testing.T) {
 	check := func(at int64) {
 		t.Helper()
 		for _, g := range groups {
-			offs, err := adm.FetchOffsets(ctx, g)
+			// Right after a move the group's coordinator may still be
+			// taking over (COORDINATOR_NOT_AVAILABLE, retriable).
+			var offs kadm.OffsetResponses
+			var err error
+			waitFor(t, 10*time.Second, "the offsets of "+g, func() bool {
+				offs, err = adm.FetchOffsets(ctx, g)
+				return err == nil || !kerr.IsRetriable(err)
+			})
 			if err != nil {
 				t.Fatalf("fetch offsets of %s: %v", g, err)
 			}
