@@ -54,8 +54,10 @@ func (r *removedGroups) keep(still func(g uint64) bool) {
 }
 
 // onRemoved is raft's Config.OnRemoved: a local replica applied a
-// configuration without this node. It only notes the group and wakes the
-// reconcile loop, which closes and deletes the replica. A notice for a
+// configuration without this node. Raft calls it on a worker with no
+// raft lock held; it takes only the metadata's read lock and the note's
+// leaf lock, notes the group and wakes the reconcile loop, which closes
+// and deletes the replica. A notice for a
 // group whose move does not take this node out is ignored: a joining
 // replica replaying the log can pass through an old configuration
 // without it, and a replica the target names stays.
