@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/json"
+	"os"
 	"slices"
 	"testing"
 
@@ -124,5 +125,37 @@ func TestReassignOldMetadata(t *testing.T) {
 	out, _ := json.Marshal(&pm)
 	if string(out) != `{"group":100,"replicas":[1,2,3]}` {
 		t.Fatalf("an unmoved partition encodes as before: %s", out)
+	}
+}
+
+// A replica of a partition that has moved joins from the original voters
+// when its directory is fresh, and keeps the replicas' order otherwise;
+// one that never moved bootstraps from its replicas.
+func TestReplicaPeers(t *testing.T) {
+	dir := t.TempDir()
+	fresh := dir + "/fresh"
+	moved := wantedReplica{replicas: []int32{4, 2, 3, 1}, origin: []int32{1, 2, 3}}
+	if peers, joining := replicaPeers(fresh, moved); !joining || !slices.Equal(peers, []uint64{1, 2, 3}) {
+		t.Fatalf("fresh, moved: %v %v", peers, joining)
+	}
+	if err := os.MkdirAll(fresh, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"group", metaIndexFile} {
+		if err := os.WriteFile(fresh+"/"+f, []byte("1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, joining := replicaPeers(fresh, moved); !joining || !dirFresh(fresh) {
+		t.Fatal("a directory holding only the broker's markers is taken as not fresh")
+	}
+	if err := os.WriteFile(fresh+"/epochs", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if peers, joining := replicaPeers(fresh, moved); !joining || !slices.Equal(peers, []uint64{4, 2, 3, 1}) {
+		t.Fatalf("opened before, moved: %v %v", peers, joining)
+	}
+	if peers, joining := replicaPeers(dir+"/other", wantedReplica{replicas: []int32{2, 3, 1}}); joining || !slices.Equal(peers, []uint64{2, 3, 1}) {
+		t.Fatalf("never moved: %v %v", peers, joining)
 	}
 }
