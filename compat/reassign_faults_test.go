@@ -251,3 +251,22 @@ func TestReassignDuringRollingRestart(t *testing.T) {
 	t.Logf("move with nodes 1 and 4 restarted mid-way: done %v after the roll, %v after the request; ack gaps %s; %s",
 		took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), stallSummary(stalls), l.report())
 }
+
+// TestDeletedWhileDownIsPurged: a topic deleted while a node was down
+// leaves that node's replica directories behind; the node deletes them
+// once its metadata shows the deletion.
+func TestDeletedWhileDownIsPurged(t *testing.T) {
+	c := startCluster(t, 3)
+	createTopic(t, c, "gone", 2, 3, nil)
+	waitFor(t, 10*time.Second, "node 3's replicas", func() bool { return len(c.replicaDirs(3, "gone")) == 2 })
+	c.kill(3)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(newFranz(t, c)).DeleteTopics(ctx, "gone")
+	if err != nil || resp["gone"].Err != nil {
+		t.Fatalf("delete: %v %v", err, resp["gone"].Err)
+	}
+	c.start(3)
+	c.waitReady(30 * time.Second)
+	waitFor(t, 20*time.Second, "node 3 to delete the replicas of the deleted topic", func() bool { return len(c.replicaDirs(3, "gone")) == 0 })
+}
