@@ -440,7 +440,12 @@ func (b *Broker) removeReplica(g uint64) {
 	}
 	delete(b.offsets, g)
 	b.mu.Unlock()
-	b.view.forget(g)
+	if _, live := b.metaSM.group(g); !live {
+		// A partition moved off this node keeps its leader in the view:
+		// clients still sent here get a leader hint, not a wait for their
+		// next metadata refresh.
+		b.view.forget(g)
+	}
 	if err := b.host.RemoveReplica(g); err != nil {
 		b.logger.Warn("removing deleted partition's data failed", "group", g, "err", err)
 	}

@@ -55,10 +55,11 @@ func TestReassignMoveUnderLoad(t *testing.T) {
 	l.waitAcks(l.ackedCount()+300, 30*time.Second)
 	l.halt()
 	stalls := l.stallsBetween(start, end.Add(time.Second))
+	before, after := l.stallsBetween(l.started, start), l.stallsBetween(end.Add(time.Second), time.Now())
 	l.checkDelivered(t, c, "the move")
 	checkStalls(t, stalls, 5*time.Second, " during the move")
-	t.Logf("moved %d partitions 1,2,3 -> 2,3,4 in %v; per-partition longest ack gap %s; %d of %d led by the target's first replica; %s",
-		parts, took.Round(time.Millisecond), stallSummary(stalls), preferred, parts, l.report())
+	t.Logf("moved %d partitions 1,2,3 -> 2,3,4 in %v; per-partition longest ack gap %s (before %s, after %s); %d of %d led by the target's first replica; %s",
+		parts, took.Round(time.Millisecond), stallSummary(stalls), stallSummary(before), stallSummary(after), preferred, parts, l.report())
 }
 
 // TestReassignReplicationFactor: a topic's replication factor goes 1 -> 3
