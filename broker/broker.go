@@ -55,10 +55,9 @@ type Broker struct {
 	quotas  quotaTracker
 
 	failMu   sync.Mutex
-	failures map[string]string         // replica name -> the storage error that stopped it
-	removed  removedGroups             // groups this node was removed from (reassign_replicas.go)
-	throttle atomic.Int64              // the learner rate handed to Raft (throttle.go)
-	prefs    map[*raft.Replica][]int32 // preference orders handed to replicas (reconcile loop only)
+	failures map[string]string // replica name -> the storage error that stopped it
+	removed  removedGroups     // groups this node was removed from (reassign_replicas.go)
+	throttle atomic.Int64      // the learner rate handed to Raft (throttle.go)
 
 	// peerEvents fires when a peer connects, goes away or announces that
 	// it is leaving; leaderEvents when a leader this node knows of (local
@@ -105,7 +104,7 @@ func New(cfg Config) (*Broker, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, logger: cfg.Logger, reg: cfg.Registry, view: newClusterView(),
 		parts: map[uint64]*partition{}, byTP: map[tpKey]*partition{}, offsets: map[uint64]*offsetsPartition{},
-		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, prefs: map[*raft.Replica][]int32{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
+		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
 		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	b.fwd = newForwarder(b)
@@ -134,7 +133,10 @@ func New(cfg Config) (*Broker, error) {
 		ID: uint64(cfg.NodeID), Transport: b.tr, TickInterval: cfg.RaftTick,
 		ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
 		Fsync: policy, FsyncInterval: cfg.FsyncInterval, LagTime: cfg.ISRLagTime,
-		RetentionInterval: cfg.RetentionInterval, AutoRebalance: cfg.AutoLeaderRebalance,
+		// The broker hands leadership to preferred replicas itself, in the
+		// metadata's order (rebalance.go); Raft knows only the order given
+		// at open, which a move makes stale.
+		RetentionInterval: cfg.RetentionInterval, AutoRebalance: false,
 		RebalanceDelay: cfg.RebalanceDelay, Logger: cfg.Logger,
 		// One hard-state file for every partition of the node, so a
 		// leadership transfer waits on one fsync per side (raft/doc.go).
@@ -241,6 +243,10 @@ func (b *Broker) Start() (err error) {
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
 	go b.mover.loop(b.ctx)
+	if b.cfg.AutoLeaderRebalance {
+		b.wg.Add(1)
+		go (&rebalancer{b: b, busy: map[uint64]bool{}}).loop(b.ctx)
+	}
 	if b.admin != nil {
 		if err := b.admin.Start(); err != nil {
 			return err
@@ -362,7 +368,6 @@ func (b *Broker) reconcile() {
 			b.logger.Error("cannot open partition replica", "topic", want[g].topic, "partition", want[g].index, "err", err)
 		}
 	}
-	b.applyPreferences(topics)
 	b.purgeLeftovers(topics)
 }
 

@@ -167,9 +167,9 @@ func (m *mover) run(ctx context.Context, g uint64, target []int32) {
 	}
 }
 
-// finish reports a group that reached its target, then hands leadership
-// to the target's first replica, the preferred leader, when it is caught
-// up. It reports whether the run is over.
+// finish reports a group that reached its target; the rebalancer then
+// hands leadership to the target's first replica once it is in sync
+// (rebalance.go). It reports whether the run is over.
 func (m *mover) finish(ctx context.Context, rep *raft.Replica, g uint64, target []int32) bool {
 	b := m.b
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -180,14 +180,6 @@ func (m *mover) finish(ctx context.Context, rep *raft.Replica, g uint64, target 
 	}
 	if len(mr.Codes) == 1 && mr.Codes[0] == 0 {
 		b.logger.Info("reassignment complete", "partition", rep.Name(), "replicas", target)
-	}
-	pref := uint64(target[0])
-	if st := rep.Status(); st.IsLeader() && pref != st.ID && slices.Contains(st.ISR, pref) && st.Match[pref] >= st.LastIndex {
-		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := rep.TransferLeadership(tctx, pref); err != nil {
-			b.logger.Debug("handing leadership to the preferred replica after a move failed", "partition", rep.Name(), "to", pref, "err", err)
-		}
-		cancel()
 	}
 	return true
 }

@@ -290,27 +290,22 @@ func (l *loader) gapsBetween(from, to time.Time) []time.Duration {
 	return out
 }
 
-// leadersAfterMove waits until no partition of topic is led by a node
-// outside its target, then reports how many are led by their target's
-// first replica, the preferred leader. That one is not asserted yet: the
-// Raft rebalancer orders voters by the replicas a replica was opened
-// with until raft exports Replica.SetPreference (requested; the broker
-// calls it once it exists), so it may hand leadership to another member
-// of the target.
-func leadersAfterMove(t *testing.T, c *cluster, from int, topic string, targets map[int32][]int32, d time.Duration) (preferred int) {
+// waitPreferredLeaders waits until each partition is led by the first
+// replica of its target, and stays so for a second (longer than the
+// rebalance delay the tests use, so a rebalance elsewhere would show).
+func waitPreferredLeaders(t *testing.T, c *cluster, from int, topic string, targets map[int32][]int32, d time.Duration) {
 	t.Helper()
-	waitFor(t, d, "leaders of "+topic+" inside the targets", func() bool {
-		preferred = 0
+	var since time.Time
+	waitFor(t, d, "the targets' first replicas to lead "+topic, func() bool {
 		for p, reps := range targets {
-			l := c.leaderOf(from, topic, p)
-			if !slices.Contains(reps, l) {
+			if c.leaderOf(from, topic, p) != reps[0] {
+				since = time.Time{}
 				return false
 			}
-			if l == reps[0] {
-				preferred++
-			}
 		}
-		return true
+		if since.IsZero() {
+			since = time.Now()
+		}
+		return time.Since(since) > time.Second
 	})
-	return preferred
 }
