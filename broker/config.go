@@ -60,6 +60,10 @@ type ClusterFile struct {
 	// AllowEveryoneIfNoACLFound is Kafka's allow.everyone.if.no.acl.found:
 	// a resource no ACL applies to is open to all. Off by default.
 	AllowEveryoneIfNoACLFound bool `toml:"allow_everyone_if_no_acl_found"`
+	// ReplicationThrottle is every node's default learner rate in bytes
+	// per second (0: unlimited); --replication-throttle overrides it per
+	// node (throttle.go).
+	ReplicationThrottle int64 `toml:"replication_throttle"`
 }
 
 // LoadClusterFile reads and checks a cluster.toml.
@@ -237,6 +241,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ISRLagTime <= 0 {
 		c.ISRLagTime = 10 * time.Second
+	}
+	if c.ReplicationThrottle <= 0 {
+		c.ReplicationThrottle = max(c.Cluster.ReplicationThrottle, 0)
 	}
 	if c.RebalanceDelay <= 0 {
 		c.RebalanceDelay = 2 * time.Second

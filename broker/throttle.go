@@ -11,8 +11,9 @@ import (
 // the replicas a move is adding, over all its groups together (raft
 // Host.SetLearnerRate); voters' traffic is never held back. The value is
 // the dynamic broker config leader.replication.throttled.rate (this
-// node's own, else the cluster-wide default), else --replication-throttle;
-// 0 (and Kafka's default, the largest long) means unlimited.
+// node's own, else the cluster-wide default), else --replication-throttle,
+// else cluster.toml's replication_throttle; 0 (and Kafka's default, the
+// largest long) means unlimited.
 
 const throttleConfig = "leader.replication.throttled.rate"
 

@@ -62,3 +62,18 @@ func TestReplicationThrottleConfig(t *testing.T) {
 		t.Fatal("a negative rate was accepted")
 	}
 }
+
+// cluster.toml's replication_throttle is the default of every node; the
+// flag overrides it.
+func TestReplicationThrottleFromClusterFile(t *testing.T) {
+	cfg := oneNodeConfig(t)
+	cfg.Cluster.ReplicationThrottle = 3000
+	if err := cfg.defaults(); err != nil || cfg.ReplicationThrottle != 3000 {
+		t.Fatalf("from cluster.toml: %d %v", cfg.ReplicationThrottle, err)
+	}
+	cfg = oneNodeConfig(t)
+	cfg.Cluster.ReplicationThrottle, cfg.ReplicationThrottle = 3000, 5000
+	if err := cfg.defaults(); err != nil || cfg.ReplicationThrottle != 5000 {
+		t.Fatalf("flag over cluster.toml: %d %v", cfg.ReplicationThrottle, err)
+	}
+}

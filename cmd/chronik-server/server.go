@@ -33,7 +33,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "isr-lag-time", Value: "10s", Usage: "how long a follower may lag and stay in sync (replica.lag.time.max.ms)", EnvVars: []string{"CHRONIK_ISR_LAG_TIME"}},
 		&cli.BoolFlag{Name: "auto-leader-rebalance", Value: true, Usage: "move leadership back to preferred replicas once they are in sync", EnvVars: []string{"CHRONIK_AUTO_LEADER_REBALANCE"}},
 		&cli.StringFlag{Name: "rebalance-delay", Value: "2s", Usage: "how long a preferred replica must be in sync before it gets leadership back", EnvVars: []string{"CHRONIK_REBALANCE_DELAY"}},
-		&cli.Int64Flag{Name: "replication-throttle", Usage: "bytes per second this node sends to replicas a reassignment adds, all partitions together (0: unlimited; the dynamic broker config leader.replication.throttled.rate overrides it)", EnvVars: []string{"CHRONIK_REPLICATION_THROTTLE"}},
+		&cli.Int64Flag{Name: "replication-throttle", Usage: "bytes per second this node sends to replicas a reassignment adds, all partitions together (default: cluster.toml replication_throttle, else 0, unlimited; the dynamic broker config leader.replication.throttled.rate overrides it)", EnvVars: []string{"CHRONIK_REPLICATION_THROTTLE"}},
 		&cli.Int64Flag{Name: "segment-bytes", Value: 128 << 20, Usage: "default log segment size", EnvVars: []string{"CHRONIK_SEGMENT_BYTES"}},
 		&cli.StringFlag{Name: "retention-check-interval", Value: "30s", Usage: "how often retention runs", EnvVars: []string{"CHRONIK_RETENTION_CHECK_INTERVAL"}},
 		&cli.IntFlag{Name: "max-request-size", Value: 100 << 20, Usage: "largest Kafka request frame accepted (bytes)", EnvVars: []string{"CHRONIK_MAX_REQUEST_SIZE"}},
