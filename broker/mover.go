@@ -23,8 +23,8 @@ type mover struct {
 	kick chan struct{}
 
 	mu   sync.Mutex
-	runs map[uint64]*moveRun // group -> the run driving it here
-	prog map[uint64]moveProgress
+	runs map[uint64]*moveRun      // group -> the run driving it here
+	prog map[uint64]raft.Progress // the last Progress each run saw (/health, metrics)
 	wg   sync.WaitGroup
 }
 
@@ -33,18 +33,12 @@ type moveRun struct {
 	cancel context.CancelFunc
 }
 
-// moveProgress is the last Progress a run saw, for /health and metrics.
-type moveProgress struct {
-	raft.Progress
-	at time.Time
-}
-
 // movePoll is how often a run asks again while learners catch up: their
 // progress shows in the leader's Raft state but publishes no event.
 const movePoll = 200 * time.Millisecond
 
 func newMover(b *Broker) *mover {
-	return &mover{b: b, kick: make(chan struct{}, 1), runs: map[uint64]*moveRun{}, prog: map[uint64]moveProgress{}}
+	return &mover{b: b, kick: make(chan struct{}, 1), runs: map[uint64]*moveRun{}, prog: map[uint64]raft.Progress{}}
 }
 
 // wake makes the loop look at the metadata again.
@@ -186,7 +180,7 @@ func (m *mover) finish(ctx context.Context, rep *raft.Replica, g uint64, target 
 
 func (m *mover) note(g uint64, pr raft.Progress) {
 	m.mu.Lock()
-	m.prog[g] = moveProgress{Progress: pr, at: time.Now()}
+	m.prog[g] = pr
 	m.mu.Unlock()
 }
 
@@ -206,7 +200,7 @@ func (m *mover) progress(g uint64) (raft.Progress, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, ok := m.prog[g]
-	return p.Progress, ok
+	return p, ok
 }
 
 func toUint64s(ids []int32) []uint64 {
