@@ -65,7 +65,10 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	for _, ti := range infos {
 		name := ti.Name
 		t := kmsg.MetadataResponseTopic{Topic: &name, TopicID: ti.ID, IsInternal: ti.Internal, ErrorCode: ti.Err,
-			AuthorizedOperations: -2147483648}
+			AuthorizedOperations: omittedOperations}
+		if req.IncludeTopicAuthorizedOperations && ti.Err != kerr.TopicAuthorizationFailed.Code {
+			t.AuthorizedOperations = topicOps(s, cc, name)
+		}
 		s.metrics.countErr(3, ti.Err)
 		for _, p := range ti.Partitions {
 			t.Partitions = append(t.Partitions, kmsg.MetadataResponseTopicPartition{
@@ -75,7 +78,10 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 		resp.Topics = append(resp.Topics, t)
 	}
-	resp.AuthorizedOperations = -2147483648
+	resp.AuthorizedOperations = omittedOperations
+	if req.IncludeClusterAuthorizedOperations && req.Version <= 10 {
+		resp.AuthorizedOperations = clusterOps(s, cc)
+	}
 	return func() kmsg.Response { return resp }
 }
 
