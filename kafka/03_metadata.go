@@ -88,16 +88,29 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 // autoCreateTopics creates the unknown topics of infos. As in Kafka, a topic
 // this request created is answered LEADER_NOT_AVAILABLE with no partitions
 // (clients retry), and one that someone else created meanwhile is described
-// as it is.
+// as it is. The partitions count toward the same limits as CreateTopics'
+// (per request and per cluster); past them every topic the request would
+// create is answered POLICY_VIOLATION, which clients do not retry.
 func autoCreateTopics(s *Server, cc *connCtx, infos []TopicInfo) {
 	var create []CreateTopic
+	var created []int // their indexes in infos
+	var adds int64
 	for i, ti := range infos {
 		if ti.Err == kerr.UnknownTopicOrPartition.Code && mayCreateTopic(s, cc, ti.Name) {
-			create = append(create, CreateTopic{Name: ti.Name, Partitions: -1, ReplicationFactor: -1})
+			ct := CreateTopic{Name: ti.Name, Partitions: -1, ReplicationFactor: -1}
+			create, created = append(create, ct), append(created, i)
+			adds += newPartitions(s, ct)
 			infos[i].Err = kerr.LeaderNotAvailable.Code
 		}
 	}
 	if len(create) == 0 {
+		return
+	}
+	if refused := s.checkNewPartitions(adds); refused != "" {
+		s.logger.Debug("topic auto-creation refused", "topics", len(create), "why", refused, "remote", cc.remote)
+		for _, i := range created {
+			infos[i].Err = kerr.PolicyViolation.Code
+		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(cc.ctx, 5*time.Second)

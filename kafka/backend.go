@@ -55,6 +55,9 @@ type Backend interface {
 	// AutoCreateTopics is auto.create.topics.enable: whether Metadata may
 	// create the topics it is asked about.
 	AutoCreateTopics() bool
+	// DefaultPartitions is num.partitions: the partitions of a topic
+	// created without a count (auto-created, or asked with -1).
+	DefaultPartitions() int32
 
 	// Produce submits one partition's records and returns a function that
 	// waits for the outcome. Submissions from one connection are made in
