@@ -16,13 +16,13 @@ import (
 	"github.com/chronik-dev/chronik/kafka"
 )
 
-// saslNode starts one node with ACLs on and a SASL_PLAINTEXT listener
-// that knows the users (SCRAM-SHA-256, the password is the name); it
-// returns the listener's address.
-func saslNode(t *testing.T, users ...string) (*Broker, string) {
+// saslNode starts one node with a SASL_PLAINTEXT listener that knows the
+// users (SCRAM-SHA-256, the password is the name), its config changed by
+// with; it returns the listener's address.
+func saslNode(t *testing.T, with func(*Config), users ...string) (*Broker, string) {
 	t.Helper()
 	cfg := oneNodeConfig(t)
-	cfg.Cluster.ACLsEnabled = true
+	with(&cfg)
 	saslAddr := loopbackPorts(t, 1)[0]
 	cfg.Cluster.Nodes[0].Listeners = []ListenerSpec{{Name: "SASL", Protocol: "SASL_PLAINTEXT", Advertised: saslAddr}}
 	cfg.BootstrapUsers = map[string][]auth.Credential{}
@@ -65,7 +65,7 @@ func sortedOps(xs []kmsg.ACLOperation) []kmsg.ACLOperation {
 // cluster, with the implied ones (READ implies DESCRIBE, ALTER_CONFIGS
 // implies DESCRIBE_CONFIGS); a value not asked for is omitted.
 func TestAuthorizedOperations(t *testing.T) {
-	b, addr := saslNode(t, "alice", "bob")
+	b, addr := saslNode(t, func(c *Config) { c.Cluster.ACLsEnabled = true }, "alice", "bob")
 	newTopic(t, b, "ops-topic")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

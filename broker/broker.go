@@ -157,7 +157,7 @@ func New(cfg Config) (*Broker, error) {
 	b.users = newUsers(b, cfg.BootstrapUsers)
 	b.kafka, err = kafka.NewServer(kafka.Config{Listeners: listeners, MaxRequestSize: cfg.MaxRequestSize,
 		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry,
-		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms})
+		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms, MaxReauth: cfg.SASLMaxReauth})
 	if err != nil {
 		return nil, err
 	}

@@ -90,7 +90,7 @@ func newConn(s *Server, nc net.Conn, ip netip.Addr, l *boundListener) *conn {
 		c.nc = c.tls
 	}
 	if l.Protocol.SASL() {
-		c.cc.sasl = &saslState{creds: s.cfg.Credentials, mechs: s.cfg.SASLMechanisms}
+		c.cc.sasl = &saslState{creds: s.cfg.Credentials, mechs: s.cfg.SASLMechanisms, lifetime: s.cfg.MaxReauth}
 	}
 	return c
 }
@@ -417,6 +417,13 @@ func (c *conn) handle(body []byte, mem hold) error {
 	}
 	if d.clientID != nil && c.cc.clientID == "" {
 		c.cc.clientID = *d.clientID
+	}
+	if c.cc.sasl.expired(d.key, time.Now()) {
+		c.s.releaseMemory(mem)
+		c.s.logger.Info("closing connection: SASL session expired without re-authentication", "remote", c.cc.remote,
+			"client_id", c.cc.clientID, "principal", c.cc.principal.String(), "api", kmsg.NameForKey(d.key))
+		c.s.metrics.badRequests.WithLabelValues("session_expired").Inc()
+		return errSessionExpired
 	}
 	if err := c.cc.sasl.admits(d.key); err != nil {
 		c.s.releaseMemory(mem)

@@ -60,6 +60,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tls-client-auth", Value: "none", Usage: "client certificates on TLS listeners: none, request or required (ssl.client.auth)", EnvVars: []string{"CHRONIK_TLS_CLIENT_AUTH"}},
 		&cli.StringFlag{Name: "sasl-users-file", Usage: "bootstrap SASL users (TOML [[users]] name, password); passwords are salted and hashed at load", EnvVars: []string{"CHRONIK_SASL_USERS_FILE"}},
 		&cli.StringFlag{Name: "sasl-mechanisms", Value: strings.Join(kafka.DefaultSASLMechanisms, ","), Usage: "SASL mechanisms enabled on SASL listeners", EnvVars: []string{"CHRONIK_SASL_MECHANISMS"}},
+		&cli.StringFlag{Name: "sasl-max-reauth", Value: "0", Usage: "how long a SASL login lasts before the client must re-authenticate on its connection (connections.max.reauth.ms, KIP-368; seconds or a Go duration; 0: forever)", EnvVars: []string{"CHRONIK_SASL_MAX_REAUTH"}},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"CHRONIK_LOG_LEVEL"}},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"CHRONIK_LOG_FORMAT"}},
 	}
@@ -140,7 +141,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		{"transfer-timeout", &cfg.TransferTimeout}, {"wal-sync-timeout", &cfg.WALSyncTimeout},
 		{"raft-tick", &cfg.RaftTick}, {"isr-lag-time", &cfg.ISRLagTime},
 		{"rebalance-delay", &cfg.RebalanceDelay}, {"retention-check-interval", &cfg.RetentionInterval},
-		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout},
+		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout}, {"sasl-max-reauth", &cfg.SASLMaxReauth},
 	}
 	for _, d := range durs {
 		v, err := parseSeconds(d.flag, c.String(d.flag))
