@@ -34,6 +34,9 @@ type Broker struct {
 	cfg    Config
 	logger *slog.Logger
 	reg    *prometheus.Registry
+	// reloaders read the peer and admin TLS files again (security.go);
+	// set during New, read-only after.
+	reloaders []func() error
 
 	tr     *raft.TCPTransport
 	host   *raft.Host

@@ -66,11 +66,12 @@ func (b *Broker) securePeers() error {
 	sc := b.cfg.Security
 	sec := raft.PeerSecurity{ClusterID: b.cfg.Cluster.ClusterID}
 	if sc.PeerTLSCert != "" || sc.PeerTLSKey != "" || sc.PeerTLSCA != "" {
-		p, err := raft.LoadPeerTLS(sc.PeerTLSCert, sc.PeerTLSKey, sc.PeerTLSCA)
+		p, err := raft.LoadPeerTLS(sc.PeerTLSCert, sc.PeerTLSKey, sc.PeerTLSCA, b.logger)
 		if err != nil {
 			return err
 		}
 		sec.TLS = p
+		b.reloaders = append(b.reloaders, p.Reload)
 	}
 	if err := b.tr.Secure(sec); err != nil {
 		return err
@@ -94,11 +95,30 @@ func (b *Broker) adminConfig(listen string) (admin.Config, error) {
 		}
 	}
 	if sc.AdminTLSCert != "" || sc.AdminTLSKey != "" || sc.AdminClientCA != "" {
-		tc, err := admin.LoadTLS(sc.AdminTLSCert, sc.AdminTLSKey, sc.AdminClientCA)
+		tc, reload, err := admin.LoadReloadingTLS(sc.AdminTLSCert, sc.AdminTLSKey, sc.AdminClientCA, b.logger)
 		if err != nil {
 			return cfg, err
 		}
 		cfg.TLS = tc
+		b.reloaders = append(b.reloaders, reload)
 	}
 	return cfg, nil
+}
+
+// ReloadCertificates reads every TLS file of the node again (SIGHUP): the
+// Kafka listeners', the peer port's and the admin server's. A file that
+// fails keeps its previous certificates (each logs its own failure); the
+// first error is returned.
+func (b *Broker) ReloadCertificates() error {
+	var first error
+	reloaders := b.reloaders
+	if b.cfg.TLS != nil {
+		reloaders = append([]func() error{b.cfg.TLS.Reload}, reloaders...)
+	}
+	for _, r := range reloaders {
+		if err := r(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

@@ -138,9 +138,7 @@ func TestTLSReloadAndClientPrincipal(t *testing.T) {
 	for _, f := range []string{files.CertFile, files.KeyFile} {
 		os.Chtimes(f, future, future)
 	}
-	files.mu.Lock()
-	files.checked = time.Time{} // as if the once-a-second look were due
-	files.mu.Unlock()
+	files.files.LookNext() // as if the once-a-second look were due
 	if got := servedSerial(t, addr, cfg); got.Cmp(third) != 0 {
 		t.Fatalf("after the files changed served serial %v, want %v", got, third)
 	}

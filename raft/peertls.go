@@ -5,11 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/chronik-dev/chronik/internal/pemfiles"
 )
 
 // Peer authentication. Every hello names the sender's node id, and the
@@ -36,44 +38,63 @@ type PeerSecurity struct {
 }
 
 // PeerTLS is this node's certificate and the CA its peers' chain to.
+// Loaded from files (LoadPeerTLS), they are read again on Reload and when
+// the files change, looked at on each new connection at most once a
+// second: new connections, in and out, use the new certificate and CA;
+// established ones keep the session they have.
 type PeerTLS struct {
 	Cert tls.Certificate
 	CA   *x509.CertPool
+	// files, when set, supersedes Cert and CA.
+	files *pemfiles.Files
 }
 
 // NodeCertName is the DNS name node id's peer certificate must carry.
 func NodeCertName(id uint64) string { return "chronik-node-" + strconv.FormatUint(id, 10) }
 
-// LoadPeerTLS reads a PEM certificate, key and CA bundle.
-func LoadPeerTLS(certFile, keyFile, caFile string) (*PeerTLS, error) {
+// LoadPeerTLS reads a PEM certificate, key and CA bundle; logger hears of
+// reloads.
+func LoadPeerTLS(certFile, keyFile, caFile string, logger *slog.Logger) (*PeerTLS, error) {
 	if certFile == "" || keyFile == "" || caFile == "" {
 		return nil, errors.New("raft: peer TLS needs a certificate, a key and a CA")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("raft: peer TLS: %w", err)
+	f := &pemfiles.Files{CertFile: certFile, KeyFile: keyFile, CAFile: caFile, What: "peer", Logger: logger}
+	if err := f.Load(); err != nil {
+		return nil, fmt.Errorf("raft: peer %w", err)
 	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("raft: peer TLS CA: %w", err)
+	return &PeerTLS{files: f}, nil
+}
+
+// Reload reads the files again (SIGHUP); a failure keeps the previous
+// certificates. Without files there is nothing to do.
+func (p *PeerTLS) Reload() error {
+	if p.files == nil {
+		return nil
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("raft: peer TLS CA %s: no PEM certificate", caFile)
+	return p.files.Reload()
+}
+
+// current is the certificate and CA to use for a new connection.
+func (p *PeerTLS) current() (tls.Certificate, *x509.CertPool) {
+	if p.files == nil {
+		return p.Cert, p.CA
 	}
-	return &PeerTLS{Cert: cert, CA: pool}, nil
+	l := p.files.Current()
+	return l.Cert, l.CA
 }
 
 // serverConfig is the listener's: a client certificate is required and
 // must chain to the CA; which id it names is checked after the hello.
 func (p *PeerTLS) serverConfig() *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{p.Cert}, ClientCAs: p.CA,
+	cert, ca := p.current()
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: ca,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 }
 
 // clientConfig is for dialing node to: its certificate must name it.
 func (p *PeerTLS) clientConfig(to uint64) *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{p.Cert}, RootCAs: p.CA,
+	cert, ca := p.current()
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca,
 		ServerName: NodeCertName(to), MinVersion: tls.VersionTLS12}
 }
 

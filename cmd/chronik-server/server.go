@@ -165,10 +165,8 @@ func runServer(c *cli.Context) error {
 	// Signals are caught before Start so that none is missed.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	if cfg.TLS != nil {
-		stop := reloadOnHUP(cfg.TLS)
-		defer stop()
-	}
+	stop := reloadOnHUP(b)
+	defer stop()
 	if err := b.Start(); err != nil {
 		return err
 	}
