@@ -188,4 +188,3 @@ func TestPeerTLSReload(t *testing.T) {
 	}
 	sendUntilArrives(t, a, 2, rb)
 }
-
