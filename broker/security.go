@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -18,6 +19,11 @@ type SecurityConfig struct {
 	// Raft transport mutual TLS; the certificate must carry the DNS name
 	// chronik-node-<id> (raft.NodeCertName).
 	PeerTLSCert, PeerTLSKey, PeerTLSCA string
+	// PeerTLSAcceptPlaintext is the transition mode for switching a
+	// running cluster's peers to TLS (or back) one node at a time: TLS
+	// and plaintext peers are both taken, and TLS is dialed first (see
+	// raft/peertls.go and README "Securing Chronik").
+	PeerTLSAcceptPlaintext bool
 	// AdminTLSCert and AdminTLSKey make the admin server HTTPS;
 	// AdminClientCA lets a client certificate it signed stand in for the
 	// token.
@@ -71,7 +77,13 @@ func (b *Broker) securePeers() error {
 			return err
 		}
 		sec.TLS = p
+		sec.AcceptPlaintext = sc.PeerTLSAcceptPlaintext
 		b.reloaders = append(b.reloaders, p.Reload)
+		if sec.AcceptPlaintext {
+			b.logger.Warn("peer TLS transition mode: plaintext peers are accepted too; finish the switch by restarting without --peer-tls-accept-plaintext")
+		}
+	} else if sc.PeerTLSAcceptPlaintext {
+		return errors.New("--peer-tls-accept-plaintext needs peer TLS (--peer-tls-cert, --peer-tls-key, --peer-tls-ca)")
 	}
 	if err := b.tr.Secure(sec); err != nil {
 		return err

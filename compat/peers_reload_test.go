@@ -79,3 +79,53 @@ func TestPeersCertReloadOnSIGHUP(t *testing.T) {
 	}
 	plain.waitReady(10 * time.Second)
 }
+
+// TestPeersRollingSwitchToTLS switches a loaded plaintext cluster's peers
+// to mutual TLS without downtime, as README "Securing Chronik" tells an
+// operator: one roll with the certificates and
+// --peer-tls-accept-plaintext, a second without it. Every acknowledged
+// record is kept, and afterwards the nodes refuse plaintext peers.
+func TestPeersRollingSwitchToTLS(t *testing.T) {
+	pki := newPeerPKI(t)
+	c := startCluster(t, 3)
+	createTopic(t, c, "switch", 6, 3, nil)
+	c.waitReady(30 * time.Second)
+	l := startLoader(t, c, "switch", 1000)
+	l.waitAcks(1000, 30*time.Second)
+	rollStart := time.Now()
+	roll := func(phase string, args func(id int) []string) {
+		for _, nd := range c.nodes {
+			c.stop(nd.id, 30*time.Second)
+			nd.extraArgs = args(nd.id)
+			c.start(nd.id)
+			c.waitReady(30 * time.Second)
+			for id := 1; id <= 3; id++ {
+				c.waitHealthy(id, 60*time.Second)
+			}
+			t.Logf("%s: node %d restarted, every node healthy", phase, nd.id)
+		}
+	}
+	roll("transition", func(id int) []string { return append(pki.args(t, id), "--peer-tls-accept-plaintext") })
+	roll("TLS only", func(id int) []string { return pki.args(t, id) })
+	l.waitAcks(l.ackedCount()+1000, 30*time.Second)
+	l.halt()
+	t.Log(l.report())
+	stalls := l.stallsBetween(rollStart, time.Now())
+	t.Logf("longest gap between acks per partition during the two rolls: %s", stallSummary(stalls))
+	checkStalls(t, stalls, 2*time.Second*raceSlack, " during the switch")
+	l.checkDelivered(t, c, "the switch to TLS")
+
+	before, _ := c.metric(1, `chronik_raft_refused_peers_total{reason="tls"}`)
+	conn, err := net.DialTimeout("tcp", c.node(1).raft, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	conn.Write(peerHello(2, "compat"))
+	waitClosedByNode(t, conn, "a plaintext peer after the switch")
+	waitFor(t, 5*time.Second, "node 1 to count the refused plaintext peer", func() bool {
+		v, _ := c.metric(1, `chronik_raft_refused_peers_total{reason="tls"}`)
+		return v > before
+	})
+}

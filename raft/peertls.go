@@ -1,11 +1,14 @@
 package raft
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,6 +30,13 @@ import (
 // authenticated one. A TLS node refuses plaintext peers (their hello is
 // not a TLS handshake) and a plaintext node refuses TLS peers (a
 // ClientHello is not a hello).
+//
+// Switching a running cluster to TLS (or back) one node at a time needs a
+// node that speaks both: PeerSecurity.AcceptPlaintext. Such a node takes
+// TLS peers and plaintext ones (told apart by the first byte: a TLS
+// record starts with 0x16, a hello with "C"), and dials TLS first, then
+// plaintext when the TLS handshake fails. Its plaintext peers are checked
+// by cluster id only, as without TLS; TLS peers still by certificate.
 
 // PeerSecurity configures how a TCPTransport authenticates its peers.
 type PeerSecurity struct {
@@ -35,6 +45,86 @@ type PeerSecurity struct {
 	ClusterID string
 	// TLS, when set, makes both directions mutual TLS.
 	TLS *PeerTLS
+	// AcceptPlaintext, with TLS, is the transition mode (see above).
+	AcceptPlaintext bool
+}
+
+// tlsRecordHandshake is the first byte of a TLS ClientHello.
+const tlsRecordHandshake = 0x16
+
+// secureInbound runs the TLS handshake of an accepted connection, within
+// the hello deadline already set on c. It returns the connection to read
+// the hello from and, when TLS, the TLS connection (nil in plaintext).
+func (t *TCPTransport) secureInbound(c net.Conn) (net.Conn, *tls.Conn, error) {
+	if t.sec.TLS == nil {
+		return c, nil, nil
+	}
+	if t.sec.AcceptPlaintext {
+		var first [1]byte
+		if _, err := io.ReadFull(c, first[:]); err != nil {
+			return nil, nil, refuse(RefusedHello, "%v", err)
+		}
+		c = &replayConn{Conn: c, first: first[:]}
+		if first[0] != tlsRecordHandshake {
+			return c, nil, nil
+		}
+	}
+	tc := tls.Server(c, t.sec.TLS.serverConfig())
+	ctx, cancel := context.WithTimeout(t.ctx, helloTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, nil, refuse(RefusedTLS, "%v", err)
+	}
+	return tc, tc, nil
+}
+
+// replayConn gives back the bytes secureInbound looked at before the rest.
+type replayConn struct {
+	net.Conn
+	first []byte
+}
+
+func (r *replayConn) Read(b []byte) (int, error) {
+	if len(r.first) > 0 {
+		n := copy(b, r.first)
+		r.first = r.first[n:]
+		return n, nil
+	}
+	return r.Conn.Read(b)
+}
+
+// dialPeer connects to node to at addr, over TLS when configured; in the
+// transition mode a failed TLS handshake is followed by a plaintext dial
+// (the peer may not have TLS yet).
+func (t *TCPTransport) dialPeer(addr string, to uint64) (c net.Conn, overTLS bool, err error) {
+	dial := func() (net.Conn, error) {
+		d := net.Dialer{Timeout: dialTimeout}
+		c, err := d.DialContext(t.ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		return c, nil
+	}
+	if c, err = dial(); err != nil || t.sec.TLS == nil {
+		return c, false, err
+	}
+	tc := tls.Client(c, t.sec.TLS.clientConfig(to))
+	ctx, cancel := context.WithTimeout(t.ctx, helloTimeout)
+	err = tc.HandshakeContext(ctx)
+	cancel()
+	if err == nil {
+		return tc, true, nil
+	}
+	c.Close()
+	if !t.sec.AcceptPlaintext || t.ctx.Err() != nil {
+		return nil, false, err
+	}
+	t.logger.Debug("raft transport: TLS to peer failed, dialing plaintext (transition mode)", "peer", to, "err", err)
+	c, err = dial()
+	return c, false, err
 }
 
 // PeerTLS is this node's certificate and the CA its peers' chain to.

@@ -271,19 +271,12 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 	}()
 	raw := c // the key of inbound and current
 	c.SetReadDeadline(time.Now().Add(helloTimeout))
-	var tc *tls.Conn
-	if t.sec.TLS != nil {
-		tc = tls.Server(c, t.sec.TLS.serverConfig())
-		ctx, cancel := context.WithTimeout(t.ctx, helloTimeout)
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			return 0, false, refuse(RefusedTLS, "%v", err)
-		}
-		c = tc
+	c, tc, err := t.secureInbound(c) // peertls.go
+	if err != nil {
+		return 0, false, err
 	}
 	r := bufio.NewReaderSize(c, 256<<10)
-	from, inc, err := t.readHello(r)
+	from, inc, err := t.readHello(r, tc == nil)
 	if err != nil {
 		return 0, false, err
 	}
@@ -331,7 +324,8 @@ func (t *TCPTransport) connsFrom(id uint64) int {
 // of the cluster config. After a v1 hello it waits (within the hello's
 // deadline) for the first frame, so a peer that states another cluster id
 // there is refused before it is up.
-func (t *TCPTransport) readHello(r *bufio.Reader) (from, inc uint64, err error) {
+// plain says the connection is not TLS.
+func (t *TCPTransport) readHello(r *bufio.Reader, plain bool) (from, inc uint64, err error) {
 	hello := make([]byte, helloV1Size)
 	if _, err := io.ReadFull(r, hello); err != nil {
 		return 0, 0, refuse(RefusedHello, "%v", err)
@@ -342,7 +336,7 @@ func (t *TCPTransport) readHello(r *bufio.Reader) (from, inc uint64, err error) 
 	v := binary.BigEndian.Uint16(hello[4:])
 	switch {
 	case v == wireVersion:
-	case v == wireVersionV1 && t.sec.TLS == nil:
+	case v == wireVersionV1 && plain:
 	case v == wireVersionV1:
 		return 0, 0, refuse(RefusedHello, "hello version 1 to a TLS node, which requires %d", wireVersion)
 	default:
@@ -704,26 +698,11 @@ func buildFrame(batch []WireMsg, frame []byte, parts net.Buffers) ([]byte, net.B
 }
 
 func (s *peerSender) dial() (net.Conn, error) {
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(s.t.ctx, "tcp", s.addr)
+	c, overTLS, err := s.t.dialPeer(s.addr, s.to) // peertls.go
 	if err != nil {
 		return nil, err
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	if p := s.t.sec.TLS; p != nil {
-		tc := tls.Client(c, p.clientConfig(s.to))
-		ctx, cancel := context.WithTimeout(s.t.ctx, helloTimeout)
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		c = tc
-	}
-	hello := s.t.hello()
+	hello := s.t.hello(overTLS)
 	c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.Write(hello); err != nil {
 		c.Close()
@@ -735,18 +714,18 @@ func (s *peerSender) dial() (net.Conn, error) {
 // hello is what this node says first on a connection it dials: v2 with
 // the cluster id over TLS; in plaintext a v1 hello, which the previous
 // release understands, then the cluster id as one message frame.
-func (t *TCPTransport) hello() []byte {
+func (t *TCPTransport) hello(overTLS bool) []byte {
 	id := t.sec.ClusterID
 	b := make([]byte, 0, helloSize+5+msgHeaderLength+len(id))
 	b = append(b, wireMagic...)
-	if t.sec.TLS != nil {
+	if overTLS {
 		b = binary.BigEndian.AppendUint16(b, wireVersion)
 	} else {
 		b = binary.BigEndian.AppendUint16(b, wireVersionV1)
 	}
 	b = binary.BigEndian.AppendUint64(b, t.id)
 	b = binary.BigEndian.AppendUint64(b, t.incarnationID)
-	if t.sec.TLS != nil {
+	if overTLS {
 		b = append(b, byte(len(id)))
 		return append(b, id...)
 	}

@@ -48,6 +48,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "peer-tls-cert", Usage: "PEM certificate for the Raft peer port; with --peer-tls-key and --peer-tls-ca peers use mutual TLS, and the certificate must carry the DNS name chronik-node-<id>", EnvVars: []string{"CHRONIK_PEER_TLS_CERT"}},
 		&cli.StringFlag{Name: "peer-tls-key", Usage: "PEM private key of --peer-tls-cert", EnvVars: []string{"CHRONIK_PEER_TLS_KEY"}},
 		&cli.StringFlag{Name: "peer-tls-ca", Usage: "PEM CA bundle that peer certificates must chain to", EnvVars: []string{"CHRONIK_PEER_TLS_CA"}},
+		&cli.BoolFlag{Name: "peer-tls-accept-plaintext", Usage: "transition mode for switching a running cluster's peers to TLS one node at a time: take plaintext peers besides TLS ones, and dial plaintext when TLS fails (README \"Securing Chronik\")", EnvVars: []string{"CHRONIK_PEER_TLS_ACCEPT_PLAINTEXT"}},
 		&cli.StringFlag{Name: "admin-tls-cert", Usage: "PEM certificate: the admin server serves HTTPS", EnvVars: []string{"CHRONIK_ADMIN_TLS_CERT"}},
 		&cli.StringFlag{Name: "admin-tls-key", Usage: "PEM private key of --admin-tls-cert", EnvVars: []string{"CHRONIK_ADMIN_TLS_KEY"}},
 		&cli.StringFlag{Name: "admin-client-ca", Usage: "PEM CA: an admin client certificate it signed authorizes like the token (needs --admin-tls-cert)", EnvVars: []string{"CHRONIK_ADMIN_CLIENT_CA"}},
@@ -129,7 +130,8 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		Logger: logger, Registry: prometheus.NewRegistry(),
 		Security: broker.SecurityConfig{
 			PeerTLSCert: c.String("peer-tls-cert"), PeerTLSKey: c.String("peer-tls-key"), PeerTLSCA: c.String("peer-tls-ca"),
-			AdminTLSCert: c.String("admin-tls-cert"), AdminTLSKey: c.String("admin-tls-key"), AdminClientCA: c.String("admin-client-ca"),
+			PeerTLSAcceptPlaintext: c.Bool("peer-tls-accept-plaintext"),
+			AdminTLSCert:           c.String("admin-tls-cert"), AdminTLSKey: c.String("admin-tls-key"), AdminClientCA: c.String("admin-client-ca"),
 			AdminToken: c.String("admin-token"), AdminTokenFile: c.String("admin-token-file"), AdminPprof: c.Bool("admin-pprof"),
 		},
 	}
