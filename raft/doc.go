@@ -206,6 +206,8 @@
 //	            MemTransport.mu: leaves, taken by Send under any of the
 //	            above and never held while calling the handler (Receive,
 //	            PeerUp, PeerDown)
+//	peer TLS    the certificate files (internal/pemfiles Files.mu): a
+//	            leaf, taken by a dial or an accept with no lock held
 //
 // The same as chains ("A -> B": hold A, then take B; never the reverse):
 //
