@@ -6,7 +6,8 @@ import (
 )
 
 // waitPreferred waits until node id shows every partition of topic led by
-// its preferred replica (the automatic rebalance after a rejoin).
+// its preferred replica (the automatic rebalance after a rejoin); topic ""
+// means every topic.
 func (c *cluster) waitPreferred(t *testing.T, id int, topic string) {
 	t.Helper()
 	waitFor(t, 20*time.Second, "leaders back on preferred replicas", func() bool {
@@ -15,7 +16,7 @@ func (c *cluster) waitPreferred(t *testing.T, id int, topic string) {
 			return false
 		}
 		for _, p := range ps {
-			if p.Topic == topic && len(p.Replicas) > 0 && p.Leader != p.Replicas[0] {
+			if (topic == "" || p.Topic == topic) && len(p.Replicas) > 0 && p.Leader != p.Replicas[0] {
 				return false
 			}
 		}

@@ -1,0 +1,226 @@
+package compat
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// consumeLog records what the members of one consumer group consumed, and
+// the offsets the group is known to have committed on each partition and
+// since when, so that gaps in consumption and redeliveries can be judged
+// once the test is over.
+type consumeLog struct {
+	mu      sync.Mutex
+	events  []consumedAt           // in the order the members saw them
+	commits map[int32][]committedAt // per partition, ascending in time and offset
+	errs    map[string]int
+}
+
+type consumedAt struct {
+	partition int32
+	offset    int64
+	at        time.Time
+	member    int
+	value     string
+}
+
+// committedAt: the group's committed offset on a partition was at least
+// offset from at on (a commit answered, or seen in OffsetFetch, by then).
+type committedAt struct {
+	at     time.Time
+	offset int64
+}
+
+func newConsumeLog() *consumeLog {
+	return &consumeLog{commits: map[int32][]committedAt{}, errs: map[string]int{}}
+}
+
+func (cl *consumeLog) consumed(member int, p int32, off int64, value string) {
+	now := time.Now()
+	cl.mu.Lock()
+	cl.events = append(cl.events, consumedAt{partition: p, offset: off, at: now, member: member, value: value})
+	cl.mu.Unlock()
+}
+
+// committed notes that the group's offset on p is known to be off now;
+// only advances are kept.
+func (cl *consumeLog) committed(p int32, off int64) {
+	now := time.Now()
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cs := cl.commits[p]
+	if n := len(cs); n > 0 && cs[n-1].offset >= off {
+		return
+	}
+	cl.commits[p] = append(cs, committedAt{at: now, offset: off})
+}
+
+func (cl *consumeLog) fail(err error) {
+	cl.mu.Lock()
+	cl.errs[err.Error()]++
+	cl.mu.Unlock()
+}
+
+// committedBefore is the highest offset known committed on p before t
+// (0 if none).
+func (cl *consumeLog) committedBefore(p int32, t time.Time) int64 {
+	var off int64
+	for _, c := range cl.commits[p] {
+		if !c.at.Before(t) {
+			break
+		}
+		off = c.offset
+	}
+	return off
+}
+
+// watchCommits asks the group's coordinator for its committed offsets
+// every 20 ms until ctx ends, so commits a client does not report (sarama
+// has no commit callback) are known too. A failed fetch (the coordinator
+// moving) is skipped: a missed observation only makes the redelivery
+// check more lenient, never wrong.
+func watchCommits(ctx context.Context, t *testing.T, c *cluster, group string, log *consumeLog) (done <-chan struct{}) {
+	adm := kadm.NewClient(newFranz(t, c))
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			offs, err := adm.FetchOffsets(rctx, group)
+			cancel()
+			if err != nil {
+				continue
+			}
+			offs.Each(func(o kadm.OffsetResponse) {
+				if o.Err == nil && o.At >= 0 {
+					log.committed(o.Partition, o.At)
+				}
+			})
+		}
+	}()
+	return ch
+}
+
+// consumeVerdict is what a consumeLog says about one roll.
+type consumeVerdict struct {
+	worst       time.Duration // longest gap in consumption on one partition while records were there
+	worstP      int32
+	worstFrom   time.Time
+	perPart     []time.Duration // each partition's longest gap, ascending
+	consumed    int             // records consumed, redeliveries included
+	missing     int             // acknowledged records never consumed
+	redelivered int             // consumptions of a record already consumed
+	badRedeliv  []string        // redeliveries below the committed offset
+}
+
+// judge measures the consumption gaps that ended in [from, to] and checks
+// the whole log against the acknowledged records: every one consumed, and
+// a record consumed again only at or after the offset the group had
+// committed on its partition when it was consumed again. A gap runs from
+// the later of the last consumption and the ack of the next record on the
+// partition (when records were there to read) to the next consumption.
+func (cl *consumeLog) judge(acked map[string]ackPos, from, to time.Time) consumeVerdict {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	ackAt := make(map[[2]int64]time.Time, len(acked))
+	for _, a := range acked {
+		ackAt[[2]int64{int64(a.partition), a.offset}] = a.at
+	}
+	var v consumeVerdict
+	seen := map[[2]int64]consumedAt{}
+	last := map[int32]consumedAt{}
+	worstOn := map[int32]time.Duration{}
+	values := map[string]bool{}
+	v.consumed = len(cl.events)
+	for _, e := range cl.events {
+		values[e.value] = true
+		key := [2]int64{int64(e.partition), e.offset}
+		if first, dup := seen[key]; dup {
+			v.redelivered++
+			if c := cl.committedBefore(e.partition, e.at); e.offset < c && len(v.badRedeliv) < 10 {
+				v.badRedeliv = append(v.badRedeliv, fmt.Sprintf("partition %d offset %d: consumed by member %d, again by member %d %v later, below the committed offset %d",
+					e.partition, e.offset, first.member, e.member, e.at.Sub(first.at).Round(time.Millisecond), c))
+			}
+		} else {
+			seen[key] = e
+		}
+		if prev, ok := last[e.partition]; ok && !e.at.Before(from) && !e.at.After(to) {
+			begin := prev.at
+			if a, ok := ackAt[[2]int64{int64(e.partition), prev.offset + 1}]; ok && a.After(begin) {
+				begin = a
+			}
+			if gap := e.at.Sub(begin); gap > worstOn[e.partition] {
+				worstOn[e.partition] = gap
+				if gap > v.worst {
+					v.worst, v.worstP, v.worstFrom = gap, e.partition, begin
+				}
+			}
+		}
+		last[e.partition] = e
+	}
+	for val := range acked {
+		if !values[val] {
+			v.missing++
+		}
+	}
+	for _, g := range worstOn {
+		v.perPart = append(v.perPart, g)
+	}
+	sort.Slice(v.perPart, func(i, j int) bool { return v.perPart[i] < v.perPart[j] })
+	return v
+}
+
+// consumedAll reports whether every value in acked has been consumed.
+func (cl *consumeLog) consumedAll(acked map[string]ackPos) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	got := make(map[string]bool, len(cl.events))
+	for _, e := range cl.events {
+		got[e.value] = true
+	}
+	for v := range acked {
+		if !got[v] {
+			return false
+		}
+	}
+	return true
+}
+
+func (cl *consumeLog) errors() string {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if len(cl.errs) == 0 {
+		return "none"
+	}
+	var parts []string
+	for e, n := range cl.errs {
+		parts = append(parts, fmt.Sprintf("%dx %s", n, e))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
+}
+
+// ackedValues copies the loader's acknowledged records.
+func (l *loader) ackedValues() map[string]ackPos {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]ackPos, len(l.acked))
+	for k, v := range l.acked {
+		out[k] = v
+	}
+	return out
+}
