@@ -18,7 +18,7 @@ import (
 // once the test is over.
 type consumeLog struct {
 	mu      sync.Mutex
-	events  []consumedAt           // in the order the members saw them
+	events  []consumedAt            // in the order the members saw them
 	commits map[int32][]committedAt // per partition, ascending in time and offset
 	errs    map[string]int
 }
