@@ -1,0 +1,186 @@
+package compat
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pyRollProducer is testdata/python_roll_producer.py running: librdkafka
+// producing until its standard input is closed.
+type pyRollProducer struct {
+	cmd    *exec.Cmd
+	stdin  interface{ Close() error }
+	out    string
+	stderr bytes.Buffer
+
+	mu     sync.Mutex
+	acked  int
+	errs   int
+	status string // the last line it printed
+	lines  chan struct{}
+	exited chan struct{}
+}
+
+func startPyRollProducer(t *testing.T, c *cluster, topic string, parts, rate int) *pyRollProducer {
+	t.Helper()
+	pr := &pyRollProducer{out: filepath.Join(t.TempDir(), "delivered.txt"), lines: make(chan struct{}, 1), exited: make(chan struct{})}
+	args := []string{filepath.Join("testdata", "python_roll_producer.py"), strings.Join(c.bootstrap(), ","), topic,
+		strconv.Itoa(parts), strconv.Itoa(rate), pr.out}
+	logPath := os.Getenv("CHRONIK_TEST_CLIENT_LOG")
+	if logPath != "" {
+		args = append(args, "broker,topic,msg,protocol")
+	}
+	pr.cmd = exec.Command(pythonBin, args...)
+	if logPath != "" {
+		f, err := os.Create(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		pr.cmd.Stderr = f
+	} else {
+		pr.cmd.Stderr = &pr.stderr
+	}
+	stdin, err := pr.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := pr.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr.stdin = stdin
+	if err := pr.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var a, e int
+			line := sc.Text()
+			pr.mu.Lock()
+			pr.status = line
+			if _, err := fmt.Sscanf(line, "acked %d errors %d", &a, &e); err == nil {
+				pr.acked, pr.errs = a, e
+			}
+			pr.mu.Unlock()
+			select {
+			case pr.lines <- struct{}{}:
+			default:
+			}
+		}
+		pr.cmd.Wait()
+		close(pr.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-pr.exited:
+		default:
+			pr.cmd.Process.Kill()
+			<-pr.exited
+		}
+	})
+	return pr
+}
+
+// waitAcked waits until the producer has reported n delivered records.
+func (pr *pyRollProducer) waitAcked(t *testing.T, n int, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		pr.mu.Lock()
+		acked := pr.acked
+		pr.mu.Unlock()
+		if acked >= n {
+			return
+		}
+		select {
+		case <-pr.lines:
+		case <-pr.exited:
+			t.Fatalf("librdkafka producer exited early: %s\n%s", pr.status, pr.stderr.String())
+		case <-deadline:
+			t.Fatalf("librdkafka producer: %d of %d delivered after %v", acked, n, d)
+		}
+	}
+}
+
+// finish closes the producer's input, waits for it to flush and exit, and
+// reads its delivery reports into a clientLoad.
+func (pr *pyRollProducer) finish(t *testing.T) *clientLoad {
+	t.Helper()
+	pr.stdin.Close()
+	select {
+	case <-pr.exited:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("librdkafka producer did not exit 90 s after its input closed")
+	}
+	if !pr.cmd.ProcessState.Success() {
+		t.Fatalf("librdkafka producer: %v (%s)\n%s", pr.cmd.ProcessState, pr.status, pr.stderr.String())
+	}
+	b, err := os.ReadFile(pr.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := newClientLoad()
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		f := strings.SplitN(line, " ", 5)
+		switch {
+		case len(f) == 5 && f[0] == "ok":
+			p, err1 := strconv.ParseInt(f[1], 10, 32)
+			ns, err2 := strconv.ParseInt(f[3], 10, 64)
+			if err1 != nil || err2 != nil {
+				t.Fatalf("bad delivery line %q", line)
+			}
+			load.okAt(f[4], int32(p), time.Unix(0, ns))
+		case len(f) >= 3 && f[0] == "err":
+			load.fail(fmt.Errorf("%s", strings.Join(f[2:], " ")))
+		default:
+			t.Fatalf("bad delivery line %q", line)
+		}
+		load.sent++
+	}
+	return load
+}
+
+// TestRollingRestartLibrdkafka rolls the cluster at the fast pace (see
+// rollFast) under confluent-kafka-python (librdkafka) with acks=all and
+// enable.idempotence. No delivery may fail and no acknowledged record be
+// lost or repeated. The issue only asks for its longest per-partition gap
+// between delivery reports to be reported; the bound is 3x 1 s, so that a
+// stall of librdkafka's own metadata back-off would show.
+func TestRollingRestartLibrdkafka(t *testing.T) {
+	needPython(t)
+	c := startCluster(t, 3)
+	const topic, parts = "roll-rdk", 30
+	createTopic(t, c, topic, parts, 3, nil)
+	c.waitAllHealthy(30 * time.Second)
+	pr := startPyRollProducer(t, c, topic, parts, 1500)
+	pr.waitAcked(t, 1500, 30*time.Second)
+	tl := rollClientsFast(t, c, topic)
+	time.Sleep(time.Second)
+	load := pr.finish(t)
+	t.Log("librdkafka: " + load.summary())
+	load.logWorst(t, "librdkafka", tl)
+	if s := pr.stderr.String(); s != "" {
+		t.Logf("librdkafka stderr:\n%s", s)
+	}
+	if len(load.errs) > 0 {
+		t.Errorf("librdkafka saw delivery errors during the roll: %v", load.errs)
+	}
+	lost, dup := checkAcked(t, c, topic, load.acked)
+	if lost != 0 || dup != 0 {
+		t.Fatalf("librdkafka: lost %d acknowledged records, %d duplicates", lost, dup)
+	}
+	if w, limit := load.worst(), 3*time.Second*raceSlack; w > limit {
+		t.Errorf("librdkafka: a partition went %v without a delivery report; want under %v", w.Round(time.Millisecond), limit)
+	}
+}
