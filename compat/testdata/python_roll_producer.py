@@ -2,15 +2,14 @@
 """confluent-kafka (librdkafka) producer for a rolling restart, driven by
 compat/roll_librdkafka_test.go.
 
-usage: python_roll_producer.py BROKERS TOPIC PARTITIONS RATE OUT [DEBUG]
+usage: python_roll_producer.py BROKERS TOPIC PARTITIONS RATE OUT [KEY=VALUE ...]
 
 Produces records round-robin over the partitions at RATE records/s,
 acks=all and enable.idempotence=true, until standard input is closed, then
 flushes. Prints "acked N errors M" about every 200 ms on stdout, and at the
 end writes OUT: "ok PARTITION OFFSET UNIX_NS VALUE" per delivery report
-(the time it arrived) and "err VALUE ERROR" per failed one. DEBUG, when
-given, is librdkafka's debug setting (e.g. broker,topic,msg); its log goes
-to stderr.
+(the time it arrived) and "err VALUE ERROR" per failed one. KEY=VALUE
+pairs are more librdkafka settings (debug=broker,topic,msg logs to stderr).
 """
 import sys
 import threading
@@ -20,7 +19,7 @@ from confluent_kafka import Producer
 
 
 def main():
-    if len(sys.argv) not in (6, 7):
+    if len(sys.argv) < 6:
         sys.stderr.write(__doc__)
         sys.exit(2)
     brokers, topic, parts, rate, out = sys.argv[1:6]
@@ -30,8 +29,9 @@ def main():
         "acks": "all",
         "enable.idempotence": True,
     }
-    if len(sys.argv) == 7:
-        conf["debug"] = sys.argv[6]
+    for kv in sys.argv[6:]:
+        k, _, v = kv.partition("=")
+        conf[k] = v
     p = Producer(conf)
     reports = []
     failed = [0]
