@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 const transferTopic = "bench-transfer"
@@ -69,10 +69,9 @@ func runTransfers(ctx context.Context, bin string, partitions int32) (transferRe
 		return res, err
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	var all []time.Duration
 	for _, nd := range c.nodes {
-		led, err := waitPreferredLeaders(ctx, adm, partitions, nd.id)
+		led, err := waitPreferredLeaders(ctx, cl, partitions, nd.id)
 		if err != nil {
 			return res, err
 		}
@@ -110,12 +109,12 @@ func runTransfers(ctx context.Context, bin string, partitions int32) (transferRe
 // waitPreferredLeaders waits until every partition of the transfer topic
 // is led by its first replica with a full ISR, and returns how many node
 // id leads.
-func waitPreferredLeaders(ctx context.Context, adm *kadm.Client, partitions int32, id int) (int, error) {
+func waitPreferredLeaders(ctx context.Context, cl *kgo.Client, partitions int32, id int) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	last := "no metadata yet"
 	for {
-		led, why := preferredLeaders(ctx, adm, partitions, int32(id))
+		led, why := preferredLeaders(ctx, cl, partitions, int32(id))
 		if why == "" {
 			return led, nil
 		}
@@ -129,22 +128,27 @@ func waitPreferredLeaders(ctx context.Context, adm *kadm.Client, partitions int3
 }
 
 // preferredLeaders returns how many partitions id leads, or why the
-// leaders are not all preferred yet.
-func preferredLeaders(ctx context.Context, adm *kadm.Client, partitions, id int32) (int, string) {
+// leaders are not all preferred yet. It asks a broker every time: kadm's
+// Metadata answers from the client's cache for up to 5 s, and a stale
+// answer would stop a node before leadership came back to it.
+func preferredLeaders(ctx context.Context, cl *kgo.Client, partitions, id int32) (int, string) {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	md, err := adm.Metadata(rctx, transferTopic)
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(transferTopic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(rctx, cl)
 	if err != nil {
 		return 0, err.Error()
 	}
-	td := md.Topics[transferTopic]
-	if td.Err != nil || int32(len(td.Partitions)) != partitions {
-		return 0, fmt.Sprintf("%d partitions, err %v", len(td.Partitions), td.Err)
+	if len(resp.Topics) != 1 || resp.Topics[0].ErrorCode != 0 || int32(len(resp.Topics[0].Partitions)) != partitions {
+		return 0, fmt.Sprintf("topic not in metadata with %d partitions", partitions)
 	}
 	led := 0
-	for _, p := range td.Partitions {
-		if p.Err != nil || len(p.Replicas) == 0 || p.Leader != p.Replicas[0] || len(p.ISR) < len(p.Replicas) {
-			return 0, fmt.Sprintf("partition %d: leader %d, replicas %v, isr %v, err %v", p.Partition, p.Leader, p.Replicas, p.ISR, p.Err)
+	for _, p := range resp.Topics[0].Partitions {
+		if p.ErrorCode != 0 || len(p.Replicas) == 0 || p.Leader != p.Replicas[0] || len(p.ISR) < len(p.Replicas) {
+			return 0, fmt.Sprintf("partition %d: leader %d, replicas %v, isr %v, error %d", p.Partition, p.Leader, p.Replicas, p.ISR, p.ErrorCode)
 		}
 		if p.Leader == id {
 			led++
