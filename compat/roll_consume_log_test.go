@@ -224,3 +224,41 @@ func (l *loader) ackedValues() map[string]ackPos {
 	}
 	return out
 }
+
+// TestConsumeLogJudge checks the verdict on a made-up log: no cluster.
+func TestConsumeLogJudge(t *testing.T) {
+	t0 := time.Now()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	acked := map[string]ackPos{}
+	for o := int64(0); o < 6; o++ {
+		acked[fmt.Sprint("v", o)] = ackPos{partition: 0, offset: o, at: at(int(o) * 100)}
+	}
+	acked["never"] = ackPos{partition: 1, offset: 0, at: at(0)}
+	cl := newConsumeLog()
+	ev := func(member int, off int64, ms int) {
+		cl.events = append(cl.events, consumedAt{partition: 0, offset: off, at: at(ms), member: member, value: fmt.Sprint("v", off)})
+	}
+	ev(1, 0, 10)
+	ev(1, 1, 110)
+	ev(1, 2, 210)
+	cl.commits[0] = []committedAt{{at: at(220), offset: 2}} // offsets 0 and 1 are done
+	ev(1, 3, 310)
+	// Member 2 takes over at the committed offset 2 (allowed again), then
+	// re-reads 1, which was committed (a bug), then reads on; offset 4 was
+	// there from 400 ms and is read at 900 ms.
+	ev(2, 2, 800)
+	ev(2, 1, 850)
+	ev(2, 4, 900)
+	ev(2, 5, 950)
+	v := cl.judge(acked, t0, at(1000))
+	if v.consumed != 8 || v.redelivered != 2 || v.missing != 1 {
+		t.Errorf("consumed %d, redelivered %d, missing %d; want 8, 2, 1", v.consumed, v.redelivered, v.missing)
+	}
+	if len(v.badRedeliv) != 1 || !strings.Contains(v.badRedeliv[0], "offset 1:") {
+		t.Errorf("redeliveries below the commit: %q; want only offset 1's", v.badRedeliv)
+	}
+	// From 310 ms (offset 3 read; offset 4 acked at 400) to 800 ms.
+	if v.worst != 400*time.Millisecond || v.worstP != 0 || !v.worstFrom.Equal(at(400)) {
+		t.Errorf("worst gap %v on %d from %v; want 400ms on 0 from +400ms", v.worst, v.worstP, v.worstFrom.Sub(t0))
+	}
+}
