@@ -194,3 +194,86 @@ func TestRollingRestartLibrdkafka(t *testing.T) {
 		t.Errorf("librdkafka: a partition went %v without a delivery report; want under %v", w.Round(time.Millisecond), limit)
 	}
 }
+
+// allBrokersDown is what librdkafka reports when no broker connection of
+// the client is up, and what kcat exits on unless given -E.
+const allBrokersDown = "All broker connections are down"
+
+// TestRollingRestartKcat rolls the cluster at the fast pace under kcat
+// producing lines from its input (librdkafka again, as a CLI user runs
+// it: acks=all, idempotent). kcat reports no delivery times, so only
+// delivery is checked: no failure reported, every line written once.
+//
+// kcat runs with -E: at this pace librdkafka 2.0.2 often reports every
+// broker down for a moment, and kcat exits on that by default. The client
+// connects only to the brokers it needs; the restarted nodes lead nothing
+// until the rebalance after the roll, and the stopping node forwards its
+// writes, so the client hears of the new leaders only when that node
+// closes its listener, when no other connection is up (see the README's
+// rolling-restart section). The test logs whether it happened.
+func TestRollingRestartKcat(t *testing.T) {
+	needKcat(t)
+	c := startCluster(t, 3)
+	const topic = "roll-kcat"
+	createTopic(t, c, topic, 12, 3, nil)
+	c.waitAllHealthy(30 * time.Second)
+	cmd := exec.Command(kcatBin, "-b", strings.Join(c.bootstrap(), ","), "-P", "-E", "-t", topic,
+		"-X", "acks=all", "-X", "enable.idempotence=true")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	stop, written := make(chan struct{}), make(chan int, 1)
+	go func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		n := 0
+		defer func() { written <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if _, err := fmt.Fprintf(in, "kcat-%d-%s\n", n, strings.Repeat("c", 100)); err != nil {
+				return
+			}
+			n++
+		}
+	}()
+	time.Sleep(time.Second)
+	rollClientsFast(t, c, topic)
+	time.Sleep(time.Second)
+	close(stop)
+	n := <-written
+	in.Close()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("kcat: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("kcat did not exit 90 s after its input closed\n%s", stderr.String())
+	}
+	if s := stderr.String(); strings.Contains(s, "Delivery failed") {
+		t.Errorf("kcat reported failures during the roll:\n%s", s)
+	}
+	t.Logf("kcat: librdkafka reported every broker down %d times", strings.Count(stderr.String(), allBrokersDown))
+	want := make(map[string]bool, n)
+	for i := 0; i < n; i++ {
+		want[fmt.Sprintf("kcat-%d-%s", i, strings.Repeat("c", 100))] = true
+	}
+	lost, dup := checkAcked(t, c, topic, want)
+	t.Logf("kcat: wrote %d lines during the roll; %d lost, %d duplicates", n, lost, dup)
+	if lost != 0 || dup != 0 {
+		t.Fatalf("kcat: %d of %d lines lost, %d duplicates", lost, n, dup)
+	}
+}
