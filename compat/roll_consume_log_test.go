@@ -82,15 +82,16 @@ func (cl *consumeLog) committedBefore(p int32, t time.Time) int64 {
 }
 
 // watchCommits asks the group's coordinator for its committed offsets
-// every 20 ms until ctx ends, so commits a client does not report (sarama
-// has no commit callback) are known too. A failed fetch (the coordinator
-// moving) is skipped: a missed observation only makes the redelivery
-// check more lenient, never wrong.
-func watchCommits(ctx context.Context, t *testing.T, c *cluster, group string, log *consumeLog) (done <-chan struct{}) {
+// every 20 ms until stopped (stop is also a cleanup of t), so commits a
+// client does not report (sarama has no commit callback) are known too. A
+// failed fetch (the coordinator moving) is skipped: a missed observation
+// only makes the redelivery check more lenient, never wrong.
+func watchCommits(t *testing.T, c *cluster, group string, log *consumeLog) (stop func()) {
 	adm := kadm.NewClient(newFranz(t, c))
-	ch := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	go func() {
-		defer close(ch)
+		defer close(done)
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -99,9 +100,9 @@ func watchCommits(ctx context.Context, t *testing.T, c *cluster, group string, l
 				return
 			case <-tick.C:
 			}
-			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			rctx, rcancel := context.WithTimeout(ctx, time.Second)
 			offs, err := adm.FetchOffsets(rctx, group)
-			cancel()
+			rcancel()
 			if err != nil {
 				continue
 			}
@@ -112,7 +113,9 @@ func watchCommits(ctx context.Context, t *testing.T, c *cluster, group string, l
 			})
 		}
 	}()
-	return ch
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
 }
 
 // consumeVerdict is what a consumeLog says about one roll.

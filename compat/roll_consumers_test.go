@@ -147,8 +147,7 @@ type groupUnderRoll struct {
 	load        *loader
 	log         *consumeLog
 	stopMembers func()
-	stopWatch   context.CancelFunc
-	watchDone   <-chan struct{}
+	stopWatch   func()
 	target      time.Duration
 }
 
@@ -173,9 +172,7 @@ func TestRollingRestartConsumers(t *testing.T) {
 	for _, g := range groups {
 		group := g.topic + "-g"
 		g.log = newConsumeLog()
-		var ctx context.Context
-		ctx, g.stopWatch = context.WithCancel(context.Background())
-		g.watchDone = watchCommits(ctx, t, c, group, g.log)
+		g.stopWatch = watchCommits(t, c, group, g.log)
 		g.load = startLoader(t, c, g.topic, 600)
 		if g.client == "franz-go" {
 			g.stopMembers = startFranzMembers(t, c, g.topic, group, 3, g.log)
@@ -207,7 +204,6 @@ func TestRollingRestartConsumers(t *testing.T) {
 		waitFor(t, 60*time.Second, g.client+" group to read every acknowledged record", func() bool { return g.log.consumedAll(acked) })
 		g.stopMembers()
 		g.stopWatch()
-		<-g.watchDone
 		v := g.log.judge(acked, tl.start, end)
 		t.Logf("%s producer: %s", g.client, g.load.report())
 		t.Logf("%s group: consumed %d records, %d redelivered; longest gap in consumption per partition %s; the longest %v on partition %d from %s (%s); consumer errors: %s",
