@@ -52,6 +52,12 @@ type Backend interface {
 	// is its principal's name) and returns how long its quota says it
 	// must wait (0: not throttled).
 	Throttle(kind QuotaKind, user, clientID string, bytes int) time.Duration
+	// Unrecord takes back what Throttle recorded for a response that was
+	// not sent (a throttled Fetch answered empty).
+	Unrecord(kind QuotaKind, user, clientID string, bytes int)
+	// QuotaWindow is what the client's quota allows in one measurement
+	// window (MaxInt when it has none).
+	QuotaWindow(kind QuotaKind, user, clientID string) int
 	// AutoCreateTopics is auto.create.topics.enable: whether Metadata may
 	// create the topics it is asked about.
 	AutoCreateTopics() bool
