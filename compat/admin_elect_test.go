@@ -2,6 +2,8 @@ package compat
 
 import (
 	"context"
+	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -209,6 +211,23 @@ func TestAdminElectLeaders(t *testing.T) {
 	}
 	awaitLeaders(t, c, topic, moved, 1, 10*time.Second)
 	t.Logf("sarama ClusterAdmin preferred election of %d partitions: %v", len(moved), took.Round(time.Millisecond))
+
+	// chronik-server elect-leaders, for a topic.
+	moved = moveLeadershipOff(t, c, 1, topic)
+	var out []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err = exec.CommandContext(ctx, serverBin, "elect-leaders", "--bootstrap", c.node(2).kafka, topic).CombinedOutput()
+		if err == nil || time.Now().After(deadline) || !strings.Contains(string(out), "does not serve clients yet") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("chronik-server elect-leaders %s:\n%s", topic, out)
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d partitions moved to their preferred replica, 0 failed", len(moved))) {
+		t.Errorf("chronik-server elect-leaders: %v\n%s", err, out)
+	}
+	awaitLeaders(t, c, topic, moved, 1, 10*time.Second)
 
 	c.kill(1)
 	waitFor(t, 20*time.Second, "new leaders after node 1 was killed", func() bool {
