@@ -71,7 +71,7 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			size += len(p.Records)
 		}
 	}
-	thr := throttle(s, cc, QuotaProduce, size)
+	thr := throttle(s, cc, clientUser(cc), QuotaProduce, size)
 	if req.Acks == 0 {
 		// No response at all; still let the writes finish in the background.
 		for _, pp := range parts {

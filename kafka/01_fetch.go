@@ -88,7 +88,8 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			}
 		}
 	}
-	return func() kmsg.Response { return throttleFetch(s, cc, req, answer()) }
+	user := clientUser(cc) // here, on the reader, which owns the principal
+	return func() kmsg.Response { return throttleFetch(s, cc, user, req, answer()) }
 }
 
 // throttleFetch counts a response's record bytes against the consumer's
@@ -97,15 +98,14 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 // the connection is muted (quotas.go). A response bigger than the quota's
 // window on its own is sent anyway, with its throttle time: answered
 // empty, it would be refused again and again.
-func throttleFetch(s *Server, cc *connCtx, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) kmsg.Response {
+func throttleFetch(s *Server, cc *connCtx, user string, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) kmsg.Response {
 	size := 0
 	for _, t := range resp.Topics {
 		for _, p := range t.Partitions {
 			size += len(p.RecordBatches)
 		}
 	}
-	user := clientUser(cc)
-	thr := throttle(s, cc, QuotaFetch, size)
+	thr := throttle(s, cc, user, QuotaFetch, size)
 	resp.ThrottleMillis = int32(thr.Milliseconds())
 	if thr <= 0 || size == 0 || size > s.backend.QuotaWindow(QuotaFetch, user, cc.clientID) {
 		return resp

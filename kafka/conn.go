@@ -78,6 +78,7 @@ type pendingResp struct {
 	// handled is the time the reader spent on the request (decode and
 	// handler), for request quotas.
 	handled time.Duration
+	user    string // the quota user, as the reader saw it after the handler
 	r       reply
 	mem     hold // request budget held until answered
 	// rawToken, when set, is written as a bare size-prefixed SASL token
@@ -449,7 +450,7 @@ func (c *conn) handle(body []byte, mem hold) error {
 	}
 	flexible := d.req.IsFlexible() && d.key != 18
 	if err := c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start,
-		handled: time.Since(began), r: r, mem: mem}); err != nil {
+		handled: time.Since(began), user: clientUser(&c.cc), r: r, mem: mem}); err != nil {
 		return err
 	}
 	if c.cc.closeAfter {
@@ -523,7 +524,7 @@ func (c *conn) writeLoop() {
 				if !repliesWait[p.key] {
 					took += time.Since(began)
 				}
-				requestQuota(c.s, &c.cc, resp, took)
+				requestQuota(c.s, &c.cc, p.user, resp, took)
 			}
 		}
 		if (resp == nil && p.rawToken == nil) || broken {

@@ -94,10 +94,11 @@ func clientUser(cc *connCtx) string {
 }
 
 // throttle records amount (bytes, or nanoseconds for QuotaRequest) of the
-// client's traffic against its quota, and returns the throttle time to
+// traffic of user (clientUser, read on the reader goroutine, which owns
+// the principal) against its quota, and returns the throttle time to
 // answer with; when it is not zero the connection is muted for that long.
-func throttle(s *Server, cc *connCtx, kind QuotaKind, amount int) time.Duration {
-	d := s.backend.Throttle(kind, clientUser(cc), cc.clientID, amount)
+func throttle(s *Server, cc *connCtx, user string, kind QuotaKind, amount int) time.Duration {
+	d := s.backend.Throttle(kind, user, cc.clientID, amount)
 	if d <= 0 {
 		return 0
 	}
@@ -118,8 +119,8 @@ var repliesWait = map[int16]bool{0: true, 1: true, 8: true, 11: true, 12: true, 
 // request_percentage quota and puts the throttle time, if any, in the
 // response (the larger of it and a byte-rate throttle already there).
 // Runs on the writer goroutine, once the response is built.
-func requestQuota(s *Server, cc *connCtx, resp kmsg.Response, took time.Duration) {
-	d := throttle(s, cc, QuotaRequest, int(took))
+func requestQuota(s *Server, cc *connCtx, user string, resp kmsg.Response, took time.Duration) {
+	d := throttle(s, cc, user, QuotaRequest, int(took))
 	if d <= 0 {
 		return
 	}
