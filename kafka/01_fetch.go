@@ -81,7 +81,9 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			for _, w := range waits {
 				cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w)})
 			}
+			waitFrom := time.Now()
 			chosen, _, _ := reflect.Select(cases)
+			cc.replyWaited += time.Since(waitFrom) // not handling time (request quotas)
 			if chosen < 3 {
 				results, _, _, _ = readFetch(s, cc, req, parts)
 				return buildFetch(s, cc, req, resp, parts, results)

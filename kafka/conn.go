@@ -38,6 +38,10 @@ type connCtx struct {
 	// mutedUntil is when a throttled connection may be read again (unix
 	// ns; see muteConn).
 	mutedUntil atomic.Int64
+	// replyWaited is how long the reply being run waited on something
+	// else (a Fetch's long poll), which request quotas do not count. Only
+	// the writer goroutine touches it.
+	replyWaited time.Duration
 	// respMem is the request budget held by the response being built
 	// (a Fetch's records), given back once it is written. Only the
 	// writer goroutine, which runs replies one at a time, touches it.
@@ -518,11 +522,12 @@ func (c *conn) writeLoop() {
 		var resp kmsg.Response
 		if !broken && p.rawToken == nil {
 			began := time.Now()
+			c.cc.replyWaited = 0
 			resp = c.await(p)
 			if resp != nil && c.cc.clientID != ForwardClientID {
 				took := p.handled
 				if !repliesWait[p.key] {
-					took += time.Since(began)
+					took += max(time.Since(began)-c.cc.replyWaited, 0)
 				}
 				requestQuota(c.s, &c.cc, p.user, resp, took)
 			}

@@ -108,10 +108,10 @@ func throttle(s *Server, cc *connCtx, user string, kind QuotaKind, amount int) t
 }
 
 // repliesWait lists the APIs whose reply waits on other work: replication,
-// a long poll, a rebalance, a metadata change. Their request time is what
-// the handler and the response's encoding take, not the reply's wait (in
-// Kafka, time in purgatory does not count either).
-var repliesWait = map[int16]bool{0: true, 1: true, 8: true, 11: true, 12: true, 14: true, 13: true,
+// a rebalance, a metadata change. Their request time is what the handler
+// takes, not the reply (in Kafka, time in purgatory does not count
+// either). A Fetch's reply counts, less its long poll (connCtx.replyWaited).
+var repliesWait = map[int16]bool{0: true, 8: true, 11: true, 12: true, 14: true, 13: true,
 	19: true, 20: true, 21: true, 22: true, 30: true, 31: true, 33: true, 37: true, 43: true,
 	44: true, 49: true, 51: true, 57: true, 68: true}
 
