@@ -420,7 +420,7 @@ func (c *conn) handle(body []byte, mem hold) error {
 		// ApiVersions above what we serve: a v0-shaped answer with our
 		// ranges, so the client retries at a version we speak.
 		gen := c.s.requestStarted()
-		return c.enqueue(pendingResp{gen: gen, key: d.key, version: 0, corr: d.corr, start: time.Now(), mem: mem, r: func() kmsg.Response {
+		return c.enqueue(pendingResp{gen: gen, key: d.key, version: 0, corr: d.corr, start: time.Now(), mem: mem, user: clientUser(&c.cc), r: func() kmsg.Response {
 			resp := kmsg.NewPtrApiVersionsResponse()
 			resp.ErrorCode = 35 // UNSUPPORTED_VERSION
 			for _, r := range c.s.supported() {
