@@ -22,12 +22,13 @@ import (
 // nothing else is called.
 type stubBackend struct{ Backend }
 
-func (stubBackend) GroupAPIs() []APIRange             { return nil }
-func (stubBackend) Brokers() []BrokerInfo             { return nil }
-func (stubBackend) ClusterID() string                 { return "test" }
-func (stubBackend) ControllerID() int32               { return -1 }
-func (stubBackend) Topics([]string, bool) []TopicInfo { return nil }
-func (stubBackend) AutoCreateTopics() bool            { return false }
+func (stubBackend) GroupAPIs() []APIRange                                 { return nil }
+func (stubBackend) Brokers() []BrokerInfo                                 { return nil }
+func (stubBackend) ClusterID() string                                     { return "test" }
+func (stubBackend) ControllerID() int32                                   { return -1 }
+func (stubBackend) Topics([]string, bool) []TopicInfo                     { return nil }
+func (stubBackend) AutoCreateTopics() bool                                { return false }
+func (stubBackend) Throttle(QuotaKind, string, string, int) time.Duration { return 0 }
 
 type syncBuf struct {
 	mu sync.Mutex

@@ -226,7 +226,10 @@
 //	                                       on OpenReplica's caller)
 //	OnStorageError                         worker, r.mu held; takes the
 //	                                       broker's b.failMu, a leaf
-//	OnNotice                               transport reader, no raft lock
+//	OnNotice                               transport reader, no raft lock;
+//	                                       an election ask starts a goroutine
+//	                                       for its transfer (broker/elect.go,
+//	                                       whose electState.mu is a leaf)
 //	OnPeer                                 transport reader or the liveness
 //	                                       loop, no raft lock
 //

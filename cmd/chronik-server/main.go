@@ -26,6 +26,7 @@ func main() {
 			healthCommand(),
 			rollingRestartCommand(),
 			usersCommand(),
+			electCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -23,16 +23,7 @@ import (
 // (AlterUserScramCredentials / DescribeUserScramCredentials), so it works
 // against any node, over any listener.
 func usersCommand() *cli.Command {
-	conn := []cli.Flag{
-		&cli.StringFlag{Name: "bootstrap", Value: "127.0.0.1:9092", Usage: "a node's Kafka address", EnvVars: []string{"CHRONIK_BOOTSTRAP"}},
-		&cli.BoolFlag{Name: "tls", Usage: "connect with TLS (SSL or SASL_SSL listener)"},
-		&cli.StringFlag{Name: "tls-ca", Usage: "PEM CA that signs the node's certificate (default: the system's)"},
-		&cli.StringFlag{Name: "tls-cert", Usage: "PEM client certificate (mTLS)"},
-		&cli.StringFlag{Name: "tls-key", Usage: "PEM key of --tls-cert"},
-		&cli.StringFlag{Name: "sasl-mechanism", Usage: "log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL listener)"},
-		&cli.StringFlag{Name: "sasl-user", EnvVars: []string{"CHRONIK_SASL_USER"}},
-		&cli.StringFlag{Name: "sasl-password", Usage: "the login's password (prefer the environment variable)", EnvVars: []string{"CHRONIK_SASL_PASSWORD"}},
-	}
+	conn := kafkaConnFlags()
 	return &cli.Command{
 		Name:  "users",
 		Usage: "list, add or delete SCRAM users (replicated in the cluster metadata)",
@@ -48,6 +39,21 @@ func usersCommand() *cli.Command {
 				Flags:  append(conn, &cli.StringFlag{Name: "mechanism", Value: "SCRAM-SHA-256,SCRAM-SHA-512", Usage: "which credentials"}),
 				Action: usersDelete},
 		},
+	}
+}
+
+// kafkaConnFlags are how a subcommand reaches a node's Kafka listener
+// (kafkaAdmin reads them).
+func kafkaConnFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "bootstrap", Value: "127.0.0.1:9092", Usage: "a node's Kafka address", EnvVars: []string{"CHRONIK_BOOTSTRAP"}},
+		&cli.BoolFlag{Name: "tls", Usage: "connect with TLS (SSL or SASL_SSL listener)"},
+		&cli.StringFlag{Name: "tls-ca", Usage: "PEM CA that signs the node's certificate (default: the system's)"},
+		&cli.StringFlag{Name: "tls-cert", Usage: "PEM client certificate (mTLS)"},
+		&cli.StringFlag{Name: "tls-key", Usage: "PEM key of --tls-cert"},
+		&cli.StringFlag{Name: "sasl-mechanism", Usage: "log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL listener)"},
+		&cli.StringFlag{Name: "sasl-user", EnvVars: []string{"CHRONIK_SASL_USER"}},
+		&cli.StringFlag{Name: "sasl-password", Usage: "the login's password (prefer the environment variable)", EnvVars: []string{"CHRONIK_SASL_PASSWORD"}},
 	}
 }
 
