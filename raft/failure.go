@@ -85,7 +85,7 @@ func (r *Replica) fail(err error) {
 	r.transfers = nil
 	r.unsynced = r.unsynced[:0]
 	r.publish()
-	for _, v := range r.st.cs.GetVoters() {
+	for _, v := range confMembers(r.st.cs) {
 		if v != r.id {
 			r.host.sendGroupNotice(v, r.cfg.Group, chanGroupDown, nil)
 		}
@@ -158,7 +158,7 @@ func (r *Replica) recover() {
 	r.recovery.reset()
 	r.host.logger.Info("raft replica recovered", "partition", r.cfg.Name, "last_index", r.lastIndex, "applied", r.applied)
 	r.publish()
-	for _, v := range r.st.cs.GetVoters() {
+	for _, v := range confMembers(r.st.cs) {
 		if v != r.id {
 			r.host.sendGroupNotice(v, r.cfg.Group, chanGroupUp, nil)
 		}
@@ -179,12 +179,12 @@ func (r *Replica) onGroupDown(from uint64) {
 func (r *Replica) onLostTail(from uint64) {
 	bs := r.rn.BasicStatus()
 	if bs.RaftState != etcdraft.StateLeader || bs.LeadTransferee != 0 || r.host.stopping.Load() ||
-		!slices.Contains(r.st.cs.GetVoters(), from) {
+		!slices.Contains(confMembers(r.st.cs), from) {
 		return
 	}
 	var to uint64
 	r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
-		if to == 0 && id != r.id && id != from && pr.Match == r.lastIndex &&
+		if to == 0 && id != r.id && id != from && pr.Match == r.lastIndex && !pr.IsLearner &&
 			r.host.PeerAlive(id) && !r.host.PeerLeaving(id) {
 			to = id
 		}

@@ -72,7 +72,8 @@ type Config struct {
 	// with the replica's lock held and must not block.
 	OnStorageError func(name string, err error)
 	// OnLeaderChange is called on a worker, with the replica's lock held,
-	// when a replica's leader, term, ISR or Failed changes. It must not
+	// when a replica's leader, term, ISR, Failed or configuration (Voters,
+	// Learners, Outgoing) changes. It must not
 	// block or wait for the replica (see the lock order in doc.go).
 	OnLeaderChange func(r *Replica, s *Status)
 	// OnNotice receives node-level messages sent with SendNotice, on a
@@ -82,6 +83,29 @@ type Config struct {
 	// OnPeer is told when a peer connects or goes away, with no raft lock
 	// held.
 	OnPeer func(id uint64, up bool)
+
+	// Incarnation is this node's data directory incarnation: random,
+	// chosen by the broker when the directory is first created, the same
+	// across restarts and new after the disk is wiped. It goes to every
+	// peer right after the hello (see transport.go); 0 states none.
+	Incarnation uint64
+	// OnPeerIncarnation is told when a connection from peer id states its
+	// data directory's incarnation inc (every new connection, so the same
+	// values repeat). It runs on a transport goroutine with no raft lock
+	// held, before the peer is reported up on that connection.
+	OnPeerIncarnation func(id, inc uint64)
+	// OnRemoved is told when a replica applies a configuration change that
+	// removes this node from its group entirely. It runs on the worker
+	// after the replica's lock is released, with no raft lock held, so it
+	// may call RemoveReplica; it should check first that the node is not
+	// to host the group anymore (a replica replaying an old removal before
+	// a later re-addition reaches it can report one; see membership.go).
+	OnRemoved func(group uint64)
+	// LearnerRate bounds the bytes per second of entries and snapshots
+	// sent to learners, all groups together (0: unlimited), so replicas
+	// catching up do not starve live traffic to voters (throttle.go).
+	// Host.SetLearnerRate changes it live.
+	LearnerRate int64
 }
 
 func (c *Config) defaults() {
@@ -158,6 +182,8 @@ type Host struct {
 
 	transferring sync.Map // group -> struct{}: rebalances in flight
 	guard        msgGuard
+	learners     learnerBucket // Config.LearnerRate (throttle.go)
+	incs         incarnations  // peers' data directory incarnations (incarnation.go)
 	// syncFault, when set (tests), is called before each log fsync and
 	// its error taken as the fsync's.
 	syncFault atomic.Pointer[func(*Replica) error]
@@ -173,6 +199,8 @@ func NewHost(cfg Config) (*Host, error) {
 	h := &Host{id: cfg.ID, cfg: cfg, logger: cfg.Logger, tr: cfg.Transport,
 		replicas: map[uint64]*Replica{}, alive: map[uint64]bool{}, leaving: map[uint64]bool{}, lastHeard: map[uint64]time.Time{}, ctx: ctx, cancel: cancel}
 	h.raftLogger = &slogRaftLogger{l: cfg.Logger}
+	h.learners.setRate(cfg.LearnerRate)
+	h.incs.init()
 	h.qcond = sync.NewCond(&h.qmu)
 	if cfg.StateDir != "" {
 		st, err := openHardStateLog(cfg.StateDir, cfg.Logger)
@@ -193,6 +221,9 @@ func (h *Host) ID() uint64 { return h.id }
 func (h *Host) Start() error {
 	if h.closed.Load() || !h.started.CompareAndSwap(false, true) {
 		return errors.New("raft: host already started or closed")
+	}
+	if t, ok := h.tr.(interface{ setIncarnation(uint64) }); ok {
+		t.setIncarnation(h.cfg.Incarnation)
 	}
 	if err := h.tr.Start(h); err != nil {
 		return err

@@ -96,10 +96,10 @@ func (r *replayConn) Read(b []byte) (int, error) {
 // dialPeer connects to node to at addr, over TLS when configured; in the
 // transition mode a failed TLS handshake is followed by a plaintext dial
 // (the peer may not have TLS yet).
-func (t *TCPTransport) dialPeer(addr string, to uint64) (c net.Conn, overTLS bool, err error) {
+func (t *TCPTransport) dialPeer(ctx context.Context, addr string, to uint64) (c net.Conn, overTLS bool, err error) {
 	dial := func() (net.Conn, error) {
 		d := net.Dialer{Timeout: dialTimeout}
-		c, err := d.DialContext(t.ctx, "tcp", addr)
+		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
 		}
@@ -112,14 +112,14 @@ func (t *TCPTransport) dialPeer(addr string, to uint64) (c net.Conn, overTLS boo
 		return c, false, err
 	}
 	tc := tls.Client(c, t.sec.TLS.clientConfig(to))
-	ctx, cancel := context.WithTimeout(t.ctx, helloTimeout)
-	err = tc.HandshakeContext(ctx)
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	err = tc.HandshakeContext(hctx)
 	cancel()
 	if err == nil {
 		return tc, true, nil
 	}
 	c.Close()
-	if !t.sec.AcceptPlaintext || t.ctx.Err() != nil {
+	if !t.sec.AcceptPlaintext || ctx.Err() != nil {
 		return nil, false, err
 	}
 	t.logger.Debug("raft transport: TLS to peer failed, dialing plaintext (transition mode)", "peer", to, "err", err)
@@ -205,10 +205,11 @@ const (
 	RefusedCluster     = "cluster"      // a hello from another cluster
 	RefusedUnknownNode = "unknown_node" // a node id not in the cluster config
 	RefusedTooMany     = "too_many"     // more inbound connections than allowed
+	RefusedIncarnation = "incarnation"  // a retired data directory incarnation (a replaced disk)
 )
 
 // RefusedReasons lists every reason, for exporting zero counts.
-var RefusedReasons = []string{RefusedTLS, RefusedCertificate, RefusedHello, RefusedCluster, RefusedUnknownNode, RefusedTooMany}
+var RefusedReasons = []string{RefusedTLS, RefusedCertificate, RefusedHello, RefusedCluster, RefusedUnknownNode, RefusedTooMany, RefusedIncarnation}
 
 // refusals counts refused peer connections by reason and rate-limits the
 // warnings about them, so a hostile host cannot flood the log.
