@@ -43,6 +43,8 @@
 //	             peers (SetPeer, RemovePeer); transport_send.go the
 //	             sender per peer; memtransport.go MemNetwork for tests
 //	peertls.go   peer TLS and cluster id (PeerSecurity)
+//	guests.go    nodes not known yet (AdmitGuests): notices on chosen
+//	             channels only, until SetPeer names them
 //	codec.go     the wire encoding of Raft messages
 //
 // # The Ready cycle
