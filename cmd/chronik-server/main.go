@@ -26,6 +26,7 @@ func main() {
 			healthCommand(),
 			rollingRestartCommand(),
 			usersCommand(),
+			clusterCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/chronik-dev/chronik/internal/placement"
+)
+
+// tp names a partition.
+type tp struct {
+	topic     string
+	partition int32
+}
+
+func (p tp) String() string { return fmt.Sprintf("%s-%d", p.topic, p.partition) }
+
+// brokerView is a broker as the cluster reports it.
+type brokerView struct {
+	ID    int32
+	Addr  string
+	Rack  string
+	State string // "active", or the admin /nodes state (draining, removed)
+	Up    bool   // answered ApiVersions just now
+}
+
+// partView is a partition as Metadata reports it.
+type partView struct {
+	tp
+	Leader   int32
+	Replicas []int32 // during a move: the target first, then the replicas leaving
+	ISR      []int32
+	Internal bool
+}
+
+// moving is a reassignment in progress (ListPartitionReassignments).
+type moving struct {
+	Replicas, Adding, Removing []int32
+}
+
+// target is where a moving partition is going: its replicas without the
+// ones being removed, in order (Kafka lists the target first).
+func (m moving) target() []int32 {
+	var out []int32
+	for _, r := range m.Replicas {
+		if !slices.Contains(m.Removing, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// clusterView is everything the commands plan from. It is read afresh
+// each time: a command keeps no state of its own, so re-running it after
+// it (or the node it talked to) died continues from what the cluster says.
+type clusterView struct {
+	ClusterID  string
+	Controller int32
+	Brokers    []brokerView // sorted by id
+	Parts      []partView   // sorted by topic, partition
+	Moving     map[tp]moving
+	// MovesUnknown is set when the cluster does not serve
+	// ListPartitionReassignments (its error).
+	MovesUnknown error
+}
+
+func (v *clusterView) broker(id int32) (brokerView, bool) {
+	for _, b := range v.Brokers {
+		if b.ID == id {
+			return b, true
+		}
+	}
+	return brokerView{}, false
+}
+
+// current is a partition's replica list with moves in flight taken as
+// done: what a plan starts from.
+func (v *clusterView) current(p partView) []int32 {
+	if m, ok := v.Moving[p.tp]; ok {
+		return m.target()
+	}
+	return p.Replicas
+}
+
+// planInput turns the view into the planner's input: the active brokers
+// and every partition with its current (or target) replicas.
+func (v *clusterView) planInput() ([]placement.Broker, []placement.Partition) {
+	var bs []placement.Broker
+	for _, b := range v.Brokers {
+		if b.State == "active" {
+			bs = append(bs, placement.Broker{ID: b.ID, Rack: b.Rack})
+		}
+	}
+	var ps []placement.Partition
+	for _, p := range v.Parts {
+		ps = append(ps, placement.Partition{Topic: p.topic, Partition: p.partition, Replicas: v.current(p)})
+	}
+	return bs, ps
+}
+
+// load counts the replicas and leaderships each broker holds now.
+func (v *clusterView) load() map[int32]placement.Load {
+	out := map[int32]placement.Load{}
+	for _, p := range v.Parts {
+		for _, r := range v.current(p) {
+			l := out[r]
+			l.Replicas++
+			out[r] = l
+		}
+		if p.Leader >= 0 {
+			l := out[p.Leader]
+			l.Leaders++
+			out[p.Leader] = l
+		}
+	}
+	return out
+}
+
+// readCluster reads brokers (DescribeCluster), partitions (Metadata) and
+// moves in progress (ListPartitionReassignments). states, when not nil,
+// gives brokers' states from the admin /nodes endpoint.
+func readCluster(ctx context.Context, adm *kadm.Client, cl *kgo.Client, states map[int32]string) (*clusterView, error) {
+	v := &clusterView{Moving: map[tp]moving{}}
+	dreq := kmsg.NewPtrDescribeClusterRequest()
+	dresp, err := dreq.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, fmt.Errorf("DescribeCluster: %w", err)
+	}
+	if err := kerr.ErrorForCode(dresp.ErrorCode); err != nil {
+		return nil, fmt.Errorf("DescribeCluster: %w", err)
+	}
+	v.ClusterID, v.Controller = dresp.ClusterID, dresp.ControllerID
+	up := reachable(ctx, adm)
+	for _, b := range dresp.Brokers {
+		bv := brokerView{ID: b.NodeID, Addr: fmt.Sprintf("%s:%d", b.Host, b.Port), State: "active", Up: up[b.NodeID]}
+		if b.Rack != nil {
+			bv.Rack = *b.Rack
+		}
+		if b.IsFenced {
+			bv.State = "fenced"
+		}
+		if s, ok := states[b.NodeID]; ok && s != "" {
+			bv.State = s
+		}
+		v.Brokers = append(v.Brokers, bv)
+	}
+	sort.Slice(v.Brokers, func(i, j int) bool { return v.Brokers[i].ID < v.Brokers[j].ID })
+	md, err := adm.Metadata(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("Metadata: %w", err)
+	}
+	set := kadm.TopicsSet{}
+	for _, t := range md.Topics.Sorted() {
+		if t.Err != nil {
+			return nil, fmt.Errorf("Metadata: topic %s: %w", t.Topic, t.Err)
+		}
+		for _, p := range t.Partitions.Sorted() {
+			v.Parts = append(v.Parts, partView{tp: tp{t.Topic, p.Partition}, Leader: p.Leader,
+				Replicas: p.Replicas, ISR: p.ISR, Internal: t.IsInternal})
+			set.Add(t.Topic, p.Partition)
+		}
+	}
+	if len(set) == 0 {
+		return v, nil
+	}
+	rs, err := adm.ListPartitionReassignments(ctx, set)
+	if err != nil {
+		v.MovesUnknown = fmt.Errorf("ListPartitionReassignments: %w", err)
+		return v, nil
+	}
+	rs.Each(func(r kadm.ListPartitionReassignmentsResponse) {
+		if len(r.AddingReplicas) > 0 || len(r.RemovingReplicas) > 0 || len(r.Replicas) > 0 {
+			v.Moving[tp{r.Topic, r.Partition}] = moving{Replicas: r.Replicas, Adding: r.AddingReplicas, Removing: r.RemovingReplicas}
+		}
+	})
+	return v, nil
+}
+
+// reachable asks every broker for its API versions: the ones that answer
+// are up.
+func reachable(ctx context.Context, adm *kadm.Client) map[int32]bool {
+	out := map[int32]bool{}
+	vs, err := adm.ApiVersions(ctx)
+	if err != nil {
+		return out
+	}
+	vs.Each(func(v kadm.BrokerApiVersions) {
+		out[v.NodeID] = v.Err == nil
+	})
+	return out
+}
+
+// supports reports whether every broker that answers serves key.
+func supports(ctx context.Context, adm *kadm.Client, key int16) bool {
+	vs, err := adm.ApiVersions(ctx)
+	if err != nil {
+		return false
+	}
+	ok, any := true, false
+	vs.Each(func(v kadm.BrokerApiVersions) {
+		if v.Err != nil {
+			return
+		}
+		any = true
+		if _, _, served := v.KeyVersions(key); !served {
+			ok = false
+		}
+	})
+	return ok && any
+}
