@@ -27,18 +27,23 @@ import (
 // flags, and they keep no state: each run plans from what the cluster
 // reports, so a command killed half-way is finished by running it again.
 func clusterCommand() *cli.Command {
-	conn := append(kafkaConnFlags(),
-		&cli.StringFlag{Name: "cluster-config", Usage: "cluster TOML file: seeds (when --bootstrap is not given) and admin addresses", EnvVars: []string{"CHRONIK_CLUSTER_CONFIG"}},
-		&cli.StringFlag{Name: "admin", Usage: "a node's admin address, for broker states and the metadata group's voters (default: from --cluster-config)"},
-		&cli.DurationFlag{Name: "timeout", Value: time.Hour, Usage: "give up waiting after this long (moves in flight go on; run the command again to follow them)"},
-	)
-	conn = append(conn, adminClientFlags()...)
-	moveFlags := append(conn,
-		&cli.IntFlag{Name: "batch", Value: 10, Usage: "at most this many partitions moving at once"},
-		&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and exit"},
-		&cli.DurationFlag{Name: "poll", Value: 500 * time.Millisecond, Usage: "how often to ask the cluster how the moves go"},
-		&cli.BoolFlag{Name: "no-progress-bar", Usage: "plain progress lines even on a terminal"},
-	)
+	// Fresh slices each: flag lists appended to must not share arrays.
+	conn := func(more ...cli.Flag) []cli.Flag {
+		fs := append(kafkaConnFlags(),
+			&cli.StringFlag{Name: "cluster-config", Usage: "cluster TOML file: seeds (when --bootstrap is not given) and admin addresses", EnvVars: []string{"CHRONIK_CLUSTER_CONFIG"}},
+			&cli.StringFlag{Name: "admin", Usage: "a node's admin address, for broker states and the metadata group's voters (default: from --cluster-config)"},
+			&cli.DurationFlag{Name: "timeout", Value: time.Hour, Usage: "give up waiting after this long (moves in flight go on; run the command again to follow them)"},
+		)
+		return append(append(fs, adminClientFlags()...), more...)
+	}
+	moveFlags := func(more ...cli.Flag) []cli.Flag {
+		return conn(append([]cli.Flag{
+			&cli.IntFlag{Name: "batch", Value: 10, Usage: "at most this many partitions moving at once"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and exit"},
+			&cli.DurationFlag{Name: "poll", Value: 500 * time.Millisecond, Usage: "how often to ask the cluster how the moves go"},
+			&cli.BoolFlag{Name: "no-progress-bar", Usage: "plain progress lines even on a terminal"},
+		}, more...)...)
+	}
 	return &cli.Command{
 		Name:  "cluster",
 		Usage: "grow, shrink, repair and rebalance a running cluster",
@@ -48,19 +53,19 @@ func clusterCommand() *cli.Command {
 			"Ctrl-C or --timeout leave the cluster consistent: moves in flight finish on their own, or\n" +
 			"`chronik-server cluster cancel` rolls them back.",
 		Subcommands: []*cli.Command{
-			{Name: "status", Usage: "brokers (state, replicas, leaders) and the moves in progress", Flags: conn, Action: clusterStatus},
-			{Name: "plan-rebalance", Usage: "print the rebalance plan (rebalance --dry-run)", Flags: moveFlags,
+			{Name: "status", Usage: "brokers (state, replicas, leaders) and the moves in progress", Flags: conn(), Action: clusterStatus},
+			{Name: "plan-rebalance", Usage: "print the rebalance plan (rebalance --dry-run)", Flags: moveFlags(),
 				Action: func(c *cli.Context) error { return clusterRebalance(c, true) }},
-			{Name: "rebalance", Usage: "spread replicas and preferred leaders evenly over the active brokers", Flags: moveFlags,
+			{Name: "rebalance", Usage: "spread replicas and preferred leaders evenly over the active brokers", Flags: moveFlags(),
 				Action: func(c *cli.Context) error { return clusterRebalance(c, c.Bool("dry-run")) }},
-			{Name: "decommission", Usage: "move every replica off broker N, then mark it removed", ArgsUsage: "N", Flags: moveFlags,
+			{Name: "decommission", Usage: "move every replica off broker N, then mark it removed", ArgsUsage: "N", Flags: moveFlags(),
 				Action: clusterDecommission},
 			{Name: "replace", Usage: "give the replicas of broker N (dead) to broker M", ArgsUsage: "N --with M",
-				Flags: append(moveFlags, &cli.IntFlag{Name: "with", Usage: "the broker taking N's replicas", Required: true}), Action: clusterReplace},
+				Flags: moveFlags(&cli.IntFlag{Name: "with", Usage: "the broker taking N's replicas", Required: true}), Action: clusterReplace},
 			{Name: "add-node", Usage: "check a new node's [[nodes]] entry, wait until it has joined, optionally rebalance", ArgsUsage: "N",
-				Flags: append(moveFlags, &cli.BoolFlag{Name: "rebalance", Usage: "rebalance once the node has joined"}), Action: clusterAddNode},
+				Flags: moveFlags(&cli.BoolFlag{Name: "rebalance", Usage: "rebalance once the node has joined"}), Action: clusterAddNode},
 			{Name: "cancel", Usage: "cancel the moves in progress (their partitions go back to their replicas before the move)",
-				Flags: append(conn, &cli.StringSliceFlag{Name: "topic", Usage: "only this topic's moves (repeatable)"}), Action: clusterCancel},
+				Flags: conn(&cli.StringSliceFlag{Name: "topic", Usage: "only this topic's moves (repeatable)"}), Action: clusterCancel},
 		},
 	}
 }
@@ -308,4 +313,59 @@ func contains(s []int32, x int32) bool {
 		}
 	}
 	return false
+}
+
+// interspersed lets flags follow the arguments of a subcommand
+// (`cluster replace 3 --with 4`), which urfave/cli v2 would otherwise
+// take as arguments: it moves each subcommand's arguments after its flags.
+func interspersed(app *cli.App, args []string) []string {
+	cmds, i := app.Commands, 1
+	var cmd *cli.Command
+	for i < len(args) {
+		next := findCommand(cmds, args[i])
+		if next == nil {
+			break
+		}
+		cmd, cmds = next, next.Subcommands
+		i++
+	}
+	if cmd == nil || len(cmd.Subcommands) > 0 {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	flags := append([]string(nil), args[:i]...)
+	var rest []string
+	for j := i; j < len(args); j++ {
+		a := args[j]
+		switch {
+		case a == "--":
+			rest = append(rest, args[j:]...)
+			j = len(args)
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && takesValue[name] && j+1 < len(args) {
+				j++
+				flags = append(flags, args[j])
+			}
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return append(flags, rest...)
+}
+
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
 }

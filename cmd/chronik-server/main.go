@@ -29,7 +29,7 @@ func main() {
 			clusterCommand(),
 		},
 	}
-	if err := app.Run(os.Args); err != nil {
+	if err := app.Run(interspersed(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "chronik-server:", err)
 		os.Exit(1)
 	}

@@ -1,0 +1,301 @@
+package compat
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// clusterCLI runs `chronik-server cluster ARGS` against c (seeds and admin
+// addresses from its cluster.toml) and returns its output and exit code.
+func clusterCLI(t *testing.T, c *cluster, timeout time.Duration, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, serverBin, cliArgs(c, args)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("cluster %v: %v\n%s", args, err, out.String())
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("cluster %v did not finish within %v:\n%s", args, timeout, out.String())
+	}
+	return out.String(), code
+}
+
+func cliArgs(c *cluster, args []string) []string {
+	return append([]string{"cluster", args[0], "--cluster-config", c.cfg}, args[1:]...)
+}
+
+// brokerLoads counts each broker's replicas and preferred leaderships
+// (first replica) of topic.
+func brokerLoads(t *testing.T, adm *kadm.Client, topic string) (replicas, preferred map[int32]int) {
+	t.Helper()
+	replicas, preferred = map[int32]int{}, map[int32]int{}
+	for _, reps := range topicReplicasOf(t, adm, topic) {
+		for _, r := range reps {
+			replicas[r]++
+		}
+		preferred[reps[0]]++
+	}
+	return replicas, preferred
+}
+
+func topicReplicasOf(t *testing.T, adm *kadm.Client, topic string) map[int32][]int32 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	md, err := adm.Metadata(ctx, topic)
+	if err != nil {
+		t.Fatalf("metadata: %v", err)
+	}
+	out := map[int32][]int32{}
+	for _, p := range md.Topics[topic].Partitions {
+		out[p.Partition] = p.Replicas
+	}
+	return out
+}
+
+// servesMoves skips the test when the cluster does not serve
+// AlterPartitionReassignments and ListPartitionReassignments.
+func servesMoves(t *testing.T, adm *kadm.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	vs, err := adm.ApiVersions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs.Sorted() {
+		_, _, a := v.KeyVersions(45)
+		_, _, l := v.KeyVersions(46)
+		if v.Err == nil && (!a || !l) {
+			t.Skip("this build does not serve AlterPartitionReassignments / ListPartitionReassignments")
+		}
+	}
+}
+
+// TestClusterCLIPlanAndRefusals: status, the rebalance plan for a fourth
+// broker that holds nothing, and the refusals (RF above the brokers left,
+// the metadata quorum, add-node without an entry). None needs a move.
+func TestClusterCLIPlanAndRefusals(t *testing.T) {
+	c := startCluster(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := newFranz(t, c)
+	assign := map[int32][]int32{}
+	for p := 0; p < 6; p++ {
+		assign[int32(p)] = rotateIDs([]int32{1, 2, 3}, p)
+	}
+	if err := createWithAssignment(ctx, cl, "spread", assign); err != nil {
+		t.Fatal(err)
+	}
+	if err := createWithAssignment(ctx, cl, "wide", map[int32][]int32{0: {1, 2, 3, 4}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "leaders", func() bool {
+		ps, err := c.partitions(1)
+		if err != nil {
+			return false
+		}
+		for _, p := range ps {
+			if p.Leader == 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	out, code := clusterCLI(t, c, 30*time.Second, "status")
+	if code != 0 || !strings.Contains(out, "cluster compat") {
+		t.Fatalf("status: exit %d\n%s", code, out)
+	}
+	for id := 1; id <= 4; id++ {
+		if !strings.Contains(out, fmt.Sprintf("\n%d  ", id)) {
+			t.Errorf("status does not list broker %d:\n%s", id, out)
+		}
+	}
+	t.Logf("status:\n%s", out)
+
+	out, code = clusterCLI(t, c, 30*time.Second, "plan-rebalance")
+	m := regexp.MustCompile(`(?m)^4\s+(\d+) -> (\d+)\s`).FindStringSubmatch(out)
+	if code != 0 || m == nil || atoi(m[2]) <= atoi(m[1]) || !strings.Contains(out, "[4]") {
+		t.Fatalf("plan-rebalance: exit %d, want a plan giving broker 4 replicas:\n%s", code, out)
+	}
+	t.Logf("plan-rebalance:\n%s", out)
+
+	out, code = clusterCLI(t, c, 30*time.Second, "decommission", "1", "--dry-run")
+	if code == 0 || !strings.Contains(out, "topic wide has replication factor 4 but there would be only 3 active brokers once 1 is gone") {
+		t.Fatalf("decommission 1 with an RF 4 topic: exit %d, want a refusal naming the topic:\n%s", code, out)
+	}
+
+	out, code = clusterCLI(t, c, 30*time.Second, "add-node", "5")
+	if code == 0 || !strings.Contains(out, "no [[nodes]] entry for 5") || !strings.Contains(out, "id = 5") {
+		t.Fatalf("add-node 5 without an entry: exit %d\n%s", code, out)
+	}
+	out, code = clusterCLI(t, c, 30*time.Second, "add-node", "4", "--timeout", "20s")
+	if code != 0 || !strings.Contains(out, "node 4 has joined") {
+		t.Fatalf("add-node 4 (running): exit %d\n%s", code, out)
+	}
+
+	// With node 3 down, the metadata group (nodes 1-4) keeps only 2 of 4
+	// voters without node 1: refused before anything moves.
+	c.kill(3)
+	out, code = clusterCLI(t, c, 30*time.Second, "decommission", "1", "--dry-run")
+	if code == 0 || !strings.Contains(out, "quorum needs 3") || !strings.Contains(out, "down: 3") {
+		t.Fatalf("decommission 1 with node 3 down: exit %d, want the metadata quorum refusal:\n%s", code, out)
+	}
+	t.Logf("refusal: %s", strings.TrimSpace(out))
+}
+
+func rotateIDs(reps []int32, i int) []int32 {
+	out := make([]int32, len(reps))
+	for j := range reps {
+		out[j] = reps[(i+j)%len(reps)]
+	}
+	return out
+}
+
+// TestClusterCLIRebalanceAndDecommissionUnderLoad: 4 nodes, a topic on
+// nodes 1-3 under acks=all load. `rebalance` spreads it over all four,
+// `decommission 1` empties node 1; nothing acknowledged is lost.
+func TestClusterCLIRebalanceAndDecommissionUnderLoad(t *testing.T) {
+	c := startCluster(t, 4, withArgs("--rebalance-delay", "500ms"))
+	adm := kadm.NewClient(newFranz(t, c))
+	servesMoves(t, adm)
+	const topic = "grow"
+	parts := 8
+	if n, err := strconv.Atoi(os.Getenv("CHRONIK_TEST_CLI_PARTITIONS")); err == nil && n > 0 {
+		parts = n
+	}
+	assign := map[int32][]int32{}
+	for p := 0; p < parts; p++ {
+		assign[int32(p)] = rotateIDs([]int32{1, 2, 3}, p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := createWithAssignment(ctx, newFranz(t, c), topic, assign); err != nil {
+		t.Fatal(err)
+	}
+	l := startLoader(t, c, topic, 300)
+	l.waitAcks(300, 30*time.Second)
+
+	start := time.Now()
+	out, code := clusterCLI(t, c, 3*time.Minute, "rebalance", "--batch", "3", "--no-progress-bar", "--poll", "200ms")
+	rebalanceTook := time.Since(start)
+	if code != 0 || !strings.Contains(out, "rebalance complete") {
+		t.Fatalf("rebalance: exit %d\n%s", code, out)
+	}
+	t.Logf("rebalance output:\n%s", out)
+	reps, pref := brokerLoads(t, adm, topic)
+	total := parts * 3
+	for id := int32(1); id <= 4; id++ {
+		if reps[id] < total/4 || reps[id] > (total+3)/4 {
+			t.Errorf("after rebalance broker %d holds %d replicas of %d, want %d-%d: %v", id, reps[id], total, total/4, (total+3)/4, reps)
+		}
+		if pref[id] < parts/4 || pref[id] > (parts+3)/4 {
+			t.Errorf("after rebalance broker %d is preferred leader of %d of %d: %v", id, pref[id], parts, pref)
+		}
+	}
+	rebalanceStalls := l.stallsBetween(start, time.Now())
+
+	start = time.Now()
+	out, code = clusterCLI(t, c, 3*time.Minute, "decommission", "1", "--batch", "3", "--no-progress-bar", "--poll", "200ms")
+	decomTook := time.Since(start)
+	if code != 0 || !strings.Contains(out, "broker 1 holds no replicas") {
+		t.Fatalf("decommission 1: exit %d\n%s", code, out)
+	}
+	t.Logf("decommission output:\n%s", out)
+	for p, r := range topicReplicasOf(t, adm, topic) {
+		if slices.Contains(r, 1) {
+			t.Errorf("partition %d still on broker 1: %v", p, r)
+		}
+	}
+	decomStalls := l.stallsBetween(start, time.Now())
+	l.waitAcks(l.ackedCount()+300, 30*time.Second)
+	l.halt()
+	l.checkDelivered(t, c, "rebalance and decommission")
+	checkStalls(t, rebalanceStalls, 5*time.Second, " during the rebalance")
+	checkStalls(t, decomStalls, 5*time.Second, " during the decommission")
+	t.Logf("rebalance of %d partitions onto 4 brokers took %v (ack gaps %s); decommission 1 took %v (ack gaps %s); %s",
+		parts, rebalanceTook.Round(time.Millisecond), stallSummary(rebalanceStalls),
+		decomTook.Round(time.Millisecond), stallSummary(decomStalls), l.report())
+}
+
+// TestClusterCLIResumeAfterKill: the rebalance command is killed (SIGKILL)
+// after its first move finished; run again, it follows the moves left in
+// flight and finishes the job, and a third run finds nothing to do.
+func TestClusterCLIResumeAfterKill(t *testing.T) {
+	c := startCluster(t, 4, withArgs("--rebalance-delay", "500ms"))
+	adm := kadm.NewClient(newFranz(t, c))
+	servesMoves(t, adm)
+	const topic = "resume"
+	parts := 8
+	assign := map[int32][]int32{}
+	for p := 0; p < parts; p++ {
+		assign[int32(p)] = rotateIDs([]int32{1, 2, 3}, p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := createWithAssignment(ctx, newFranz(t, c), topic, assign); err != nil {
+		t.Fatal(err)
+	}
+	l := startLoader(t, c, topic, 300)
+	l.waitAcks(300, 30*time.Second)
+
+	cmd := exec.Command(serverBin, cliArgs(c, []string{"rebalance", "--batch", "2", "--no-progress-bar", "--poll", "200ms"})...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	wait := func() { once.Do(func() { cmd.Wait() }) }
+	t.Cleanup(func() { cmd.Process.Kill(); wait() })
+	waitFor(t, 90*time.Second, "the first move to finish", func() bool { return len(out.lines("done     ")) > 0 })
+	cmd.Process.Signal(syscall.SIGKILL)
+	wait()
+	t.Logf("killed after:\n%s", out.String())
+
+	again, code := clusterCLI(t, c, 3*time.Minute, "rebalance", "--batch", "2", "--no-progress-bar", "--poll", "200ms")
+	if code != 0 || !strings.Contains(again, "rebalance complete") && !strings.Contains(again, "nothing to move") {
+		t.Fatalf("rebalance after the kill: exit %d\n%s", code, again)
+	}
+	t.Logf("second run:\n%s", again)
+	third, code := clusterCLI(t, c, time.Minute, "rebalance", "--no-progress-bar")
+	if code != 0 || !strings.Contains(third, "nothing to move") {
+		t.Fatalf("third run: exit %d, want nothing to move\n%s", code, third)
+	}
+	reps, _ := brokerLoads(t, adm, topic)
+	if reps[4] < parts*3/4 {
+		t.Errorf("broker 4 holds %d replicas after the resumed rebalance: %v", reps[4], reps)
+	}
+	l.halt()
+	l.checkDelivered(t, c, "the killed and resumed rebalance")
+	t.Logf("%s", l.report())
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
