@@ -45,6 +45,7 @@ type Broker struct {
 	users  *users // SCRAM credentials (scram.go)
 	admin  *admin.Server
 	fwd    *forwarder // Produce forwarding for clients without leader hints
+	mover  *mover     // drives the reassignments this node leads (mover.go)
 
 	mu      sync.RWMutex
 	parts   map[uint64]*partition
@@ -55,6 +56,8 @@ type Broker struct {
 
 	failMu   sync.Mutex
 	failures map[string]string // replica name -> the storage error that stopped it
+	removed  removedGroups     // groups this node was removed from (reassign_replicas.go)
+	throttle atomic.Int64      // the learner rate handed to Raft (throttle.go)
 
 	// peerEvents fires when a peer connects, goes away or announces that
 	// it is leaving; leaderEvents when a leader this node knows of (local
@@ -105,6 +108,7 @@ func New(cfg Config) (*Broker, error) {
 		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	b.fwd = newForwarder(b)
+	b.mover = newMover(b)
 	if err := b.registerMetrics(); err != nil {
 		return nil, err
 	}
@@ -138,11 +142,14 @@ func New(cfg Config) (*Broker, error) {
 		OnLeaderChange: b.onLeaderChange,
 		OnNotice:       b.onNotice,
 		OnPeer:         b.onPeer,
+		OnRemoved:      b.onRemoved,
+		LearnerRate:    cfg.ReplicationThrottle,
 	})
 	if err != nil {
 		return nil, err
 	}
 	b.host = host
+	b.throttle.Store(cfg.ReplicationThrottle)
 	b.stopReplicas = host.StopReplicas
 	b.coord = coordinator.New(coordinator.Config{
 		Store:  offsetStore{b: b},
@@ -186,7 +193,7 @@ func (b *Broker) registerMetrics() error {
 	b.shutdownDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronik_shutdown_duration_seconds",
 		Help: "Duration of the last graceful shutdown (0 until one has happened)."})
 	for _, c := range []prometheus.Collector{
-		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas},
+		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas}, moveCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := b.reg.Register(c); err != nil {
@@ -229,9 +236,10 @@ func (b *Broker) Start() (err error) {
 	}
 	b.meta = meta
 	b.campaignIfPreferred(meta, peers)
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
+	go b.mover.loop(b.ctx)
 	if b.admin != nil {
 		if err := b.admin.Start(); err != nil {
 			return err
@@ -286,6 +294,7 @@ func (b *Broker) reconcileLoop() {
 		case <-b.reconcileCh:
 			b.reconcile()
 			b.applySegmentLimits()
+			b.applyThrottle()
 		case <-b.leadershipCh:
 			b.coord.Release()
 		case <-gossip.C:
@@ -303,6 +312,7 @@ type wantedReplica struct {
 	topic    string
 	index    int32
 	replicas []int32
+	origin   []int32 // set once the partition has moved (meta_reassign.go)
 	internal bool
 }
 
@@ -311,10 +321,12 @@ func (b *Broker) reconcile() {
 		return
 	}
 	want := map[uint64]wantedReplica{}
-	for _, t := range b.metaSM.topics() {
+	topics := b.metaSM.topics()
+	b.forgetRemoved(topics)
+	for _, t := range topics {
 		for i, pm := range t.Partitions {
-			if slices.Contains(pm.Replicas, b.cfg.NodeID) {
-				want[pm.Group] = wantedReplica{topic: t.Name, index: int32(i), replicas: pm.Replicas, internal: t.Internal}
+			if b.wantsReplica(&pm) {
+				want[pm.Group] = wantedReplica{topic: t.Name, index: int32(i), replicas: pm.Replicas, origin: pm.Origin, internal: t.Internal}
 			}
 		}
 	}
@@ -367,6 +379,7 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 			return err
 		}
 	}
+	peers, joining := replicaPeers(dir, w)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -375,14 +388,14 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 			return err
 		}
 	}
-	peers := make([]uint64, len(w.replicas))
-	for i, r := range w.replicas {
-		peers[i] = uint64(r)
+	prefer := toUint64s(w.replicas)
+	if joining {
+		prefer = nil // gagged until promoted: it cannot campaign
 	}
 	name := w.topic + "-" + strconv.Itoa(int(w.index))
 	if w.topic == offsetsTopic {
 		sm := newOffsetsSM()
-		rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, SM: sm,
+		rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, Joining: joining, SM: sm,
 			CompactToSnapshot: true, SnapshotEntries: 10000, Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
 		if err != nil {
 			return err
@@ -390,12 +403,12 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 		b.mu.Lock()
 		b.offsets[g] = &offsetsPartition{index: w.index, group: g, rep: rep, sm: sm}
 		b.mu.Unlock()
-		b.campaignIfPreferred(rep, peers)
+		b.campaignIfPreferred(rep, prefer)
 		return nil
 	}
 	p := newPartition(b, w.topic, w.index, g)
 	cfg := b.topicConfig(w.topic)
-	rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, SM: p,
+	rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, Joining: joining, SM: p,
 		Log:       clog.Options{SegmentBytes: cfg.segmentBytes, SegmentAge: cfg.segmentAge, Logger: b.logger},
 		Retention: p.retention,
 	})
@@ -407,7 +420,7 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	b.parts[g] = p
 	b.byTP[tpKey{w.topic, w.index}] = p
 	b.mu.Unlock()
-	b.campaignIfPreferred(rep, peers)
+	b.campaignIfPreferred(rep, prefer)
 	return nil
 }
 

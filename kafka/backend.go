@@ -78,6 +78,8 @@ type Backend interface {
 	// ShuttingDown is true once a graceful shutdown has begun; long polls
 	// end early then.
 	ShuttingDown() <-chan struct{}
+
+	Reassignments // reassign.go
 }
 
 // APIRange is one API key and the versions served.
