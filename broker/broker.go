@@ -65,6 +65,7 @@ type Broker struct {
 	peerEvents, leaderEvents *event
 	peerAge                  peerAges    // since when each peer is connected (transfer targets)
 	servingSent              atomic.Bool // this node announced that it serves clients
+	elect                    electState  // ElectLeaders asks in flight (elect.go)
 
 	reqSeq       atomic.Uint64
 	reconcileCh  chan struct{}

@@ -80,6 +80,7 @@ type Backend interface {
 	ShuttingDown() <-chan struct{}
 
 	Reassignments // reassign.go
+	Electer
 }
 
 // APIRange is one API key and the versions served.
@@ -252,4 +253,27 @@ type EpochEndResult struct {
 	Err         int16
 	LeaderEpoch int32
 	EndOffset   int64
+}
+
+// ElectPartition names one partition of an ElectLeaders request.
+type ElectPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// ElectResult is one partition's outcome of ElectLeaders.
+type ElectResult struct {
+	Topic     string
+	Partition int32
+	Err       int16
+	Message   string
+}
+
+// Electer is the part of the Backend that serves ElectLeaders (KIP-183,
+// KIP-460).
+type Electer interface {
+	// ElectLeaders moves each partition's leadership to its preferred
+	// replica (unclean false), or answers an unclean election (which
+	// Chronik refuses), within ctx. parts nil means every partition.
+	ElectLeaders(ctx context.Context, unclean bool, parts []ElectPartition) []ElectResult
 }
