@@ -270,8 +270,9 @@ func (s *session) execute(what string, v *clusterView, pl placement.Plan, dry bo
 	if err := checkLeaders(v, pl.Moves); err != nil {
 		return runSummary{}, err
 	}
-	fmt.Fprintf(s.out, "%s: moving %d partition(s), at most %d at once\n", what, len(pl.Moves), s.mover().batch)
-	sum, err := s.mover().run(s.ctx, pl.Moves, nil)
+	mv := s.mover()
+	fmt.Fprintf(s.out, "%s: moving %d partition(s), at most %d at once\n", what, len(pl.Moves), mv.batch)
+	sum, err := mv.run(s.ctx, pl.Moves, nil)
 	if err != nil {
 		return sum, s.interrupted(err, sum)
 	}
