@@ -15,30 +15,34 @@ import (
 // finished, failed) are lines either way.
 type progress struct {
 	w     io.Writer
-	bar   *progressbar.ProgressBar // nil when w is not a terminal
+	tty   bool                     // draw a bar
+	bar   *progressbar.ProgressBar // from start, when tty
 	total int64                    // bytes to copy
 	moves int
 	last  string // the last plain status line, not repeated
 }
 
-// newProgress writes to stderr; a bar only when it is a terminal (and
-// --no-progress-bar was not given).
+// newProgress writes to w (stderr); a bar only when it is a terminal and
+// --no-progress-bar was not given.
 func newProgress(w io.Writer, noBar bool) *progress {
-	p := &progress{w: w}
-	if f, ok := w.(*os.File); ok && !noBar && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions64(1, progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true),
-			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(200*time.Millisecond),
-			progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
-	}
-	return p
+	f, ok := w.(*os.File)
+	return &progress{w: w, tty: ok && !noBar && term.IsTerminal(int(f.Fd()))}
 }
 
-// start sets the work: moves partitions, bytes to copy in all.
+// start sets the work: moves partitions, bytes to copy in all. The bar
+// counts bytes, or moves when none copies data (leadership reorders).
 func (p *progress) start(moves int, bytes int64) {
 	p.moves, p.total = moves, bytes
-	if p.bar != nil {
-		p.bar.ChangeMax64(max(bytes, 1))
-		p.bar.Describe(fmt.Sprintf("0/%d moves", moves))
+	if !p.tty {
+		return
+	}
+	opts := []progressbar.Option{progressbar.OptionSetWriter(p.w), progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(200 * time.Millisecond), progressbar.OptionSetPredictTime(true),
+		progressbar.OptionClearOnFinish(), progressbar.OptionSetDescription(fmt.Sprintf("0/%d moves", moves))}
+	if bytes > 0 {
+		p.bar = progressbar.NewOptions64(bytes, append(opts, progressbar.OptionShowBytes(true))...)
+	} else {
+		p.bar = progressbar.NewOptions64(int64(max(moves, 1)), opts...)
 	}
 }
 
@@ -46,7 +50,11 @@ func (p *progress) start(moves int, bytes int64) {
 func (p *progress) update(done, inflight int, copied int64) {
 	if p.bar != nil {
 		p.bar.Describe(fmt.Sprintf("%d/%d moves, %d running", done, p.moves, inflight))
-		p.bar.Set64(min(copied, p.bar.GetMax64()))
+		if p.total > 0 {
+			p.bar.Set64(min(copied, p.total))
+		} else {
+			p.bar.Set(done)
+		}
 		return
 	}
 	line := fmt.Sprintf("progress: %d/%d moves done, %d running, %s of %s copied", done, p.moves, inflight,

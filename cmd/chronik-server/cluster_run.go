@@ -19,7 +19,7 @@ import (
 // mismatchGrace is how long a partition may look finished (no longer
 // listed as moving) with replicas other than its target before the move is
 // called failed: the node answering may not have applied the last change.
-const mismatchGrace = 5 * time.Second
+const mismatchGrace = 30 * time.Second
 
 // mover submits moves (AlterPartitionReassignments), at most batch at a
 // time, and waits for each through ListPartitionReassignments and
