@@ -470,3 +470,36 @@ func TestDecommissionRandom(t *testing.T) {
 		}
 	}
 }
+
+func TestRebalanceSpreadsEachTopic(t *testing.T) {
+	bs := brokers(1, 2, 3, 4, 5)
+	parts := append(topic("a", 10, 3, 1, 2, 3), topic("b", 10, 3, 1, 2, 3)...)
+	pl, err := Rebalance(bs, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, bs, parts, pl)
+	if pl.ReplicaMoves() != 24 {
+		t.Errorf("%d copies, want 24 (60 replicas, 20 on each of 3, 12 each on 5)", pl.ReplicaMoves())
+	}
+	for _, name := range []string{"a", "b"} {
+		per := map[int32]int{}
+		for _, p := range apply(parts, pl) {
+			if p.Topic == name {
+				for _, r := range p.Replicas {
+					per[r]++
+				}
+			}
+		}
+		lo, hi := 1<<30, 0
+		for _, id := range []int32{1, 2, 3, 4, 5} {
+			lo, hi = min(lo, per[id]), max(hi, per[id])
+		}
+		// Each topic's spread is a preference, not a rule (the counts over
+		// all topics are): within two here, where moving partitions in
+		// order would leave topic b on brokers 1-3 only.
+		if hi-lo > 2 {
+			t.Errorf("topic %s spread over brokers %v: want within two", name, per)
+		}
+	}
+}

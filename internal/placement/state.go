@@ -17,13 +17,15 @@ type state struct {
 	parts    []Partition      // the same partitions, being changed
 	replicas map[int32]int
 	leaders  map[int32]int
+	perTopic map[string]map[int32]int // replicas of each topic on each broker
 	warnings []string
 }
 
 // newState validates the input and copies it; brokers in exclude are not
 // eligible even when listed.
 func newState(brokers []Broker, parts []Partition, exclude []int32) (*state, error) {
-	s := &state{elig: map[int32]Broker{}, rackOf: map[int32]string{}, replicas: map[int32]int{}, leaders: map[int32]int{}}
+	s := &state{elig: map[int32]Broker{}, rackOf: map[int32]string{}, replicas: map[int32]int{}, leaders: map[int32]int{},
+		perTopic: map[string]map[int32]int{}}
 	seenRack := map[string]bool{}
 	anyRack := false
 	for _, b := range brokers {
@@ -54,11 +56,15 @@ func newState(brokers []Broker, parts []Partition, exclude []int32) (*state, err
 		if len(p.Replicas) == 0 {
 			return nil, fmt.Errorf("placement: partition %s-%d has no replicas", p.Topic, p.Partition)
 		}
+		if s.perTopic[p.Topic] == nil {
+			s.perTopic[p.Topic] = map[int32]int{}
+		}
 		for i, r := range p.Replicas {
 			if slices.Contains(p.Replicas[:i], r) {
 				return nil, fmt.Errorf("placement: partition %s-%d lists broker %d twice", p.Topic, p.Partition, r)
 			}
 			s.replicas[r]++
+			s.perTopic[p.Topic][r]++
 		}
 		s.leaders[p.Replicas[0]]++
 		p.Replicas = slices.Clone(p.Replicas)
@@ -109,6 +115,8 @@ func (s *state) put(i, pos int, b int32) {
 	old := p.Replicas[pos]
 	s.replicas[old]--
 	s.replicas[b]++
+	s.perTopic[p.Topic][old]--
+	s.perTopic[p.Topic][b]++
 	if pos == 0 {
 		s.leaders[old]--
 		s.leaders[b]++
@@ -258,24 +266,34 @@ func (s *state) moveOneReplica() bool {
 }
 
 // movable finds a partition whose replica on src can go to dst without
-// doubling up or losing a rack: followers first, in partition order.
+// doubling up or losing a rack. Among those it takes a follower before a
+// preferred leader, then the one whose topic src holds most more of than
+// dst (so each topic spreads too, at no extra move), then the first.
 func (s *state) movable(src, dst int32) (int, int, bool) {
-	for _, leader := range []bool{false, true} {
-		for i, p := range s.parts {
-			pos := slices.Index(p.Replicas, src)
-			if pos < 0 || (pos == 0) != leader || slices.Contains(p.Replicas, dst) {
-				continue
-			}
-			before := s.rackCount(i)
-			p.Replicas[pos] = dst
-			after := s.rackCount(i)
-			p.Replicas[pos] = src
-			if after >= before {
-				return i, pos, true
-			}
+	bi, bpos := -1, 0
+	var bkey [2]int
+	for i, p := range s.parts {
+		pos := slices.Index(p.Replicas, src)
+		if pos < 0 || slices.Contains(p.Replicas, dst) {
+			continue
+		}
+		lead := 0
+		if pos == 0 {
+			lead = 1
+		}
+		key := [2]int{lead, s.perTopic[p.Topic][dst] - s.perTopic[p.Topic][src]}
+		if bi >= 0 && !(key[0] < bkey[0] || key[0] == bkey[0] && key[1] < bkey[1]) {
+			continue
+		}
+		before := s.rackCount(i)
+		p.Replicas[pos] = dst
+		after := s.rackCount(i)
+		p.Replicas[pos] = src
+		if after >= before {
+			bi, bpos, bkey = i, pos, key
 		}
 	}
-	return 0, 0, false
+	return bi, bpos, bi >= 0
 }
 
 // balanceLeaders reorders replica lists (of the partitions in only, or of
