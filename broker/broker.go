@@ -55,9 +55,10 @@ type Broker struct {
 	quotas  quotaTracker
 
 	failMu   sync.Mutex
-	failures map[string]string // replica name -> the storage error that stopped it
-	removed  removedGroups     // groups this node was removed from (reassign_replicas.go)
-	throttle atomic.Int64      // the learner rate handed to Raft (throttle.go)
+	failures map[string]string         // replica name -> the storage error that stopped it
+	removed  removedGroups             // groups this node was removed from (reassign_replicas.go)
+	throttle atomic.Int64              // the learner rate handed to Raft (throttle.go)
+	prefs    map[*raft.Replica][]int32 // preference orders handed to replicas (reconcile loop only)
 
 	// peerEvents fires when a peer connects, goes away or announces that
 	// it is leaving; leaderEvents when a leader this node knows of (local
@@ -105,7 +106,7 @@ func New(cfg Config) (*Broker, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, logger: cfg.Logger, reg: cfg.Registry, view: newClusterView(),
 		parts: map[uint64]*partition{}, byTP: map[tpKey]*partition{}, offsets: map[uint64]*offsetsPartition{},
-		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
+		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, prefs: map[*raft.Replica][]int32{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
 		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	b.fwd = newForwarder(b)
@@ -362,6 +363,7 @@ func (b *Broker) reconcile() {
 			b.logger.Error("cannot open partition replica", "topic", want[g].topic, "partition", want[g].index, "err", err)
 		}
 	}
+	b.applyPreferences(topics)
 }
 
 func (b *Broker) replicaDir(topic string, index int32) string {

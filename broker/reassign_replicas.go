@@ -4,6 +4,8 @@ import (
 	"os"
 	"slices"
 	"sync"
+
+	"github.com/chronik-dev/chronik/raft"
 )
 
 // Replicas of moving partitions. A node the move adds opens its replica
@@ -122,4 +124,43 @@ func dirFresh(dir string) bool {
 		}
 	}
 	return true
+}
+
+// preferenceSetter is raft's Replica.SetPreference (requested of the raft
+// package; see /work/wt/prompts/requests-raft.md): the voters' preference
+// order, which Status.Voters and the leader rebalancer follow.
+type preferenceSetter interface{ SetPreference(order []uint64) }
+
+// applyPreferences hands each local replica its partition's replica order
+// from the metadata, so that after a move the target's first replica is
+// the preferred leader (the order given at open may be the old one). Only
+// changes are handed on (prefs remembers them; reconcile loop only), so
+// quiet groups stay quiet.
+func (b *Broker) applyPreferences(topics []topicMeta) {
+	seen := map[*raft.Replica]bool{}
+	for _, t := range topics {
+		for _, pm := range t.Partitions {
+			r := b.host.Replica(pm.Group)
+			if r == nil {
+				continue
+			}
+			seen[r] = true
+			order := pm.Replicas
+			if pm.moving() {
+				order = pm.Target
+			}
+			if slices.Equal(b.prefs[r], order) {
+				continue
+			}
+			if ps, ok := any(r).(preferenceSetter); ok {
+				ps.SetPreference(toUint64s(order))
+			}
+			b.prefs[r] = order
+		}
+	}
+	for r := range b.prefs {
+		if !seen[r] {
+			delete(b.prefs, r)
+		}
+	}
 }

@@ -13,12 +13,23 @@ import (
 // new replica catching up for seconds, so the test can act mid-move.
 
 // slowMoveCluster is 4 nodes with a learner throttle of rate bytes/s and
-// a one-partition topic on nodes 1-3 holding about bytes of records.
-func slowMoveCluster(t *testing.T, topic string, rate, bytes int) (*cluster, *kadm.Client, int64) {
-	c := startCluster(t, 4, withArgs("--rebalance-delay", "500ms", "--replication-throttle", strconv.Itoa(rate)))
+// a topic of parts partitions on nodes 1-3 holding about bytes of records
+// in all. The throttle lets a message to a learner go whole when the
+// node's budget is not in debt (Raft's messages carry up to 4 MiB), so a
+// move of B bytes takes about (B - one message)/rate; the sizes below
+// keep the new replica catching up for seconds.
+func slowMoveCluster(t *testing.T, topic string, parts, rate, bytes int) (*cluster, *kadm.Client, int64) {
+	// A learner is promoted once in sync by the ISR rule: holding what the
+	// leader had within --isr-lag-time. The preload is that recent, so a
+	// short lag time makes the learner hold all of it first.
+	c := startCluster(t, 4, withArgs("--rebalance-delay", "500ms", "--isr-lag-time", "1s", "--replication-throttle", strconv.Itoa(rate)))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := createWithAssignment(ctx, newFranz(t, c), topic, map[int32][]int32{0: {1, 2, 3}}); err != nil {
+	assign := map[int32][]int32{}
+	for p := 0; p < parts; p++ {
+		assign[int32(p)] = []int32{1, 2, 3}
+	}
+	if err := createWithAssignment(ctx, newFranz(t, c), topic, assign); err != nil {
 		t.Fatal(err)
 	}
 	size := 1000
@@ -31,7 +42,7 @@ func slowMoveCluster(t *testing.T, topic string, rate, bytes int) (*cluster, *ka
 // nothing is lost and ListPartitionReassignments lists nothing.
 func TestReassignCancel(t *testing.T) {
 	const topic = "cancel"
-	c, adm, _ := slowMoveCluster(t, topic, 100<<10, envInt("CHRONIK_TEST_CANCEL_BYTES", 3<<20))
+	c, adm, _ := slowMoveCluster(t, topic, 1, 500<<10, envInt("CHRONIK_TEST_CANCEL_BYTES", 6<<20))
 	l := startLoader(t, c, topic, 100)
 	l.waitAcks(100, 30*time.Second)
 	reassign(t, adm, topic, map[int32][]int32{0: {2, 3, 4}})
@@ -72,7 +83,7 @@ func TestReassignKillReceiver(t *testing.T) {
 
 func testReassignKill(t *testing.T, who string) {
 	topic := "kill-" + who
-	c, adm, _ := slowMoveCluster(t, topic, 200<<10, envInt("CHRONIK_TEST_KILL_BYTES", 2<<20))
+	c, adm, _ := slowMoveCluster(t, topic, 1, 500<<10, envInt("CHRONIK_TEST_KILL_BYTES", 6<<20))
 	l := startLoader(t, c, topic, 100)
 	l.waitAcks(100, 30*time.Second)
 	w := watchMoves(t, c, topic)
@@ -113,14 +124,19 @@ func testReassignKill(t *testing.T, who string) {
 // during the move are reported next to those before it.
 func TestReassignThrottle(t *testing.T) {
 	const topic = "throttled"
-	rate := envInt("CHRONIK_TEST_THROTTLE_RATE", 512<<10)
-	c, adm, size := slowMoveCluster(t, topic, rate, envInt("CHRONIK_TEST_THROTTLE_BYTES", 2<<20))
+	rate := envInt("CHRONIK_TEST_THROTTLE_RATE", 2<<20)
+	parts := envInt("CHRONIK_TEST_THROTTLE_PARTITIONS", 4)
+	c, adm, size := slowMoveCluster(t, topic, parts, rate, envInt("CHRONIK_TEST_THROTTLE_BYTES", 8<<20))
 	l := startLoader(t, c, topic, 200)
 	l.waitAcks(400, 30*time.Second)
 	before := time.Now()
 	time.Sleep(2 * time.Second)
 	start := time.Now()
-	reassign(t, adm, topic, map[int32][]int32{0: {1, 2, 3, 4}})
+	targets := map[int32][]int32{}
+	for p := 0; p < parts; p++ {
+		targets[int32(p)] = []int32{1, 2, 3, 4}
+	}
+	reassign(t, adm, topic, targets)
 	took := waitMovesDone(t, adm, topic, 90*time.Second)
 	end := time.Now()
 	l.waitAcks(l.ackedCount()+100, 30*time.Second)

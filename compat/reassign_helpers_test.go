@@ -3,6 +3,7 @@ package compat
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -205,14 +206,30 @@ func (c *cluster) hasReplicaDir(id int, topic string, p int32) bool {
 	return err == nil
 }
 
-// checkReplicas fails t unless Metadata lists want for every partition.
+// checkReplicas fails t unless Metadata lists want for every partition
+// within a few seconds (the node answering may apply the metadata a
+// moment after the one that listed the move as done).
 func checkReplicas(t *testing.T, adm *kadm.Client, topic string, want map[int32][]int32) {
 	t.Helper()
-	got := topicReplicas(t, adm, topic)
-	for p, reps := range want {
-		if !slices.Equal(got[p], reps) {
-			t.Errorf("partition %d: Metadata lists replicas %v, want %v", p, got[p], reps)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := topicReplicas(t, adm, topic)
+		var wrong []string
+		for p, reps := range want {
+			if !slices.Equal(got[p], reps) {
+				wrong = append(wrong, fmt.Sprintf("partition %d: Metadata lists replicas %v, want %v", p, got[p], reps))
+			}
 		}
+		if len(wrong) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, w := range wrong {
+				t.Error(w)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -220,18 +237,21 @@ func checkReplicas(t *testing.T, adm *kadm.Client, topic string, want map[int32]
 // the bytes written.
 func preload(t *testing.T, c *cluster, topic string, n, size int) int64 {
 	t.Helper()
-	cl := newFranz(t, c, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchMaxBytes(1<<20))
+	cl := newFranz(t, c, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.ProducerBatchCompression(kgo.NoCompression()))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	val := make([]byte, size)
-	for i := range val {
-		val[i] = byte('a' + i%26)
-	}
+
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	for i := 0; i < n; i++ {
-		v := append([]byte("pre-"+strconv.Itoa(i)+"-"), val...) // unique: verify counts duplicates
+		// Unique (verify counts duplicates) and uncompressed: the move
+		// copies about n*size bytes.
+		v := []byte("pre-" + strconv.Itoa(i) + "-")
+		for len(v) < size {
+			v = append(v, byte('a'+rand.IntN(26)))
+		}
 		wg.Add(1)
 		cl.Produce(ctx, &kgo.Record{Value: v}, func(_ *kgo.Record, err error) {
 			defer wg.Done()
@@ -262,4 +282,24 @@ func (l *loader) gapsBetween(from, to time.Time) []time.Duration {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// waitPreferredLeaders waits until each partition is led by the first
+// replica of its target, and stays so for twice the rebalance delay the
+// tests use (so a rebalance towards another replica would show).
+func waitPreferredLeaders(t *testing.T, c *cluster, from int, topic string, targets map[int32][]int32, d time.Duration) {
+	t.Helper()
+	var since time.Time
+	waitFor(t, d, "the targets' first replicas to lead "+topic, func() bool {
+		for p, reps := range targets {
+			if c.leaderOf(from, topic, p) != reps[0] {
+				since = time.Time{}
+				return false
+			}
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		return time.Since(since) > time.Second
+	})
 }

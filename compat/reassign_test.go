@@ -16,8 +16,8 @@ import (
 // 1-3 under acks=all idempotent load; kadm moves every partition to nodes
 // 2-4. ListPartitionReassignments shows node 4 adding and node 1 removing
 // while it runs and nothing after, Metadata lists the new replicas, node
-// 1's replica directories are gone, and no acknowledged record is lost or
-// duplicated. CHRONIK_TEST_MOVE_PARTITIONS sets the partition count.
+// 1's replica directories are gone, each target's first replica leads,
+// and no acknowledged record is lost or duplicated. CHRONIK_TEST_MOVE_PARTITIONS sets the partition count.
 func TestReassignMoveUnderLoad(t *testing.T) {
 	c := startCluster(t, 4, withArgs("--rebalance-delay", "500ms"))
 	adm := kadm.NewClient(newFranz(t, c))
@@ -49,6 +49,7 @@ func TestReassignMoveUnderLoad(t *testing.T) {
 			t.Errorf("node 4 has no replica of partition %d", p)
 		}
 	}
+	waitPreferredLeaders(t, c, 2, topic, targets, 15*time.Second)
 	// The load keeps going on the new replicas.
 	l.waitAcks(l.ackedCount()+300, 30*time.Second)
 	l.halt()
