@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	etcdraft "go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -101,8 +102,17 @@ func (r *Replica) Reconfigure(ctx context.Context, want Membership) (Progress, e
 	case st.transferTo != 0:
 		r.host.logger.Info("raft membership: handing leadership over before this node leaves the voters",
 			"partition", r.cfg.Name, "to", st.transferTo)
-		if err := r.TransferLeadership(ctx, st.transferTo); err != nil {
-			return p, err
+		// A leader that has left the voters may never hear of its
+		// successor (nobody sends to a non-member): bound the wait.
+		timeout := 3 * time.Duration(r.host.cfg.ElectionTicks) * r.host.cfg.TickInterval
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		err := r.TransferLeadership(tctx, st.transferTo)
+		cancel()
+		if ctx.Err() != nil {
+			return p, ctx.Err()
+		}
+		if err != nil && r.Status().IsLeader() {
+			return p, nil // not moved yet: the caller calls again
 		}
 		return p, &NotLeaderError{Leader: st.transferTo, Term: v.term, Why: "leadership handed over: this node leaves the voters"}
 	case st.cc == nil:

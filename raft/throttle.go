@@ -11,16 +11,16 @@ import (
 
 // Throttling catch-up traffic. Config.LearnerRate bounds the bytes of
 // entries and snapshots sent to learners, all groups of the host
-// together, with one token bucket. A message to a learner that finds the
-// bucket in debt is not sent and etcd raft is told the learner is
-// unreachable, which puts its progress into probing: the leader sends it
-// one append per heartbeat answer until it is acknowledged, and so waits
-// for tokens without the worker waiting and without a pile of appends
-// the learner would reject for a gap. A message that finds the bucket
-// not in debt goes whole and may drive it into debt (etcd raft sizes
-// messages; at most MaxSizePerMsg), so the rate holds on average. Voters'
-// messages never pass through here, and neither do appends without
-// entries (heartbeat-driven probes and commit updates).
+// together, with one token bucket holding at most learnerBurst seconds of
+// the rate. An append to a learner carries only the entries the tokens
+// cover (a prefix of an append is a valid append): at least one while the
+// bucket is not in debt, none while it is. An append cut short, or held
+// back whole, is followed by telling etcd raft the learner is
+// unreachable, which puts its progress into probing: the learner's ack of
+// the prefix (or, for one held back, the next heartbeat answer) resumes
+// it from where it is, so the worker never waits and no append the
+// learner would reject for a gap is sent. Voters' messages never pass
+// through here, and neither do appends without entries.
 
 // learnerBucket is the host's token bucket; mu is a leaf.
 type learnerBucket struct {
@@ -47,24 +47,31 @@ func (b *learnerBucket) setRate(rate int64) {
 	b.last = time.Now()
 }
 
-// take reports whether n bytes may go to a learner now, and takes them.
-func (b *learnerBucket) take(n int) bool {
+// take grants some of sizes (the entries of one message, in order): how
+// many may go now, at least one unless the bucket is in debt.
+func (b *learnerBucket) take(sizes []int) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.rate == 0 {
-		b.sent.Add(uint64(n))
-		return true
+		for _, n := range sizes {
+			b.sent.Add(uint64(n))
+		}
+		return len(sizes)
 	}
 	now := time.Now()
 	b.tokens = min(b.tokens+now.Sub(b.last).Seconds()*float64(b.rate), float64(b.rate)*learnerBurst)
 	b.last = now
 	if b.tokens < 0 {
 		b.held.Add(1)
-		return false
+		return 0
 	}
-	b.tokens -= float64(n)
-	b.sent.Add(uint64(n))
-	return true
+	k := 0
+	for k < len(sizes) && (k == 0 || float64(sizes[k]) <= b.tokens) {
+		b.tokens -= float64(sizes[k])
+		b.sent.Add(uint64(sizes[k]))
+		k++
+	}
+	return k
 }
 
 // SetLearnerRate changes Config.LearnerRate live (bytes per second sent
@@ -79,8 +86,9 @@ func (h *Host) LearnerBytes() uint64 { return h.learners.sent.Load() }
 // back by Config.LearnerRate (Raft sends them again).
 func (h *Host) ThrottledLearnerMessages() uint64 { return h.learners.held.Load() }
 
-// throttled reports whether m, about to leave the leader r, must be held
-// back for the learner rate; it then tells Raft the learner missed it.
+// throttled applies the learner rate to m, about to leave the leader r:
+// it reports whether m is held back, and may cut m's entries short.
+// Either way Raft is told the learner missed the rest.
 func (r *Replica) throttled(m *pb.Message) bool {
 	t := m.GetType()
 	if t != pb.MsgApp && t != pb.MsgSnap {
@@ -89,16 +97,26 @@ func (r *Replica) throttled(m *pb.Message) bool {
 	if !slices.Contains(r.st.cs.GetLearners(), m.GetTo()) {
 		return false
 	}
-	n := len(m.GetSnapshot().GetData())
-	for _, e := range m.GetEntries() {
-		n += len(e.GetData())
+	var sizes []int
+	if t == pb.MsgSnap {
+		sizes = []int{len(m.GetSnapshot().GetData())}
+	} else {
+		if len(m.GetEntries()) == 0 {
+			return false
+		}
+		sizes = make([]int, len(m.GetEntries()))
+		for i, e := range m.GetEntries() {
+			sizes[i] = len(e.GetData())
+		}
 	}
-	if t == pb.MsgApp && n == 0 {
-		return false
-	}
-	if r.host.learners.take(n) {
+	k := r.host.learners.take(sizes)
+	if k == len(sizes) {
 		return false
 	}
 	r.rn.ReportUnreachable(m.GetTo())
-	return true
+	if k == 0 {
+		return true
+	}
+	m.Entries = m.Entries[:k]
+	return false
 }
