@@ -45,6 +45,9 @@ type Broker struct {
 	users  *users // SCRAM credentials (scram.go)
 	admin  *admin.Server
 	fwd    *forwarder // Produce forwarding for clients without leader hints
+	mb     membership // identity and broker registry (identity.go, register.go)
+	// startMu orders Start's steps after the join decision with Close.
+	startMu sync.Mutex
 
 	mu      sync.RWMutex
 	parts   map[uint64]*partition
@@ -98,11 +101,16 @@ func New(cfg Config) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, err
 	}
+	id, err := loadIdentity(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, logger: cfg.Logger, reg: cfg.Registry, view: newClusterView(),
 		parts: map[uint64]*partition{}, byTP: map[tpKey]*partition{}, offsets: map[uint64]*offsetsPartition{},
 		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
-		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
+		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now(),
+		mb: newMembership(id)}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	b.fwd = newForwarder(b)
 	if err := b.registerMetrics(); err != nil {
@@ -206,10 +214,6 @@ func (b *Broker) Start() (err error) {
 			b.Close()
 		}
 	}()
-	var peers []uint64
-	for _, n := range b.cfg.Cluster.Nodes {
-		peers = append(peers, uint64(n.ID))
-	}
 	if err := b.host.Start(); err != nil {
 		return err
 	}
@@ -220,18 +224,38 @@ func (b *Broker) Start() (err error) {
 	if err := b.kafka.Listen(); err != nil {
 		return err
 	}
+	// A fresh data directory asks the peers whether the cluster exists
+	// (join.go); Close ends the wait.
+	if err := b.decideMode(b.ctx); err != nil {
+		return err
+	}
+	b.startMu.Lock()
+	defer b.startMu.Unlock()
+	if b.ctx.Err() != nil {
+		return b.ctx.Err()
+	}
+	id := b.ident()
+	peers := make([]uint64, 0, len(id.MetaVoters))
+	for _, n := range id.MetaVoters {
+		peers = append(peers, uint64(n))
+	}
 	meta, err := b.host.AddReplica(raft.ReplicaConfig{Group: metaGroup, Name: metaName,
 		Dir: filepath.Join(b.cfg.DataDir, metaName), Peers: peers, SM: b.metaSM,
 		CompactToSnapshot: true, SnapshotEntries: 5000, ForwardProposals: true,
-		Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
+		Joining: id.Mode == modeJoin,
+		Log:     clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
 	if err != nil {
 		return err
 	}
 	b.meta = meta
-	b.campaignIfPreferred(meta, peers)
-	b.wg.Add(2)
+	if id.Mode != modeJoin {
+		b.campaignIfPreferred(meta, peers)
+	}
+	b.wg.Add(4)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
+	go b.registerLoop()
+	go b.proxyLoop()
 	if b.admin != nil {
 		if err := b.admin.Start(); err != nil {
 			return err
@@ -284,6 +308,7 @@ func (b *Broker) reconcileLoop() {
 	for {
 		select {
 		case <-b.reconcileCh:
+			b.syncPeers()
 			b.reconcile()
 			b.applySegmentLimits()
 		case <-b.leadershipCh:
@@ -557,6 +582,8 @@ func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		b.beginShutdown()
 		b.cancel()
+		b.startMu.Lock() // a Start past its join decision finishes first
+		b.startMu.Unlock()
 		b.wg.Wait()
 		b.kafka.Close()
 		b.fwd.close()

@@ -53,6 +53,8 @@ type metaState struct {
 	ACLs []kafka.ACL `json:"acls,omitempty"`
 	// Scram holds SCRAM credentials by user and mechanism (scram.go).
 	Scram map[string]map[string]*scramMeta `json:"scram,omitempty"`
+	// Brokers is the broker registry, by node id (meta_brokers.go).
+	Brokers map[string]*brokerMeta `json:"brokers,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -81,6 +83,8 @@ type metaCmd struct {
 	Filters []kafka.ACLFilter `json:"filters,omitempty"`
 	// alter_scram
 	Scram []scramChange `json:"scram,omitempty"`
+	// register_broker, broker_rejoined, broker_state (meta_brokers.go)
+	Member *memberCmd `json:"member,omitempty"`
 }
 
 type metaResult struct {
@@ -249,6 +253,8 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 	case "alter_scram":
 		m.applyScram(cmd.Scram)
 		return metaResult{}
+	case "register_broker", "broker_rejoined", "broker_state":
+		return m.applyMember(cmd.Op, cmd.Member)
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID
 		m.st.NextProducerID += cmd.Count

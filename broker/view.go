@@ -122,6 +122,14 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 		b.onServingNotice(from, data)
 		return
 	}
+	if channel == noticeIdentity {
+		b.onIdentityNotice(from, data)
+		return
+	}
+	if channel == noticeRegister {
+		b.onRegisterNotice(from, data)
+		return
+	}
 	if channel != noticeLeaders {
 		return
 	}
