@@ -82,6 +82,29 @@ type Config struct {
 	// OnPeer is told when a peer connects or goes away, with no raft lock
 	// held.
 	OnPeer func(id uint64, up bool)
+
+	// Incarnation is this node's data directory incarnation: random,
+	// chosen by the broker when the directory is first created, the same
+	// across restarts and new after the disk is wiped. It goes to every
+	// peer right after the hello (see transport.go); 0 states none.
+	Incarnation uint64
+	// OnPeerIncarnation is told when a connection from peer id states its
+	// data directory's incarnation inc (every new connection, so the same
+	// values repeat). It runs on a transport goroutine with no raft lock
+	// held, before the peer is reported up on that connection.
+	OnPeerIncarnation func(id, inc uint64)
+	// OnRemoved is told when a replica applies a configuration change that
+	// removes this node from its group entirely. It runs on the worker
+	// after the replica's lock is released, with no raft lock held, so it
+	// may call RemoveReplica; it should check first that the node is not
+	// to host the group anymore (a replica replaying an old removal before
+	// a later re-addition reaches it can report one; see membership.go).
+	OnRemoved func(group uint64)
+	// LearnerRate bounds the bytes per second of entries and snapshots
+	// sent to learners, all groups together (0: unlimited), so replicas
+	// catching up do not starve live traffic to voters (throttle.go).
+	// Host.SetLearnerRate changes it live.
+	LearnerRate int64
 }
 
 func (c *Config) defaults() {

