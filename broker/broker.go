@@ -45,6 +45,7 @@ type Broker struct {
 	users  *users // SCRAM credentials (scram.go)
 	admin  *admin.Server
 	fwd    *forwarder // Produce forwarding for clients without leader hints
+	rejoin rejoinState
 	mb     membership // identity and broker registry (identity.go, register.go)
 	// startMu orders Start's steps after the join decision with Close.
 	startMu sync.Mutex
@@ -146,6 +147,7 @@ func New(cfg Config) (*Broker, error) {
 		OnLeaderChange: b.onLeaderChange,
 		OnNotice:       b.onNotice,
 		OnPeer:         b.onPeer,
+		Incarnation:    id.incarnation(),
 	})
 	if err != nil {
 		return nil, err
@@ -194,7 +196,7 @@ func (b *Broker) registerMetrics() error {
 	b.shutdownDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronik_shutdown_duration_seconds",
 		Help: "Duration of the last graceful shutdown (0 until one has happened)."})
 	for _, c := range []prometheus.Collector{
-		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas},
+		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas}, rejoinCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := b.reg.Register(c); err != nil {
@@ -251,11 +253,12 @@ func (b *Broker) Start() (err error) {
 	if id.Mode != modeJoin {
 		b.campaignIfPreferred(meta, peers)
 	}
-	b.wg.Add(4)
+	b.wg.Add(5)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
 	go b.registerLoop()
 	go b.proxyLoop()
+	go b.rejoinLoop()
 	if b.admin != nil {
 		if err := b.admin.Start(); err != nil {
 			return err
@@ -329,6 +332,7 @@ type wantedReplica struct {
 	index    int32
 	replicas []int32
 	internal bool
+	joining  bool // open gagged: this node rejoins the group (rejoin.go)
 }
 
 func (b *Broker) reconcile() {
@@ -342,6 +346,9 @@ func (b *Broker) reconcile() {
 				want[pm.Group] = wantedReplica{topic: t.Name, index: int32(i), replicas: pm.Replicas, internal: t.Internal}
 			}
 		}
+	}
+	if !b.markRejoins(want) {
+		return // join mode, not registered yet: which groups to rejoin is unknown
 	}
 	b.mu.RLock()
 	var stale []uint64
@@ -408,14 +415,17 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	if w.topic == offsetsTopic {
 		sm := newOffsetsSM()
 		rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, SM: sm,
-			CompactToSnapshot: true, SnapshotEntries: 10000, Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
+			CompactToSnapshot: true, SnapshotEntries: 10000, Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger},
+			Joining: w.joining})
 		if err != nil {
 			return err
 		}
 		b.mu.Lock()
 		b.offsets[g] = &offsetsPartition{index: w.index, group: g, rep: rep, sm: sm}
 		b.mu.Unlock()
-		b.campaignIfPreferred(rep, peers)
+		if !w.joining {
+			b.campaignIfPreferred(rep, peers)
+		}
 		return nil
 	}
 	p := newPartition(b, w.topic, w.index, g)
@@ -423,6 +433,7 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, SM: p,
 		Log:       clog.Options{SegmentBytes: cfg.segmentBytes, SegmentAge: cfg.segmentAge, Logger: b.logger},
 		Retention: p.retention,
+		Joining:   w.joining,
 	})
 	if err != nil {
 		return err
@@ -432,7 +443,9 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	b.parts[g] = p
 	b.byTP[tpKey{w.topic, w.index}] = p
 	b.mu.Unlock()
-	b.campaignIfPreferred(rep, peers)
+	if !w.joining {
+		b.campaignIfPreferred(rep, peers)
+	}
 	return nil
 }
 
@@ -519,10 +532,14 @@ func newTopicID() [16]byte {
 	return id
 }
 
+// nodeIDs lists the brokers new replicas may go to: every broker of the
+// cluster but draining ones (meta_brokers.go).
 func (b *Broker) nodeIDs() []int32 {
-	out := make([]int32, 0, len(b.cfg.Cluster.Nodes))
-	for _, n := range b.cfg.Cluster.Nodes {
-		out = append(out, n.ID)
+	var out []int32
+	for _, n := range b.clusterNodes() {
+		if n.State != brokerDraining {
+			out = append(out, n.ID)
+		}
 	}
 	return out
 }

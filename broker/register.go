@@ -37,7 +37,7 @@ type membership struct {
 	registered atomic.Bool // this incarnation's registration applied
 
 	peerMu  sync.Mutex
-	peerSet map[int32]string    // raft addresses given to the transport
+	peerSet map[int32]string   // raft addresses given to the transport
 	retired map[int32][]string // incarnations handed to SetRetiredIncarnation
 }
 
@@ -183,24 +183,11 @@ func (b *Broker) proxyLoop() {
 	}
 }
 
-// peerTransport is the part of the raft transport and host that follows
-// the registry (raft-membership's API).
-type peerTransport interface {
-	SetPeer(id uint64, addr string)
-	RemovePeer(id uint64)
-}
-
-type incarnationRetirer interface {
-	SetRetiredIncarnation(id, inc uint64)
-}
-
 // syncPeers points the transport at the registered brokers (a broker
 // cluster.toml does not list is dialled and its hello accepted once it is
 // registered), forgets removed ones, and has the host refuse retired
 // incarnations. Runs on the reconcile loop.
 func (b *Broker) syncPeers() {
-	tr, _ := any(b.tr).(peerTransport)
-	ret, _ := any(b.host).(incarnationRetirer)
 	b.mb.peerMu.Lock()
 	defer b.mb.peerMu.Unlock()
 	for _, bm := range b.metaSM.brokers() {
@@ -209,8 +196,8 @@ func (b *Broker) syncPeers() {
 		}
 		switch {
 		case bm.State == brokerRemoved:
-			if _, ok := b.mb.peerSet[bm.ID]; ok && tr != nil {
-				tr.RemovePeer(uint64(bm.ID))
+			if _, ok := b.mb.peerSet[bm.ID]; ok {
+				b.tr.RemovePeer(uint64(bm.ID))
 				delete(b.mb.peerSet, bm.ID)
 			}
 		case b.mb.peerSet[bm.ID] != bm.Raft:
@@ -218,18 +205,16 @@ func (b *Broker) syncPeers() {
 				b.mb.peerSet[bm.ID] = bm.Raft // configured already
 				break
 			}
-			if tr != nil {
-				tr.SetPeer(uint64(bm.ID), bm.Raft)
-				b.mb.peerSet[bm.ID] = bm.Raft
-				b.logger.Info("peer address from the broker registry", "node", bm.ID, "raft", bm.Raft)
-			}
+			b.tr.SetPeer(uint64(bm.ID), bm.Raft)
+			b.mb.peerSet[bm.ID] = bm.Raft
+			b.logger.Info("peer address from the broker registry", "node", bm.ID, "raft", bm.Raft)
 		}
 		retired := retiredOf(&bm)
 		retired = retired[:len(retired)-1] // the current one is not retired
-		if ret != nil && !slices.Equal(b.mb.retired[bm.ID], retired) {
+		if !slices.Equal(b.mb.retired[bm.ID], retired) {
 			for _, inc := range retired {
 				if v := parseIncarnation(inc); v != 0 {
-					ret.SetRetiredIncarnation(uint64(bm.ID), v)
+					b.host.SetRetiredIncarnation(uint64(bm.ID), v)
 				}
 			}
 			b.mb.retired[bm.ID] = retired
