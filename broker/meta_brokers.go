@@ -205,9 +205,10 @@ type clusterNode struct {
 }
 
 // clusterNodes is the cluster's brokers: cluster.toml's nodes and the
-// registered ones, the registry's addresses winning for other nodes (it is
-// what they registered; this node's file may be older) and this node's own
-// file for itself. Removed brokers are left out. Sorted by id.
+// registered ones. For a node this node's cluster.toml lists, the file's
+// addresses win (its operator may route them: NAT, proxies); the others
+// are reached at what they registered. Removed brokers are left out.
+// Sorted by id.
 func (b *Broker) clusterNodes() []clusterNode {
 	byID := map[int32]clusterNode{}
 	for _, n := range b.cfg.Cluster.Nodes {
@@ -216,7 +217,7 @@ func (b *Broker) clusterNodes() []clusterNode {
 	for _, bm := range b.metaSM.brokers() {
 		reg := bm
 		cn := clusterNode{NodeSpec: bm.spec(), State: bm.State, Reg: &reg}
-		if own, ok := byID[bm.ID]; ok && bm.ID == b.cfg.NodeID {
+		if own, ok := byID[bm.ID]; ok {
 			cn.NodeSpec = own.NodeSpec
 		}
 		byID[bm.ID] = cn

@@ -194,20 +194,25 @@ func (b *Broker) syncPeers() {
 		if bm.ID == b.cfg.NodeID {
 			continue
 		}
+		own, configured := b.cfg.Cluster.Node(bm.ID)
+		addr := bm.Raft
+		if configured {
+			addr = own.Raft // cluster.toml's address wins (see clusterNodes)
+		}
+		cur, set := b.mb.peerSet[bm.ID]
 		switch {
 		case bm.State == brokerRemoved:
-			if _, ok := b.mb.peerSet[bm.ID]; ok {
+			if !set || cur != "" {
 				b.tr.RemovePeer(uint64(bm.ID))
-				delete(b.mb.peerSet, bm.ID)
+				b.mb.peerSet[bm.ID] = "" // removed
+				b.logger.Info("peer removed from the cluster: its connections are refused", "node", bm.ID)
 			}
-		case b.mb.peerSet[bm.ID] != bm.Raft:
-			if own, ok := b.cfg.Cluster.Node(bm.ID); ok && own.Raft == bm.Raft && b.mb.peerSet[bm.ID] == "" {
-				b.mb.peerSet[bm.ID] = bm.Raft // configured already
-				break
-			}
-			b.tr.SetPeer(uint64(bm.ID), bm.Raft)
-			b.mb.peerSet[bm.ID] = bm.Raft
-			b.logger.Info("peer address from the broker registry", "node", bm.ID, "raft", bm.Raft)
+		case !set && configured:
+			b.mb.peerSet[bm.ID] = addr // the transport has it from the start
+		case cur != addr:
+			b.tr.SetPeer(uint64(bm.ID), addr)
+			b.mb.peerSet[bm.ID] = addr
+			b.logger.Info("peer address from the broker registry", "node", bm.ID, "raft", addr)
 		}
 		retired := retiredOf(&bm)
 		retired = retired[:len(retired)-1] // the current one is not retired
