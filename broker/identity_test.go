@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -158,5 +159,29 @@ func TestJoinDecisionRule(t *testing.T) {
 	}
 	if got, _ := decide(me, []int32{1, 2, 3, 4, 5}, 3, map[uint64]identityMsg{2: fresh}); got != modeUndecided {
 		t.Errorf("2 of 5 fresh: %q, want undecided", got)
+	}
+}
+
+// TestComposeGrowConfig: chronik-4's config is the compose cluster's plus
+// node 4, so the running nodes need no change to let it join.
+func TestComposeGrowConfig(t *testing.T) {
+	base, err := LoadClusterFile("../deploy/docker/cluster.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grow, err := LoadClusterFile("../deploy/docker/cluster-grow.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grow.ClusterID != base.ClusterID || len(grow.Nodes) != len(base.Nodes)+1 {
+		t.Fatalf("cluster-grow.toml: cluster %q with %d nodes, want %q with %d", grow.ClusterID, len(grow.Nodes), base.ClusterID, len(base.Nodes)+1)
+	}
+	for i, n := range base.Nodes {
+		if !reflect.DeepEqual(grow.Nodes[i], n) {
+			t.Errorf("node %d differs: %+v, base %+v", n.ID, grow.Nodes[i], n)
+		}
+	}
+	if grow.Nodes[len(base.Nodes)].ID != 4 {
+		t.Errorf("the added node is %d, want 4", grow.Nodes[len(base.Nodes)].ID)
 	}
 }
