@@ -160,7 +160,13 @@ func (b *Broker) rejoinGroup(r *raft.Replica, g uint64, bm brokerMeta) (bool, er
 		// no vote to forget (a learner's gag stays until a promotion).
 		return true, nil
 	}
-	want := raft.Membership{Voters: slices.Clone(st.Voters), Rejoin: map[uint64]uint64{node: parseIncarnation(bm.Incarnation)}}
+	inc := parseIncarnation(bm.Incarnation)
+	if b.host.PeerIncarnation(node) != inc {
+		// Not connected as the new incarnation yet: what this leader
+		// knows of the node's log is the old disk's.
+		return false, nil
+	}
+	want := raft.Membership{Voters: slices.Clone(st.Voters), Rejoin: map[uint64]uint64{node: inc}}
 	if !slices.Contains(want.Voters, node) {
 		want.Voters = append(want.Voters, node)
 	}
