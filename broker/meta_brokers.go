@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"net"
 	"slices"
 	"sort"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/chronik-dev/chronik/kafka"
 )
 
 // The broker registry: every node registers itself in the cluster
@@ -252,3 +255,33 @@ func (b *Broker) knownBroker(id int32) bool {
 	}
 	return false
 }
+
+// UnregisterBroker implements kafka.BrokerUnregisterer: broker id is
+// marked removed, unless it still holds replicas or votes in the metadata
+// group (move those first: a reassignment, or the decommission command).
+func (b *Broker) UnregisterBroker(ctx context.Context, id int32) (int16, string) {
+	bm, ok := b.metaSM.broker(id)
+	if !ok || bm.State == brokerRemoved {
+		return kerr.BrokerIDNotRegistered.Code, "broker " + brokerKey(id) + " is not registered"
+	}
+	for _, t := range b.metaSM.topics() {
+		for i, p := range t.Partitions {
+			if slices.Contains(p.Replicas, id) {
+				return kerr.InvalidRequest.Code, "broker " + brokerKey(id) + " still holds a replica of " + t.Name + "-" + strconv.Itoa(i) + ": move its replicas off first"
+			}
+		}
+	}
+	if slices.Contains(b.meta.Status().Voters, uint64(id)) {
+		return kerr.InvalidRequest.Code, "broker " + brokerKey(id) + " votes in the cluster metadata group: move that vote to another broker first"
+	}
+	res, err := b.metaPropose(ctx, metaCmd{Op: "broker_state", Member: &memberCmd{ID: id, State: brokerRemoved}})
+	if err != nil {
+		return kerr.RequestTimedOut.Code, err.Error()
+	}
+	if res.Err == 0 {
+		b.logger.Info("broker removed from the cluster", "node", id)
+	}
+	return res.Err, res.Msg
+}
+
+var _ kafka.BrokerUnregisterer = (*Broker)(nil)

@@ -146,6 +146,9 @@ func (b *Broker) onRegisterNotice(from uint64, data []byte) {
 	if err := json.Unmarshal(data, &c); err != nil || c.Broker == nil || uint64(c.Broker.ID) != from {
 		return
 	}
+	if inc := b.host.PeerIncarnation(from); inc != 0 && inc != parseIncarnation(c.Broker.Incarnation) {
+		return // the connection states another data directory than the notice
+	}
 	select {
 	case b.mb.proxied <- c:
 	default: // busy: the node sends it again

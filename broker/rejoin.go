@@ -212,8 +212,9 @@ func (b *Broker) meantAsVoter(g uint64, node int32, st *raft.Status) bool {
 }
 
 // addMetaLearners, on the metadata leader, adds every registered broker
-// the metadata group does not have as a learner, one step per call, and
-// reports whether one is still being added. The metadata group's voters
+// the metadata group does not have as a learner (and drops removed
+// brokers' learners), one step per call, and reports whether a change is
+// still under way. The metadata group's voters
 // stay the ones it was bootstrapped with: brokers added later get every
 // change as learners, and vote only if an operator moves a voter to them.
 func (b *Broker) addMetaLearners(brokers []brokerMeta) bool {
@@ -221,18 +222,22 @@ func (b *Broker) addMetaLearners(brokers []brokerMeta) bool {
 	if !st.IsLeader() || !st.LeaderReady {
 		return false
 	}
-	var add []uint64
+	var add, drop []uint64
 	for _, bm := range brokers {
 		id := uint64(bm.ID)
-		if bm.State == brokerRemoved || slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) || slices.Contains(st.Outgoing, id) {
-			continue
+		member := slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) || slices.Contains(st.Outgoing, id)
+		switch {
+		case bm.State == brokerRemoved && slices.Contains(st.Learners, id):
+			drop = append(drop, id) // a removed broker's learner goes too
+		case bm.State != brokerRemoved && !member:
+			add = append(add, id)
 		}
-		add = append(add, id)
 	}
-	if len(add) == 0 {
+	if len(add) == 0 && len(drop) == 0 {
 		return false
 	}
-	want := raft.Membership{Voters: slices.Clone(st.Voters), Learners: append(slices.Clone(st.Learners), add...)}
+	learners := slices.DeleteFunc(append(slices.Clone(st.Learners), add...), func(id uint64) bool { return slices.Contains(drop, id) })
+	want := raft.Membership{Voters: slices.Clone(st.Voters), Learners: learners}
 	ctx, cancel := context.WithTimeout(b.ctx, rejoinStepTimeout)
 	defer cancel()
 	p, err := b.meta.Reconfigure(ctx, want)
@@ -241,7 +246,7 @@ func (b *Broker) addMetaLearners(brokers []brokerMeta) bool {
 		return true
 	}
 	if p.Done {
-		b.logger.Info("added brokers to the metadata group as learners", "nodes", add)
+		b.logger.Info("metadata group learners changed", "added", add, "removed", drop)
 	}
 	return !p.Done
 }
