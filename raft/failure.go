@@ -85,7 +85,7 @@ func (r *Replica) fail(err error) {
 	r.transfers = nil
 	r.unsynced = r.unsynced[:0]
 	r.publish()
-	for _, v := range r.st.cs.GetVoters() {
+	for _, v := range confMembers(r.st.cs) {
 		if v != r.id {
 			r.host.sendGroupNotice(v, r.cfg.Group, chanGroupDown, nil)
 		}
@@ -158,7 +158,7 @@ func (r *Replica) recover() {
 	r.recovery.reset()
 	r.host.logger.Info("raft replica recovered", "partition", r.cfg.Name, "last_index", r.lastIndex, "applied", r.applied)
 	r.publish()
-	for _, v := range r.st.cs.GetVoters() {
+	for _, v := range confMembers(r.st.cs) {
 		if v != r.id {
 			r.host.sendGroupNotice(v, r.cfg.Group, chanGroupUp, nil)
 		}

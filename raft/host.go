@@ -72,7 +72,8 @@ type Config struct {
 	// with the replica's lock held and must not block.
 	OnStorageError func(name string, err error)
 	// OnLeaderChange is called on a worker, with the replica's lock held,
-	// when a replica's leader, term, ISR or Failed changes. It must not
+	// when a replica's leader, term, ISR, Failed or configuration (Voters,
+	// Learners, Outgoing) changes. It must not
 	// block or wait for the replica (see the lock order in doc.go).
 	OnLeaderChange func(r *Replica, s *Status)
 	// OnNotice receives node-level messages sent with SendNotice, on a
@@ -181,6 +182,8 @@ type Host struct {
 
 	transferring sync.Map // group -> struct{}: rebalances in flight
 	guard        msgGuard
+	learners     learnerBucket // Config.LearnerRate (throttle.go)
+	incs         incarnations  // peers' data directory incarnations (incarnation.go)
 	// syncFault, when set (tests), is called before each log fsync and
 	// its error taken as the fsync's.
 	syncFault atomic.Pointer[func(*Replica) error]
@@ -196,6 +199,8 @@ func NewHost(cfg Config) (*Host, error) {
 	h := &Host{id: cfg.ID, cfg: cfg, logger: cfg.Logger, tr: cfg.Transport,
 		replicas: map[uint64]*Replica{}, alive: map[uint64]bool{}, leaving: map[uint64]bool{}, lastHeard: map[uint64]time.Time{}, ctx: ctx, cancel: cancel}
 	h.raftLogger = &slogRaftLogger{l: cfg.Logger}
+	h.learners.setRate(cfg.LearnerRate)
+	h.incs.init()
 	h.qcond = sync.NewCond(&h.qmu)
 	if cfg.StateDir != "" {
 		st, err := openHardStateLog(cfg.StateDir, cfg.Logger)
@@ -216,6 +221,9 @@ func (h *Host) ID() uint64 { return h.id }
 func (h *Host) Start() error {
 	if h.closed.Load() || !h.started.CompareAndSwap(false, true) {
 		return errors.New("raft: host already started or closed")
+	}
+	if t, ok := h.tr.(interface{ setIncarnation(uint64) }); ok {
+		t.setIncarnation(h.cfg.Incarnation)
 	}
 	if err := h.tr.Start(h); err != nil {
 		return err

@@ -29,30 +29,49 @@ func (r *Replica) sampleIndex() {
 	}
 }
 
-// isr computes the in-sync voters (leader only) and updates caughtUp.
+// isr computes the in-sync voters (leader only: both halves of a joint
+// configuration) and updates caughtUp, for learners too (Reconfigure
+// promotes them by the same rule); learners are not in the ISR.
 func (r *Replica) isr(match map[uint64]uint64) []uint64 {
 	now := time.Now()
 	out := []uint64{r.id}
-	for _, v := range r.st.cs.GetVoters() {
+	for _, v := range r.voters() {
 		if v == r.id {
 			continue
 		}
-		m := match[v]
-		if m >= r.lastIndex {
-			r.caughtUp[v] = now
-		} else {
-			for i := len(r.samples) - 1; i >= 0; i-- {
-				if r.samples[i].index <= m {
-					if r.samples[i].at.After(r.caughtUp[v]) {
-						r.caughtUp[v] = r.samples[i].at
-					}
-					break
-				}
-			}
-		}
-		if r.host.PeerAlive(v) && now.Sub(r.caughtUp[v]) <= r.host.cfg.LagTime {
+		r.noteMatch(v, match[v], now)
+		if r.inSync(v, now) {
 			out = append(out, v)
 		}
 	}
+	for _, v := range r.st.cs.GetVotersOutgoing() {
+		if v != r.id && !containsID(out, v) {
+			r.noteMatch(v, match[v], now)
+			if r.inSync(v, now) {
+				out = append(out, v)
+			}
+		}
+	}
+	for _, v := range r.st.cs.GetLearners() {
+		r.noteMatch(v, match[v], now)
+	}
 	return out
+}
+
+// noteMatch updates when member v was last at the leader's log end,
+// given its match index m: now if it holds the whole log, else the time
+// of the latest sample of the leader's last index that m covers.
+func (r *Replica) noteMatch(v, m uint64, now time.Time) {
+	if m >= r.lastIndex {
+		r.caughtUp[v] = now
+		return
+	}
+	for i := len(r.samples) - 1; i >= 0; i-- {
+		if r.samples[i].index <= m {
+			if r.samples[i].at.After(r.caughtUp[v]) {
+				r.caughtUp[v] = r.samples[i].at
+			}
+			return
+		}
+	}
 }

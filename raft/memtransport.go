@@ -2,6 +2,7 @@ package raft
 
 import (
 	"sync"
+	"sync/atomic"
 )
 
 // MemNetwork connects in-process hosts for tests. It can cut links between
@@ -45,7 +46,18 @@ func (n *MemNetwork) Heal() {
 	n.cut = map[[2]uint64]bool{}
 }
 
-func (n *MemNetwork) deliver(from, to uint64, msgs []WireMsg) {
+// HealNode restores the links of node id only.
+func (n *MemNetwork) HealNode(id uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for k := range n.cut {
+		if k[0] == id || k[1] == id {
+			delete(n.cut, k)
+		}
+	}
+}
+
+func (n *MemNetwork) deliver(from, inc, to uint64, msgs []WireMsg) {
 	n.mu.Lock()
 	t := n.nodes[to]
 	cut := n.cut[[2]uint64{from, to}]
@@ -53,14 +65,17 @@ func (n *MemNetwork) deliver(from, to uint64, msgs []WireMsg) {
 	if t == nil || cut {
 		return
 	}
-	t.push(from, msgs)
+	t.push(from, inc, msgs)
 }
 
 // MemTransport is one node's end of a MemNetwork. Deliveries run on a
-// goroutine of the receiver, never on the sender's stack.
+// goroutine of the receiver, never on the sender's stack. Each carries
+// the sender's incarnation (Config.Incarnation), which the receiver's
+// host is told of as a TCP connection's (incarnation.go).
 type MemTransport struct {
 	net *MemNetwork
 	id  uint64
+	inc atomic.Uint64
 
 	mu      sync.Mutex
 	handler TransportHandler
@@ -72,9 +87,11 @@ type MemTransport struct {
 }
 
 type memDelivery struct {
-	from uint64
-	msgs []WireMsg
+	from, inc uint64
+	msgs      []WireMsg
 }
+
+func (t *MemTransport) setIncarnation(inc uint64) { t.inc.Store(inc) }
 
 // Start implements Transport.
 func (t *MemTransport) Start(h TransportHandler) error {
@@ -86,7 +103,7 @@ func (t *MemTransport) Start(h TransportHandler) error {
 	return nil
 }
 
-func (t *MemTransport) push(from uint64, msgs []WireMsg) {
+func (t *MemTransport) push(from, inc uint64, msgs []WireMsg) {
 	cp := make([]WireMsg, len(msgs))
 	for i, m := range msgs {
 		cp[i] = WireMsg{Group: m.Group, Channel: m.Channel, Data: append([]byte(nil), m.Data...)}
@@ -96,7 +113,7 @@ func (t *MemTransport) push(from uint64, msgs []WireMsg) {
 		t.mu.Unlock()
 		return
 	}
-	t.inbox = append(t.inbox, memDelivery{from: from, msgs: cp})
+	t.inbox = append(t.inbox, memDelivery{from: from, inc: inc, msgs: cp})
 	t.mu.Unlock()
 	select {
 	case t.wake <- struct{}{}:
@@ -106,6 +123,7 @@ func (t *MemTransport) push(from uint64, msgs []WireMsg) {
 
 func (t *MemTransport) run() {
 	defer t.wg.Done()
+	stated := map[uint64]uint64{} // what each sender's incarnation was last
 	for {
 		select {
 		case <-t.wake:
@@ -118,13 +136,22 @@ func (t *MemTransport) run() {
 		h := t.handler
 		t.mu.Unlock()
 		for _, d := range batch {
-			h.Receive(d.from, d.msgs)
+			ih, ok := h.(incarnationHandler)
+			if !ok {
+				h.Receive(d.from, d.msgs)
+				continue
+			}
+			if stated[d.from] != d.inc {
+				stated[d.from] = d.inc
+				ih.statedIncarnation(d.from, d.inc)
+			}
+			ih.receiveFrom(d.from, d.inc, d.msgs)
 		}
 	}
 }
 
 // Send implements Transport.
-func (t *MemTransport) Send(to uint64, msgs []WireMsg) { t.net.deliver(t.id, to, msgs) }
+func (t *MemTransport) Send(to uint64, msgs []WireMsg) { t.net.deliver(t.id, t.inc.Load(), to, msgs) }
 
 // Close implements Transport; peers see a graceful PeerDown.
 func (t *MemTransport) Close() error {

@@ -94,10 +94,11 @@ const (
 	RefusedCluster     = "cluster"      // a hello from another cluster
 	RefusedUnknownNode = "unknown_node" // a node id not in the cluster config
 	RefusedTooMany     = "too_many"     // more inbound connections than allowed
+	RefusedIncarnation = "incarnation"  // a retired data directory incarnation (a replaced disk)
 )
 
 // RefusedReasons lists every reason, for exporting zero counts.
-var RefusedReasons = []string{RefusedTLS, RefusedCertificate, RefusedHello, RefusedCluster, RefusedUnknownNode, RefusedTooMany}
+var RefusedReasons = []string{RefusedTLS, RefusedCertificate, RefusedHello, RefusedCluster, RefusedUnknownNode, RefusedTooMany, RefusedIncarnation}
 
 // refusals counts refused peer connections by reason and rate-limits the
 // warnings about them, so a hostile host cannot flood the log.

@@ -42,6 +42,7 @@ type proposal struct {
 	id      uint64
 	kind    clog.Kind
 	payload []byte
+	cc      *pb.ConfChangeV2 // a configuration change (confchange.go)
 	res     Result
 	// appended is closed once the entry is in the local log (and synced
 	// under the always policy); done once it is applied or has failed.
@@ -187,11 +188,12 @@ func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
 	}
 }
 
-// Campaign makes this replica stand for election now.
+// Campaign makes this replica stand for election now (not while the node
+// is stopping or the replica is gagged).
 func (r *Replica) Campaign() {
 	r.enqueue(func() {
 		r.inOps = append(r.inOps, func() {
-			if !r.host.stopping.Load() {
+			if !r.host.stopping.Load() && !r.gagged.Load() {
 				r.rn.Campaign()
 			}
 		})
@@ -203,6 +205,17 @@ func (r *Replica) propose(p *proposal) {
 	// have changed it since the last Ready updated r.raftState.
 	bs := r.rn.BasicStatus()
 	lead, term := bs.Lead, bs.GetTerm()
+	if p.cc != nil {
+		switch {
+		case bs.RaftState != etcdraft.StateLeader:
+			p.fail(&NotLeaderError{Leader: lead, Term: term, Why: "configuration changes go through the leader"})
+		case bs.LeadTransferee != 0:
+			p.fail(errConfChangeBusy)
+		default:
+			r.proposeConfChange(p)
+		}
+		return
+	}
 	if bs.RaftState != etcdraft.StateLeader {
 		if r.cfg.ForwardProposals && lead != 0 {
 			// The leader may drop a forwarded proposal silently; the
@@ -264,14 +277,17 @@ func (r *Replica) noteAppended(out []clog.Entry) {
 	r.waiting = keep
 	for i := range out {
 		e := &out[i]
+		if e.Kind == clog.KindConfChange || e.Kind == clog.KindConfChangeV2 {
+			r.confIndex = max(r.confIndex, e.Index)
+		}
 		if len(r.pending) == 0 {
-			break
+			continue
 		}
 		re := r.rdEntry(e.Index)
 		if re == nil {
 			continue
 		}
-		_, id, _, _ := decodeData(re)
+		id := entryProposalID(re)
 		p := r.pending[id]
 		if p == nil {
 			continue

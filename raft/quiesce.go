@@ -69,7 +69,7 @@ func (r *Replica) maybeQuiesce() {
 	binary.BigEndian.PutUint64(msg, bs.GetTerm())
 	binary.BigEndian.PutUint64(msg[8:], r.lastIndex)
 	binary.BigEndian.PutUint64(msg[16:], bs.GetCommit())
-	for _, v := range r.st.cs.GetVoters() {
+	for _, v := range confMembers(r.st.cs) {
 		if v != r.id {
 			r.host.sendGroupNotice(v, r.cfg.Group, chanQuiesce, msg)
 		}
@@ -105,7 +105,7 @@ func (r *Replica) peerDown(id uint64) {
 	for i := 0; i < r.host.cfg.ElectionTicks; i++ {
 		r.rn.TickQuiesced()
 	}
-	if r.host.stopping.Load() {
+	if r.host.stopping.Load() || r.gagged.Load() {
 		return
 	}
 	for _, v := range r.voters() {

@@ -51,9 +51,13 @@ func (r *Replica) drainInbox() {
 	if len(props) > 0 || len(ops) > 0 {
 		r.wake()
 	}
+	gagged := r.gagged.Load()
 	for _, m := range msgs {
 		if stopping && m.GetType() == pb.MsgTimeoutNow {
 			continue // a stopping node must not take leadership
+		}
+		if gagged && gagDrops(m) {
+			continue // neither votes nor leads (gag.go)
 		}
 		if r.quiesced.Load() && !isResponse(m.GetType()) {
 			r.wake()
@@ -74,7 +78,7 @@ func (r *Replica) drainInbox() {
 	}
 	ticks = min(ticks, maxTicksPerDrain(r.host.cfg.ElectionTicks))
 	for i := 0; i < ticks; i++ {
-		if stopping && r.raftState != etcdraft.StateLeader {
+		if (stopping || gagged) && r.raftState != etcdraft.StateLeader {
 			// Let leases expire so this node still votes for others, but
 			// never campaign.
 			r.rn.TickQuiesced()
@@ -108,6 +112,7 @@ func maxTicksPerDrain(electionTicks int) int { return max(1, electionTicks-1) }
 
 func (r *Replica) prepare() (w readyWork, err error) {
 	r.drainInbox()
+	defer r.settleConfProposals()
 	if r.failed || !r.rn.HasReady() {
 		return w, nil
 	}
@@ -235,6 +240,12 @@ func (r *Replica) sendMsgs(msgs []*pb.Message, after bool) {
 		if waits != after {
 			continue
 		}
+		if r.throttled(m) {
+			if t == pb.MsgSnap {
+				r.rn.ReportSnapshot(m.GetTo(), etcdraft.SnapshotFailure)
+			}
+			continue
+		}
 		r.host.sendRaft(r, m)
 		if t == pb.MsgSnap {
 			// Snapshots are small here (metadata and state machine data)
@@ -268,8 +279,7 @@ func (r *Replica) apply(ents []*pb.Entry) error {
 			if err := proto.Unmarshal(payload, &cc); err != nil {
 				return err
 			}
-			r.st.cs = r.rn.ApplyConfChange(&cc)
-			if err := r.st.saveState(true); err != nil {
+			if err := r.applyConfChange(idx, &cc, cc.GetContext()); err != nil {
 				return err
 			}
 		case clog.KindConfChangeV2:
@@ -277,8 +287,7 @@ func (r *Replica) apply(ents []*pb.Entry) error {
 			if err := proto.Unmarshal(payload, &cc); err != nil {
 				return err
 			}
-			r.st.cs = r.rn.ApplyConfChange(&cc)
-			if err := r.st.saveState(true); err != nil {
+			if err := r.applyConfChange(idx, &cc, cc.GetContext()); err != nil {
 				return err
 			}
 		}

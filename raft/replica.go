@@ -9,6 +9,7 @@ import (
 
 	etcdraft "go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	clog "github.com/chronik-dev/chronik/log"
 )
@@ -130,6 +131,19 @@ type Replica struct {
 	heardFrom    map[uint64]time.Time // last Raft message from each peer
 	idleTicks    int                  // ticks since the last publish
 
+	// Membership (membership.go, gag.go). gagged is set while the replica
+	// may not vote or lead; gagMu orders lifting it (leaf). confIndex is
+	// the highest index of a configuration change appended here;
+	// replayUntil the last change the history held at load (a removal
+	// before it is an old one replayed, not news). confProposed holds
+	// the configuration changes proposed in this Ready cycle.
+	gagged        atomic.Bool
+	gagMu         sync.Mutex
+	confIndex     uint64
+	replayUntil   uint64
+	confProposed  []*proposal
+	removedNotice bool // OnRemoved is due once r.mu is released
+
 	status atomic.Pointer[Status]
 	watch  atomic.Pointer[chan struct{}]
 }
@@ -186,8 +200,17 @@ func (r *Replica) start(reload bool) (err error) {
 	st, h := r.st, r.host
 	r.resetWorkerState()
 	fresh := len(st.cs.GetVoters()) == 0 && st.log.LastIndex() == 0 && st.snap == nil
+	// The marker first: a crash after the state is written but before the
+	// marker would leave a replica that votes with no memory.
+	if err := r.loadGag(fresh); err != nil {
+		return err
+	}
 	if fresh {
 		st.cs = &pb.ConfState{Voters: slices.Clone(r.cfg.Peers)}
+		st.hist.record(0, st.cs)
+		if err := st.hist.save(); err != nil {
+			return err
+		}
 		if err := st.saveState(true); err != nil {
 			return err
 		}
@@ -196,6 +219,12 @@ func (r *Replica) start(reload bool) (err error) {
 	if err != nil {
 		return err
 	}
+	// Raft starts with the configuration as of the applied index; the
+	// changes after it come again as the log replays.
+	if cs := st.hist.at(applied); cs != nil {
+		st.cs = proto.Clone(cs).(*pb.ConfState)
+	}
+	r.replayUntil = st.hist.lastIndex()
 	rc := &etcdraft.Config{
 		ID:                        h.id,
 		ElectionTick:              h.cfg.ElectionTicks,
@@ -239,6 +268,7 @@ func (r *Replica) resetWorkerState() {
 	r.quietTicks, r.idleTicks = 0, 0
 	r.wokeAt = time.Now()
 	r.lostTailTerm = 0
+	r.confIndex, r.confProposed, r.removedNotice = 0, nil, false
 	r.quiesced.Store(false)
 }
 

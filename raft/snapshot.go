@@ -18,6 +18,10 @@ func (r *Replica) installSnapshot(snap *pb.Snapshot) error {
 	r.st.metas = nil
 	r.st.cacheClear()
 	r.st.cs = proto.Clone(md.GetConfState()).(*pb.ConfState)
+	r.st.hist.reset(md.GetIndex(), r.st.cs)
+	if err := r.st.hist.save(); err != nil {
+		return err
+	}
 	if smIndex == 0 {
 		smIndex = md.GetIndex()
 	}
@@ -90,8 +94,18 @@ func (r *Replica) snapshotNow() error {
 		if _, err := r.st.log.Retain(clog.Retention{MaxIndex: r.applied, Bytes: -1, Before: r.applied + 1}, time.Now()); err != nil {
 			return err
 		}
+		return r.trimConfHistory()
 	}
 	return nil
+}
+
+// trimConfHistory forgets the configurations the log base has passed.
+func (r *Replica) trimConfHistory() error {
+	base, _, _ := r.st.log.Base()
+	if !r.st.hist.trim(base) {
+		return nil
+	}
+	return r.st.hist.save()
 }
 
 // retain applies the retention policy (data partitions), snapshotting first
@@ -114,5 +128,8 @@ func (r *Replica) retain() error {
 	if n > 0 {
 		r.host.logger.Debug("retention deleted segments", "partition", r.cfg.Name, "segments", n, "log_start_offset", r.st.log.StartOffset())
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return r.trimConfHistory()
 }

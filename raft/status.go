@@ -50,7 +50,7 @@ func (r *Replica) publish() {
 		// A failed replica leads nothing and knows no leader, whatever
 		// its stopped Raft state says (failure.go).
 		s = &Status{Group: r.cfg.Group, ID: r.id, Term: r.term, State: etcdraft.StateFollower,
-			Applied: r.applied, LastIndex: r.lastIndex, Voters: r.voters(), Failed: true}
+			Applied: r.applied, LastIndex: r.lastIndex, Voters: r.voters(), Failed: true, Gagged: r.gagged.Load()}
 	} else {
 		s = r.liveStatus(old)
 	}
@@ -63,11 +63,13 @@ func (r *Replica) publish() {
 	r.status.Store(s)
 	if old == nil || old.Leader != s.Leader || old.Term != s.Term || old.State != s.State ||
 		old.Applied != s.Applied || old.LeaderReady != s.LeaderReady || old.Transferee != s.Transferee ||
-		!slices.Equal(old.ISR, s.ISR) || old.Failed != s.Failed {
+		!slices.Equal(old.ISR, s.ISR) || old.Failed != s.Failed || old.Gagged != s.Gagged ||
+		!slices.Equal(old.Voters, s.Voters) || !slices.Equal(old.Learners, s.Learners) || !slices.Equal(old.Outgoing, s.Outgoing) {
 		ch := make(chan struct{})
 		oldCh := r.watch.Swap(&ch)
 		close(*oldCh)
-		if old == nil || old.Leader != s.Leader || old.Term != s.Term || !slices.Equal(old.ISR, s.ISR) || old.Failed != s.Failed {
+		if old == nil || old.Leader != s.Leader || old.Term != s.Term || !slices.Equal(old.ISR, s.ISR) || old.Failed != s.Failed ||
+			!slices.Equal(old.Voters, s.Voters) || !slices.Equal(old.Learners, s.Learners) || !slices.Equal(old.Outgoing, s.Outgoing) {
 			r.host.leaderChanged(r, s)
 		}
 	}
@@ -79,7 +81,9 @@ func (r *Replica) liveStatus(old *Status) *Status {
 	s := &Status{
 		Group: r.cfg.Group, ID: r.id, Leader: bs.Lead, Term: bs.GetTerm(), State: bs.RaftState,
 		Commit: bs.GetCommit(), Applied: r.applied, LastIndex: r.lastIndex,
-		Voters: r.voters(), Transferee: bs.LeadTransferee,
+		Voters: r.voters(), Transferee: bs.LeadTransferee, Gagged: r.gagged.Load(),
+		Learners: append(slices.Clone(r.st.cs.GetLearners()), r.st.cs.GetLearnersNext()...),
+		Outgoing: slices.Clone(r.st.cs.GetVotersOutgoing()),
 	}
 	s.LeaderReady = bs.RaftState == etcdraft.StateLeader && r.appliedTerm == bs.GetTerm()
 	if bs.RaftState != etcdraft.StateLeader {

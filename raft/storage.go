@@ -105,6 +105,10 @@ type storage struct {
 	group      uint64
 	stateDirty bool
 
+	// hist is the configuration after each change since the log base
+	// (confhistory.go).
+	hist *confHistory
+
 	// metas covers the entries after the applied index, in order.
 	metas []entryMeta
 
@@ -203,7 +207,26 @@ func openStorage(dir string, opts clog.Options, node *hardStateLog, group uint64
 		s.close()
 		return nil, err
 	}
+	hist, found, err := loadConfHistory(dir)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	if !found {
+		// Written by a version that never changed configurations (or
+		// new): the configuration on record holds since index 0.
+		hist.record(0, s.cs)
+	}
+	s.hist = hist
 	return s, nil
+}
+
+// confAt is the configuration in force at index.
+func (s *storage) confAt(index uint64) *pb.ConfState {
+	if cs := s.hist.at(index); cs != nil {
+		return cs
+	}
+	return s.cs
 }
 
 // open loads the state and snapshot files and checks they fit the log.
@@ -318,7 +341,9 @@ func (s *storage) Snapshot() (*pb.Snapshot, error) {
 	if s.compactToSnap && s.snap != nil && s.snap.GetMetadata().GetIndex() >= idx {
 		// State-machine groups: the snapshot holds the whole state, so the
 		// receiver needs nothing before it.
-		return proto.Clone(s.snap).(*pb.Snapshot), nil
+		snap := proto.Clone(s.snap).(*pb.Snapshot)
+		snap.Metadata.ConfState = withLearners(snap.GetMetadata().GetConfState(), s.cs)
+		return snap, nil
 	}
 	var smIndex uint64
 	var data []byte
@@ -326,7 +351,9 @@ func (s *storage) Snapshot() (*pb.Snapshot, error) {
 		smIndex = s.snap.GetMetadata().GetIndex()
 		_, _, data = splitSnapData(s.snap.GetData())
 	}
-	cs := proto.Clone(s.cs).(*pb.ConfState)
+	// The configuration as of the base, not the current one: the changes
+	// after it are in the log the receiver replays.
+	cs := withLearners(s.confAt(idx), s.cs)
 	return &pb.Snapshot{
 		Data:     joinSnapData(off, smIndex, data),
 		Metadata: &pb.SnapshotMetadata{ConfState: cs, Index: new(idx), Term: new(term)},

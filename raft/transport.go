@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -65,9 +67,11 @@ const (
 	wireMagic     = "CHRK"
 	wireVersion   = 2 // TLS peers
 	wireVersionV1 = 1 // plaintext peers, cluster id in the first frame
-	// chanClusterID carries the sender's cluster id after a v1 hello. The
-	// transport consumes it; handlers never see it.
+	// chanClusterID carries the sender's cluster id, chanIncarnation its
+	// data directory incarnation (u64), in the control frame after the
+	// hello. The transport consumes them; handlers never see them.
 	chanClusterID   uint16 = 0xFFF8
+	chanIncarnation uint16 = 0xFFF9
 	frameMsgs              = 1
 	frameGoodbye           = 2
 	maxWireFrame           = 256 << 20
@@ -113,7 +117,11 @@ type TCPTransport struct {
 
 	ln      net.Listener
 	handler TransportHandler
-	senders map[uint64]*peerSender
+	// senders is replaced whole under mu (SetPeer, RemovePeer) and read
+	// without it by Send.
+	senders atomic.Pointer[map[uint64]*peerSender]
+	// dataIncarnation is the host's Config.Incarnation, stated to peers.
+	dataIncarnation atomic.Uint64
 
 	mu      sync.Mutex
 	inbound map[net.Conn]uint64
@@ -121,9 +129,10 @@ type TCPTransport struct {
 	unhelloed int
 	current   map[uint64]net.Conn // newest inbound connection per peer
 	// incarnation is each peer's process incarnation, from its hello;
-	// incarnationID is ours.
+	// incarnationID is ours. peers (the addresses) is under mu too.
 	incarnation   map[uint64]uint64
 	incarnationID uint64
+	started       bool
 	closed        bool
 	ctx           context.Context
 	cancel        context.CancelFunc
@@ -138,8 +147,9 @@ func NewTCPTransport(id uint64, listen string, peers map[uint64]string, logger *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &TCPTransport{id: id, listen: listen, peers: map[uint64]string{}, logger: logger,
-		senders: map[uint64]*peerSender{}, inbound: map[net.Conn]uint64{}, current: map[uint64]net.Conn{},
+		inbound: map[net.Conn]uint64{}, current: map[uint64]net.Conn{},
 		incarnation: map[uint64]uint64{}, incarnationID: randomIncarnation(), ctx: ctx, cancel: cancel}
+	t.senders.Store(&map[uint64]*peerSender{})
 	for pid, addr := range peers {
 		if pid != id {
 			t.peers[pid] = addr
@@ -173,15 +183,83 @@ func (t *TCPTransport) Start(h TransportHandler) error {
 	}
 	t.ln = ln
 	t.handler = h
+	t.mu.Lock()
+	t.started = true
+	senders := map[uint64]*peerSender{}
 	for pid, addr := range t.peers {
-		s := &peerSender{t: t, to: pid, addr: addr, wake: make(chan struct{}, 1)}
-		t.senders[pid] = s
+		s := newPeerSender(t, pid, addr)
+		senders[pid] = s
 		t.wg.Add(1)
 		go s.run()
 	}
+	t.senders.Store(&senders)
+	t.mu.Unlock()
 	t.wg.Add(1)
 	go t.acceptLoop()
 	return nil
+}
+
+func (t *TCPTransport) setIncarnation(inc uint64) { t.dataIncarnation.Store(inc) }
+
+func (t *TCPTransport) sender(id uint64) *peerSender { return (*t.senders.Load())[id] }
+
+// SetPeer adds peer id at addr, or moves it there: this node dials it
+// from now on and accepts its hello.
+func (t *TCPTransport) SetPeer(id uint64, addr string) {
+	if id == t.id {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.peers[id] = addr
+	if !t.started {
+		return // Start makes the sender
+	}
+	if s := t.sender(id); s != nil {
+		s.setAddr(addr)
+		return
+	}
+	senders := maps.Clone(*t.senders.Load())
+	s := newPeerSender(t, id, addr)
+	senders[id] = s
+	t.senders.Store(&senders)
+	t.wg.Add(1)
+	go s.run()
+}
+
+// RemovePeer forgets peer id: this node stops dialling it, closes its
+// connections and refuses its hello from now on.
+func (t *TCPTransport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	delete(t.peers, id)
+	var s *peerSender
+	if old := *t.senders.Load(); old[id] != nil {
+		s = old[id]
+		senders := maps.Clone(old)
+		delete(senders, id)
+		t.senders.Store(&senders)
+	}
+	var conns []net.Conn
+	for c, from := range t.inbound {
+		if from == id {
+			conns = append(conns, c)
+		}
+	}
+	t.mu.Unlock()
+	if s != nil {
+		s.cancel()
+		s.kick()
+	}
+	for _, c := range conns {
+		c.Close() // its reader reports the peer down
+	}
 }
 
 // acceptLoop runs until Close closes the listener. An accept error that is
@@ -283,7 +361,7 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 		c = tc
 	}
 	r := bufio.NewReaderSize(c, 256<<10)
-	from, inc, err := t.readHello(r)
+	from, inc, dataInc, err := t.readHello(r)
 	if err != nil {
 		return 0, false, err
 	}
@@ -291,6 +369,10 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 		if err := certNames(tc, from); err != nil {
 			return 0, false, refuse(RefusedCertificate, "hello claims node %d: %v", from, err)
 		}
+	}
+	ih, _ := t.handler.(incarnationHandler)
+	if ih != nil && !ih.statedIncarnation(from, dataInc) {
+		return 0, false, refuse(RefusedIncarnation, "node %d states incarnation %d, which is retired", from, dataInc)
 	}
 	c.SetReadDeadline(time.Time{})
 	t.mu.Lock()
@@ -305,14 +387,14 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 	restarted := t.incarnation[from] != 0 && t.incarnation[from] != inc
 	t.incarnation[from] = inc
 	t.mu.Unlock()
-	if s := t.senders[from]; s != nil && restarted {
+	if s := t.sender(from); s != nil && restarted {
 		// The peer is a new process: our outbound connection may still be
 		// to the old one and would swallow what we send next. Redial.
 		s.closeConn()
 		s.kick()
 	}
 	t.handler.PeerUp(from)
-	return t.readFrames(c, r, from)
+	return t.readFrames(c, r, from, dataInc, ih)
 }
 
 // connsFrom counts the inbound connections that said hello as node id;
@@ -328,72 +410,120 @@ func (t *TCPTransport) connsFrom(id uint64) int {
 }
 
 // readHello reads and checks a hello: this protocol, this cluster, a node
-// of the cluster config. After a v1 hello it waits (within the hello's
-// deadline) for the first frame, so a peer that states another cluster id
-// there is refused before it is up.
-func (t *TCPTransport) readHello(r *bufio.Reader) (from, inc uint64, err error) {
+// of the cluster config. It then waits (within the hello's deadline) for
+// the first frame, so a peer that states another cluster id there is
+// refused before it is up, and its data directory incarnation (dataInc,
+// 0 when it states none) is known before it is up.
+func (t *TCPTransport) readHello(r *bufio.Reader) (from, inc, dataInc uint64, err error) {
 	hello := make([]byte, helloV1Size)
 	if _, err := io.ReadFull(r, hello); err != nil {
-		return 0, 0, refuse(RefusedHello, "%v", err)
+		return 0, 0, 0, refuse(RefusedHello, "%v", err)
 	}
 	if string(hello[:4]) != wireMagic {
-		return 0, 0, refuse(RefusedHello, "not a Chronik peer hello (a TLS peer to a plaintext node?)")
+		return 0, 0, 0, refuse(RefusedHello, "not a Chronik peer hello (a TLS peer to a plaintext node?)")
 	}
 	v := binary.BigEndian.Uint16(hello[4:])
 	switch {
 	case v == wireVersion:
 	case v == wireVersionV1 && t.sec.TLS == nil:
 	case v == wireVersionV1:
-		return 0, 0, refuse(RefusedHello, "hello version 1 to a TLS node, which requires %d", wireVersion)
+		return 0, 0, 0, refuse(RefusedHello, "hello version 1 to a TLS node, which requires %d", wireVersion)
 	default:
-		return 0, 0, refuse(RefusedHello, "hello version %d, this node speaks %d and %d", v, wireVersionV1, wireVersion)
+		return 0, 0, 0, refuse(RefusedHello, "hello version %d, this node speaks %d and %d", v, wireVersionV1, wireVersion)
 	}
 	from = binary.BigEndian.Uint64(hello[6:])
 	inc = binary.BigEndian.Uint64(hello[14:])
 	var cluster []byte
-	stated := true
 	if v == wireVersion {
 		n, err := r.ReadByte()
 		if err != nil {
-			return 0, 0, refuse(RefusedHello, "%v", err)
+			return 0, 0, 0, refuse(RefusedHello, "%v", err)
 		}
 		cluster = make([]byte, n)
 		if _, err := io.ReadFull(r, cluster); err != nil {
-			return 0, 0, refuse(RefusedHello, "%v", err)
+			return 0, 0, 0, refuse(RefusedHello, "%v", err)
 		}
-	} else if cluster, stated, err = peekClusterID(r); err != nil {
-		return 0, 0, refuse(RefusedHello, "after a version 1 hello: %v", err)
+	}
+	// The cluster id of a v1 hello comes in the first frame, which a
+	// current node always sends at once: wait for it (an old node's
+	// first frame is anything else).
+	stated, skip := v == wireVersion, 0
+	if v == wireVersionV1 {
+		if cluster, stated, skip, err = peekClusterID(r); err != nil {
+			return 0, 0, 0, refuse(RefusedHello, "after a version 1 hello: %v", err)
+		}
 	}
 	if stated && string(cluster) != t.sec.ClusterID {
-		return 0, 0, refuse(RefusedCluster, "hello from node %d of cluster %q, this is %q", from, cluster, t.sec.ClusterID)
+		return 0, 0, 0, refuse(RefusedCluster, "hello from node %d of cluster %q, this is %q", from, cluster, t.sec.ClusterID)
 	}
-	if _, ok := t.peers[from]; !ok {
-		return 0, 0, refuse(RefusedUnknownNode, "hello from unknown node %d", from)
+	dataInc = peekIncarnation(r, skip)
+	t.mu.Lock()
+	_, known := t.peers[from]
+	t.mu.Unlock()
+	if !known {
+		return 0, 0, 0, refuse(RefusedUnknownNode, "hello from unknown node %d", from)
 	}
-	return from, inc, nil
+	return from, inc, dataInc, nil
 }
 
 // peekClusterID looks at the first frame after a v1 hello without
 // consuming it: stated reports whether it is the chanClusterID message a
-// current node sends there. readFrames reads it again and drops it.
-func peekClusterID(r *bufio.Reader) (cluster []byte, stated bool, err error) {
+// current node sends there, size how long that frame is. readFrames reads
+// it again and drops it.
+func peekClusterID(r *bufio.Reader) (cluster []byte, stated bool, size int, err error) {
 	hdr, err := r.Peek(5)
 	if err != nil {
-		return nil, false, err
+		return nil, false, 0, err
 	}
 	n := binary.BigEndian.Uint32(hdr)
 	if hdr[4] != frameMsgs || n < msgHeaderLength || n > msgHeaderLength+255 {
-		return nil, false, nil // an old node's frame; a cluster id frame is short
+		return nil, false, 0, nil // an old node's frame; a cluster id frame is short
 	}
 	b, err := r.Peek(5 + int(n))
 	if err != nil {
-		return nil, false, err
+		return nil, false, 0, err
 	}
 	msgs, err := decodeMsgs(b[5:])
 	if err != nil || len(msgs) != 1 || msgs[0].Group != 0 || msgs[0].Channel != chanClusterID {
-		return nil, false, nil
+		return nil, false, 0, nil
 	}
-	return msgs[0].Data, true, nil
+	return msgs[0].Data, true, 5 + int(n), nil
+}
+
+// peekIncarnation looks for the chanIncarnation frame a current node
+// sends after its hello (and cluster id frame), skip bytes into what is
+// buffered, without waiting for more: a dialer writes it in the same
+// write as the hello, so it is nearly always there, and when it is not
+// (or the peer states none) readFrames takes it as it comes.
+func peekIncarnation(r *bufio.Reader, skip int) uint64 {
+	const size = 5 + msgHeaderLength + 8
+	if r.Buffered() < skip+size {
+		return 0
+	}
+	b, err := r.Peek(skip + size)
+	if err != nil {
+		return 0
+	}
+	return incarnationFrame(b[skip:])
+}
+
+// incarnationFrame decodes a whole chanIncarnation frame (0: not one).
+func incarnationFrame(b []byte) uint64 {
+	if len(b) != 5+msgHeaderLength+8 || binary.BigEndian.Uint32(b) != msgHeaderLength+8 || b[4] != frameMsgs {
+		return 0
+	}
+	msgs, err := decodeMsgs(b[5:])
+	if err != nil || len(msgs) != 1 {
+		return 0
+	}
+	return incarnationMsg(msgs[0])
+}
+
+func incarnationMsg(m WireMsg) uint64 {
+	if m.Group != 0 || m.Channel != chanIncarnation || len(m.Data) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(m.Data)
 }
 
 // noteRefused counts and logs err if it refused the connection.
@@ -409,8 +539,9 @@ func (t *TCPTransport) noteRefused(c net.Conn, err error) {
 }
 
 // readFrames delivers frames from an authenticated peer until the
-// connection ends.
-func (t *TCPTransport) readFrames(c net.Conn, r *bufio.Reader, from uint64) (uint64, bool, error) {
+// connection ends; with ih, through it, tagged with the connection's
+// incarnation.
+func (t *TCPTransport) readFrames(c net.Conn, r *bufio.Reader, from, dataInc uint64, ih incarnationHandler) (uint64, bool, error) {
 	var hdr [5]byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -439,30 +570,48 @@ func (t *TCPTransport) readFrames(c net.Conn, r *bufio.Reader, from uint64) (uin
 		if err != nil {
 			return from, false, err
 		}
-		if msgs, err = t.dropClusterID(msgs, from); err != nil {
+		var late uint64
+		if msgs, late, err = t.dropControl(msgs, from); err != nil {
 			return from, false, err
 		}
-		if len(msgs) > 0 {
+		if late != 0 && dataInc == 0 {
+			// Stated after the hello was handled (it was not buffered yet).
+			dataInc = late
+			if ih != nil && !ih.statedIncarnation(from, dataInc) {
+				return from, false, refuse(RefusedIncarnation, "node %d states incarnation %d, which is retired", from, dataInc)
+			}
+		}
+		switch {
+		case len(msgs) == 0:
+		case ih != nil:
+			ih.receiveFrom(from, dataInc, msgs)
+		default:
 			t.handler.Receive(from, msgs)
 		}
 	}
 }
 
-// dropClusterID removes chanClusterID messages from msgs, refusing the
-// peer if one names another cluster. The first is checked before the
-// peer is up (readHello); a peer restating it later is checked again.
-func (t *TCPTransport) dropClusterID(msgs []WireMsg, from uint64) ([]WireMsg, error) {
-	kept := msgs[:0]
+// dropControl removes the control messages (chanClusterID,
+// chanIncarnation) from msgs, refusing the peer if one names another
+// cluster. The first are read before the peer is up (readHello); a peer
+// restating its cluster later is checked again, and the incarnation is
+// the connection's first.
+func (t *TCPTransport) dropControl(msgs []WireMsg, from uint64) (kept []WireMsg, inc uint64, err error) {
+	kept = msgs[:0]
 	for _, m := range msgs {
+		if m.Group == 0 && m.Channel == chanIncarnation {
+			inc = incarnationMsg(m)
+			continue
+		}
 		if m.Group != 0 || m.Channel != chanClusterID {
 			kept = append(kept, m)
 			continue
 		}
 		if string(m.Data) != t.sec.ClusterID {
-			return nil, refuse(RefusedCluster, "node %d states cluster %q, this is %q", from, m.Data, t.sec.ClusterID)
+			return nil, 0, refuse(RefusedCluster, "node %d states cluster %q, this is %q", from, m.Data, t.sec.ClusterID)
 		}
 	}
-	return kept, nil
+	return kept, inc, nil
 }
 
 // readFrameBody reads n bytes into a buffer that grows as they arrive, at
@@ -512,7 +661,7 @@ func decodeMsgs(b []byte) ([]WireMsg, error) {
 
 // Send implements Transport.
 func (t *TCPTransport) Send(to uint64, msgs []WireMsg) {
-	s := t.senders[to]
+	s := t.sender(to)
 	if s == nil {
 		return
 	}
@@ -533,8 +682,9 @@ func (t *TCPTransport) Close() error {
 	}
 	t.mu.Unlock()
 	// Goodbyes first, so peers know this is a clean stop.
+	senders := *t.senders.Load()
 	var wg sync.WaitGroup
-	for _, s := range t.senders {
+	for _, s := range senders {
 		wg.Add(1)
 		go func(s *peerSender) {
 			defer wg.Done()
@@ -549,244 +699,9 @@ func (t *TCPTransport) Close() error {
 	for _, c := range conns {
 		c.Close()
 	}
-	for _, s := range t.senders {
+	for _, s := range senders {
 		s.kick()
 	}
 	t.wg.Wait()
 	return nil
-}
-
-// peerSender owns the outbound connection to one peer.
-type peerSender struct {
-	t    *TCPTransport
-	to   uint64
-	addr string
-
-	mu     sync.Mutex
-	queue  []WireMsg
-	qbytes int
-	conn   net.Conn
-	wake   chan struct{}
-}
-
-func (s *peerSender) enqueue(msgs []WireMsg) {
-	s.mu.Lock()
-	for _, m := range msgs {
-		if s.qbytes+len(m.Data) > maxPeerQueue {
-			break // the peer is not keeping up; Raft will resend
-		}
-		s.queue = append(s.queue, m)
-		s.qbytes += len(m.Data)
-	}
-	s.mu.Unlock()
-	s.kick()
-}
-
-func (s *peerSender) kick() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *peerSender) run() {
-	defer s.t.wg.Done()
-	delay := minRedialDelay
-	var frame []byte
-	var parts net.Buffers
-	var tlsBuf *bufio.Writer
-	for {
-		if s.t.ctx.Err() != nil {
-			s.closeConn()
-			return
-		}
-		s.mu.Lock()
-		conn := s.conn
-		s.mu.Unlock()
-		if conn == nil {
-			c, err := s.dial()
-			if err != nil {
-				// Drop what is queued: it is stale by the time the peer is
-				// back, and Raft resends.
-				s.mu.Lock()
-				s.queue, s.qbytes = nil, 0
-				s.mu.Unlock()
-				select {
-				case <-time.After(delay):
-				case <-s.t.ctx.Done():
-					return
-				}
-				delay = min(delay*2, maxRedialDelay)
-				continue
-			}
-			delay = minRedialDelay
-			s.mu.Lock()
-			s.conn = c
-			s.mu.Unlock()
-			conn = c
-		}
-		s.mu.Lock()
-		batch := s.queue
-		s.queue, s.qbytes = nil, 0
-		s.mu.Unlock()
-		if len(batch) == 0 {
-			select {
-			case <-s.wake:
-			case <-s.t.ctx.Done():
-				s.closeConn()
-				return
-			}
-			continue
-		}
-		frame, parts = buildFrame(batch, frame, parts)
-		conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		err := writeParts(conn, parts, &tlsBuf)
-		clear(parts)
-		if cap(frame) > 4<<20 {
-			frame = nil
-		}
-		if err != nil {
-			s.t.logger.Debug("raft transport send failed", "peer", s.to, "err", err)
-			s.closeConn()
-		}
-	}
-}
-
-// writeParts writes one frame. A plain connection takes it in one
-// writev. A TLS connection has no writev and would make each part its own
-// record and syscall: there the parts go through a buffer (kept in *bw
-// across frames), so a frame is a few full-size records.
-func writeParts(conn net.Conn, parts net.Buffers, bw **bufio.Writer) error {
-	if _, ok := conn.(*tls.Conn); !ok {
-		iov := parts // WriteTo consumes its receiver
-		_, err := iov.WriteTo(conn)
-		return err
-	}
-	if *bw == nil {
-		*bw = bufio.NewWriterSize(conn, 256<<10)
-	} else {
-		(*bw).Reset(conn)
-	}
-	for _, p := range parts {
-		if _, err := (*bw).Write(p); err != nil {
-			return err
-		}
-	}
-	return (*bw).Flush()
-}
-
-// buildFrame lays out one messages frame for batch, reusing frame and
-// parts. Small messages are copied into frame; large ones (entries being
-// replicated) go out as their own slices in one writev.
-func buildFrame(batch []WireMsg, frame []byte, parts net.Buffers) ([]byte, net.Buffers) {
-	frame = append(frame[:0], 0, 0, 0, 0, frameMsgs)
-	parts = parts[:0]
-	from, size := 0, 0
-	for _, m := range batch {
-		frame = binary.BigEndian.AppendUint64(frame, m.Group)
-		frame = binary.BigEndian.AppendUint16(frame, m.Channel)
-		frame = binary.BigEndian.AppendUint32(frame, uint32(len(m.Data)))
-		if len(m.Data) < 16<<10 {
-			frame = append(frame, m.Data...)
-			continue
-		}
-		parts = append(parts, frame[from:], m.Data)
-		size += len(frame) - from + len(m.Data)
-		from = len(frame)
-	}
-	if from < len(frame) {
-		parts = append(parts, frame[from:])
-		size += len(frame) - from
-	}
-	// parts[0] starts the frame even if frame has grown since.
-	binary.BigEndian.PutUint32(parts[0], uint32(size-5))
-	return frame, parts
-}
-
-func (s *peerSender) dial() (net.Conn, error) {
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(s.t.ctx, "tcp", s.addr)
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	if p := s.t.sec.TLS; p != nil {
-		tc := tls.Client(c, p.clientConfig(s.to))
-		ctx, cancel := context.WithTimeout(s.t.ctx, helloTimeout)
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		c = tc
-	}
-	hello := s.t.hello()
-	c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := c.Write(hello); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
-}
-
-// hello is what this node says first on a connection it dials: v2 with
-// the cluster id over TLS; in plaintext a v1 hello, which the previous
-// release understands, then the cluster id as one message frame.
-func (t *TCPTransport) hello() []byte {
-	id := t.sec.ClusterID
-	b := make([]byte, 0, helloSize+5+msgHeaderLength+len(id))
-	b = append(b, wireMagic...)
-	if t.sec.TLS != nil {
-		b = binary.BigEndian.AppendUint16(b, wireVersion)
-	} else {
-		b = binary.BigEndian.AppendUint16(b, wireVersionV1)
-	}
-	b = binary.BigEndian.AppendUint64(b, t.id)
-	b = binary.BigEndian.AppendUint64(b, t.incarnationID)
-	if t.sec.TLS != nil {
-		b = append(b, byte(len(id)))
-		return append(b, id...)
-	}
-	b = binary.BigEndian.AppendUint32(b, uint32(msgHeaderLength+len(id)))
-	b = append(b, frameMsgs)
-	b = binary.BigEndian.AppendUint64(b, 0)
-	b = binary.BigEndian.AppendUint16(b, chanClusterID)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(id)))
-	return append(b, id...)
-}
-
-func (s *peerSender) closeConn() {
-	s.mu.Lock()
-	if s.conn != nil {
-		s.conn.Close()
-		s.conn = nil
-	}
-	s.mu.Unlock()
-}
-
-// goodbye tells the peer this node is stopping on purpose.
-func (s *peerSender) goodbye() {
-	s.mu.Lock()
-	c := s.conn
-	s.mu.Unlock()
-	if c == nil {
-		return
-	}
-	// The sender goroutine may be mid-write; a goodbye written between two
-	// frames is enough, and on failure the peer just sees the close.
-	c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-	c.Write([]byte{0, 0, 0, 0, frameGoodbye})
-}
-
-// SetPeer adds peer id at addr, or moves it there: this node dials it
-// from now on and accepts its hello.
-func (t *TCPTransport) SetPeer(id uint64, addr string) {
-}
-
-// RemovePeer forgets peer id: this node stops dialling it, closes its
-// connections and refuses its hello from now on.
-func (t *TCPTransport) RemovePeer(id uint64) {
 }

@@ -109,9 +109,14 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 			}
 		}
 		again := !r.failed && !r.stopped.Load() && r.rn.HasReady()
+		removed := r.removedNotice
+		r.removedNotice = false
 		r.mu.Unlock()
 		if r.rerun.Swap(false) || again {
 			h.schedule(r)
+		}
+		if removed && h.cfg.OnRemoved != nil {
+			h.cfg.OnRemoved(r.cfg.Group) // no raft lock held: it may remove the replica
 		}
 	}
 	return works
