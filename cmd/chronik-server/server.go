@@ -170,10 +170,23 @@ func runServer(c *cli.Context) error {
 		stop := reloadOnHUP(cfg.TLS)
 		defer stop()
 	}
-	if err := b.Start(); err != nil {
-		return err
+	// Start can wait for peers (a fresh data directory asks them whether
+	// the cluster exists): a signal meanwhile stops it.
+	started := make(chan error, 1)
+	go func() { started <- b.Start() }()
+	var sig os.Signal
+	select {
+	case err := <-started:
+		if err != nil {
+			return err
+		}
+		sig = <-sigs
+	case sig = <-sigs:
+		cfg.Logger.Info("received signal before the node started, stopping", "signal", sig.String())
+		b.Close()
+		<-started
+		return nil
 	}
-	sig := <-sigs
 	cfg.Logger.Info("received signal, stopping", "signal", sig.String())
 	// A second signal, or the stages' timeouts plus a margin, force the exit.
 	deadline := cfg.DrainTimeout + cfg.TransferTimeout + cfg.WALSyncTimeout + 5*time.Second
