@@ -16,7 +16,7 @@ import (
 // leader proposes it itself; one that does not (a new node, not yet a
 // member of the metadata group) sends it on noticeRegister to its peers,
 // and any of them proposes it on its behalf.
-const noticeRegister uint16 = 5
+const noticeRegister uint16 = 7
 
 // maxRegisterNotice bounds a registration notice.
 const maxRegisterNotice = 16 << 10
