@@ -146,6 +146,9 @@ func clusterDecommission(c *cli.Context) error {
 	if err != nil {
 		return refusal(fmt.Sprintf("decommission %d", n), err)
 	}
+	if slices.Contains(voters, n) {
+		fmt.Fprintf(s.out, "note: broker %d votes in the cluster metadata group %v (from %s); the cluster can mark it removed only once that vote has moved\n", n, voters, from)
+	}
 	if _, err := s.execute(fmt.Sprintf("decommission %d", n), v, pl, dry); err != nil || dry {
 		return err
 	}
@@ -177,14 +180,19 @@ func (s *session) retire(n int32) error {
 	req := kmsg.NewPtrUnregisterBrokerRequest()
 	req.BrokerID = n
 	resp, err := req.RequestWith(s.ctx, s.cl)
-	if err == nil {
-		err = kerr.ErrorForCode(resp.ErrorCode)
-		if err != nil && resp.ErrorMessage != nil {
-			err = fmt.Errorf("%w: %s", err, *resp.ErrorMessage)
+	why := ""
+	switch {
+	case err != nil:
+		why = err.Error()
+	case resp.ErrorCode != 0:
+		why = kerrName(resp.ErrorCode)
+		if resp.ErrorMessage != nil {
+			why += ": " + *resp.ErrorMessage
 		}
 	}
-	if err != nil {
-		return cli.Exit(fmt.Sprintf("broker %d is empty, but marking it removed failed: %v; run the command again", n, err), 1)
+	if why != "" {
+		return cli.Exit(fmt.Sprintf("broker %d holds no replicas, but the cluster did not mark it removed (%s); "+
+			"keep it running, and run the command again once that is resolved", n, why), 1)
 	}
 	fmt.Fprintf(s.out, "broker %d marked removed; it can be stopped now\n", n)
 	return nil
@@ -388,4 +396,14 @@ func clusterCancel(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("cancel: %d partition(s) could not be cancelled", failed), 1)
 	}
 	return nil
+}
+
+// kerrName is an error code's Kafka name (INVALID_REQUEST), without the
+// long description kerr's errors carry.
+func kerrName(code int16) string {
+	var ke *kerr.Error
+	if errors.As(kerr.ErrorForCode(code), &ke) {
+		return ke.Message
+	}
+	return fmt.Sprintf("error code %d", code)
 }

@@ -176,9 +176,27 @@ func TestRebalanceUnevenRF(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInvariants(t, bs, parts, pl)
+	// Replicas even; leaders even within each topic that can reorder
+	// (RF > 1; an RF 1 partition leads where its replica is), and over
+	// all topics as far as that allows.
 	r, l := spread(pl, []int32{1, 2, 3, 4})
-	if r > 1 || l > 1 {
-		t.Errorf("after: replicas spread %d, leaders spread %d (want <= 1): %v", r, l, pl.After)
+	if r > 1 || l > 2 {
+		t.Errorf("after: replicas spread %d (want <= 1), leaders spread %d (want <= 2): %v", r, l, pl.After)
+	}
+	for _, name := range []string{"rf2", "rf3"} {
+		per := map[int32]int{}
+		for _, p := range apply(parts, pl) {
+			if p.Topic == name {
+				per[p.Replicas[0]]++
+			}
+		}
+		lo, hi := 1<<30, 0
+		for _, id := range []int32{1, 2, 3, 4} {
+			lo, hi = min(lo, per[id]), max(hi, per[id])
+		}
+		if hi-lo > 1 {
+			t.Errorf("topic %s: preferred leaders %v, want within one", name, per)
+		}
 	}
 }
 
@@ -501,5 +519,39 @@ func TestRebalanceSpreadsEachTopic(t *testing.T) {
 		if hi-lo > 2 {
 			t.Errorf("topic %s spread over brokers %v: want within two", name, per)
 		}
+	}
+}
+
+func TestRebalanceLeadersPerTopic(t *testing.T) {
+	// Two topics whose leaders sit on broker 1 and broker 2 only: over
+	// all topics 1 and 2 would look fine against 3, but each topic's
+	// leaders must spread.
+	bs := brokers(1, 2, 3)
+	var parts []Partition
+	for p := int32(0); p < 6; p++ {
+		parts = append(parts, Partition{Topic: "a", Partition: p, Replicas: []int32{1, 2, 3}})
+		parts = append(parts, Partition{Topic: "b", Partition: p, Replicas: []int32{2, 3, 1}})
+	}
+	pl, err := Rebalance(bs, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, bs, parts, pl)
+	for _, name := range []string{"a", "b"} {
+		per := map[int32]int{}
+		for _, p := range apply(parts, pl) {
+			if p.Topic == name {
+				per[p.Replicas[0]]++
+			}
+		}
+		for _, id := range []int32{1, 2, 3} {
+			if per[id] != 2 {
+				t.Errorf("topic %s: preferred leaders %v, want 2 each", name, per)
+				break
+			}
+		}
+	}
+	if _, l := spread(pl, []int32{1, 2, 3}); l > 1 {
+		t.Errorf("leaders over all topics spread %d: %v", l, pl.After)
 	}
 }

@@ -266,9 +266,9 @@ func (s *state) moveOneReplica() bool {
 }
 
 // movable finds a partition whose replica on src can go to dst without
-// doubling up or losing a rack. Among those it takes a follower before a
-// preferred leader, then the one whose topic src holds most more of than
-// dst (so each topic spreads too, at no extra move), then the first.
+// doubling up or losing a rack. Among those it takes the one whose topic
+// src holds most more of than dst (so each topic spreads too, at no extra
+// move), then a follower before a preferred leader, then the first.
 func (s *state) movable(src, dst int32) (int, int, bool) {
 	bi, bpos := -1, 0
 	var bkey [2]int
@@ -281,7 +281,7 @@ func (s *state) movable(src, dst int32) (int, int, bool) {
 		if pos == 0 {
 			lead = 1
 		}
-		key := [2]int{lead, s.perTopic[p.Topic][dst] - s.perTopic[p.Topic][src]}
+		key := [2]int{s.perTopic[p.Topic][dst] - s.perTopic[p.Topic][src], lead}
 		if bi >= 0 && !(key[0] < bkey[0] || key[0] == bkey[0] && key[1] < bkey[1]) {
 			continue
 		}
@@ -297,35 +297,89 @@ func (s *state) movable(src, dst int32) (int, int, bool) {
 }
 
 // balanceLeaders reorders replica lists (of the partitions in only, or of
-// all when only is nil) so that preferred leaderships differ by at most
-// one between brokers where a swap can do it: each step makes the replica
-// with the biggest leadership deficit the preferred one.
+// all when only is nil) so that preferred leaderships are even, first
+// within each topic (a busy topic's leaders should not pile up on one
+// broker), then over all topics without undoing the first. Each step
+// makes the replica with the biggest deficit the preferred one; each
+// lowers a sum of squared counts, so it ends.
 func (s *state) balanceLeaders(only map[int]bool) {
-	for {
-		bi, bpos, bdiff := -1, 0, 1
+	tl := map[string]map[int32]int{} // preferred leaderships per topic
+	for _, p := range s.parts {
+		if tl[p.Topic] == nil {
+			tl[p.Topic] = map[int32]int{}
+		}
+		tl[p.Topic][p.Replicas[0]]++
+	}
+	swap := func(i, pos int) {
+		r := s.parts[i].Replicas
+		t := tl[s.parts[i].Topic]
+		s.leaders[r[0]]--
+		t[r[0]]--
+		s.leaders[r[pos]]++
+		t[r[pos]]++
+		r[0], r[pos] = r[pos], r[0]
+	}
+	// best finds the swap with the largest key; ok says whether the swap
+	// of a leader l for replica b may be made at all.
+	best := func(key func(t map[int32]int, l, b int32) (int, int, bool)) (int, int, bool) {
+		bi, bpos := -1, 0
+		var bk [2]int
 		for i, p := range s.parts {
 			if only != nil && !only[i] {
 				continue
 			}
-			l := p.Replicas[0]
 			for pos := 1; pos < len(p.Replicas); pos++ {
 				b := p.Replicas[pos]
 				if !s.eligible(b) {
 					continue
 				}
-				if d := s.leaders[l] - s.leaders[b]; d > bdiff {
-					bi, bpos, bdiff = i, pos, d
+				k1, k2, ok := key(tl[p.Topic], p.Replicas[0], b)
+				if ok && (bi < 0 || k1 > bk[0] || k1 == bk[0] && k2 > bk[1]) {
+					bi, bpos, bk = i, pos, [2]int{k1, k2}
 				}
 			}
 		}
-		if bi < 0 {
+		return bi, bpos, bi >= 0
+	}
+	for {
+		i, pos, ok := best(func(t map[int32]int, l, b int32) (int, int, bool) {
+			return t[l] - t[b], s.leaders[l] - s.leaders[b], t[l]-t[b] >= 2
+		})
+		if !ok {
+			break
+		}
+		swap(i, pos)
+	}
+	for {
+		// Over all topics: only swaps that leave the topic's own spread
+		// within one, or no wider than it is.
+		i, pos, ok := best(func(t map[int32]int, l, b int32) (int, int, bool) {
+			d := s.leaders[l] - s.leaders[b]
+			if d < 2 {
+				return 0, 0, false
+			}
+			before := s.spreadOf(t)
+			t[l]--
+			t[b]++
+			after := s.spreadOf(t)
+			t[l]++
+			t[b]--
+			return d, 0, after <= max(before, 1)
+		})
+		if !ok {
 			return
 		}
-		r := s.parts[bi].Replicas
-		s.leaders[r[0]]--
-		s.leaders[r[bpos]]++
-		r[0], r[bpos] = r[bpos], r[0]
+		swap(i, pos)
 	}
+}
+
+// spreadOf is max - min of counts over the eligible brokers.
+func (s *state) spreadOf(counts map[int32]int) int {
+	lo, hi := 1<<30, -1<<30
+	for _, id := range s.eligIDs {
+		lo, hi = min(lo, counts[id]), max(hi, counts[id])
+	}
+	return hi - lo
 }
 
 // plan lists the partitions whose replica lists changed.
