@@ -239,22 +239,42 @@ func (s *session) mover() *mover {
 	return &mover{adm: s.adm, prog: newProgress(s.errw, s.c.Bool("no-progress-bar")), batch: batch, poll: poll}
 }
 
-// checkLeaders refuses moves of partitions without a leader: nothing can
-// change their replicas until a quorum of them is back.
-func checkLeaders(v *clusterView, moves []placement.Move) error {
-	var bad []string
-	for _, m := range moves {
-		for _, p := range v.Parts {
-			if p.topic == m.Topic && p.partition == m.Partition && p.Leader < 0 {
-				bad = append(bad, p.tp.String())
+// leaderWait bounds how long a plan waits for its partitions to have
+// leaders: an election or a hand-off (the last command's preferred-leader
+// election, say) takes well under a second.
+const leaderWait = 30 * time.Second
+
+// waitLeaders waits until every partition to move has a leader, and
+// refuses when one still has none after leaderWait: nothing can change its
+// replicas until a quorum of them is back.
+func (s *session) waitLeaders(v *clusterView, moves []placement.Move) error {
+	deadline := time.Now().Add(leaderWait)
+	for {
+		var bad []string
+		for _, m := range moves {
+			for _, p := range v.Parts {
+				if p.topic == m.Topic && p.partition == m.Partition && p.Leader < 0 {
+					bad = append(bad, p.tp.String())
+				}
 			}
 		}
+		if len(bad) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || s.ctx.Err() != nil {
+			return cli.Exit(fmt.Sprintf("refused: partition(s) %s have no leader, so their replicas cannot change; "+
+				"bring a majority of their replicas back first", strings.Join(bad, ", ")), 1)
+		}
+		fmt.Fprintf(s.errw, "waiting for a leader of %s\n", strings.Join(bad, ", "))
+		select {
+		case <-s.ctx.Done():
+		case <-time.After(s.c.Duration("poll")):
+		}
+		nv, err := s.read()
+		if err == nil {
+			v = nv
+		}
 	}
-	if len(bad) > 0 {
-		return cli.Exit(fmt.Sprintf("refused: partition(s) %s have no leader, so their replicas cannot change; "+
-			"bring a majority of their replicas back first", strings.Join(bad, ", ")), 1)
-	}
-	return nil
 }
 
 // execute prints the plan and, unless dry, carries it out, then elects
@@ -267,7 +287,7 @@ func (s *session) execute(what string, v *clusterView, pl placement.Plan, dry bo
 		}
 		return runSummary{}, nil
 	}
-	if err := checkLeaders(v, pl.Moves); err != nil {
+	if err := s.waitLeaders(v, pl.Moves); err != nil {
 		return runSummary{}, err
 	}
 	mv := s.mover()
