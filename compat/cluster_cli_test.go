@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/chronik-dev/chronik/raft"
 )
 
 // clusterCLI runs `chronik-server cluster ARGS` against c (seeds and admin
@@ -310,4 +312,105 @@ func TestClusterCLIResumeAfterKill(t *testing.T) {
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
+}
+
+// TestClusterCLIAddNode: `add-node 4 --rebalance` is started before node 4,
+// waits for it to join the running cluster and gives it its share, under
+// acks=all load. Node 4 is new to the cluster (its own [[nodes]] entry,
+// the others' files unchanged) when the raft transport admits unregistered
+// nodes; until then it is listed in cluster.toml but starts only now, with
+// an empty data directory.
+func TestClusterCLIAddNode(t *testing.T) {
+	_, guests := any(&raft.TCPTransport{}).(interface{ AdmitGuests(...uint16) })
+	var c *cluster
+	var cfg string
+	if guests {
+		c = startCluster(t, 3, withArgs("--rebalance-delay", "500ms"))
+		cfg = c.addNode().cfg
+	} else {
+		c = startCluster(t, 4, withArgs("--rebalance-delay", "500ms"))
+		c.kill(4)
+		c.wipe(4)
+		cfg = c.cfg
+	}
+	adm := kadm.NewClient(newFranz(t, c))
+	servesMoves(t, adm)
+	const topic = "grown"
+	if err := createWithAssignment(context.Background(), newFranz(t, c), topic, map[int32][]int32{
+		0: {1, 2, 3}, 1: {2, 3, 1}, 2: {3, 1, 2}, 3: {1, 2, 3}, 4: {2, 3, 1}, 5: {3, 1, 2}}); err != nil {
+		t.Fatal(err)
+	}
+	l := startLoader(t, c, topic, 300)
+	l.waitAcks(300, 30*time.Second)
+
+	cmd := exec.Command(serverBin, "cluster", "add-node", "4", "--cluster-config", cfg, "--rebalance",
+		"--batch", "3", "--no-progress-bar", "--poll", "200ms", "--timeout", "2m")
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitFor(t, 30*time.Second, "add-node to wait for node 4", func() bool {
+		return len(out.lines("node 4 to register")) > 0 || len(out.lines("node 4 is registered but does not answer")) > 0
+	})
+	start := time.Now()
+	c.start(4)
+	select {
+	case err := <-exited:
+		if err != nil || !strings.Contains(out.String(), "node 4 has joined") || !strings.Contains(out.String(), "rebalance complete") {
+			t.Fatalf("add-node 4 --rebalance: %v\n%s", err, out.String())
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("add-node 4 --rebalance did not finish:\n%s", out.String())
+	}
+	took := time.Since(start)
+	t.Logf("add-node output (new node: %v):\n%s", guests, out.String())
+	if reps, _ := brokerLoads(t, adm, topic); reps[4] < 4 {
+		t.Errorf("node 4 holds %d replicas of %s after add-node --rebalance: %v", reps[4], topic, reps)
+	}
+	l.waitAcks(l.ackedCount()+300, 30*time.Second)
+	l.halt()
+	l.checkDelivered(t, c, "add-node")
+	t.Logf("node 4 joined and took its share in %v; %s", took.Round(time.Millisecond), l.report())
+}
+
+// TestClusterCLIReplaceDeadNode: node 3 dies (SIGKILL) under acks=all load
+// and `replace 3 --with 4` gives its replicas to node 4: every partition is
+// back to three replicas, none on 3, nothing lost.
+func TestClusterCLIReplaceDeadNode(t *testing.T) {
+	c := startCluster(t, 4, withArgs("--rebalance-delay", "500ms"))
+	adm := kadm.NewClient(newFranz(t, c))
+	servesMoves(t, adm)
+	const topic = "repair"
+	assign := map[int32][]int32{}
+	for p := 0; p < 6; p++ {
+		assign[int32(p)] = rotateIDs([]int32{1, 2, 3}, p)
+	}
+	if err := createWithAssignment(context.Background(), newFranz(t, c), topic, assign); err != nil {
+		t.Fatal(err)
+	}
+	l := startLoader(t, c, topic, 300)
+	l.waitAcks(300, 30*time.Second)
+
+	c.kill(3)
+	start := time.Now()
+	got, code := clusterCLI(t, c, 3*time.Minute, "replace", "3", "--with", "4", "--batch", "3", "--no-progress-bar", "--poll", "200ms")
+	replaced := time.Since(start)
+	if code != 0 || !strings.Contains(got, "replicas are on 4 now") {
+		t.Fatalf("replace 3 --with 4: exit %d\n%s", code, got)
+	}
+	t.Logf("replace output:\n%s", got)
+	for p, r := range topicReplicasOf(t, adm, topic) {
+		if slices.Contains(r, 3) || !slices.Contains(r, 4) || len(r) != 3 {
+			t.Errorf("partition %d on %v after replacing 3 with 4", p, r)
+		}
+	}
+	stalls := l.stallsBetween(start, time.Now())
+	l.waitAcks(l.ackedCount()+300, 30*time.Second)
+	l.halt()
+	l.checkDelivered(t, c, "the replace")
+	t.Logf("node 3 replaced by 4 in %v (ack gaps %s); %s", replaced.Round(time.Millisecond), stallSummary(stalls), l.report())
 }

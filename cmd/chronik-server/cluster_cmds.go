@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -179,7 +180,9 @@ func (s *session) retire(n int32) error {
 	}
 	req := kmsg.NewPtrUnregisterBrokerRequest()
 	req.BrokerID = n
-	resp, err := req.RequestWith(s.ctx, s.cl)
+	rctx, cancel := context.WithTimeout(s.ctx, reqTimeout)
+	defer cancel()
+	resp, err := req.RequestWith(rctx, s.cl)
 	why := ""
 	switch {
 	case err != nil:
@@ -353,7 +356,9 @@ func clusterCancel(c *cli.Context) error {
 		fmt.Fprintln(s.out, "no moves in progress")
 		return nil
 	}
-	resp, err := s.adm.AlterPartitionAssignments(s.ctx, req)
+	rctx, cancel := context.WithTimeout(s.ctx, reqTimeout)
+	defer cancel()
+	resp, err := s.adm.AlterPartitionAssignments(rctx, req)
 	if err != nil {
 		return err
 	}
@@ -373,7 +378,9 @@ func clusterCancel(c *cli.Context) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		rs, err := s.adm.ListPartitionReassignments(s.ctx, set)
+		lctx, lcancel := context.WithTimeout(s.ctx, reqTimeout)
+		rs, err := s.adm.ListPartitionReassignments(lctx, set)
+		lcancel()
 		left := 0
 		if err == nil {
 			rs.Each(func(r kadm.ListPartitionReassignmentsResponse) {

@@ -148,8 +148,11 @@ func (mv *mover) sizes(ctx context.Context, runs []*moveRun) {
 	if len(set) == 0 {
 		return
 	}
-	dirs, err := mv.adm.DescribeAllLogDirs(ctx, set)
-	if err != nil {
+	rctx, cancel := context.WithTimeout(ctx, reqTimeout)
+	defer cancel()
+	// A broker that is down fails its shard; the others still answer.
+	dirs, err := mv.adm.DescribeAllLogDirs(rctx, set)
+	if len(dirs) == 0 {
 		mv.prog.event("sizes unknown (DescribeLogDirs: %v): progress counts moves only", err)
 		return
 	}
@@ -189,7 +192,9 @@ func (mv *mover) submit(ctx context.Context, runs []*moveRun) {
 	if len(sent) == 0 {
 		return
 	}
-	resp, err := mv.adm.AlterPartitionAssignments(ctx, req)
+	rctx, cancel := context.WithTimeout(ctx, reqTimeout)
+	defer cancel()
+	resp, err := mv.adm.AlterPartitionAssignments(rctx, req)
 	if err != nil {
 		if ctx.Err() == nil {
 			mv.prog.event("AlterPartitionReassignments: %v (retrying)", err)
@@ -229,14 +234,16 @@ func (mv *mover) check(ctx context.Context, runs []*moveRun) {
 	if len(active) == 0 {
 		return
 	}
-	listed, err := mv.adm.ListPartitionReassignments(ctx, set)
+	rctx, cancel := context.WithTimeout(ctx, reqTimeout)
+	defer cancel()
+	listed, err := mv.adm.ListPartitionReassignments(rctx, set)
 	if err != nil {
 		if ctx.Err() == nil {
 			mv.prog.event("ListPartitionReassignments: %v (retrying)", err)
 		}
 		return
 	}
-	md, err := mv.adm.Metadata(ctx, set.Topics()...)
+	md, err := mv.adm.Metadata(rctx, set.Topics()...)
 	if err != nil {
 		if ctx.Err() == nil {
 			mv.prog.event("Metadata: %v (retrying)", err)
@@ -265,36 +272,49 @@ func (mv *mover) check(ctx context.Context, runs []*moveRun) {
 			mv.prog.event("FAILED   %s: %v", r.tp(), r.err)
 		}
 	}
-	mv.copied(ctx, active)
+	mv.copied(rctx, active)
 }
 
-// copied sets, for moves that copy data, how much the added replicas hold.
+// copied sets, for moves that copy data, how much the added replicas
+// hold: it asks only the brokers being added, each bounded by upTimeout
+// (progress is worth no longer wait).
 func (mv *mover) copied(ctx context.Context, active []*moveRun) {
-	set := kadm.TopicsSet{}
+	per := map[int32]kadm.TopicsSet{}
 	for _, r := range active {
-		if !r.done && len(r.Added()) > 0 {
+		if r.done {
+			continue
+		}
+		for _, b := range r.Added() {
+			set := per[b]
+			if set == nil {
+				set = kadm.TopicsSet{}
+			}
 			set.Add(r.Topic, r.Partition)
+			per[b] = set
 		}
 	}
-	if len(set) == 0 {
-		return
-	}
-	dirs, err := mv.adm.DescribeAllLogDirs(ctx, set)
-	if err != nil {
-		return // progress stays where it was; the moves' state does not depend on it
+	size := map[int32]map[tp]int64{}
+	for _, b := range sortedKeys(per) {
+		bctx, cancel := context.WithTimeout(ctx, upTimeout)
+		dirs, err := mv.adm.DescribeBrokerLogDirs(bctx, b, per[b])
+		cancel()
+		if err != nil {
+			continue // progress stays where it was; the moves do not depend on it
+		}
+		size[b] = map[tp]int64{}
+		dirs.EachPartition(func(p kadm.DescribedLogDirPartition) {
+			size[b][tp{p.Topic, p.Partition}] += p.Size
+		})
 	}
 	for _, r := range active {
+		if r.done || len(r.Added()) == 0 {
+			continue
+		}
 		var n int64
 		for _, b := range r.Added() {
-			if d, ok := dirs[b]; ok {
-				d.EachPartition(func(p kadm.DescribedLogDirPartition) {
-					if p.Topic == r.Topic && p.Partition == r.Partition {
-						n += min(p.Size, r.size)
-					}
-				})
-			}
+			n += min(size[b][r.tp()], r.size)
 		}
-		r.copied = n
+		r.copied = max(n, r.copied)
 	}
 }
 
@@ -312,7 +332,9 @@ func electPreferred(ctx context.Context, adm *kadm.Client, out io.Writer, moves 
 		fmt.Fprintln(out, "preferred leaders: this cluster does not serve ElectLeaders; its automatic leader balancing moves them")
 		return nil
 	}
-	res, err := adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, set)
+	rctx, cancel := context.WithTimeout(ctx, reqTimeout)
+	defer cancel()
+	res, err := adm.ElectLeaders(rctx, kadm.ElectPreferredReplica, set)
 	if err != nil {
 		return fmt.Errorf("ElectLeaders: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -12,6 +13,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/chronik-dev/chronik/internal/placement"
+)
+
+// reqTimeout bounds each exchange with the cluster, so that a node that
+// accepts connections but does not answer (one still starting, or frozen)
+// costs a retry, not the command; upTimeout bounds the ApiVersions round
+// that tells which brokers are up.
+const (
+	reqTimeout = 15 * time.Second
+	upTimeout  = 3 * time.Second
 )
 
 // tp names a partition.
@@ -127,6 +137,8 @@ func (v *clusterView) load() map[int32]placement.Load {
 // moves in progress (ListPartitionReassignments). states, when not nil,
 // gives brokers' states from the admin /nodes endpoint.
 func readCluster(ctx context.Context, adm *kadm.Client, cl *kgo.Client, states map[int32]string) (*clusterView, error) {
+	ctx, cancel := context.WithTimeout(ctx, reqTimeout)
+	defer cancel()
 	v := &clusterView{Moving: map[tp]moving{}}
 	dreq := kmsg.NewPtrDescribeClusterRequest()
 	dresp, err := dreq.RequestWith(ctx, cl)
@@ -186,6 +198,8 @@ func readCluster(ctx context.Context, adm *kadm.Client, cl *kgo.Client, states m
 // reachable asks every broker for its API versions: the ones that answer
 // are up.
 func reachable(ctx context.Context, adm *kadm.Client) map[int32]bool {
+	ctx, cancel := context.WithTimeout(ctx, upTimeout)
+	defer cancel()
 	out := map[int32]bool{}
 	vs, err := adm.ApiVersions(ctx)
 	if err != nil {
@@ -199,6 +213,8 @@ func reachable(ctx context.Context, adm *kadm.Client) map[int32]bool {
 
 // supports reports whether every broker that answers serves key.
 func supports(ctx context.Context, adm *kadm.Client, key int16) bool {
+	ctx, cancel := context.WithTimeout(ctx, upTimeout)
+	defer cancel()
 	vs, err := adm.ApiVersions(ctx)
 	if err != nil {
 		return false
