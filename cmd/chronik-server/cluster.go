@@ -236,7 +236,7 @@ func (s *session) mover() *mover {
 	if poll <= 0 {
 		poll = 500 * time.Millisecond
 	}
-	return &mover{adm: s.adm, prog: newProgress(s.errw, s.c.Bool("no-progress-bar")), batch: batch, poll: poll}
+	return &mover{adm: s.adm, cl: s.cl, prog: newProgress(s.errw, s.c.Bool("no-progress-bar")), batch: batch, poll: poll}
 }
 
 // leaderWait bounds how long a plan waits for its partitions to have

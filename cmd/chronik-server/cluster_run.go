@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chronik-dev/chronik/internal/placement"
 )
@@ -27,6 +28,7 @@ const mismatchGrace = 30 * time.Second
 // the command reads the moves in flight back from the cluster.
 type mover struct {
 	adm   *kadm.Client
+	cl    *kgo.Client
 	prog  *progress
 	batch int
 	poll  time.Duration
@@ -243,12 +245,16 @@ func (mv *mover) check(ctx context.Context, runs []*moveRun) {
 		}
 		return
 	}
-	md, err := mv.adm.Metadata(rctx, set.Topics()...)
+	parts, err := controllerMetadata(rctx, mv.cl, controllerID(rctx, mv.cl), set.Topics())
 	if err != nil {
 		if ctx.Err() == nil {
-			mv.prog.event("Metadata: %v (retrying)", err)
+			mv.prog.event("%v (retrying)", err)
 		}
 		return
+	}
+	replicas := map[tp][]int32{}
+	for _, p := range parts {
+		replicas[p.tp] = p.Replicas
 	}
 	now := time.Now()
 	for _, r := range active {
@@ -256,10 +262,7 @@ func (mv *mover) check(ctx context.Context, runs []*moveRun) {
 			r.mismatched = time.Time{}
 			continue
 		}
-		var reps []int32
-		if t, ok := md.Topics[r.Topic]; ok {
-			reps = t.Partitions[r.Partition].Replicas
-		}
+		reps := replicas[r.tp()]
 		if slices.Equal(reps, r.To) {
 			r.done, r.took = true, now.Sub(r.started)
 			mv.prog.event("done     %s %v -> %v in %s", r.tp(), r.From, r.To, r.took.Round(time.Millisecond))

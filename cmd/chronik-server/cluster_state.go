@@ -164,20 +164,14 @@ func readCluster(ctx context.Context, adm *kadm.Client, cl *kgo.Client, states m
 		v.Brokers = append(v.Brokers, bv)
 	}
 	sort.Slice(v.Brokers, func(i, j int) bool { return v.Brokers[i].ID < v.Brokers[j].ID })
-	md, err := adm.Metadata(ctx)
+	parts, err := controllerMetadata(ctx, cl, v.Controller, nil)
 	if err != nil {
-		return nil, fmt.Errorf("Metadata: %w", err)
+		return nil, err
 	}
 	set := kadm.TopicsSet{}
-	for _, t := range md.Topics.Sorted() {
-		if t.Err != nil {
-			return nil, fmt.Errorf("Metadata: topic %s: %w", t.Topic, t.Err)
-		}
-		for _, p := range t.Partitions.Sorted() {
-			v.Parts = append(v.Parts, partView{tp: tp{t.Topic, p.Partition}, Leader: p.Leader,
-				Replicas: p.Replicas, ISR: p.ISR, Internal: t.IsInternal})
-			set.Add(t.Topic, p.Partition)
-		}
+	for _, p := range parts {
+		v.Parts = append(v.Parts, p)
+		set.Add(p.topic, p.partition)
 	}
 	if len(set) == 0 {
 		return v, nil
@@ -193,6 +187,65 @@ func readCluster(ctx context.Context, adm *kadm.Client, cl *kgo.Client, states m
 		}
 	})
 	return v, nil
+}
+
+// controllerMetadata reads topics (all when nil) from the controller, the
+// metadata group's leader, whose view is the newest: a node that has just
+// joined answers Metadata before it has caught up, and a plan made from
+// its view would be wrong. Any node answers when there is no controller.
+// Partitions come sorted by topic, partition.
+func controllerMetadata(ctx context.Context, cl *kgo.Client, controller int32, topics []string) ([]partView, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	if topics != nil {
+		req.Topics = []kmsg.MetadataRequestTopic{}
+		for _, t := range topics {
+			rt := kmsg.NewMetadataRequestTopic()
+			rt.Topic = kmsg.StringPtr(t)
+			req.Topics = append(req.Topics, rt)
+		}
+	}
+	var resp *kmsg.MetadataResponse
+	var err error
+	if controller >= 0 {
+		resp, err = req.RequestWith(ctx, cl.Broker(int(controller)))
+	}
+	if controller < 0 || err != nil {
+		resp, err = req.RequestWith(ctx, cl)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("Metadata: %w", err)
+	}
+	var out []partView
+	for _, t := range resp.Topics {
+		name := ""
+		if t.Topic != nil {
+			name = *t.Topic
+		}
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			return nil, fmt.Errorf("Metadata: topic %s: %w", name, err)
+		}
+		for _, p := range t.Partitions {
+			out = append(out, partView{tp: tp{name, p.Partition}, Leader: p.Leader, Replicas: p.Replicas, ISR: p.ISR, Internal: t.IsInternal})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].topic != out[j].topic {
+			return out[i].topic < out[j].topic
+		}
+		return out[i].partition < out[j].partition
+	})
+	return out, nil
+}
+
+// controllerID asks any node which broker is the controller (-1: none).
+func controllerID(ctx context.Context, cl *kgo.Client) int32 {
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return -1
+	}
+	return resp.ControllerID
 }
 
 // reachable asks every broker for its API versions: the ones that answer
