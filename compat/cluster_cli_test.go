@@ -417,3 +417,65 @@ func TestClusterCLIReplaceDeadNode(t *testing.T) {
 	l.checkDelivered(t, c, "the replace")
 	t.Logf("node 3 replaced by 4 in %v (ack gaps %s); %s", replaced.Round(time.Millisecond), stallSummary(stalls), l.report())
 }
+
+// TestClusterCLIInterruptAndCancel: a throttled rebalance is interrupted
+// (SIGINT, as Ctrl-C) while it copies; the command says the moves go on,
+// `status` lists them, and `cancel` rolls them back: the partitions are on
+// their old replicas again, with nothing moving.
+func TestClusterCLIInterruptAndCancel(t *testing.T) {
+	c := startCluster(t, 4, withArgs("--rebalance-delay", "500ms", "--replication-throttle", "65536"))
+	adm := kadm.NewClient(newFranz(t, c))
+	servesMoves(t, adm)
+	const topic = "slow"
+	assign := map[int32][]int32{0: {1, 2, 3}, 1: {2, 3, 1}, 2: {3, 1, 2}}
+	if err := createWithAssignment(context.Background(), newFranz(t, c), topic, assign); err != nil {
+		t.Fatal(err)
+	}
+	preload(t, c, topic, 600, 4096) // ~0.8 MiB a partition: ~12 s a copy at 64 KiB/s
+	before := topicReplicasOf(t, adm, topic)
+
+	cmd := exec.Command(serverBin, cliArgs(c, []string{"rebalance", "--batch", "2", "--no-progress-bar", "--poll", "200ms"})...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitFor(t, 30*time.Second, "a move of a slow partition to start", func() bool { return len(out.lines("started  slow-")) > 0 })
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-exited:
+		if err == nil || !strings.Contains(out.String(), "interrupted") || !strings.Contains(out.String(), "the moves in flight go on") {
+			t.Fatalf("rebalance after SIGINT: %v\n%s", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("rebalance did not stop on SIGINT:\n%s", out.String())
+	}
+	t.Logf("interrupted run:\n%s", out.String())
+
+	st, code := clusterCLI(t, c, 30*time.Second, "status")
+	if code != 0 || !strings.Contains(st, "moves in progress: ") || strings.Contains(st, "moves in progress: none") {
+		t.Fatalf("status after the interrupt: exit %d, want moves listed\n%s", code, st)
+	}
+	t.Logf("status:\n%s", st)
+	got, code := clusterCLI(t, c, 2*time.Minute, "cancel")
+	if code != 0 || !strings.Contains(got, "cancelled: no move in progress") {
+		t.Fatalf("cancel: exit %d\n%s", code, got)
+	}
+	t.Logf("cancel:\n%s", got)
+	after := topicReplicasOf(t, adm, topic)
+	for p, r := range before {
+		if !slices.Equal(after[p], r) {
+			// A move that finished before the cancel stays; one cancelled
+			// goes back. Only the slow topic's moves were copying.
+			if !strings.Contains(out.String(), fmt.Sprintf("done     slow-%d ", p)) {
+				t.Errorf("partition %d on %v after cancel, was %v", p, after[p], r)
+			}
+		}
+	}
+	if st, _ := clusterCLI(t, c, 30*time.Second, "status"); !strings.Contains(st, "moves in progress: none") {
+		t.Errorf("status after cancel:\n%s", st)
+	}
+}
