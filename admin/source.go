@@ -45,6 +45,15 @@ type PartitionStatus struct {
 	// Failed is set while this node's replica is stopped by a storage error
 	// (a failed write or fsync): the error. The node's log has the details.
 	Failed string `json:"failed,omitempty"`
+	// A reassignment in progress (KIP-455): the target replicas, those
+	// being added and removed, the group's learners (known on its leader)
+	// and how many entries the learners trail the leader's log in total
+	// (-1 when not known on this node).
+	Target        []int32 `json:"target,omitempty"`
+	Adding        []int32 `json:"adding,omitempty"`
+	Removing      []int32 `json:"removing,omitempty"`
+	Learners      []int32 `json:"learners,omitempty"`
+	EntriesBehind int64   `json:"entries_behind,omitempty"`
 }
 
 // NodeStatus is one cluster node as seen from here.
@@ -53,4 +62,12 @@ type NodeStatus struct {
 	Kafka     string `json:"kafka"`
 	Admin     string `json:"admin"`
 	Connected bool   `json:"connected"`
+	// State is the broker registry's: "active", "draining", or "" for a
+	// node only cluster.toml knows (not registered yet).
+	State string `json:"state"`
+	// Incarnation is the node's data directory incarnation, as registered.
+	Incarnation string `json:"incarnation,omitempty"`
+	// RejoiningGroups is how many groups the node, back with an empty
+	// data directory, has still to rejoin (0 once it is a full member).
+	RejoiningGroups int `json:"rejoining_groups"`
 }

@@ -170,6 +170,17 @@ func aclCases(t *testing.T, b *Broker) []aclCase {
 				return r
 			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.IncrementalAlterConfigsResponse).Resources[0].ErrorCode }},
+		{name: "AlterPartitionAssignments", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationAlter, denied: kerr.ClusterAuthorizationFailed.Code,
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrAlterPartitionAssignmentsRequest()
+				// A cancel with none in progress: allowed, it changes nothing.
+				r.Topics = []kmsg.AlterPartitionAssignmentsRequestTopic{{Topic: topic, Partitions: []kmsg.AlterPartitionAssignmentsRequestTopicPartition{{Partition: 0}}}}
+				return r
+			},
+			code: func(x kmsg.Response) int16 { return x.(*kmsg.AlterPartitionAssignmentsResponse).ErrorCode }},
+		{name: "ListPartitionReassignments", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationDescribe, denied: kerr.ClusterAuthorizationFailed.Code,
+			req:  func() kmsg.Request { return kmsg.NewPtrListPartitionReassignmentsRequest() },
+			code: func(x kmsg.Response) int16 { return x.(*kmsg.ListPartitionReassignmentsResponse).ErrorCode }},
 		{name: "DescribeLogDirs", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationDescribe, denied: kerr.ClusterAuthorizationFailed.Code,
 			req: func() kmsg.Request {
 				r := kmsg.NewPtrDescribeLogDirsRequest()

@@ -24,10 +24,11 @@ func (b *Broker) ClusterID() string { return b.cfg.Cluster.ClusterID }
 
 // Brokers implements kafka.Backend.
 func (b *Broker) Brokers() []kafka.BrokerInfo {
-	out := make([]kafka.BrokerInfo, 0, len(b.cfg.Cluster.Nodes))
-	for _, n := range b.cfg.Cluster.Nodes {
+	nodes := b.clusterNodes()
+	out := make([]kafka.BrokerInfo, 0, len(nodes))
+	for _, n := range nodes {
 		h, p := addrHostPort(n.Kafka)
-		bi := kafka.BrokerInfo{NodeID: n.ID, Host: h, Port: p, Listeners: advertisedListeners(n)}
+		bi := kafka.BrokerInfo{NodeID: n.ID, Host: h, Port: p, Listeners: advertisedListeners(n.NodeSpec)}
 		if n.Rack != "" {
 			r := n.Rack
 			bi.Rack = &r
@@ -290,7 +291,7 @@ func (b *Broker) CreatePartitions(ctx context.Context, topic string, count int32
 	if validateOnly {
 		return 0, ""
 	}
-	rf := len(t.Partitions[0].Replicas)
+	rf := t.Partitions[0].replicationFactor()
 	assign := assignReplicas(b.nodeIDs(), int(count-have), rf, b.metaSM.partitionCount())
 	mr, err := b.metaPropose(ctx, metaCmd{Op: "create_partitions", Name: topic, Assign: assign})
 	if err != nil {

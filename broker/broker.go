@@ -48,6 +48,11 @@ type Broker struct {
 	users  *users // SCRAM credentials (scram.go)
 	admin  *admin.Server
 	fwd    *forwarder // Produce forwarding for clients without leader hints
+	mover  *mover     // drives the reassignments this node leads (mover.go)
+	rejoin rejoinState
+	mb     membership // identity and broker registry (identity.go, register.go)
+	// startMu orders Start's steps after the join decision with Close.
+	startMu sync.Mutex
 
 	mu      sync.RWMutex
 	parts   map[uint64]*partition
@@ -57,7 +62,10 @@ type Broker struct {
 	quotas  quotaTracker
 
 	failMu   sync.Mutex
-	failures map[string]string // replica name -> the storage error that stopped it
+	failures map[string]string         // replica name -> the storage error that stopped it
+	removed  removedGroups             // groups this node was removed from (reassign_replicas.go)
+	throttle atomic.Int64              // the learner rate handed to Raft (throttle.go)
+	prefs    map[*raft.Replica][]int32 // preference orders handed to replicas (reconcile loop only)
 
 	// peerEvents fires when a peer connects, goes away or announces that
 	// it is leaving; leaderEvents when a leader this node knows of (local
@@ -102,13 +110,19 @@ func New(cfg Config) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, err
 	}
+	id, err := loadIdentity(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, logger: cfg.Logger, reg: cfg.Registry, view: newClusterView(),
 		parts: map[uint64]*partition{}, byTP: map[tpKey]*partition{}, offsets: map[uint64]*offsetsPartition{},
-		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
-		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
+		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, prefs: map[*raft.Replica][]int32{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
+		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now(),
+		mb: newMembership(id)}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	b.fwd = newForwarder(b)
+	b.mover = newMover(b)
 	if err := b.registerMetrics(); err != nil {
 		return nil, err
 	}
@@ -142,11 +156,15 @@ func New(cfg Config) (*Broker, error) {
 		OnLeaderChange: b.onLeaderChange,
 		OnNotice:       b.onNotice,
 		OnPeer:         b.onPeer,
+		OnRemoved:      b.onRemoved,
+		LearnerRate:    cfg.ReplicationThrottle,
+		Incarnation:    id.incarnation(),
 	})
 	if err != nil {
 		return nil, err
 	}
 	b.host = host
+	b.throttle.Store(cfg.ReplicationThrottle)
 	b.stopReplicas = host.StopReplicas
 	b.coord = coordinator.New(coordinator.Config{
 		Store:  offsetStore{b: b},
@@ -190,7 +208,7 @@ func (b *Broker) registerMetrics() error {
 	b.shutdownDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronik_shutdown_duration_seconds",
 		Help: "Duration of the last graceful shutdown (0 until one has happened)."})
 	for _, c := range []prometheus.Collector{
-		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas},
+		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas}, moveCollector{b}, rejoinCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := b.reg.Register(c); err != nil {
@@ -210,10 +228,6 @@ func (b *Broker) Start() (err error) {
 			b.Close()
 		}
 	}()
-	var peers []uint64
-	for _, n := range b.cfg.Cluster.Nodes {
-		peers = append(peers, uint64(n.ID))
-	}
 	if err := b.host.Start(); err != nil {
 		return err
 	}
@@ -224,18 +238,40 @@ func (b *Broker) Start() (err error) {
 	if err := b.kafka.Listen(); err != nil {
 		return err
 	}
+	// A fresh data directory asks the peers whether the cluster exists
+	// (join.go); Close ends the wait.
+	if err := b.decideMode(b.ctx); err != nil {
+		return err
+	}
+	b.startMu.Lock()
+	defer b.startMu.Unlock()
+	if b.ctx.Err() != nil {
+		return b.ctx.Err()
+	}
+	id := b.ident()
+	peers := make([]uint64, 0, len(id.MetaVoters))
+	for _, n := range id.MetaVoters {
+		peers = append(peers, uint64(n))
+	}
 	meta, err := b.host.AddReplica(raft.ReplicaConfig{Group: metaGroup, Name: metaName,
 		Dir: filepath.Join(b.cfg.DataDir, metaName), Peers: peers, SM: b.metaSM,
 		CompactToSnapshot: true, SnapshotEntries: 5000, ForwardProposals: true,
-		Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
+		Joining: id.Mode == modeJoin,
+		Log:     clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
 	if err != nil {
 		return err
 	}
 	b.meta = meta
-	b.campaignIfPreferred(meta, peers)
-	b.wg.Add(2)
+	if id.Mode != modeJoin {
+		b.campaignIfPreferred(meta, peers)
+	}
+	b.wg.Add(6)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
+	go b.registerLoop()
+	go b.proxyLoop()
+	go b.rejoinLoop()
+	go b.mover.loop(b.ctx)
 	if b.admin != nil {
 		if err := b.admin.Start(); err != nil {
 			return err
@@ -288,8 +324,10 @@ func (b *Broker) reconcileLoop() {
 	for {
 		select {
 		case <-b.reconcileCh:
+			b.syncPeers()
 			b.reconcile()
 			b.applySegmentLimits()
+			b.applyThrottle()
 		case <-b.leadershipCh:
 			b.coord.Release()
 		case <-gossip.C:
@@ -307,7 +345,9 @@ type wantedReplica struct {
 	topic    string
 	index    int32
 	replicas []int32
+	origin   []int32 // set once the partition has moved (meta_reassign.go)
 	internal bool
+	joining  bool // open gagged: this node rejoins the group (rejoin.go)
 }
 
 func (b *Broker) reconcile() {
@@ -315,12 +355,17 @@ func (b *Broker) reconcile() {
 		return
 	}
 	want := map[uint64]wantedReplica{}
-	for _, t := range b.metaSM.topics() {
+	topics := b.metaSM.topics()
+	b.forgetRemoved(topics)
+	for _, t := range topics {
 		for i, pm := range t.Partitions {
-			if slices.Contains(pm.Replicas, b.cfg.NodeID) {
-				want[pm.Group] = wantedReplica{topic: t.Name, index: int32(i), replicas: pm.Replicas, internal: t.Internal}
+			if b.wantsReplica(&pm) {
+				want[pm.Group] = wantedReplica{topic: t.Name, index: int32(i), replicas: pm.Replicas, origin: pm.Origin, internal: t.Internal}
 			}
 		}
+	}
+	if !b.markRejoins(want) {
+		return // join mode, not registered yet: which groups to rejoin is unknown
 	}
 	b.mu.RLock()
 	var stale []uint64
@@ -353,6 +398,7 @@ func (b *Broker) reconcile() {
 			b.logger.Error("cannot open partition replica", "topic", want[g].topic, "partition", want[g].index, "err", err)
 		}
 	}
+	b.applyPreferences(topics)
 }
 
 func (b *Broker) replicaDir(topic string, index int32) string {
@@ -371,6 +417,8 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 			return err
 		}
 	}
+	peers, joining := replicaPeers(dir, w)
+	joining = joining || w.joining // a node back with an empty disk rejoins (rejoin.go)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -379,14 +427,14 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 			return err
 		}
 	}
-	peers := make([]uint64, len(w.replicas))
-	for i, r := range w.replicas {
-		peers[i] = uint64(r)
+	prefer := toUint64s(w.replicas)
+	if joining {
+		prefer = nil // gagged until promoted: it cannot campaign
 	}
 	name := w.topic + "-" + strconv.Itoa(int(w.index))
 	if w.topic == offsetsTopic {
 		sm := newOffsetsSM()
-		rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, SM: sm,
+		rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, Joining: joining, SM: sm,
 			CompactToSnapshot: true, SnapshotEntries: 10000, Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
 		if err != nil {
 			return err
@@ -394,12 +442,12 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 		b.mu.Lock()
 		b.offsets[g] = &offsetsPartition{index: w.index, group: g, rep: rep, sm: sm}
 		b.mu.Unlock()
-		b.campaignIfPreferred(rep, peers)
+		b.campaignIfPreferred(rep, prefer)
 		return nil
 	}
 	p := newPartition(b, w.topic, w.index, g)
 	cfg := b.topicConfig(w.topic)
-	rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, SM: p,
+	rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, Joining: joining, SM: p,
 		Log:       clog.Options{SegmentBytes: cfg.segmentBytes, SegmentAge: cfg.segmentAge, Logger: b.logger},
 		Retention: p.retention,
 	})
@@ -411,7 +459,7 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	b.parts[g] = p
 	b.byTP[tpKey{w.topic, w.index}] = p
 	b.mu.Unlock()
-	b.campaignIfPreferred(rep, peers)
+	b.campaignIfPreferred(rep, prefer)
 	return nil
 }
 
@@ -498,10 +546,14 @@ func newTopicID() [16]byte {
 	return id
 }
 
+// nodeIDs lists the brokers new replicas may go to: every broker of the
+// cluster but draining ones (meta_brokers.go).
 func (b *Broker) nodeIDs() []int32 {
-	out := make([]int32, 0, len(b.cfg.Cluster.Nodes))
-	for _, n := range b.cfg.Cluster.Nodes {
-		out = append(out, n.ID)
+	var out []int32
+	for _, n := range b.clusterNodes() {
+		if n.State != brokerDraining {
+			out = append(out, n.ID)
+		}
 	}
 	return out
 }
@@ -561,6 +613,8 @@ func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		b.beginShutdown()
 		b.cancel()
+		b.startMu.Lock() // a Start past its join decision finishes first
+		b.startMu.Unlock()
 		b.wg.Wait()
 		b.kafka.Close()
 		b.fwd.close()

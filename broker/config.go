@@ -171,6 +171,10 @@ type Config struct {
 	// they are in sync for RebalanceDelay (Kafka waits 5 minutes).
 	AutoLeaderRebalance bool
 	RebalanceDelay      time.Duration
+	// ReplicationThrottle bounds the bytes per second sent to replicas a
+	// reassignment adds (0: unlimited); the dynamic broker config
+	// leader.replication.throttled.rate overrides it (throttle.go).
+	ReplicationThrottle int64
 
 	SegmentBytes      int64
 	RetentionInterval time.Duration

@@ -88,6 +88,7 @@ type Backend interface {
 	// end early then.
 	ShuttingDown() <-chan struct{}
 
+	Reassignments // reassign.go
 	Electer
 }
 

@@ -33,6 +33,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "isr-lag-time", Value: "10s", Usage: "how long a follower may lag and stay in sync (replica.lag.time.max.ms)", EnvVars: []string{"CHRONIK_ISR_LAG_TIME"}},
 		&cli.BoolFlag{Name: "auto-leader-rebalance", Value: true, Usage: "move leadership back to preferred replicas once they are in sync", EnvVars: []string{"CHRONIK_AUTO_LEADER_REBALANCE"}},
 		&cli.StringFlag{Name: "rebalance-delay", Value: "2s", Usage: "how long a preferred replica must be in sync before it gets leadership back", EnvVars: []string{"CHRONIK_REBALANCE_DELAY"}},
+		&cli.Int64Flag{Name: "replication-throttle", Usage: "bytes per second this node sends to replicas a reassignment adds, all partitions together (0: unlimited; the dynamic broker config leader.replication.throttled.rate overrides it)", EnvVars: []string{"CHRONIK_REPLICATION_THROTTLE"}},
 		&cli.Int64Flag{Name: "segment-bytes", Value: 128 << 20, Usage: "default log segment size", EnvVars: []string{"CHRONIK_SEGMENT_BYTES"}},
 		&cli.StringFlag{Name: "retention-check-interval", Value: "30s", Usage: "how often retention runs", EnvVars: []string{"CHRONIK_RETENTION_CHECK_INTERVAL"}},
 		&cli.IntFlag{Name: "max-request-size", Value: 100 << 20, Usage: "largest Kafka request frame accepted (bytes)", EnvVars: []string{"CHRONIK_MAX_REQUEST_SIZE"}},
@@ -119,7 +120,8 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		NodeID: int32(c.Int("node-id")), Cluster: cf, DataDir: c.String("data-dir"),
 		Fsync: broker.FsyncMode(c.String("fsync")), ElectionTicks: c.Int("election-ticks"),
 		HeartbeatTicks: c.Int("heartbeat-ticks"), AutoLeaderRebalance: c.Bool("auto-leader-rebalance"),
-		SegmentBytes: c.Int64("segment-bytes"), MaxRequestSize: int32(c.Int("max-request-size")),
+		ReplicationThrottle: c.Int64("replication-throttle"),
+		SegmentBytes:        c.Int64("segment-bytes"), MaxRequestSize: int32(c.Int("max-request-size")),
 		KafkaLimits: kafka.Limits{
 			MaxConnections: c.Int("max-connections"), MaxConnectionsPerIP: c.Int("max-connections-per-ip"),
 			QueuedMaxRequestBytes:    c.Int64("queued-max-request-bytes"),
@@ -169,10 +171,23 @@ func runServer(c *cli.Context) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	stop := reloadOnHUP(b)
 	defer stop()
-	if err := b.Start(); err != nil {
-		return err
+	// Start can wait for peers (a fresh data directory asks them whether
+	// the cluster exists): a signal meanwhile stops it.
+	started := make(chan error, 1)
+	go func() { started <- b.Start() }()
+	var sig os.Signal
+	select {
+	case err := <-started:
+		if err != nil {
+			return err
+		}
+		sig = <-sigs
+	case sig = <-sigs:
+		cfg.Logger.Info("received signal before the node started, stopping", "signal", sig.String())
+		b.Close()
+		<-started
+		return nil
 	}
-	sig := <-sigs
 	cfg.Logger.Info("received signal, stopping", "signal", sig.String())
 	// A second signal, or the stages' timeouts plus a margin, force the exit.
 	deadline := cfg.DrainTimeout + cfg.TransferTimeout + cfg.WALSyncTimeout + 5*time.Second
