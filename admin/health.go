@@ -25,6 +25,10 @@ type Report struct {
 	// SafeToRestart says whether stopping this node now keeps every
 	// partition available.
 	SafeToRestart bool `json:"safe_to_restart"`
+	// Rejoining lists the nodes that came back with an empty data
+	// directory and are still rejoining their groups (node id -> groups
+	// left); the cluster is degraded meanwhile.
+	Rejoining map[string]int `json:"rejoining,omitempty"`
 	// Reasons explains, one line each, why the node is not safe to restart.
 	// Every reason the node is not healthy is among them, because an
 	// unhealthy or degraded node is never safe to restart.
@@ -153,6 +157,14 @@ func evaluate(src Source) (Report, snapshot) {
 	for _, n := range src.Nodes() {
 		if !n.Connected {
 			r.Reasons = append(r.Reasons, fmt.Sprintf("node %d (%s) is not connected", n.ID, n.Kafka))
+		}
+		if n.RejoiningGroups > 0 {
+			if r.Rejoining == nil {
+				r.Rejoining = map[string]int{}
+			}
+			r.Rejoining[strconv.Itoa(int(n.ID))] = n.RejoiningGroups
+			worsen(StatusDegraded)
+			r.Reasons = append(r.Reasons, fmt.Sprintf("node %d is rejoining after losing its data: %d groups left", n.ID, n.RejoiningGroups))
 		}
 	}
 

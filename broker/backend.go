@@ -24,10 +24,11 @@ func (b *Broker) ClusterID() string { return b.cfg.Cluster.ClusterID }
 
 // Brokers implements kafka.Backend.
 func (b *Broker) Brokers() []kafka.BrokerInfo {
-	out := make([]kafka.BrokerInfo, 0, len(b.cfg.Cluster.Nodes))
-	for _, n := range b.cfg.Cluster.Nodes {
+	nodes := b.clusterNodes()
+	out := make([]kafka.BrokerInfo, 0, len(nodes))
+	for _, n := range nodes {
 		h, p := addrHostPort(n.Kafka)
-		bi := kafka.BrokerInfo{NodeID: n.ID, Host: h, Port: p, Listeners: advertisedListeners(n)}
+		bi := kafka.BrokerInfo{NodeID: n.ID, Host: h, Port: p, Listeners: advertisedListeners(n.NodeSpec)}
 		if n.Rack != "" {
 			r := n.Rack
 			bi.Rack = &r

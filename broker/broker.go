@@ -34,6 +34,9 @@ type Broker struct {
 	cfg    Config
 	logger *slog.Logger
 	reg    *prometheus.Registry
+	// reloaders read the peer and admin TLS files again (security.go);
+	// set during New, read-only after.
+	reloaders []func() error
 
 	tr     *raft.TCPTransport
 	host   *raft.Host
@@ -46,6 +49,10 @@ type Broker struct {
 	admin  *admin.Server
 	fwd    *forwarder // Produce forwarding for clients without leader hints
 	mover  *mover     // drives the reassignments this node leads (mover.go)
+	rejoin rejoinState
+	mb     membership // identity and broker registry (identity.go, register.go)
+	// startMu orders Start's steps after the join decision with Close.
+	startMu sync.Mutex
 
 	mu      sync.RWMutex
 	parts   map[uint64]*partition
@@ -65,6 +72,7 @@ type Broker struct {
 	peerEvents, leaderEvents *event
 	peerAge                  peerAges    // since when each peer is connected (transfer targets)
 	servingSent              atomic.Bool // this node announced that it serves clients
+	elect                    electState  // ElectLeaders asks in flight (elect.go)
 
 	reqSeq       atomic.Uint64
 	reconcileCh  chan struct{}
@@ -101,11 +109,16 @@ func New(cfg Config) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, err
 	}
+	id, err := loadIdentity(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, logger: cfg.Logger, reg: cfg.Registry, view: newClusterView(),
 		parts: map[uint64]*partition{}, byTP: map[tpKey]*partition{}, offsets: map[uint64]*offsetsPartition{},
 		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
-		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now()}
+		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now(),
+		mb: newMembership(id)}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	b.fwd = newForwarder(b)
 	b.mover = newMover(b)
@@ -147,6 +160,7 @@ func New(cfg Config) (*Broker, error) {
 		OnPeer:         b.onPeer,
 		OnRemoved:      b.onRemoved,
 		LearnerRate:    cfg.ReplicationThrottle,
+		Incarnation:    id.incarnation(),
 	})
 	if err != nil {
 		return nil, err
@@ -167,7 +181,7 @@ func New(cfg Config) (*Broker, error) {
 	b.users = newUsers(b, cfg.BootstrapUsers)
 	b.kafka, err = kafka.NewServer(kafka.Config{Listeners: listeners, MaxRequestSize: cfg.MaxRequestSize,
 		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry,
-		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms})
+		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms, MaxReauth: cfg.SASLMaxReauth})
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +210,7 @@ func (b *Broker) registerMetrics() error {
 	b.shutdownDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronik_shutdown_duration_seconds",
 		Help: "Duration of the last graceful shutdown (0 until one has happened)."})
 	for _, c := range []prometheus.Collector{
-		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas}, moveCollector{b},
+		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas}, moveCollector{b}, rejoinCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := b.reg.Register(c); err != nil {
@@ -216,10 +230,6 @@ func (b *Broker) Start() (err error) {
 			b.Close()
 		}
 	}()
-	var peers []uint64
-	for _, n := range b.cfg.Cluster.Nodes {
-		peers = append(peers, uint64(n.ID))
-	}
 	if err := b.host.Start(); err != nil {
 		return err
 	}
@@ -230,18 +240,39 @@ func (b *Broker) Start() (err error) {
 	if err := b.kafka.Listen(); err != nil {
 		return err
 	}
+	// A fresh data directory asks the peers whether the cluster exists
+	// (join.go); Close ends the wait.
+	if err := b.decideMode(b.ctx); err != nil {
+		return err
+	}
+	b.startMu.Lock()
+	defer b.startMu.Unlock()
+	if b.ctx.Err() != nil {
+		return b.ctx.Err()
+	}
+	id := b.ident()
+	peers := make([]uint64, 0, len(id.MetaVoters))
+	for _, n := range id.MetaVoters {
+		peers = append(peers, uint64(n))
+	}
 	meta, err := b.host.AddReplica(raft.ReplicaConfig{Group: metaGroup, Name: metaName,
 		Dir: filepath.Join(b.cfg.DataDir, metaName), Peers: peers, SM: b.metaSM,
 		CompactToSnapshot: true, SnapshotEntries: 5000, ForwardProposals: true,
-		Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
+		Joining: id.Mode == modeJoin,
+		Log:     clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
 	if err != nil {
 		return err
 	}
 	b.meta = meta
-	b.campaignIfPreferred(meta, peers)
-	b.wg.Add(3)
+	if id.Mode != modeJoin {
+		b.campaignIfPreferred(meta, peers)
+	}
+	b.wg.Add(6)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
+	go b.registerLoop()
+	go b.proxyLoop()
+	go b.rejoinLoop()
 	go b.mover.loop(b.ctx)
 	if b.cfg.AutoLeaderRebalance {
 		b.wg.Add(1)
@@ -299,6 +330,7 @@ func (b *Broker) reconcileLoop() {
 	for {
 		select {
 		case <-b.reconcileCh:
+			b.syncPeers()
 			b.reconcile()
 			b.applySegmentLimits()
 			b.applyThrottle()
@@ -321,6 +353,7 @@ type wantedReplica struct {
 	replicas []int32
 	origin   []int32 // set once the partition has moved (meta_reassign.go)
 	internal bool
+	joining  bool // open gagged: this node rejoins the group (rejoin.go)
 }
 
 func (b *Broker) reconcile() {
@@ -336,6 +369,9 @@ func (b *Broker) reconcile() {
 				want[pm.Group] = wantedReplica{topic: t.Name, index: int32(i), replicas: pm.Replicas, origin: pm.Origin, internal: t.Internal}
 			}
 		}
+	}
+	if !b.markRejoins(want) {
+		return // join mode, not registered yet: which groups to rejoin is unknown
 	}
 	b.mu.RLock()
 	var stale []uint64
@@ -388,6 +424,7 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 		}
 	}
 	peers, joining := replicaPeers(dir, w)
+	joining = joining || w.joining // a node back with an empty disk rejoins (rejoin.go)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -523,10 +560,14 @@ func newTopicID() [16]byte {
 	return id
 }
 
+// nodeIDs lists the brokers new replicas may go to: every broker of the
+// cluster but draining ones (meta_brokers.go).
 func (b *Broker) nodeIDs() []int32 {
-	out := make([]int32, 0, len(b.cfg.Cluster.Nodes))
-	for _, n := range b.cfg.Cluster.Nodes {
-		out = append(out, n.ID)
+	var out []int32
+	for _, n := range b.clusterNodes() {
+		if n.State != brokerDraining {
+			out = append(out, n.ID)
+		}
 	}
 	return out
 }
@@ -586,6 +627,8 @@ func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		b.beginShutdown()
 		b.cancel()
+		b.startMu.Lock() // a Start past its join decision finishes first
+		b.startMu.Unlock()
 		b.wg.Wait()
 		b.kafka.Close()
 		b.fwd.close()

@@ -191,6 +191,9 @@ type Config struct {
 	TLS *kafka.TLSFiles
 	// SASLMechanisms enabled on SASL listeners (all when empty).
 	SASLMechanisms []string
+	// SASLMaxReauth is connections.max.reauth.ms (KIP-368): how long a
+	// SASL login lasts on its connection; 0: forever.
+	SASLMaxReauth time.Duration
 	// BootstrapUsers are SCRAM credentials (from the users file) this
 	// node knows from its start; see scram.go.
 	BootstrapUsers map[string][]auth.Credential

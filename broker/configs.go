@@ -19,6 +19,9 @@ func (b *Broker) AutoCreateTopics() bool {
 	return b.cfg.Cluster.AutoCreateTopics == nil || *b.cfg.Cluster.AutoCreateTopics
 }
 
+// DefaultPartitions implements kafka.Backend: cluster.toml's default_partitions.
+func (b *Broker) DefaultPartitions() int32 { return b.cfg.Cluster.DefaultPartitions }
+
 // BrokerConfigs implements kafka.Backend: this node's configs. The static
 // ones come from cluster.toml and flags; the log and message ones are
 // dynamic (cluster-wide or per node) and are the defaults of the topic

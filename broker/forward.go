@@ -60,7 +60,7 @@ func (f *forwarder) client(id int32) (*kgo.Client, error) {
 		return cl, nil
 	}
 	addr := ""
-	for _, n := range f.b.cfg.Cluster.Nodes {
+	for _, n := range f.b.clusterNodes() {
 		if n.ID == id {
 			addr = n.Kafka
 		}

@@ -423,7 +423,15 @@ func TestServesAloneAfterSettleGrace(t *testing.T) {
 	if err := cf.check(); err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(Config{NodeID: 1, Cluster: cf, DataDir: t.TempDir(), RaftTick: 10 * time.Millisecond})
+	// A node of an existing cluster restarting (its join decision made):
+	// a fresh directory would wait for its peers to say whether the
+	// cluster exists before anything else (join.go).
+	dir := t.TempDir()
+	if err := writeIdentity(dir, &identity{Version: identityVersion, ClusterID: "test", NodeID: 1,
+		Incarnation: fmtIncarnation(newIncarnation()), Mode: modeBootstrap, MetaVoters: []int32{1, 2, 3}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{NodeID: 1, Cluster: cf, DataDir: dir, RaftTick: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

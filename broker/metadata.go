@@ -56,6 +56,8 @@ type metaState struct {
 	ACLs []kafka.ACL `json:"acls,omitempty"`
 	// Scram holds SCRAM credentials by user and mechanism (scram.go).
 	Scram map[string]map[string]*scramMeta `json:"scram,omitempty"`
+	// Brokers is the broker registry, by node id (meta_brokers.go).
+	Brokers map[string]*brokerMeta `json:"brokers,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -86,6 +88,8 @@ type metaCmd struct {
 	Scram []scramChange `json:"scram,omitempty"`
 	// reassign (Name is the topic), reassign_done
 	Moves []partitionMove `json:"moves,omitempty"`
+	// register_broker, broker_rejoined, broker_state (meta_brokers.go)
+	Member *memberCmd `json:"member,omitempty"`
 }
 
 type metaResult struct {
@@ -259,6 +263,8 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		return m.applyReassign(cmd)
 	case "reassign_done":
 		return m.applyReassignDone(cmd)
+	case "register_broker", "broker_rejoined", "broker_state":
+		return m.applyMember(cmd.Op, cmd.Member)
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID
 		m.st.NextProducerID += cmd.Count

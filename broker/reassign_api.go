@@ -10,13 +10,6 @@ import (
 	"github.com/chronik-dev/chronik/kafka"
 )
 
-// knownBroker reports whether a node id names a broker of the cluster,
-// one a replica may be placed on. The one place to ask, so that brokers
-// registered at runtime count once the registry exists.
-func (b *Broker) knownBroker(id int32) bool {
-	return slices.Contains(b.nodeIDs(), id)
-}
-
 // replicationFactor is the partition's replica count once any move in
 // progress is done.
 func (p *partitionMeta) replicationFactor() int {

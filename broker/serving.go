@@ -50,10 +50,8 @@ func (b *Broker) announceServing() {
 	if !b.servingSent.CompareAndSwap(false, true) {
 		return
 	}
-	for _, n := range b.cfg.Cluster.Nodes {
-		if n.ID != b.cfg.NodeID {
-			b.host.SendNotice(uint64(n.ID), noticeServing, []byte{1})
-		}
+	for _, id := range b.peerIDs() {
+		b.host.SendNotice(uint64(id), noticeServing, []byte{1})
 	}
 }
 

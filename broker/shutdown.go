@@ -58,10 +58,8 @@ func (b *Broker) Shutdown() ShutdownReport {
 	lg.Info("Step 1/4: Draining in-flight requests")
 	b.beginShutdown()
 	b.host.SetStopping()
-	for _, n := range b.cfg.Cluster.Nodes {
-		if n.ID != b.cfg.NodeID {
-			b.host.SendNotice(uint64(n.ID), noticeLeaving, nil)
-		}
+	for _, id := range b.peerIDs() {
+		b.host.SendNotice(uint64(id), noticeLeaving, nil)
 	}
 	b.kafka.BeginDrain()
 	dctx, cancel := context.WithTimeout(context.Background(), b.cfg.DrainTimeout)
@@ -192,9 +190,9 @@ func (b *Broker) informClients() {
 
 // anyPeerStaying reports whether some peer is connected and not stopping.
 func (b *Broker) anyPeerStaying() bool {
-	for _, n := range b.cfg.Cluster.Nodes {
-		id := uint64(n.ID)
-		if n.ID != b.cfg.NodeID && b.host.PeerAlive(id) && !b.host.PeerLeaving(id) {
+	for _, n := range b.peerIDs() {
+		id := uint64(n)
+		if b.host.PeerAlive(id) && !b.host.PeerLeaving(id) {
 			return true
 		}
 	}

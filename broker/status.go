@@ -36,12 +36,7 @@ func (a adminSource) Ready() (bool, string) {
 }
 
 func (a adminSource) Nodes() []admin.NodeStatus {
-	var out []admin.NodeStatus
-	for _, n := range a.b.cfg.Cluster.Nodes {
-		out = append(out, admin.NodeStatus{ID: n.ID, Kafka: n.Kafka, Admin: n.Admin,
-			Connected: a.b.host.PeerAlive(uint64(n.ID))})
-	}
-	return out
+	return a.b.nodeStatuses()
 }
 
 func (a adminSource) Partitions() []admin.PartitionStatus { return a.b.partitionStatuses() }
@@ -53,11 +48,7 @@ func (a adminSource) Process() admin.ProcessInfo {
 // partitionStatuses describes every partition, the metadata group first.
 func (b *Broker) partitionStatuses() []admin.PartitionStatus {
 	var out []admin.PartitionStatus
-	all := make([]int32, 0, len(b.cfg.Cluster.Nodes))
-	for _, n := range b.cfg.Cluster.Nodes {
-		all = append(all, n.ID)
-	}
-	out = append(out, b.groupStatus(metaName[:len(metaName)-2], 0, partitionMeta{Group: metaGroup, Replicas: all}, true))
+	out = append(out, b.groupStatus(metaName[:len(metaName)-2], 0, partitionMeta{Group: metaGroup, Replicas: b.metaVoters()}, true))
 	for _, t := range b.metaSM.topics() {
 		for i, pm := range t.Partitions {
 			out = append(out, b.groupStatus(t.Name, int32(i), pm, t.Internal))
@@ -151,7 +142,7 @@ func (c *partitionCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	counts := map[int32]int{}
-	for _, n := range b.cfg.Cluster.Nodes {
+	for _, n := range b.clusterNodes() {
 		counts[n.ID] = 0
 	}
 	for _, ps := range b.partitionStatuses() {

@@ -103,11 +103,11 @@ func (b *Broker) broadcastLeaders(lis []leaderInfo, only int32) {
 	if err != nil {
 		return
 	}
-	for _, n := range b.cfg.Cluster.Nodes {
-		if n.ID == b.cfg.NodeID || (only != 0 && n.ID != only) {
+	for _, id := range b.peerIDs() {
+		if only != 0 && id != only {
 			continue
 		}
-		b.host.SendNotice(uint64(n.ID), noticeLeaders, data)
+		b.host.SendNotice(uint64(id), noticeLeaders, data)
 	}
 }
 
@@ -120,6 +120,22 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 	}
 	if channel == noticeServing {
 		b.onServingNotice(from, data)
+		return
+	}
+	if channel == noticeElect {
+		b.onElectAsk(from, data)
+		return
+	}
+	if channel == noticeElected {
+		b.onElectAnswer(data)
+		return
+	}
+	if channel == noticeIdentity {
+		b.onIdentityNotice(from, data)
+		return
+	}
+	if channel == noticeRegister {
+		b.onRegisterNotice(from, data)
 		return
 	}
 	if channel != noticeLeaders {

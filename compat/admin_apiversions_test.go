@@ -41,9 +41,12 @@ func TestAdminApiVersionsServed(t *testing.T) {
 			t.Errorf("key %d (%s) v%d: %v", k.ApiKey, kmsg.NameForKey(k.ApiKey), req.GetVersion(), err)
 		}
 	}
-	for key, min := range map[int16]int16{21: 2, 32: 4, 33: 2, 35: 4, 44: 1, 45: 1, 46: 0} {
+	for key, min := range map[int16]int16{21: 2, 32: 4, 33: 2, 35: 4, 43: 2, 44: 1, 45: 1, 46: 0, 57: 2} {
 		if listed[key] < min {
 			t.Errorf("ApiVersions lists %s up to v%d, want v%d", kmsg.NameForKey(key), listed[key], min)
 		}
+	}
+	if _, ok := listed[75]; !ok {
+		t.Errorf("ApiVersions does not list DescribeTopicPartitions")
 	}
 }

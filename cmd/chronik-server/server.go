@@ -49,6 +49,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "peer-tls-cert", Usage: "PEM certificate for the Raft peer port; with --peer-tls-key and --peer-tls-ca peers use mutual TLS, and the certificate must carry the DNS name chronik-node-<id>", EnvVars: []string{"CHRONIK_PEER_TLS_CERT"}},
 		&cli.StringFlag{Name: "peer-tls-key", Usage: "PEM private key of --peer-tls-cert", EnvVars: []string{"CHRONIK_PEER_TLS_KEY"}},
 		&cli.StringFlag{Name: "peer-tls-ca", Usage: "PEM CA bundle that peer certificates must chain to", EnvVars: []string{"CHRONIK_PEER_TLS_CA"}},
+		&cli.BoolFlag{Name: "peer-tls-accept-plaintext", Usage: "transition mode for switching a running cluster's peers to TLS one node at a time: take plaintext peers besides TLS ones, and dial plaintext when TLS fails (README \"Securing Chronik\")", EnvVars: []string{"CHRONIK_PEER_TLS_ACCEPT_PLAINTEXT"}},
 		&cli.StringFlag{Name: "admin-tls-cert", Usage: "PEM certificate: the admin server serves HTTPS", EnvVars: []string{"CHRONIK_ADMIN_TLS_CERT"}},
 		&cli.StringFlag{Name: "admin-tls-key", Usage: "PEM private key of --admin-tls-cert", EnvVars: []string{"CHRONIK_ADMIN_TLS_KEY"}},
 		&cli.StringFlag{Name: "admin-client-ca", Usage: "PEM CA: an admin client certificate it signed authorizes like the token (needs --admin-tls-cert)", EnvVars: []string{"CHRONIK_ADMIN_CLIENT_CA"}},
@@ -61,6 +62,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tls-client-auth", Value: "none", Usage: "client certificates on TLS listeners: none, request or required (ssl.client.auth)", EnvVars: []string{"CHRONIK_TLS_CLIENT_AUTH"}},
 		&cli.StringFlag{Name: "sasl-users-file", Usage: "bootstrap SASL users (TOML [[users]] name, password); passwords are salted and hashed at load", EnvVars: []string{"CHRONIK_SASL_USERS_FILE"}},
 		&cli.StringFlag{Name: "sasl-mechanisms", Value: strings.Join(kafka.DefaultSASLMechanisms, ","), Usage: "SASL mechanisms enabled on SASL listeners", EnvVars: []string{"CHRONIK_SASL_MECHANISMS"}},
+		&cli.StringFlag{Name: "sasl-max-reauth", Value: "0", Usage: "how long a SASL login lasts before the client must re-authenticate on its connection (connections.max.reauth.ms, KIP-368; seconds or a Go duration; 0: forever)", EnvVars: []string{"CHRONIK_SASL_MAX_REAUTH"}},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"CHRONIK_LOG_LEVEL"}},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"CHRONIK_LOG_FORMAT"}},
 	}
@@ -130,7 +132,8 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		Logger: logger, Registry: prometheus.NewRegistry(),
 		Security: broker.SecurityConfig{
 			PeerTLSCert: c.String("peer-tls-cert"), PeerTLSKey: c.String("peer-tls-key"), PeerTLSCA: c.String("peer-tls-ca"),
-			AdminTLSCert: c.String("admin-tls-cert"), AdminTLSKey: c.String("admin-tls-key"), AdminClientCA: c.String("admin-client-ca"),
+			PeerTLSAcceptPlaintext: c.Bool("peer-tls-accept-plaintext"),
+			AdminTLSCert:           c.String("admin-tls-cert"), AdminTLSKey: c.String("admin-tls-key"), AdminClientCA: c.String("admin-client-ca"),
 			AdminToken: c.String("admin-token"), AdminTokenFile: c.String("admin-token-file"), AdminPprof: c.Bool("admin-pprof"),
 		},
 	}
@@ -142,7 +145,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		{"transfer-timeout", &cfg.TransferTimeout}, {"wal-sync-timeout", &cfg.WALSyncTimeout},
 		{"raft-tick", &cfg.RaftTick}, {"isr-lag-time", &cfg.ISRLagTime},
 		{"rebalance-delay", &cfg.RebalanceDelay}, {"retention-check-interval", &cfg.RetentionInterval},
-		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout},
+		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout}, {"sasl-max-reauth", &cfg.SASLMaxReauth},
 	}
 	for _, d := range durs {
 		v, err := parseSeconds(d.flag, c.String(d.flag))
@@ -166,14 +169,25 @@ func runServer(c *cli.Context) error {
 	// Signals are caught before Start so that none is missed.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	if cfg.TLS != nil {
-		stop := reloadOnHUP(cfg.TLS)
-		defer stop()
+	stop := reloadOnHUP(b)
+	defer stop()
+	// Start can wait for peers (a fresh data directory asks them whether
+	// the cluster exists): a signal meanwhile stops it.
+	started := make(chan error, 1)
+	go func() { started <- b.Start() }()
+	var sig os.Signal
+	select {
+	case err := <-started:
+		if err != nil {
+			return err
+		}
+		sig = <-sigs
+	case sig = <-sigs:
+		cfg.Logger.Info("received signal before the node started, stopping", "signal", sig.String())
+		b.Close()
+		<-started
+		return nil
 	}
-	if err := b.Start(); err != nil {
-		return err
-	}
-	sig := <-sigs
 	cfg.Logger.Info("received signal, stopping", "signal", sig.String())
 	// A second signal, or the stages' timeouts plus a margin, force the exit.
 	deadline := cfg.DrainTimeout + cfg.TransferTimeout + cfg.WALSyncTimeout + 5*time.Second
