@@ -30,7 +30,7 @@ type Status struct {
 	Match  map[uint64]uint64
 	// InSyncSince is, for each follower in the ISR, since when it has been
 	// in it without interruption (leader only).
-	InSyncSince  map[uint64]time.Time
+	InSyncSince map[uint64]time.Time
 	// GaggedPeers are the members that told this leader they are gagged
 	// (gagnotice.go): never a transfer target. Refilling are the
 	// followers this leader sends entries again that they lost
