@@ -31,7 +31,8 @@ type Progress struct {
 	// Step names what Reconfigure did or waits for: "done",
 	// "in progress" (a configuration change or a leadership transfer of
 	// the group is not finished yet), "leave joint", "add learner",
-	// "demote", "catch up", "change" (one member), "joint" (several),
+	// "demote", "repromote" (a rejoining voter promoted again where it
+	// is), "catch up", "change" (one member), "joint" (several),
 	// "transfer".
 	Step string
 	// Voters, Learners and Outgoing are the configuration after the step
@@ -60,8 +61,14 @@ var errConfChangeBusy = errors.New("raft: a configuration change is pending")
 //  2. a wanted member missing from the configuration is added as a
 //     learner (one per step);
 //  3. the voters named in want.Rejoin that were not promoted at that
-//     incarnation yet are demoted to learners (a joint change), unless
-//     that would leave fewer than a quorum of the voters trusted;
+//     incarnation yet are demoted to learners (a joint change); where
+//     that would leave fewer than a quorum of the voters trusted (a
+//     2-voter group), a single such voter is instead promoted again in
+//     place once caught up ("repromote"), and several are refused (rejoin
+//     them one at a time). A voter promoted at its incarnation that still
+//     reports being gagged after applying the latest change (a snapshot
+//     covered the promotion) is promoted again in place too, and one that
+//     has not applied its promotion yet is waited for ("catch up");
 //  4. until every learner to be promoted is caught up (the ISR rule:
 //     connected and at the leader's log end within Config.LagTime),
 //     Reconfigure returns at once with how far behind they are;

@@ -243,5 +243,11 @@ func (r *Replica) sendRefillMsg(rf *refill, m *pb.Message, prev, end uint64) err
 	}
 	rf.prev, rf.end = prev, end
 	r.host.sendRaft(r, m)
+	r.host.sentRefills.Add(1)
 	return nil
 }
+
+// RefillMessages is how many messages leaders on this node sent to
+// followers that had lost entries (refill.go;
+// chronik_raft_refill_messages_total).
+func (h *Host) RefillMessages() uint64 { return h.sentRefills.Load() }
