@@ -52,6 +52,9 @@ type refill struct {
 	confirmed bool // the follower was seen to hold less than its Match
 }
 
+// maxProbeResends bounds how often an unanswered probe is sent.
+const maxProbeResends = 10
+
 // maxRefillBytes bounds the entries of one refill message (etcd raft's
 // MaxSizePerMsg here).
 const maxRefillBytes = 4 << 20
@@ -182,6 +185,12 @@ func (r *Replica) refillTick() error {
 			continue
 		}
 		if time.Since(rf.sentAt) < r.refillResend() {
+			continue
+		}
+		if !rf.known && time.Since(rf.since) > maxProbeResends*r.refillResend() {
+			// Unanswered (the node is down or has no replica here yet):
+			// its next rejection or lost-tail report starts it again.
+			delete(r.refills, id)
 			continue
 		}
 		if err := r.sendRefill(id, rf, match, bs); err != nil {
