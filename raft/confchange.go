@@ -164,10 +164,12 @@ func (r *Replica) applyConfChange(index uint64, cc pb.ConfChangeI, context []byt
 	return nil
 }
 
-// withProgress visits the leader's progress of every member.
+// withProgress visits the leader's progress of every member: what it
+// counts the member as holding (refill.go: less than etcd raft's Match
+// while the member is refilled).
 func (r *Replica) withProgress(fn func(id, match uint64)) {
 	r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
-		fn(id, pr.Match)
+		fn(id, r.effectiveMatch(id, pr.Match))
 	})
 }
 

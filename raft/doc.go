@@ -37,6 +37,8 @@
 //	confchange.go proposing, matching and applying configuration changes
 //	confhistory.go the configuration as of each index (confstates file)
 //	gag.go       joining replicas that may not vote or lead
+//	gagnotice.go a gagged replica telling its leader (no transfers to it)
+//	refill.go    sending a follower again the entries it lost
 //	incarnation.go peers' data directory incarnations, retired ones
 //	throttle.go  the learner rate (Config.LearnerRate)
 //	transport.go TCPTransport, its hello (v1 and v2, see below), its
@@ -106,10 +108,10 @@
 // local snapshot or the log's base, and the state machine replays the
 // committed entries after it; for a data partition its high watermark
 // restarts there and rises as they are applied again. A follower that lost
-// entries it had acknowledged reports it to the leader, which hands
-// leadership on so the follower is probed afresh (failure.go). A local
-// snapshot is written only after the log and state file are fsynced up to
-// it.
+// entries it had acknowledged reports it to the leader, which sends them
+// again itself (refill.go: etcd raft never lowers a follower's Match). A
+// local snapshot is written only after the log and state file are fsynced
+// up to it.
 //
 // # The raft-state file
 //
@@ -174,7 +176,37 @@
 // acknowledges. Applying a change whose context names this node at
 // Config.Incarnation, after which it is a voter, removes the marker
 // durably (so does Replica.Ungag). Reconfigure's Rejoin demotes a node
-// that lost its disk to learner and promotes it at its new incarnation.
+// that lost its disk to learner and promotes it at its new incarnation;
+// where demoting it would leave fewer than a quorum of trusted voters (a
+// 2-voter group) a single rejoining voter stays a voter and is promoted
+// again in place ("repromote": a change adding the voter it already is,
+// whose context names the incarnation); more than one such voter is
+// refused (one at a time). A gagged replica tells its leader so
+// (gagnotice.go, channel 0xFFF5, with its applied index): the leader
+// never picks it for a transfer (rebalance, Reconfigure's hand-over),
+// TransferLeadership to it fails at once, and the group does not go
+// quiet meanwhile. A snapshot does not carry the promotions it covers (its
+// format is the previous release's); a member promoted at its
+// incarnation that reports being gagged after applying the latest change
+// (a snapshot covered its promotion) is promoted again in place by
+// Reconfigure, so Rejoin finishes without Ungag there too.
+//
+// Refilling (refill.go): a follower that lost entries its leader counts
+// as stored there (wiped, or a torn tail) is never sent them by etcd
+// raft, whose Progress.Match only rises and whose probes never go below
+// it; a new leader or removing and adding the member would reset it, but
+// neither works in every group (a 2-voter group can do neither without
+// the lost voter's ack). So the leader sends them itself: a rejection
+// below Match, a lost-tail report or a new incarnation of the node starts
+// a refill, which sends the entries after what the follower holds (or the
+// log's base snapshot) up to Match, one message at a time, as etcd raft
+// would (to a learner within the learner rate); then etcd raft's appends
+// succeed again. Meanwhile the leader
+// counts the follower at what it holds (status Match, ISR, quiescence,
+// Reconfigure's catch-up), not at Match. A 2-voter group whose wiped
+// voter stays silent for an election timeout loses its leader
+// (CheckQuorum) and cannot elect one without that voter's vote: Ungag is
+// the operator's word there.
 //
 // The configuration history (confhistory.go): "confstates" in the
 // replica directory holds the configuration after each applied change
@@ -222,7 +254,8 @@
 //	                         goroutine drains
 //
 // Wire channels (WireMsg.Channel): 0 carries Raft messages; 0xFFF0 and up
-// are this package's (ping, quiesce, group down, lost tail, group up, and
+// are this package's (ping, quiesce, group down, lost tail, group up,
+// gagged (0xFFF5), and
 // 0xFFF8, the cluster id, and 0xFFF9, the data directory incarnation,
 // which the transport consumes); the broker's notices (SendNotice,
 // OnNotice) use small numbers below 0xFFF0.

@@ -7,7 +7,6 @@ import (
 
 	etcdraft "go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
-	"go.etcd.io/raft/v3/tracker"
 )
 
 // Failure. A storage error (a failed write or fsync) or a panic inside a
@@ -173,30 +172,15 @@ func (r *Replica) onGroupDown(from uint64) {
 
 // onLostTail handles a follower's report that it lost entries this leader
 // counts as stored there (a torn tail after a crash without fsync). etcd
-// raft never lowers a follower's match index, so the follower would stay
-// stuck until the next leader: hand leadership to a voter that holds the
-// whole log, whose fresh progress tracking probes the follower again.
+// raft never lowers a follower's Match, so the leader probes it and sends
+// it what it lacks itself (refill.go).
 func (r *Replica) onLostTail(from uint64) {
-	bs := r.rn.BasicStatus()
-	if bs.RaftState != etcdraft.StateLeader || bs.LeadTransferee != 0 || r.host.stopping.Load() ||
-		!slices.Contains(confMembers(r.st.cs), from) {
+	if r.raftState != etcdraft.StateLeader || !slices.Contains(confMembers(r.st.cs), from) || r.refills[from] != nil {
 		return
 	}
-	var to uint64
-	r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
-		if to == 0 && id != r.id && id != from && pr.Match == r.lastIndex && !pr.IsLearner &&
-			r.host.PeerAlive(id) && !r.host.PeerLeaving(id) {
-			to = id
-		}
-	})
-	if to == 0 {
-		r.host.logger.Warn("follower lost acknowledged entries; it catches up at the next leader change",
-			"partition", r.cfg.Name, "node", from)
-		return
-	}
-	r.host.logger.Warn("follower lost acknowledged entries; moving leadership so it is probed again",
-		"partition", r.cfg.Name, "node", from, "to", to)
-	r.rn.TransferLeader(to)
+	r.host.logger.Warn("follower lost acknowledged entries; probing it to send them again",
+		"partition", r.cfg.Name, "node", from)
+	r.noteRefillErr(r.probeMember(from))
 }
 
 // takeRecover reports and clears a due recovery attempt.

@@ -106,7 +106,11 @@ func (r *Replica) maybeLiftGag(cs *pb.ConfState, promoted map[uint64]uint64) err
 	if !ok || inc != r.host.cfg.Incarnation {
 		return nil
 	}
-	return r.liftGag()
+	if err := r.liftGag(); err != nil {
+		return err
+	}
+	r.tellGag() // the leader may pick it for a transfer from now on
+	return nil
 }
 
 // gagDrops reports whether a gagged replica must drop m unstepped.

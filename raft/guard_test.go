@@ -79,16 +79,19 @@ func TestHostileMessagesRejected(t *testing.T) {
 	}
 	// A heartbeat committing far past the follower's log is clamped, not
 	// dropped: the real leader sends one after a torn tail. The follower
-	// reports it, and the leader hands leadership to the third node.
+	// reports it, and the leader probes it (refill.go) and keeps leading:
+	// the follower holds its log, so the probe finds nothing to send.
 	deliver(t, f, lid, &pb.Message{Type: typ(pb.MsgHeartbeat), From: u(lid), To: u(fid), Term: u(term), Commit: u(1 << 40)})
 	if got := l.host.RejectedMessages() + f.host.RejectedMessages() - before; got != uint64(len(hostile)) {
 		t.Fatalf("rejected %d messages, want %d", got, len(hostile))
 	}
 	waitFor(t, 5*time.Second, "the clamped heartbeat", func() bool { return f.host.ClampedCommits() == 1 })
-	waitFor(t, 5*time.Second, "leadership to move after the lost-tail report", func() bool {
-		s := l.rep.Status()
-		return s.Leader != 0 && s.Leader != lid && s.Leader != fid
+	waitFor(t, 5*time.Second, "the lost-tail report to be answered", func() bool {
+		return l.host.sentRefills.Load() > 0 && len(l.rep.Status().Refilling) == 0
 	})
+	if s := l.rep.Status(); !s.IsLeader() || s.Term != term {
+		t.Fatalf("leadership moved after the lost-tail report: leader %v term %d, was %d", s.IsLeader(), s.Term, term)
+	}
 	if _, err := c.leader().rep.Propose(ctx, clog.KindCommand, []byte("after"), true); err != nil {
 		t.Fatal(err)
 	}

@@ -180,7 +180,8 @@ type Host struct {
 	closed  atomic.Bool
 	stopped atomic.Bool
 
-	transferring sync.Map // group -> struct{}: rebalances in flight
+	transferring sync.Map      // group -> struct{}: rebalances in flight
+	sentRefills  atomic.Uint64 // refill messages sent (refill.go)
 	guard        msgGuard
 	learners     learnerBucket // Config.LearnerRate (throttle.go)
 	incs         incarnations  // peers' data directory incarnations (incarnation.go)

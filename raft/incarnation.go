@@ -96,8 +96,17 @@ func (h *Host) statedIncarnation(id, inc uint64) bool {
 		return true
 	}
 	h.incs.mu.Lock()
+	prev := h.incs.stated[id]
 	h.incs.stated[id] = inc
 	h.incs.mu.Unlock()
+	if prev != 0 && prev != inc {
+		// A new data directory: what this node's leaders count as stored
+		// there is gone. Probe it in every group (refill.go).
+		h.logger.Info("raft peer states a new incarnation: probing it in the groups led here", "node", id, "incarnation", inc, "was", prev)
+		for _, r := range h.Replicas() {
+			r.enqueue(func() { r.inOps = append(r.inOps, func() { r.noteRefillErr(r.probeMember(id)) }) })
+		}
+	}
 	if h.cfg.OnPeerIncarnation != nil {
 		h.cfg.OnPeerIncarnation(id, inc)
 	}

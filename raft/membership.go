@@ -31,7 +31,8 @@ type Progress struct {
 	// Step names what Reconfigure did or waits for: "done",
 	// "in progress" (a configuration change or a leadership transfer of
 	// the group is not finished yet), "leave joint", "add learner",
-	// "demote", "catch up", "change" (one member), "joint" (several),
+	// "demote", "repromote" (a rejoining voter promoted again where it
+	// is), "catch up", "change" (one member), "joint" (several),
 	// "transfer".
 	Step string
 	// Voters, Learners and Outgoing are the configuration after the step
@@ -60,8 +61,14 @@ var errConfChangeBusy = errors.New("raft: a configuration change is pending")
 //  2. a wanted member missing from the configuration is added as a
 //     learner (one per step);
 //  3. the voters named in want.Rejoin that were not promoted at that
-//     incarnation yet are demoted to learners (a joint change), unless
-//     that would leave fewer than a quorum of the voters trusted;
+//     incarnation yet are demoted to learners (a joint change); where
+//     that would leave fewer than a quorum of the voters trusted (a
+//     2-voter group), a single such voter is instead promoted again in
+//     place once caught up ("repromote"), and several are refused (rejoin
+//     them one at a time). A voter promoted at its incarnation that still
+//     reports being gagged after applying the latest change (a snapshot
+//     covered the promotion) is promoted again in place too, and one that
+//     has not applied its promotion yet is waited for ("catch up");
 //  4. until every learner to be promoted is caught up (the ISR rule:
 //     connected and at the leader's log end within Config.LagTime),
 //     Reconfigure returns at once with how far behind they are;
@@ -168,6 +175,11 @@ type memberView struct {
 	match           map[uint64]uint64
 	caughtUp        map[uint64]bool
 	promoted        map[uint64]uint64
+	// gagged holds the members that report being gagged, with the index
+	// they had applied then; lastConf is the index of the latest applied
+	// configuration change.
+	gagged   map[uint64]uint64
+	lastConf uint64
 }
 
 func (r *Replica) memberView(ctx context.Context) (memberView, error) {
@@ -190,6 +202,7 @@ func (r *Replica) memberViewLocked() memberView {
 	v := memberView{
 		lead: bs.Lead, term: bs.GetTerm(), cs: cloneConfState(r.st.cs), lastIndex: r.lastIndex,
 		match: map[uint64]uint64{}, caughtUp: map[uint64]bool{}, promoted: map[uint64]uint64{},
+		gagged: map[uint64]uint64{}, lastConf: r.st.hist.lastIndex(),
 	}
 	for n, inc := range r.st.hist.promoted {
 		v.promoted[n] = inc
@@ -201,6 +214,9 @@ func (r *Replica) memberViewLocked() memberView {
 	// Before the leader applied an entry of its own term, etcd raft
 	// refuses configuration changes (one may be pending in the log).
 	v.pending = r.appliedTerm != bs.GetTerm() || r.applied < r.confIndex || bs.LeadTransferee != 0
+	for _, id := range r.gaggedMembers() {
+		v.gagged[id], _ = r.peerGagged(id)
+	}
 	now := now()
 	r.withProgress(func(id, match uint64) {
 		v.match[id] = match
@@ -248,49 +264,104 @@ func planStep(self uint64, v *memberView, want *Membership, incarnation func(uin
 			return plan{name: "add learner", cc: confChange(nil, change(pb.ConfChangeAddLearnerNode, id))}
 		}
 	}
-	var rejoining []uint64
+	// Rejoining: named in want.Rejoin and not promoted at that
+	// incarnation yet, or promoted but still gagged after applying the
+	// promotion (a snapshot covered it: the context never reached the
+	// node, see gag.go). A member that reports being gagged but has not
+	// applied the latest change yet is left to apply it.
+	var rejoining, stuck []uint64
 	for id, inc := range want.Rejoin {
-		if got, ok := v.promoted[id]; !ok || got != inc {
+		got, ok := v.promoted[id]
+		applied, gagged := v.gagged[id]
+		switch {
+		case !ok || got != inc:
 			rejoining = append(rejoining, id)
+		case gagged && slices.Contains(cs.GetVoters(), id):
+			rejoining = append(rejoining, id)
+			if applied >= v.lastConf {
+				stuck = append(stuck, id)
+			}
 		}
 	}
 	slices.Sort(rejoining)
-	// A voter that must go (or rejoin) and leads hands over first.
+	slices.Sort(stuck)
+	// Promoting again in place a node that states another incarnation
+	// would not lift its gag either: leave it until it states the one
+	// wanted (a node that just restarted may not have yet).
+	stuck = slices.DeleteFunc(stuck, func(id uint64) bool {
+		got := incarnation(id)
+		return got != 0 && got != want.Rejoin[id]
+	})
+	// A voter that must go (or rejoin) and leads hands over first, to a
+	// caught-up voter that stays and can take leadership.
 	handOver := func() plan {
 		for _, id := range want.Voters {
-			if id != self && slices.Contains(cs.GetVoters(), id) && v.caughtUp[id] && !slices.Contains(rejoining, id) {
+			_, gagged := v.gagged[id]
+			if id != self && slices.Contains(cs.GetVoters(), id) && v.caughtUp[id] && !slices.Contains(rejoining, id) && !gagged {
 				return plan{name: "transfer", transferTo: id}
 			}
 		}
-		return plan{name: "transfer"} // wait for a voter to catch up
+		for _, id := range cs.GetVoters() {
+			if id != self && !slices.Contains(rejoining, id) {
+				return plan{name: "transfer"} // wait for a voter to catch up
+			}
+		}
+		return plan{name: "transfer", err: fmt.Errorf("%w: the leader %d rejoins and no other voter of %v holds the log",
+			ErrBadMembership, self, cs.GetVoters())}
 	}
-	var demote []uint64
+	if slices.Contains(rejoining, self) && slices.Contains(cs.GetVoters(), self) {
+		return handOver()
+	}
+	var demote, inPlace []uint64
+	applying := map[uint64]uint64{}
 	for _, id := range rejoining {
-		if slices.Contains(cs.GetVoters(), id) {
+		promoted := v.promoted[id] == want.Rejoin[id]
+		switch {
+		case !slices.Contains(cs.GetVoters(), id):
+			// A learner: promoted below once caught up.
+		case slices.Contains(stuck, id):
+			inPlace = append(inPlace, id)
+		case promoted:
+			applying[id] = v.lastConf - min(v.lastConf, v.gagged[id])
+		default:
 			demote = append(demote, id)
 		}
 	}
 	if len(demote) > 0 {
-		if slices.Contains(demote, self) {
-			return handOver()
-		}
 		trusted := 0
 		for _, id := range cs.GetVoters() {
 			if !slices.Contains(rejoining, id) {
 				trusted++
 			}
 		}
-		if q := len(cs.GetVoters())/2 + 1; trusted < q {
-			return plan{name: "demote", err: fmt.Errorf("%w: rejoining %v would leave %d trusted voters of %v, a quorum needs %d",
+		q := len(cs.GetVoters())/2 + 1
+		switch {
+		case trusted >= q:
+			var chs []*pb.ConfChangeSingle
+			for _, id := range demote {
+				chs = append(chs, change(pb.ConfChangeAddLearnerNode, id))
+			}
+			cc := confChange(nil, chs...)
+			cc.Transition = pb.ConfChangeTransitionJointImplicit.Enum()
+			return plan{name: "demote", cc: cc}
+		case len(rejoining) == 1:
+			// Too few voters to demote it (a 2-voter group): it stays a
+			// voter, gagged, and is promoted again where it is once it
+			// holds the log; its acks are true meanwhile, and the leader
+			// refills it (refill.go).
+			inPlace = demote
+		default:
+			return plan{name: "demote", err: fmt.Errorf("%w: rejoining %v would leave %d trusted voters of %v, a quorum needs %d: rejoin them one at a time",
 				ErrBadMembership, demote, trusted, cs.GetVoters(), q)}
 		}
-		var chs []*pb.ConfChangeSingle
-		for _, id := range demote {
-			chs = append(chs, change(pb.ConfChangeAddLearnerNode, id))
+	}
+	if len(inPlace) > 0 {
+		// One at a time: a change of more than one member is joint.
+		id := inPlace[0]
+		if !v.caughtUp[id] {
+			return plan{name: "catch up", behind: map[uint64]uint64{id: v.lastIndex - min(v.lastIndex, v.match[id])}}
 		}
-		cc := confChange(nil, chs...)
-		cc.Transition = pb.ConfChangeTransitionJointImplicit.Enum()
-		return plan{name: "demote", cc: cc}
+		return plan{name: "repromote", cc: confChange(map[uint64]uint64{id: want.Rejoin[id]}, change(pb.ConfChangeAddNode, id))}
 	}
 	var promote []uint64
 	behind := map[uint64]uint64{}
@@ -339,6 +410,10 @@ func planStep(self uint64, v *memberView, want *Membership, incarnation func(uin
 	}
 	if !slices.Contains(want.Voters, self) || slices.Contains(rejoining, self) {
 		return handOver()
+	}
+	if len(applying) > 0 {
+		// Promoted, but it said it was gagged before applying that.
+		return plan{name: "catch up", behind: applying}
 	}
 	return plan{name: "done", done: true}
 }

@@ -89,6 +89,9 @@ func (h *Host) groupNotice(from uint64, wm WireMsg) bool {
 		op = func(r *Replica) { r.onLostTail(from) }
 	case chanGroupUp:
 		op = func(r *Replica) { r.wake() }
+	case chanGagged:
+		data := wm.Data
+		op = func(r *Replica) { r.onGagNotice(from, data) }
 	default:
 		return false
 	}

@@ -160,7 +160,9 @@ func (r *Replica) forget(p *proposal) {
 func Done(p Pending) <-chan struct{} { return p.done }
 
 // TransferLeadership asks Raft to hand leadership to node to and waits
-// until it has moved, failed, or ctx ends.
+// until it has moved, failed, or ctx ends. A transfer to a member that
+// reports being gagged (gagnotice.go) fails at once with ErrTransferFail:
+// it would refuse leadership.
 func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
 	if r.halted.Load() {
 		return ErrStopped
@@ -174,6 +176,10 @@ func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
 				} else {
 					w.done <- &NotLeaderError{Leader: r.lead, Term: r.term, Why: "transfer target is not the leader"}
 				}
+				return
+			}
+			if _, gagged := r.peerGagged(to); gagged {
+				w.done <- fmt.Errorf("%w: node %d is gagged (it lost its disk and is not promoted at its new incarnation yet)", ErrTransferFail, to)
 				return
 			}
 			r.transfers = append(r.transfers, w)

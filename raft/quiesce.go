@@ -6,7 +6,6 @@ import (
 
 	etcdraft "go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
-	"go.etcd.io/raft/v3/tracker"
 )
 
 // Quiescence. A group with nothing to do still costs a heartbeat per
@@ -50,9 +49,11 @@ func (r *Replica) maybeQuiesce() {
 	// Every follower must hold the whole log and must have answered since
 	// the group last woke: the leader's progress for a follower that just
 	// restarted still shows its old, complete log.
-	caughtUp := true
-	r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
-		if id != r.id && (pr.Match != r.lastIndex || !r.host.PeerAlive(id) || r.host.PeerLeaving(id) ||
+	// A follower being refilled (refill.go) needs the traffic, and a
+	// gagged one reports on its ticks (gagnotice.go).
+	caughtUp := len(r.refills) == 0 && len(r.gaggedPeers) == 0
+	r.withProgress(func(id, match uint64) {
+		if id != r.id && (match != r.lastIndex || !r.host.PeerAlive(id) || r.host.PeerLeaving(id) ||
 			!r.heardFrom[id].After(r.wokeAt)) {
 			caughtUp = false
 		}

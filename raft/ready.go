@@ -69,6 +69,9 @@ func (r *Replica) drainInbox() {
 			r.host.guard.clamped.Add(1)
 			r.reportLostTail(m)
 		}
+		if m.GetType() == pb.MsgAppResp && r.raftState == etcdraft.StateLeader {
+			r.noteRefillErr(r.noteAppResp(m)) // before etcd raft sees it (refill.go)
+		}
 		if err := r.rn.Step(m); err != nil && !errors.Is(err, etcdraft.ErrStepPeerNotFound) && !errors.Is(err, etcdraft.ErrStepLocalMsg) {
 			r.host.logger.Debug("raft step failed", "group", r.cfg.Name, "err", err)
 		}
@@ -87,6 +90,7 @@ func (r *Replica) drainInbox() {
 		}
 	}
 	if ticks > 0 {
+		r.noteRefillErr(r.refillTick())
 		r.sampleIndex()
 		r.expireOrphans()
 		r.maybeQuiesce()
@@ -98,6 +102,15 @@ func (r *Replica) drainInbox() {
 		r.propose(p)
 	}
 	r.proposeHeld()
+	r.tellGag()
+}
+
+// noteRefillErr keeps the first storage error of a refill; prepare fails
+// the replica with it once the inbox is drained.
+func (r *Replica) noteRefillErr(err error) {
+	if err != nil && r.refillErr == nil {
+		r.refillErr = err
+	}
 }
 
 // maxTicksPerDrain bounds the ticks stepped at once. Ticks pile up in the
@@ -113,6 +126,10 @@ func maxTicksPerDrain(electionTicks int) int { return max(1, electionTicks-1) }
 func (r *Replica) prepare() (w readyWork, err error) {
 	r.drainInbox()
 	defer r.settleConfProposals()
+	if err := r.refillErr; err != nil {
+		r.refillErr = nil
+		return w, err
+	}
 	if r.failed || !r.rn.HasReady() {
 		return w, nil
 	}
@@ -339,6 +356,7 @@ func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
 	r.term = r.rn.BasicStatus().GetTerm()
 	if r.raftState == etcdraft.StateLeader && !wasLeader {
 		r.leaderSince = time.Now()
+		clear(r.refills) // etcd raft's progress is fresh too
 		now := time.Now()
 		// A new leader starts with every live voter in sync; laggards drop
 		// out after the lag time, as in Kafka.
@@ -355,6 +373,7 @@ func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
 	}
 	if wasLeader && r.raftState != etcdraft.StateLeader {
 		r.leaderLostAt = time.Now()
+		clear(r.refills)
 		// Proposals not yet in the log cannot be proposed anymore.
 		for id, p := range r.pending {
 			delete(r.pending, id)

@@ -144,6 +144,16 @@ type Replica struct {
 	confProposed  []*proposal
 	removedNotice bool // OnRemoved is due once r.mu is released
 
+	// refills are the followers this leader sends lost entries again
+	// (refill.go); refillErr is a storage error met doing so, which fails
+	// the replica at the end of the drain. gaggedPeers are the members
+	// that report being gagged; gagTold what this replica last told its
+	// leader (gagnotice.go).
+	refills     map[uint64]*refill
+	refillErr   error
+	gaggedPeers map[uint64]gagReport
+	gagTold     gagTold
+
 	status atomic.Pointer[Status]
 	watch  atomic.Pointer[chan struct{}]
 }
@@ -269,6 +279,8 @@ func (r *Replica) resetWorkerState() {
 	r.wokeAt = time.Now()
 	r.lostTailTerm = 0
 	r.confIndex, r.confProposed, r.removedNotice = 0, nil, false
+	r.refills, r.refillErr = map[uint64]*refill{}, nil
+	r.gaggedPeers, r.gagTold = map[uint64]gagReport{}, gagTold{}
 	r.quiesced.Store(false)
 }
 

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	etcdraft "go.etcd.io/raft/v3"
-	"go.etcd.io/raft/v3/tracker"
 )
 
 // Status is a replica's published state.
@@ -31,7 +30,13 @@ type Status struct {
 	Match  map[uint64]uint64
 	// InSyncSince is, for each follower in the ISR, since when it has been
 	// in it without interruption (leader only).
-	InSyncSince  map[uint64]time.Time
+	InSyncSince map[uint64]time.Time
+	// GaggedPeers are the members that told this leader they are gagged
+	// (gagnotice.go): never a transfer target. Refilling are the
+	// followers this leader sends entries again that they lost
+	// (refill.go); Match counts them at what they hold. Leader only.
+	GaggedPeers  []uint64
+	Refilling    []uint64
 	Transferee   uint64
 	Failed       bool // a storage error stopped this replica
 	LeaderChange time.Time
@@ -64,6 +69,7 @@ func (r *Replica) publish() {
 	if old == nil || old.Leader != s.Leader || old.Term != s.Term || old.State != s.State ||
 		old.Applied != s.Applied || old.LeaderReady != s.LeaderReady || old.Transferee != s.Transferee ||
 		!slices.Equal(old.ISR, s.ISR) || old.Failed != s.Failed || old.Gagged != s.Gagged ||
+		!slices.Equal(old.GaggedPeers, s.GaggedPeers) || !slices.Equal(old.Refilling, s.Refilling) ||
 		!slices.Equal(old.Voters, s.Voters) || !slices.Equal(old.Learners, s.Learners) || !slices.Equal(old.Outgoing, s.Outgoing) {
 		ch := make(chan struct{})
 		oldCh := r.watch.Swap(&ch)
@@ -90,9 +96,12 @@ func (r *Replica) liveStatus(old *Status) *Status {
 		return s
 	}
 	s.Match = map[uint64]uint64{}
-	r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
-		s.Match[id] = pr.Match
-	})
+	r.withProgress(func(id, match uint64) { s.Match[id] = match })
+	s.GaggedPeers = r.gaggedMembers()
+	for id := range r.refills {
+		s.Refilling = append(s.Refilling, id)
+	}
+	slices.Sort(s.Refilling)
 	s.ISR = r.isr(s.Match)
 	s.InSyncSince = map[uint64]time.Time{}
 	for _, id := range s.ISR {

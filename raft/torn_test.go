@@ -35,9 +35,8 @@ func TestFollowerTornTailRejoins(t *testing.T) {
 	c.stop(f)
 	tearLogTail(t, dir, 3)
 	c.start(f, false)
-	// The leader counts the lost entry as stored on f and never sends it
-	// again; told so, it hands leadership to the third node, which probes
-	// f afresh.
+	// The leader counts the lost entry as stored on f and etcd raft never
+	// sends it again; told so, the leader sends it itself (refill.go).
 	waitFor(t, 5*time.Second, "torn follower to catch up", func() bool { return len(c.nodes[f].sm.list()) == 5 })
 	if n := c.nodes[f].host.ClampedCommits(); n == 0 {
 		t.Fatal("no heartbeat commit was clamped: the tail was not torn past the leader's view")

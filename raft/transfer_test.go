@@ -77,7 +77,12 @@ func parallelTransfers(t *testing.T, nodeFile bool) {
 	})
 	// Move every group to node 1 first.
 	for g := uint64(10); g < 40; g++ {
-		s := reps[1][g].Status()
+		// A loaded machine may have lost a leader since: wait for one.
+		var s *Status
+		waitFor(t, 10*time.Second, "a leader", func() bool {
+			s = reps[1][g].Status()
+			return s.Leader != 0
+		})
 		if s.Leader != 1 {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := reps[s.Leader][g].TransferLeadership(ctx, 1); err != nil {

@@ -273,7 +273,8 @@ func (h *Host) rebalance() {
 			continue
 		}
 		pref := s.Voters[0]
-		if !h.PeerAlive(pref) || h.PeerLeaving(pref) || !containsID(s.ISR, pref) || s.Match[pref] < s.LastIndex {
+		if !h.PeerAlive(pref) || h.PeerLeaving(pref) || !containsID(s.ISR, pref) || s.Match[pref] < s.LastIndex ||
+			containsID(s.GaggedPeers, pref) {
 			continue
 		}
 		if time.Since(s.LeaderChange) < h.cfg.RebalanceDelay {

@@ -1,0 +1,262 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	etcdraft "go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+)
+
+// Refilling a follower that lost entries. etcd raft never lowers a
+// follower's Match: a rejection at or below it is taken for a stale one
+// (tracker.Progress.MaybeDecrTo), and probing never goes below Match+1. A
+// follower that lost entries it acknowledged (its disk was wiped and it
+// came back under a new incarnation, or a torn tail was cut after a crash
+// without fsync) thus never gets them from this leader: only a fresh
+// Progress would probe it anew, which takes a new leader or removing and
+// adding the member, and neither works everywhere (a 2-voter group can
+// do neither without the wiped voter's ack, which it cannot give).
+//
+// So the leader refills such a follower itself, beside etcd raft. A
+// follower's answer showing that it holds less than its Match (a
+// rejection whose hint is below Match) starts a refill; a lost-tail
+// report or a new incarnation of the node starts a probe (an empty
+// append at Match, which the follower answers with what it holds). The
+// leader then sends the follower, one message at a time, appends of its
+// own: the entries after what the follower holds, up to Match, or the
+// log's base snapshot when those are compacted. The next one leaves when
+// the last is answered, or after refillResend. These are the messages
+// etcd raft itself would send (this leader's term, its entries and commit
+// index), so the follower's etcd raft takes them as they are; the answers
+// (an index below Match) change nothing in the leader's etcd raft. Once
+// the follower holds Match, etcd raft's own appends succeed and the
+// refill ends. Until then the leader counts the follower at what it
+// holds, not at Match: in the status, the ISR, quiescence and
+// Reconfigure's catch-up rule (effectiveMatch). Worker-owned, leader
+// only; a new term starts afresh (etcd raft's progress is fresh too).
+
+// refill is the leader's state of one follower being refilled.
+type refill struct {
+	// has is what the follower holds (its log matches the leader's up
+	// to there); known is false while a probe waits for the first answer.
+	has   uint64
+	known bool
+	// prev and end bound the message in flight (entries prev+1..end);
+	// end is 0 when none is.
+	prev, end uint64
+	sentAt    time.Time
+	since     time.Time
+	confirmed bool // the follower was seen to hold less than its Match
+}
+
+// maxProbeResends bounds how often an unanswered probe is sent.
+const maxProbeResends = 10
+
+// maxRefillBytes bounds the entries of one refill message (etcd raft's
+// MaxSizePerMsg here).
+const maxRefillBytes = 4 << 20
+
+// refillResend is how long an unanswered refill message waits before it
+// is sent again.
+func (r *Replica) refillResend() time.Duration {
+	return time.Duration(max(2*r.host.cfg.HeartbeatTicks, r.host.cfg.ElectionTicks/2)) * r.host.cfg.TickInterval
+}
+
+// rawMatch is etcd raft's Match for member id; ok is false for a
+// non-member.
+func (r *Replica) rawMatch(id uint64) (match uint64, ok bool) {
+	r.rn.WithProgress(func(pid uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
+		if pid == id {
+			match, ok = pr.Match, true
+		}
+	})
+	return match, ok
+}
+
+// effectiveMatch is what the leader counts member id as holding, given
+// etcd raft's Match for it: less while it is refilled.
+func (r *Replica) effectiveMatch(id, match uint64) uint64 {
+	if rf := r.refills[id]; rf != nil && rf.known && rf.has < match {
+		return rf.has
+	}
+	return match
+}
+
+// noteAppResp looks at a follower's append answer before etcd raft steps
+// it; it starts, advances or ends a refill. Worker only.
+func (r *Replica) noteAppResp(m *pb.Message) error {
+	from := m.GetFrom()
+	rf := r.refills[from]
+	if rf == nil && !m.GetReject() {
+		return nil // the common case costs one map lookup
+	}
+	bs := r.rn.BasicStatus()
+	if bs.RaftState != etcdraft.StateLeader || m.GetTerm() != bs.GetTerm() {
+		return nil
+	}
+	match, ok := r.rawMatch(from)
+	if !ok {
+		delete(r.refills, from)
+		return nil
+	}
+	has := m.GetIndex()
+	if m.GetReject() {
+		has = m.GetRejectHint()
+	}
+	if has >= match {
+		if rf != nil {
+			r.endRefill(from, rf, has)
+		}
+		return nil
+	}
+	if rf == nil {
+		rf = &refill{since: time.Now()}
+		r.refills[from] = rf
+	}
+	r.confirmRefill(from, rf, has, match)
+	answered := rf.end == 0 || (!m.GetReject() && has >= rf.end) || (m.GetReject() && m.GetIndex() == rf.prev)
+	if !answered && time.Since(rf.sentAt) < r.refillResend() {
+		return nil
+	}
+	return r.sendRefill(from, rf, match, bs)
+}
+
+// confirmRefill records that follower id holds has, below its Match.
+func (r *Replica) confirmRefill(id uint64, rf *refill, has, match uint64) {
+	rf.has, rf.known = has, true
+	if rf.confirmed {
+		return
+	}
+	rf.confirmed = true
+	// It proves it is caught up afresh (ISR, Reconfigure).
+	delete(r.caughtUp, id)
+	r.mustPublish = true
+	r.host.logger.Warn("follower lacks entries this leader counts as stored there; sending them again",
+		"partition", r.cfg.Name, "node", id, "match", match, "holds", has)
+}
+
+func (r *Replica) endRefill(id uint64, rf *refill, has uint64) {
+	delete(r.refills, id)
+	if rf.confirmed {
+		r.mustPublish = true
+		r.host.logger.Info("follower holds every entry this leader counts there again",
+			"partition", r.cfg.Name, "node", id, "index", has, "took", time.Since(rf.since).Round(time.Millisecond))
+	}
+}
+
+// probeMember starts a probe of member id, which may have lost entries
+// (it reported a lost tail, or stated a new incarnation). Worker only.
+func (r *Replica) probeMember(id uint64) error {
+	bs := r.rn.BasicStatus()
+	if bs.RaftState != etcdraft.StateLeader || id == r.id || r.refills[id] != nil {
+		return nil
+	}
+	match, ok := r.rawMatch(id)
+	if !ok || match == 0 {
+		return nil // etcd raft probes it from the start anyway
+	}
+	rf := &refill{since: time.Now()}
+	r.refills[id] = rf
+	return r.sendRefill(id, rf, match, bs)
+}
+
+// refillTick resends what a refill's follower did not answer and drops
+// refills of members that left. Worker only, on the leader's ticks.
+func (r *Replica) refillTick() error {
+	if len(r.refills) == 0 {
+		return nil
+	}
+	bs := r.rn.BasicStatus()
+	if bs.RaftState != etcdraft.StateLeader {
+		clear(r.refills)
+		return nil
+	}
+	for id, rf := range r.refills {
+		match, ok := r.rawMatch(id)
+		if !ok {
+			delete(r.refills, id)
+			continue
+		}
+		if rf.known && rf.has >= match {
+			r.endRefill(id, rf, rf.has)
+			continue
+		}
+		if time.Since(rf.sentAt) < r.refillResend() {
+			continue
+		}
+		if !rf.known && time.Since(rf.since) > maxProbeResends*r.refillResend() {
+			// Unanswered (the node is down or has no replica here yet):
+			// its next rejection or lost-tail report starts it again.
+			delete(r.refills, id)
+			continue
+		}
+		if err := r.sendRefill(id, rf, match, bs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendRefill sends follower id the next refill message: a probe at match
+// while what it holds is unknown, else the entries after what it holds
+// (up to match), or the base snapshot when they are compacted.
+func (r *Replica) sendRefill(id uint64, rf *refill, match uint64, bs etcdraft.BasicStatus) error {
+	m := &pb.Message{To: new(id), From: new(r.id), Term: new(bs.GetTerm()), Commit: new(bs.GetCommit())}
+	if !rf.known {
+		t, err := r.st.Term(match)
+		switch {
+		case err == nil:
+			m.Type, m.Index, m.LogTerm = pb.MsgApp.Enum(), new(match), new(t)
+			return r.sendRefillMsg(rf, m, match, match)
+		case errors.Is(err, etcdraft.ErrCompacted) || errors.Is(err, etcdraft.ErrUnavailable):
+			rf.known = true // send from the start: the base snapshot
+		default:
+			return fmt.Errorf("refill %d: term at %d: %w", id, match, err)
+		}
+	}
+	prevTerm, err := r.st.Term(rf.has)
+	var ents []*pb.Entry
+	if err == nil {
+		ents, err = r.st.Entries(rf.has+1, min(match, r.lastIndex)+1, maxRefillBytes)
+	}
+	switch {
+	case err == nil && len(ents) > 0:
+		m.Type, m.Index, m.LogTerm, m.Entries = pb.MsgApp.Enum(), new(rf.has), new(prevTerm), ents
+		return r.sendRefillMsg(rf, m, rf.has, ents[len(ents)-1].GetIndex())
+	case err == nil:
+		return nil // nothing to send: etcd raft's appends take over
+	case !errors.Is(err, etcdraft.ErrCompacted):
+		return fmt.Errorf("refill %d: entries after %d: %w", id, rf.has, err)
+	}
+	snap, err := r.st.Snapshot()
+	if err != nil {
+		return fmt.Errorf("refill %d: snapshot: %w", id, err)
+	}
+	m.Type, m.Snapshot = pb.MsgSnap.Enum(), snap
+	m.Commit = nil
+	return r.sendRefillMsg(rf, m, 0, snap.GetMetadata().GetIndex())
+}
+
+// sendRefillMsg sends m (entries prev+1..end) unless the learner rate
+// holds it back; a message cut short by the rate ends earlier.
+func (r *Replica) sendRefillMsg(rf *refill, m *pb.Message, prev, end uint64) error {
+	rf.sentAt = time.Now()
+	if r.throttled(m) {
+		return nil // sent again after refillResend
+	}
+	if n := len(m.Entries); n > 0 {
+		end = m.Entries[n-1].GetIndex()
+	}
+	rf.prev, rf.end = prev, end
+	r.host.sendRaft(r, m)
+	r.host.sentRefills.Add(1)
+	return nil
+}
+
+// RefillMessages is how many messages leaders on this node sent to
+// followers that had lost entries (refill.go;
+// chronik_raft_refill_messages_total).
+func (h *Host) RefillMessages() uint64 { return h.sentRefills.Load() }
