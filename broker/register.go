@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -233,4 +234,25 @@ func (b *Broker) syncPeers() {
 func parseIncarnation(s string) uint64 {
 	id := identity{Incarnation: s}
 	return id.incarnation()
+}
+
+// learnGuest lets this node answer a node it does not know yet (one being
+// added: neither cluster.toml nor the registry lists it), at the raft
+// address the node stated. It becomes a peer early; its registration
+// follows at once.
+func (b *Broker) learnGuest(id uint64, raftAddr string) {
+	if raftAddr == "" || id == uint64(b.cfg.NodeID) || b.knownBroker(int32(id)) {
+		return
+	}
+	if _, _, err := net.SplitHostPort(raftAddr); err != nil {
+		return
+	}
+	b.mb.peerMu.Lock()
+	defer b.mb.peerMu.Unlock()
+	if cur, ok := b.mb.peerSet[int32(id)]; ok && cur == raftAddr {
+		return
+	}
+	b.tr.SetPeer(id, raftAddr)
+	b.mb.peerSet[int32(id)] = raftAddr
+	b.logger.Info("answering a node that is not registered yet", "node", id, "raft", raftAddr)
 }

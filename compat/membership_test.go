@@ -90,12 +90,13 @@ func TestWipedNodeRejoinsUnderLoad(t *testing.T) {
 	c.waitAllHealthy(30 * time.Second)
 	l := startLoader(t, c, "rejoin", 1000)
 	l.waitAcks(2000, 30*time.Second)
+	old := c.incarnationOf(1, 3)
 	c.kill(3)
 	c.wipe(3)
 	l.waitAcks(l.ackedCount()+1000, 30*time.Second)
 	restart := time.Now()
 	c.start(3)
-	took := c.waitRejoined(1, 90*time.Second)
+	took := c.waitRejoined(1, 3, old, 90*time.Second)
 	for _, nd := range c.nodes {
 		c.waitHealthy(nd.id, 60*time.Second)
 	}
@@ -136,6 +137,7 @@ func TestWipedNodeCannotElectWithoutTheAckers(t *testing.T) {
 	b, cNode := others[0], others[1]
 	t.Logf("A=%d (leader), B=%d (wiped), C=%d (cut off)", a, b, cNode)
 
+	oldB := c.incarnationOf(a, b)
 	c.freeze(cNode)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.node(a).kafka, c.node(b).kafka), kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.DefaultProduceTopic("scenario"))
@@ -163,10 +165,13 @@ func TestWipedNodeCannotElectWithoutTheAckers(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if !c.logHas(b, "joining it") {
+		t.Fatalf("B did not decide to join the existing cluster")
+	}
 	restart := time.Now()
 	c.start(a)
 	c.waitReady(60 * time.Second)
-	took := c.waitRejoined(a, 60*time.Second)
+	took := c.waitRejoined(a, b, oldB, 60*time.Second)
 	for _, nd := range c.nodes {
 		c.waitHealthy(nd.id, 60*time.Second)
 	}
