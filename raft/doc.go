@@ -33,8 +33,15 @@
 //	storage.go   etcd raft's Storage over log.Log; snapshot file
 //	statefile.go the raft-state file; moving one into the node's file
 //	hardstate.go the node's hard-state file (Config.StateDir)
-//	transport.go TCPTransport and its hello (v1 and v2, see below);
-//	             memtransport.go MemNetwork for tests
+//	membership.go Reconfigure: membership changes, one safe step a call
+//	confchange.go proposing, matching and applying configuration changes
+//	confhistory.go the configuration as of each index (confstates file)
+//	gag.go       joining replicas that may not vote or lead
+//	incarnation.go peers' data directory incarnations, retired ones
+//	throttle.go  the learner rate (Config.LearnerRate)
+//	transport.go TCPTransport, its hello (v1 and v2, see below), its
+//	             peers (SetPeer, RemovePeer); transport_send.go the
+//	             sender per peer; memtransport.go MemNetwork for tests
 //	peertls.go   peer TLS and cluster id (PeerSecurity)
 //	codec.go     the wire encoding of Raft messages
 //
@@ -141,6 +148,56 @@
 // fsynced, then the old file deleted. RemoveReplica writes the removal
 // before deleting the directory. Idle groups write nothing.
 //
+// # Membership changes
+//
+// A group starts with static voters (ReplicaConfig.Peers, written as the
+// configuration at index 0) and changes through ConfChangeV2 entries,
+// which only Reconfigure proposes, on the leader (membership.go): each
+// call takes one step towards the wanted Membership, proposes one change
+// and waits until it is applied here, or reports what it waits for (a
+// pending change, learners catching up). New members join as learners
+// and are promoted once caught up (the ISR rule); removals and demotions
+// go with the promotions in one change, a joint one (left automatically,
+// or by Reconfigure on a new leader after a crash) when more than one
+// member changes; a leader that is to go hands leadership to a caught-up
+// voter first and never removes itself. etcd raft takes one change at a
+// time: one it refuses (replaced by an empty entry) fails as "in
+// progress". A change's context (confchange.go) carries the proposal id
+// and "promoted node N at incarnation I" pairs.
+//
+// The gag (gag.go): a replica created with ReplicaConfig.Joining writes
+// the marker file "joining" (fsynced, and its directory) before its first
+// state, and while the marker exists it drops MsgVote, MsgPreVote and
+// MsgTimeoutNow unstepped and never campaigns; it still appends and
+// acknowledges. Applying a change whose context names this node at
+// Config.Incarnation, after which it is a voter, removes the marker
+// durably (so does Replica.Ungag). Reconfigure's Rejoin demotes a node
+// that lost its disk to learner and promotes it at its new incarnation.
+//
+// The configuration history (confhistory.go): "confstates" in the
+// replica directory holds the configuration after each applied change
+// since the log base, and the incarnation each node was last promoted at:
+//
+//	[u32 magic "RCS1"][u32 CRC-32C of body][body]
+//	body: [u32 n] n × ([u64 index][u32 length][ConfState])
+//	      [u32 m] m × ([u64 node][u64 incarnation])
+//
+// replaced whole (temporary file, fsync, rename, directory fsync) when a
+// change is applied, before the raft-state file; reset by an installed
+// snapshot; trimmed as retention or compaction moves the log base. Raft
+// restarts with the configuration as of the applied index (the changes
+// after it replay), and a snapshot carries the configuration as of its
+// index, with every current member it lacks added as a learner (etcd raft
+// drops a snapshot that does not name its receiver; a learner changes no
+// quorum, and the replayed changes bring it to the leader's).
+//
+// A replica that applies a change removing this node entirely (and no
+// later change is on record) tells Config.OnRemoved once r.mu is
+// released. The learner throttle (throttle.go): one token bucket per host
+// bounds the entry bytes sent to learners; an append is cut to what the
+// tokens cover, or held back, and etcd raft is told the learner is
+// unreachable so it probes again; voters' traffic is never held.
+//
 // # Failure
 //
 // A storage error or a panic on a replica's worker fails that replica only
@@ -164,8 +221,9 @@
 //
 // Wire channels (WireMsg.Channel): 0 carries Raft messages; 0xFFF0 and up
 // are this package's (ping, quiesce, group down, lost tail, group up, and
-// 0xFFF8, the cluster id, which the transport consumes); the broker's
-// notices (SendNotice, OnNotice) use small numbers below 0xFFF0.
+// 0xFFF8, the cluster id, and 0xFFF9, the data directory incarnation,
+// which the transport consumes); the broker's notices (SendNotice,
+// OnNotice) use small numbers below 0xFFF0.
 //
 // Hello versions, for rolling upgrades (transport.go): the previous
 // release (9aa9657) speaks and accepts only a v1 hello, with no cluster
@@ -176,7 +234,12 @@
 // that states another cluster id (in a v2 hello or in that first frame) is
 // refused before it is up, reason "cluster"; a v1 peer whose first frame
 // is anything else (an old node) states none and is accepted. A node with
-// peer TLS dials and requires v2 (no earlier release had TLS).
+// peer TLS dials and requires v2 (no earlier release had TLS). Either way
+// the next frame holds one message on 0xFFF9 with the node's data
+// directory incarnation (Config.Incarnation); the receiver reads it
+// before the peer is up when it arrived with the hello, else as it comes,
+// and refuses a retired one (reason "incarnation"); an old node ignores
+// it, and one that sends none states 0.
 //
 // # Locks
 //
@@ -195,6 +258,9 @@
 //	h.peerMu    peer liveness; liveness() takes h.heardMu under it
 //	h.heardMu   last traffic per peer; leaf
 //	r.inMu      a replica's inbox; leaf
+//	r.gagMu     lifting a replica's gag (Ungag, or the worker); leaf
+//	h.incs.mu   peers' incarnations and retired ones; leaf
+//	h.learners.mu the learner token bucket; leaf
 //	h.qmu       the run queue; leaf
 //	recovery.mu a failed replica's retry timer; leaf
 //	log         a replica's log: l.syncMu, then l.mu (log/doc.go), taken
@@ -205,16 +271,19 @@
 //	transport   peerSender.mu, TCPTransport.mu, MemNetwork.mu,
 //	            MemTransport.mu: leaves, taken by Send under any of the
 //	            above and never held while calling the handler (Receive,
-//	            PeerUp, PeerDown)
+//	            PeerUp, PeerDown); TCPTransport.senders is copied on
+//	            write under TCPTransport.mu and read by Send without it
 //
 // The same as chains ("A -> B": hold A, then take B; never the reverse):
 //
 //	r.mu -> broker b.mu (read), view lock, partition locks (callbacks, SM)
 //	r.mu -> h.mu, h.peerMu, r.inMu, h.qmu, recovery.mu, states.mu, transport locks
+//	r.mu -> r.gagMu, h.incs.mu, h.learners.mu
 //	r.mu -> log l.syncMu -> log l.mu
 //	broker locks -> h.mu, r.inMu, h.qmu, transport locks (Submit, Replica, SendNotice)
 //	h.peerMu -> h.heardMu
-//	leaves: h.mu, h.heardMu, r.inMu, h.qmu, recovery.mu, states.mu, transport locks
+//	leaves: h.mu, h.heardMu, r.inMu, h.qmu, recovery.mu, states.mu, transport locks,
+//	        r.gagMu, h.incs.mu, h.learners.mu
 //
 // Callbacks into the broker and what they run under:
 //
@@ -227,6 +296,12 @@
 //	OnNotice                               transport reader, no raft lock
 //	OnPeer                                 transport reader or the liveness
 //	                                       loop, no raft lock
+//	OnPeerIncarnation                      transport reader, no raft lock
+//	                                       (before the peer is up on that
+//	                                       connection when it can be)
+//	OnRemoved                              worker, after r.mu is released,
+//	                                       no raft lock: may call
+//	                                       RemoveReplica
 //
 // A callback under r.mu must not block and must not wait for this replica
 // (Propose, Wait, TransferLeadership), which needs the worker it runs on.

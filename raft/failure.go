@@ -179,12 +179,12 @@ func (r *Replica) onGroupDown(from uint64) {
 func (r *Replica) onLostTail(from uint64) {
 	bs := r.rn.BasicStatus()
 	if bs.RaftState != etcdraft.StateLeader || bs.LeadTransferee != 0 || r.host.stopping.Load() ||
-		!slices.Contains(r.st.cs.GetVoters(), from) {
+		!slices.Contains(confMembers(r.st.cs), from) {
 		return
 	}
 	var to uint64
 	r.rn.WithProgress(func(id uint64, _ etcdraft.ProgressType, pr tracker.Progress) {
-		if to == 0 && id != r.id && id != from && pr.Match == r.lastIndex &&
+		if to == 0 && id != r.id && id != from && pr.Match == r.lastIndex && !pr.IsLearner &&
 			r.host.PeerAlive(id) && !r.host.PeerLeaving(id) {
 			to = id
 		}

@@ -49,8 +49,12 @@ func newMemberCluster(t *testing.T, voters ...uint64) *memberCluster {
 	return c
 }
 
-func (c *memberCluster) replicaDir(id uint64) string { return filepath.Join(c.root, fmt.Sprint(id), "g7") }
-func (c *memberCluster) stateDir(id uint64) string   { return filepath.Join(c.root, fmt.Sprint(id), "state") }
+func (c *memberCluster) replicaDir(id uint64) string {
+	return filepath.Join(c.root, fmt.Sprint(id), "g7")
+}
+func (c *memberCluster) stateDir(id uint64) string {
+	return filepath.Join(c.root, fmt.Sprint(id), "state")
+}
 
 // start starts node id (again), joining or not; a node's incarnation is
 // chosen at its first start and after wipe.
