@@ -69,14 +69,15 @@ func (b *Broker) registeredAs(want *brokerMeta) bool {
 
 // registerLoop registers this node and keeps its registration current; it
 // runs until the broker stops. It wakes on metadata and leader changes,
-// and retries every registerRetry while the registration is not in.
+// tries again when a peer connects, and every registerRetry while the
+// registration is not in.
 func (b *Broker) registerLoop() {
 	defer b.wg.Done()
 	want := b.selfRegistration()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	for {
-		changed := b.leaderEvents.wait()
+		changed, peerUp := b.leaderEvents.wait(), b.peerEvents.wait()
 		if b.registeredAs(want.Broker) {
 			if !b.mb.registered.Swap(true) {
 				b.logger.Info("registered in the cluster metadata", "node", b.cfg.NodeID, "incarnation", want.Broker.Incarnation)
@@ -93,6 +94,10 @@ func (b *Broker) registerLoop() {
 		case <-retry.C:
 			b.tryRegister(want)
 			retry.Reset(registerRetry)
+		case <-peerUp:
+			// A notice sent while no connection was up is lost: send it
+			// again as soon as a peer connects.
+			b.tryRegister(want)
 		case <-changed:
 		case <-b.ctx.Done():
 			return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestRefusesDataDirOfAnotherCluster: a data directory written by a node of
@@ -214,29 +215,46 @@ func TestFourthNodeJoinsRunningCluster(t *testing.T) {
 	nd := c.addNode()
 	start := time.Now()
 	c.start(nd.id)
+	// Each old node is asked directly (a client's Metadata goes through
+	// its cache): DescribeCluster and Metadata must list node 4.
 	listed := map[int]time.Duration{}
-	adms := map[int]*kadm.Client{}
+	clients := map[int]*kgo.Client{}
 	for _, old := range c.nodes[:3] {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(old.kafka))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer cl.Close()
-		adms[old.id] = kadm.NewClient(cl)
+		clients[old.id] = cl
 	}
-	waitFor(t, 30*time.Second, "every node to list node 4 in DescribeCluster", func() bool {
-		for id, adm := range adms {
+	has4 := func(ids []int32) bool { return slices.Contains(ids, int32(nd.id)) }
+	waitFor(t, 30*time.Second, "every node to list node 4 in DescribeCluster and Metadata", func() bool {
+		for id, cl := range clients {
 			if _, ok := listed[id]; ok {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			meta, err := adm.BrokerMetadata(ctx)
+			dc, err := kmsg.NewPtrDescribeClusterRequest().RequestWith(ctx, cl.Broker(id))
+			var md *kmsg.MetadataResponse
+			if err == nil {
+				md, err = kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl.Broker(id))
+			}
 			cancel()
-			if err == nil && slices.ContainsFunc(meta.Brokers, func(b kadm.BrokerDetail) bool { return b.NodeID == int32(nd.id) }) {
-				listed[id] = time.Since(start)
+			if err != nil {
+				continue
+			}
+			var dcIDs, mdIDs []int32
+			for _, b := range dc.Brokers {
+				dcIDs = append(dcIDs, b.NodeID)
+			}
+			for _, b := range md.Brokers {
+				mdIDs = append(mdIDs, b.NodeID)
+			}
+			if has4(dcIDs) && has4(mdIDs) {
+				listed[id] = time.Since(start).Round(time.Millisecond)
 			}
 		}
-		return len(listed) == len(adms)
+		return len(listed) == len(clients)
 	})
 	c.waitReady(60 * time.Second)
 	up := time.Since(start)
