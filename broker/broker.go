@@ -130,6 +130,7 @@ func New(cfg Config) (*Broker, error) {
 	if err := b.securePeers(); err != nil {
 		return nil, err
 	}
+	b.admitGuests()
 	policy := raft.FsyncInterval
 	if cfg.Fsync == FsyncAlways {
 		policy = raft.FsyncAlways

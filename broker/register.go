@@ -261,3 +261,17 @@ func (b *Broker) learnGuest(id uint64, raftAddr string) {
 	b.mb.peerSet[int32(id)] = raftAddr
 	b.logger.Info("answering a node that is not registered yet", "node", id, "raft", raftAddr)
 }
+
+// guestAdmitter is the raft transport's admission of nodes it does not
+// know yet (requested of raft-membership: TCPTransport.AdmitGuests).
+type guestAdmitter interface{ AdmitGuests(channels ...uint16) }
+
+// admitGuests lets a node that is being added (in no cluster.toml here,
+// not registered yet) reach this one with its identity question and its
+// registration, and nothing else. Until the transport offers it, such a
+// node's hello is refused and it cannot join.
+func (b *Broker) admitGuests() {
+	if g, ok := any(b.tr).(guestAdmitter); ok {
+		g.AdmitGuests(noticeIdentity, noticeRegister)
+	}
+}
