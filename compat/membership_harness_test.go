@@ -128,6 +128,13 @@ func (c *cluster) waitRejoined(from, id int, old string, d time.Duration) time.D
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	for _, nd := range c.nodes {
+		for _, l := range nd.log.lines("") {
+			if strings.Contains(l, "membership") || strings.Contains(l, "rejoin") || strings.Contains(l, "regist") || strings.Contains(l, "incarnation") {
+				c.t.Logf("node %d: %s", nd.id, l)
+			}
+		}
+	}
 	c.t.Fatalf("node %d not rejoined after %v: %+v", id, d, last)
 	return 0
 }

@@ -124,9 +124,11 @@ func TestWipedNodeRejoinsUnderLoad(t *testing.T) {
 // lacks the records: no leader until A is back. Then every acknowledged
 // record is there, and B is promoted back to a voter.
 func TestWipedNodeCannotElectWithoutTheAckers(t *testing.T) {
+	setup := time.Now()
 	c := startCluster(t, 3)
 	createTopic(t, c, "scenario", 1, 3, nil)
 	c.waitAllHealthy(30 * time.Second)
+	t.Logf("cluster up and healthy after %v", time.Since(setup).Round(time.Millisecond))
 	a := int(c.leaderOf(1, "scenario", 0))
 	if a == 0 {
 		t.Fatal("no leader for scenario-0")
@@ -174,6 +176,7 @@ func TestWipedNodeCannotElectWithoutTheAckers(t *testing.T) {
 	restart := time.Now()
 	c.start(a)
 	c.waitReady(60 * time.Second)
+	t.Logf("A back: every node ready after %v", time.Since(restart).Round(time.Millisecond))
 	took := c.waitRejoined(a, b, oldB, 60*time.Second)
 	for _, nd := range c.nodes {
 		c.waitHealthy(nd.id, 60*time.Second)
