@@ -3,12 +3,14 @@ package admin
 import (
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
-	"os"
 	"strings"
+	"sync"
+
+	"github.com/chronik-dev/chronik/internal/pemfiles"
 )
 
 // Access to the admin server. /health and /ready stay open: container
@@ -21,27 +23,48 @@ import (
 // LoadTLS builds a server TLS config from PEM files. clientCAFile, when
 // set, makes a verified client certificate an alternative to the token.
 func LoadTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	cfg, _, err := LoadReloadingTLS(certFile, keyFile, clientCAFile, nil)
+	return cfg, err
+}
+
+// LoadReloadingTLS is LoadTLS whose files are read again when reload is
+// called (SIGHUP) or when they change (looked at on a new connection, at
+// most once a second); logger hears of reloads. Connections made after a
+// reload use the new certificate and client CA.
+func LoadReloadingTLS(certFile, keyFile, clientCAFile string, logger *slog.Logger) (cfg *tls.Config, reload func() error, err error) {
 	if certFile == "" || keyFile == "" {
-		return nil, errors.New("admin: TLS needs a certificate and a key")
+		return nil, nil, errors.New("admin: TLS needs a certificate and a key")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("admin: TLS: %w", err)
+	files := &pemfiles.Files{CertFile: certFile, KeyFile: keyFile, CAFile: clientCAFile, What: "admin", Logger: logger}
+	if err := files.Load(); err != nil {
+		return nil, nil, fmt.Errorf("admin: %w", err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if clientCAFile != "" {
-		pem, err := os.ReadFile(clientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("admin: client CA: %w", err)
+	var mu sync.Mutex
+	var built *tls.Config
+	var from *pemfiles.Loaded
+	// One config per reading, so that handshakes share session tickets.
+	current := func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		l := files.Current()
+		mu.Lock()
+		defer mu.Unlock()
+		if l != from {
+			built = &tls.Config{Certificates: []tls.Certificate{l.Cert}, MinVersion: tls.VersionTLS12}
+			if l.CA != nil {
+				// Not required: /health and /ready take clients without one.
+				built.ClientCAs, built.ClientAuth = l.CA, tls.VerifyClientCertIfGiven
+			}
+			from = l
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("admin: client CA %s: no PEM certificate", clientCAFile)
-		}
-		// Not required: /health and /ready take clients without one.
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		return built, nil
 	}
-	return cfg, nil
+	first := files.Current()
+	cfg = &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: current}
+	if first.CA != nil {
+		// What the server reads to know a client certificate may stand in
+		// for the token; the handshakes use current's.
+		cfg.ClientCAs, cfg.ClientAuth = first.CA, tls.VerifyClientCertIfGiven
+	}
+	return cfg, files.Reload, nil
 }
 
 // openPaths need no credentials.

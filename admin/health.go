@@ -33,6 +33,26 @@ type Report struct {
 	// Every reason the node is not healthy is among them, because an
 	// unhealthy or degraded node is never safe to restart.
 	Reasons []string `json:"reasons,omitempty"`
+	// Reassignments are the moves in progress (nil when there are none).
+	Reassignments *Reassignments `json:"reassignments,omitempty"`
+}
+
+// Reassignments summarizes the replica moves in progress. A move keeps
+// the node healthy as long as each partition has as many in-sync
+// replicas as its target: it is planned work, not a fault.
+type Reassignments struct {
+	Count      int                           `json:"count"`
+	Partitions map[string]ReassignmentHealth `json:"partitions"`
+}
+
+// ReassignmentHealth is one moving partition.
+type ReassignmentHealth struct {
+	Target   []int32 `json:"target"`
+	Adding   []int32 `json:"adding"`
+	Removing []int32 `json:"removing"`
+	// EntriesBehind is how many entries the replicas being added trail
+	// the leader's log, all together; -1 when this node does not lead it.
+	EntriesBehind int64 `json:"entries_behind"`
 }
 
 // PartitionHealth is one partition's entry in the /health response.
@@ -89,6 +109,14 @@ func evaluate(src Source) (Report, snapshot) {
 			InSyncReplicas: nonNil(p.InSyncReplicas),
 			Status:         st,
 			Failed:         p.Failed,
+		}
+		if p.Target != nil {
+			if r.Reassignments == nil {
+				r.Reassignments = &Reassignments{Partitions: map[string]ReassignmentHealth{}}
+			}
+			r.Reassignments.Count++
+			r.Reassignments.Partitions[name] = ReassignmentHealth{Target: p.Target, Adding: nonNil(p.Adding),
+				Removing: nonNil(p.Removing), EntriesBehind: p.EntriesBehind}
 		}
 		switch st {
 		case StatusFailed:
@@ -159,7 +187,11 @@ func partitionStatus(p PartitionStatus) string {
 			inSync++
 		}
 	}
-	if inSync < len(p.Replicas) {
+	want := len(p.Replicas)
+	if p.Target != nil {
+		want = len(p.Target) // as Kafka counts a moving partition
+	}
+	if inSync < want {
 		return StatusUnderReplicated
 	}
 	return StatusHealthy

@@ -68,6 +68,9 @@ func TestEvaluateStatusLevels(t *testing.T) {
 		}}, StatusDegraded, false},
 		{"not ready", &fakeSource{nodeID: 1, ready: false, parts: []PartitionStatus{full("a")}}, StatusUnhealthy, false},
 		{"shutting down", &fakeSource{nodeID: 1, ready: true, shuttingDown: true}, StatusUnhealthy, false},
+		{"moving, as many in sync as the target", &fakeSource{nodeID: 2, ready: true, parts: []PartitionStatus{
+			{Topic: "a", Leader: 2, Replicas: []int32{4, 2, 3, 1}, InSyncReplicas: []int32{1, 2, 3}, Target: []int32{4, 2, 3}, Adding: []int32{4}, Removing: []int32{1}},
+		}}, StatusHealthy, false},
 		{"failed replica", &fakeSource{nodeID: 1, ready: true, parts: []PartitionStatus{
 			{Topic: "a", Leader: 2, Replicas: []int32{1, 2, 3}, InSyncReplicas: []int32{1, 2, 3}, Failed: "write: no space left on device"},
 		}}, StatusUnhealthy, false},
@@ -98,5 +101,23 @@ func TestEvaluateFailedReplica(t *testing.T) {
 	}
 	if r.Status != StatusUnhealthy || len(r.Reasons) == 0 || r.Reasons[0] != "a-0: replica on node 1 failed: fsync: input/output error" {
 		t.Fatalf("report %+v", r)
+	}
+}
+
+func TestHealthListsReassignments(t *testing.T) {
+	src := &fakeSource{nodeID: 2, ready: true, parts: []PartitionStatus{
+		{Topic: "a", Leader: 2, Replicas: []int32{4, 2, 3, 1}, InSyncReplicas: []int32{1, 2, 3}, Target: []int32{4, 2, 3},
+			Adding: []int32{4}, Removing: []int32{1}, EntriesBehind: 120},
+		{Topic: "b", Leader: 1, Replicas: []int32{1, 2, 3}, InSyncReplicas: []int32{1, 2, 3}},
+	}}
+	r := Evaluate(src)
+	if r.Reassignments == nil || r.Reassignments.Count != 1 {
+		t.Fatalf("reassignments %+v", r.Reassignments)
+	}
+	if m := r.Reassignments.Partitions["a-0"]; m.EntriesBehind != 120 || len(m.Adding) != 1 || m.Removing[0] != 1 {
+		t.Fatalf("a-0: %+v", m)
+	}
+	if r := Evaluate(&fakeSource{nodeID: 1, ready: true}); r.Reassignments != nil {
+		t.Fatal("reassignments listed with none in progress")
 	}
 }

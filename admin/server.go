@@ -210,6 +210,7 @@ type healthResponse struct {
 	ShuttingDown bool                       `json:"shutting_down"`
 	Partitions   map[string]PartitionHealth `json:"partitions"`
 	Reasons      []string                   `json:"reasons,omitempty"`
+	Moves        *Reassignments             `json:"reassignments,omitempty"`
 	PID          int                        `json:"pid"`
 	StartedAt    time.Time                  `json:"started_at"`
 }
@@ -227,6 +228,7 @@ func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 		ShuttingDown: snap.shuttingDown,
 		Partitions:   r.Partitions,
 		Reasons:      r.Reasons,
+		Moves:        r.Reassignments,
 		PID:          proc.PID,
 		StartedAt:    proc.StartedAt,
 	})

@@ -45,6 +45,15 @@ type PartitionStatus struct {
 	// Failed is set while this node's replica is stopped by a storage error
 	// (a failed write or fsync): the error. The node's log has the details.
 	Failed string `json:"failed,omitempty"`
+	// A reassignment in progress (KIP-455): the target replicas, those
+	// being added and removed, the group's learners (known on its leader)
+	// and how many entries the learners trail the leader's log in total
+	// (-1 when not known on this node).
+	Target        []int32 `json:"target,omitempty"`
+	Adding        []int32 `json:"adding,omitempty"`
+	Removing      []int32 `json:"removing,omitempty"`
+	Learners      []int32 `json:"learners,omitempty"`
+	EntriesBehind int64   `json:"entries_behind,omitempty"`
 }
 
 // NodeStatus is one cluster node as seen from here.

@@ -170,6 +170,17 @@ func aclCases(t *testing.T, b *Broker) []aclCase {
 				return r
 			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.IncrementalAlterConfigsResponse).Resources[0].ErrorCode }},
+		{name: "AlterPartitionAssignments", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationAlter, denied: kerr.ClusterAuthorizationFailed.Code,
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrAlterPartitionAssignmentsRequest()
+				// A cancel with none in progress: allowed, it changes nothing.
+				r.Topics = []kmsg.AlterPartitionAssignmentsRequestTopic{{Topic: topic, Partitions: []kmsg.AlterPartitionAssignmentsRequestTopicPartition{{Partition: 0}}}}
+				return r
+			},
+			code: func(x kmsg.Response) int16 { return x.(*kmsg.AlterPartitionAssignmentsResponse).ErrorCode }},
+		{name: "ListPartitionReassignments", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationDescribe, denied: kerr.ClusterAuthorizationFailed.Code,
+			req:  func() kmsg.Request { return kmsg.NewPtrListPartitionReassignmentsRequest() },
+			code: func(x kmsg.Response) int16 { return x.(*kmsg.ListPartitionReassignmentsResponse).ErrorCode }},
 		{name: "DescribeLogDirs", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationDescribe, denied: kerr.ClusterAuthorizationFailed.Code,
 			req: func() kmsg.Request {
 				r := kmsg.NewPtrDescribeLogDirsRequest()
@@ -313,6 +324,24 @@ func aclCases(t *testing.T, b *Broker) []aclCase {
 				return r
 			},
 			code: func(x kmsg.Response) int16 { return x.(*kmsg.AlterUserSCRAMCredentialsResponse).Results[0].ErrorCode }},
+		{name: "ElectLeaders", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationAlter, denied: kerr.ClusterAuthorizationFailed.Code,
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrElectLeadersRequest()
+				r.TimeoutMillis = 5000
+				r.Topics = []kmsg.ElectLeadersRequestTopic{{Topic: topic, Partitions: []int32{0}}}
+				return r
+			},
+			code: func(x kmsg.Response) int16 { return x.(*kmsg.ElectLeadersResponse).ErrorCode }},
+		{name: "UpdateFeatures", rt: C, res: kafka.ClusterResource, op: kmsg.ACLOperationAlter, denied: kerr.ClusterAuthorizationFailed.Code,
+			req:  func() kmsg.Request { return kmsg.NewPtrUpdateFeaturesRequest() },
+			code: func(x kmsg.Response) int16 { return x.(*kmsg.UpdateFeaturesResponse).ErrorCode }},
+		{name: "DescribeTopicPartitions", rt: T, res: topic, op: kmsg.ACLOperationDescribe, denied: kerr.TopicAuthorizationFailed.Code,
+			req: func() kmsg.Request {
+				r := kmsg.NewPtrDescribeTopicPartitionsRequest()
+				r.Topics = []kmsg.DescribeTopicPartitionsRequestTopic{{Topic: topic}}
+				return r
+			},
+			code: func(x kmsg.Response) int16 { return x.(*kmsg.DescribeTopicPartitionsResponse).Topics[0].ErrorCode }},
 	}
 }
 

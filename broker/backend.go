@@ -291,7 +291,7 @@ func (b *Broker) CreatePartitions(ctx context.Context, topic string, count int32
 	if validateOnly {
 		return 0, ""
 	}
-	rf := len(t.Partitions[0].Replicas)
+	rf := t.Partitions[0].replicationFactor()
 	assign := assignReplicas(b.nodeIDs(), int(count-have), rf, b.metaSM.partitionCount())
 	mr, err := b.metaPropose(ctx, metaCmd{Op: "create_partitions", Name: topic, Assign: assign})
 	if err != nil {

@@ -34,6 +34,9 @@ type Broker struct {
 	cfg    Config
 	logger *slog.Logger
 	reg    *prometheus.Registry
+	// reloaders read the peer and admin TLS files again (security.go);
+	// set during New, read-only after.
+	reloaders []func() error
 
 	tr     *raft.TCPTransport
 	host   *raft.Host
@@ -45,6 +48,7 @@ type Broker struct {
 	users  *users // SCRAM credentials (scram.go)
 	admin  *admin.Server
 	fwd    *forwarder // Produce forwarding for clients without leader hints
+	mover  *mover     // drives the reassignments this node leads (mover.go)
 	rejoin rejoinState
 	mb     membership // identity and broker registry (identity.go, register.go)
 	// startMu orders Start's steps after the join decision with Close.
@@ -59,6 +63,8 @@ type Broker struct {
 
 	failMu   sync.Mutex
 	failures map[string]string // replica name -> the storage error that stopped it
+	removed  removedGroups     // groups this node was removed from (reassign_replicas.go)
+	throttle atomic.Int64      // the learner rate handed to Raft (throttle.go)
 
 	// peerEvents fires when a peer connects, goes away or announces that
 	// it is leaving; leaderEvents when a leader this node knows of (local
@@ -66,6 +72,7 @@ type Broker struct {
 	peerEvents, leaderEvents *event
 	peerAge                  peerAges    // since when each peer is connected (transfer targets)
 	servingSent              atomic.Bool // this node announced that it serves clients
+	elect                    electState  // ElectLeaders asks in flight (elect.go)
 
 	reqSeq       atomic.Uint64
 	reconcileCh  chan struct{}
@@ -114,6 +121,7 @@ func New(cfg Config) (*Broker, error) {
 		mb: newMembership(id)}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	b.fwd = newForwarder(b)
+	b.mover = newMover(b)
 	if err := b.registerMetrics(); err != nil {
 		return nil, err
 	}
@@ -139,7 +147,10 @@ func New(cfg Config) (*Broker, error) {
 		ID: uint64(cfg.NodeID), Transport: b.tr, TickInterval: cfg.RaftTick,
 		ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
 		Fsync: policy, FsyncInterval: cfg.FsyncInterval, LagTime: cfg.ISRLagTime,
-		RetentionInterval: cfg.RetentionInterval, AutoRebalance: cfg.AutoLeaderRebalance,
+		// The broker hands leadership to preferred replicas itself, in the
+		// metadata's order (rebalance.go); Raft knows only the order given
+		// at open, which a move makes stale.
+		RetentionInterval: cfg.RetentionInterval, AutoRebalance: false,
 		RebalanceDelay: cfg.RebalanceDelay, Logger: cfg.Logger,
 		// One hard-state file for every partition of the node, so a
 		// leadership transfer waits on one fsync per side (raft/doc.go).
@@ -148,12 +159,15 @@ func New(cfg Config) (*Broker, error) {
 		OnLeaderChange: b.onLeaderChange,
 		OnNotice:       b.onNotice,
 		OnPeer:         b.onPeer,
+		OnRemoved:      b.onRemoved,
+		LearnerRate:    cfg.ReplicationThrottle,
 		Incarnation:    id.incarnation(),
 	})
 	if err != nil {
 		return nil, err
 	}
 	b.host = host
+	b.throttle.Store(cfg.ReplicationThrottle)
 	b.stopReplicas = host.StopReplicas
 	b.coord = coordinator.New(coordinator.Config{
 		Store:  offsetStore{b: b},
@@ -168,7 +182,7 @@ func New(cfg Config) (*Broker, error) {
 	b.users = newUsers(b, cfg.BootstrapUsers)
 	b.kafka, err = kafka.NewServer(kafka.Config{Listeners: listeners, MaxRequestSize: cfg.MaxRequestSize,
 		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry,
-		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms})
+		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms, MaxReauth: cfg.SASLMaxReauth})
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +211,7 @@ func (b *Broker) registerMetrics() error {
 	b.shutdownDuration = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chronik_shutdown_duration_seconds",
 		Help: "Duration of the last graceful shutdown (0 until one has happened)."})
 	for _, c := range []prometheus.Collector{
-		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas}, rejoinCollector{b},
+		b.transfersOK, b.transfersFailed, b.shutdownDuration, b.fwd.count, &partitionCollector{b: b}, quotaCollector{&b.quotas}, moveCollector{b}, rejoinCollector{b},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := b.reg.Register(c); err != nil {
@@ -254,12 +268,17 @@ func (b *Broker) Start() (err error) {
 	if id.Mode != modeJoin {
 		b.campaignIfPreferred(meta, peers)
 	}
-	b.wg.Add(5)
+	b.wg.Add(6)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
 	go b.registerLoop()
 	go b.proxyLoop()
 	go b.rejoinLoop()
+	go b.mover.loop(b.ctx)
+	if b.cfg.AutoLeaderRebalance {
+		b.wg.Add(1)
+		go (&rebalancer{b: b, busy: map[uint64]bool{}}).loop(b.ctx)
+	}
 	if b.admin != nil {
 		if err := b.admin.Start(); err != nil {
 			return err
@@ -315,6 +334,7 @@ func (b *Broker) reconcileLoop() {
 			b.syncPeers()
 			b.reconcile()
 			b.applySegmentLimits()
+			b.applyThrottle()
 		case <-b.leadershipCh:
 			b.coord.Release()
 		case <-gossip.C:
@@ -332,6 +352,7 @@ type wantedReplica struct {
 	topic    string
 	index    int32
 	replicas []int32
+	origin   []int32 // set once the partition has moved (meta_reassign.go)
 	internal bool
 	joining  bool // open gagged: this node rejoins the group (rejoin.go)
 }
@@ -341,10 +362,12 @@ func (b *Broker) reconcile() {
 		return
 	}
 	want := map[uint64]wantedReplica{}
-	for _, t := range b.metaSM.topics() {
+	topics := b.metaSM.topics()
+	b.forgetRemoved(topics)
+	for _, t := range topics {
 		for i, pm := range t.Partitions {
-			if slices.Contains(pm.Replicas, b.cfg.NodeID) {
-				want[pm.Group] = wantedReplica{topic: t.Name, index: int32(i), replicas: pm.Replicas, internal: t.Internal}
+			if b.wantsReplica(&pm) {
+				want[pm.Group] = wantedReplica{topic: t.Name, index: int32(i), replicas: pm.Replicas, origin: pm.Origin, internal: t.Internal}
 			}
 		}
 	}
@@ -382,6 +405,7 @@ func (b *Broker) reconcile() {
 			b.logger.Error("cannot open partition replica", "topic", want[g].topic, "partition", want[g].index, "err", err)
 		}
 	}
+	b.purgeLeftovers(topics)
 }
 
 func (b *Broker) replicaDir(topic string, index int32) string {
@@ -400,6 +424,8 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 			return err
 		}
 	}
+	peers, joining := replicaPeers(dir, w)
+	joining = joining || w.joining // a node back with an empty disk rejoins (rejoin.go)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -408,33 +434,32 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 			return err
 		}
 	}
-	peers := make([]uint64, len(w.replicas))
-	for i, r := range w.replicas {
-		peers[i] = uint64(r)
+	if err := b.writeMetaIndex(dir); err != nil {
+		return err
+	}
+	prefer := toUint64s(w.replicas)
+	if joining {
+		prefer = nil // gagged until promoted: it cannot campaign
 	}
 	name := w.topic + "-" + strconv.Itoa(int(w.index))
 	if w.topic == offsetsTopic {
 		sm := newOffsetsSM()
-		rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, SM: sm,
-			CompactToSnapshot: true, SnapshotEntries: 10000, Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger},
-			Joining: w.joining})
+		rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, Joining: joining, SM: sm,
+			CompactToSnapshot: true, SnapshotEntries: 10000, Log: clog.Options{SegmentBytes: 16 << 20, Logger: b.logger}})
 		if err != nil {
 			return err
 		}
 		b.mu.Lock()
 		b.offsets[g] = &offsetsPartition{index: w.index, group: g, rep: rep, sm: sm}
 		b.mu.Unlock()
-		if !w.joining {
-			b.campaignIfPreferred(rep, peers)
-		}
+		b.campaignIfPreferred(rep, prefer)
 		return nil
 	}
 	p := newPartition(b, w.topic, w.index, g)
 	cfg := b.topicConfig(w.topic)
-	rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, SM: p,
+	rep, err := b.host.AddReplica(raft.ReplicaConfig{Group: g, Name: name, Dir: dir, Peers: peers, Joining: joining, SM: p,
 		Log:       clog.Options{SegmentBytes: cfg.segmentBytes, SegmentAge: cfg.segmentAge, Logger: b.logger},
 		Retention: p.retention,
-		Joining:   w.joining,
 	})
 	if err != nil {
 		return err
@@ -444,9 +469,7 @@ func (b *Broker) openReplica(g uint64, w wantedReplica) error {
 	b.parts[g] = p
 	b.byTP[tpKey{w.topic, w.index}] = p
 	b.mu.Unlock()
-	if !w.joining {
-		b.campaignIfPreferred(rep, peers)
-	}
+	b.campaignIfPreferred(rep, prefer)
 	return nil
 }
 
@@ -460,7 +483,12 @@ func (b *Broker) removeReplica(g uint64) {
 	}
 	delete(b.offsets, g)
 	b.mu.Unlock()
-	b.view.forget(g)
+	if _, live := b.metaSM.group(g); !live {
+		// A partition moved off this node keeps its leader in the view:
+		// clients still sent here get a leader hint, not a wait for their
+		// next metadata refresh.
+		b.view.forget(g)
+	}
 	if err := b.host.RemoveReplica(g); err != nil {
 		b.logger.Warn("removing deleted partition's data failed", "group", g, "err", err)
 	}

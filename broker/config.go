@@ -60,6 +60,10 @@ type ClusterFile struct {
 	// AllowEveryoneIfNoACLFound is Kafka's allow.everyone.if.no.acl.found:
 	// a resource no ACL applies to is open to all. Off by default.
 	AllowEveryoneIfNoACLFound bool `toml:"allow_everyone_if_no_acl_found"`
+	// ReplicationThrottle is every node's default learner rate in bytes
+	// per second (0: unlimited); --replication-throttle overrides it per
+	// node (throttle.go).
+	ReplicationThrottle int64 `toml:"replication_throttle"`
 }
 
 // LoadClusterFile reads and checks a cluster.toml.
@@ -171,6 +175,10 @@ type Config struct {
 	// they are in sync for RebalanceDelay (Kafka waits 5 minutes).
 	AutoLeaderRebalance bool
 	RebalanceDelay      time.Duration
+	// ReplicationThrottle bounds the bytes per second sent to replicas a
+	// reassignment adds (0: unlimited); the dynamic broker config
+	// leader.replication.throttled.rate overrides it (throttle.go).
+	ReplicationThrottle int64
 
 	SegmentBytes      int64
 	RetentionInterval time.Duration
@@ -183,6 +191,9 @@ type Config struct {
 	TLS *kafka.TLSFiles
 	// SASLMechanisms enabled on SASL listeners (all when empty).
 	SASLMechanisms []string
+	// SASLMaxReauth is connections.max.reauth.ms (KIP-368): how long a
+	// SASL login lasts on its connection; 0: forever.
+	SASLMaxReauth time.Duration
 	// BootstrapUsers are SCRAM credentials (from the users file) this
 	// node knows from its start; see scram.go.
 	BootstrapUsers map[string][]auth.Credential
@@ -233,6 +244,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ISRLagTime <= 0 {
 		c.ISRLagTime = 10 * time.Second
+	}
+	if c.ReplicationThrottle <= 0 {
+		c.ReplicationThrottle = max(c.Cluster.ReplicationThrottle, 0)
 	}
 	if c.RebalanceDelay <= 0 {
 		c.RebalanceDelay = 2 * time.Second

@@ -19,6 +19,9 @@ func (b *Broker) AutoCreateTopics() bool {
 	return b.cfg.Cluster.AutoCreateTopics == nil || *b.cfg.Cluster.AutoCreateTopics
 }
 
+// DefaultPartitions implements kafka.Backend: cluster.toml's default_partitions.
+func (b *Broker) DefaultPartitions() int32 { return b.cfg.Cluster.DefaultPartitions }
+
 // BrokerConfigs implements kafka.Backend: this node's configs. The static
 // ones come from cluster.toml and flags; the log and message ones are
 // dynamic (cluster-wide or per node) and are the defaults of the topic
@@ -46,8 +49,7 @@ func (b *Broker) BrokerConfigs() []kafka.ConfigEntry {
 			"The largest request frame accepted (--max-request-size)."),
 	}
 	node, cluster := b.metaSM.brokerConfigs(strconv.Itoa(int(b.cfg.NodeID))), b.metaSM.brokerConfigs("")
-	for i := range topicConfigDefs {
-		d := &topicConfigDefs[i]
+	for _, d := range append(pointers(topicConfigDefs), pointers(brokerConfigDefs)...) {
 		r := b.resolve(d, nil, node, cluster)
 		v := r.value
 		out = append(out, kafka.ConfigEntry{Name: d.broker, Value: &v, Type: int8(d.typ), Source: int8(r.source),
@@ -221,7 +223,7 @@ func (b *Broker) configPolicy(topic string, cfgs map[string]string) (int16, stri
 	}
 	if v, ok := cfgs["min.insync.replicas"]; ok {
 		n, _ := strconv.Atoi(v)
-		if rf := len(t.Partitions[0].Replicas); n > rf {
+		if rf := t.Partitions[0].replicationFactor(); n > rf {
 			return kerr.PolicyViolation.Code, fmt.Sprintf("min.insync.replicas %d is above the replication factor %d", n, rf)
 		}
 	}

@@ -28,7 +28,7 @@ import (
 //
 // The decision is written to node.json before any group opens, so a
 // restart halfway does not decide again.
-const noticeIdentity uint16 = 4
+const noticeIdentity uint16 = 6 // 4 and 5 are ElectLeaders' (elect.go)
 
 // maxIdentityNotice bounds an identity notice (a peer is not trusted with
 // memory).

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -38,6 +37,10 @@ type topicMeta struct {
 type partitionMeta struct {
 	Group    uint64  `json:"group"`
 	Replicas []int32 `json:"replicas"` // Replicas[0] is the preferred leader
+	// Replica movement (meta_reassign.go).
+	Origin []int32 `json:"origin,omitempty"`
+	Target []int32 `json:"target,omitempty"`
+	Prior  []int32 `json:"prior,omitempty"`
 }
 
 type metaState struct {
@@ -83,6 +86,8 @@ type metaCmd struct {
 	Filters []kafka.ACLFilter `json:"filters,omitempty"`
 	// alter_scram
 	Scram []scramChange `json:"scram,omitempty"`
+	// reassign (Name is the topic), reassign_done
+	Moves []partitionMove `json:"moves,omitempty"`
 	// register_broker, broker_rejoined, broker_state (meta_brokers.go)
 	Member *memberCmd `json:"member,omitempty"`
 }
@@ -93,6 +98,7 @@ type metaResult struct {
 	PIDStart int64
 	Topic    *topicMeta
 	Deleted  [][]kafka.ACL // delete_acls: per filter
+	Codes    []int16       // reassign, reassign_done: per partition
 }
 
 // metaSM is the metadata state machine.
@@ -253,6 +259,10 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 	case "alter_scram":
 		m.applyScram(cmd.Scram)
 		return metaResult{}
+	case "reassign":
+		return m.applyReassign(cmd)
+	case "reassign_done":
+		return m.applyReassignDone(cmd)
 	case "register_broker", "broker_rejoined", "broker_state":
 		return m.applyMember(cmd.Op, cmd.Member)
 	case "alloc_producer_ids":
@@ -395,7 +405,7 @@ func cloneTopic(t *topicMeta) topicMeta {
 	c := *t
 	c.Partitions = make([]partitionMeta, len(t.Partitions))
 	for i, p := range t.Partitions {
-		c.Partitions[i] = partitionMeta{Group: p.Group, Replicas: slices.Clone(p.Replicas)}
+		c.Partitions[i] = p.clone()
 	}
 	c.Configs = map[string]string{}
 	for k, v := range t.Configs {

@@ -110,8 +110,8 @@ func (b *Broker) AlterClientQuotas(ctx context.Context, entity []kafka.QuotaEnti
 	}
 	set := map[string]string{}
 	for _, op := range ops {
-		if op.Key != kafka.QuotaProducerByteRate && op.Key != kafka.QuotaConsumerByteRate {
-			return kerr.InvalidRequest.Code, fmt.Sprintf("unsupported quota key %q (producer_byte_rate and consumer_byte_rate are enforced)", op.Key)
+		if op.Key != kafka.QuotaProducerByteRate && op.Key != kafka.QuotaConsumerByteRate && op.Key != kafka.QuotaRequestPercentage {
+			return kerr.InvalidRequest.Code, fmt.Sprintf("unsupported quota key %q (producer_byte_rate, consumer_byte_rate and request_percentage are enforced)", op.Key)
 		}
 		if _, dup := set[op.Key]; dup {
 			return kerr.InvalidRequest.Code, fmt.Sprintf("quota key %q named twice", op.Key)
@@ -120,7 +120,11 @@ func (b *Broker) AlterClientQuotas(ctx context.Context, entity []kafka.QuotaEnti
 			set[op.Key] = ""
 			continue
 		}
-		if math.IsNaN(op.Value) || math.IsInf(op.Value, 0) || op.Value <= 0 || op.Value != math.Trunc(op.Value) || op.Value > math.MaxInt64 {
+		if op.Key == kafka.QuotaRequestPercentage {
+			if math.IsNaN(op.Value) || math.IsInf(op.Value, 0) || op.Value <= 0 || op.Value > maxRequestPercentage {
+				return kerr.InvalidRequest.Code, fmt.Sprintf("quota %s=%v: a request percentage is above 0 and at most %d", op.Key, op.Value, maxRequestPercentage)
+			}
+		} else if math.IsNaN(op.Value) || math.IsInf(op.Value, 0) || op.Value <= 0 || op.Value != math.Trunc(op.Value) || op.Value > math.MaxInt64 {
 			return kerr.InvalidRequest.Code, fmt.Sprintf("quota %s=%v: a byte rate is a positive whole number", op.Key, op.Value)
 		}
 		set[op.Key] = strconv.FormatFloat(op.Value, 'f', -1, 64)
@@ -147,6 +151,9 @@ func (b *Broker) AlterClientQuotas(ctx context.Context, entity []kafka.QuotaEnti
 const (
 	maxQuotaName     = 1024
 	maxQuotaEntities = 10000
+	// maxRequestPercentage is Kafka's bound too: 100 per handler thread,
+	// and no node has that many.
+	maxRequestPercentage = 100 * 1000
 )
 
 // checkQuotaEntity accepts a user, a client id, or both, as Kafka does
@@ -195,6 +202,7 @@ type sensor struct {
 	limit         float64
 	samples       []quotaSample // oldest first
 	last          time.Time
+	total         float64 // everything recorded, for the request-time counter
 	throttled     float64 // responses throttled
 	throttledTime float64 // seconds of throttle time given
 }
@@ -213,6 +221,7 @@ func (s *sensor) record(now time.Time, n int) {
 		s.samples = append(s.samples, quotaSample{start: now})
 	}
 	s.samples[len(s.samples)-1].bytes += float64(n)
+	s.total += float64(n)
 	s.last = now
 }
 
@@ -245,10 +254,35 @@ type quotaTracker struct {
 // is answered with the time that brings the rate over the measured span
 // back to the bound: (rate-limit)/limit × span, at most the whole span
 // kept.
-func (b *Broker) Throttle(kind kafka.QuotaKind, user, clientID string, bytes int) time.Duration {
+func (b *Broker) Throttle(kind kafka.QuotaKind, user, clientID string, n int) time.Duration {
+	var d time.Duration
+	b.withSensor(kind, user, clientID, func(s *sensor, now time.Time) { d = s.throttle(now, n) })
+	return d
+}
+
+// Unrecord implements kafka.Backend.
+func (b *Broker) Unrecord(kind kafka.QuotaKind, user, clientID string, n int) {
+	b.withSensor(kind, user, clientID, func(s *sensor, now time.Time) {
+		s.record(now, -n)
+		s.throttled--
+	})
+}
+
+// QuotaWindow implements kafka.Backend.
+func (b *Broker) QuotaWindow(kind kafka.QuotaKind, user, clientID string) int {
+	limit, _, _, ok := b.findQuota(kind, user, clientID)
+	if !ok || limit*quotaWindow.Seconds() >= math.MaxInt {
+		return math.MaxInt
+	}
+	return int(limit * quotaWindow.Seconds())
+}
+
+// withSensor runs f on the client's sensor, under the tracker's lock; it
+// does nothing for a client without a quota.
+func (b *Broker) withSensor(kind kafka.QuotaKind, user, clientID string, f func(*sensor, time.Time)) {
 	limit, tagUser, tagClient, ok := b.findQuota(kind, user, clientID)
 	if !ok {
-		return 0
+		return
 	}
 	t := &b.quotas
 	now := time.Now()
@@ -272,7 +306,7 @@ func (b *Broker) Throttle(kind kafka.QuotaKind, user, clientID string, bytes int
 		t.sensors[key] = s
 	}
 	s.limit = limit
-	return s.throttle(now, bytes)
+	f(s, now)
 }
 
 // throttle records n bytes at now and returns the throttle time.
@@ -294,10 +328,16 @@ func (s *sensor) throttle(now time.Time, n int) time.Duration {
 // findQuota looks the client's quota up in Kafka's order of precedence
 // and returns it with the sensor's tags: the names of the entity that
 // matched, a default standing for the client's own name.
+//
+// The limit is in the sensor's units: bytes per second, or for request
+// time nanoseconds per second (request_percentage 100 is 1e9).
 func (b *Broker) findQuota(kind kafka.QuotaKind, user, clientID string) (limit float64, tagUser, tagClient string, ok bool) {
-	qk := kafka.QuotaProducerByteRate
-	if kind == kafka.QuotaFetch {
+	qk, scale := kafka.QuotaProducerByteRate, 1.0
+	switch kind {
+	case kafka.QuotaFetch:
 		qk = kafka.QuotaConsumerByteRate
+	case kafka.QuotaRequest:
+		qk, scale = kafka.QuotaRequestPercentage, float64(time.Second)/100
 	}
 	b.metaSM.mu.RLock()
 	none := len(b.metaSM.st.Quotas) == 0
@@ -334,7 +374,7 @@ func (b *Broker) findQuota(kind kafka.QuotaKind, user, clientID string) (limit f
 		if l.tagC {
 			tagClient = clientID
 		}
-		return v, tagUser, tagClient, true
+		return v * scale, tagUser, tagClient, true
 	}
 	return 0, "", "", false
 }
@@ -349,13 +389,21 @@ var (
 		"Responses answered with a throttle time.", []string{"kind", "user", "client_id"}, nil)
 	quotaThrottleTimeDesc = prometheus.NewDesc("chronik_quota_throttle_seconds_total",
 		"Throttle time given to each client.", []string{"kind", "user", "client_id"}, nil)
+	quotaRequestDesc = prometheus.NewDesc("chronik_quota_request_percentage",
+		"Measured request handling time of each client under a request_percentage quota on this node, in percent of one handler's time.",
+		[]string{"user", "client_id"}, nil)
+	quotaRequestLimitDesc = prometheus.NewDesc("chronik_quota_request_percentage_limit",
+		"The request_percentage quota in force for each measured client.", []string{"user", "client_id"}, nil)
+	quotaRequestTotalDesc = prometheus.NewDesc("chronik_quota_request_seconds_total",
+		"Request handling time recorded for each client under a request_percentage quota.", []string{"user", "client_id"}, nil)
 )
 
 // quotaCollector reports the sensors at scrape time.
 type quotaCollector struct{ t *quotaTracker }
 
 func (c quotaCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{quotaRateDesc, quotaLimitDesc, quotaThrottledDesc, quotaThrottleTimeDesc} {
+	for _, d := range []*prometheus.Desc{quotaRateDesc, quotaLimitDesc, quotaThrottledDesc, quotaThrottleTimeDesc,
+		quotaRequestDesc, quotaRequestLimitDesc, quotaRequestTotalDesc} {
 		ch <- d
 	}
 }
@@ -366,12 +414,21 @@ func (c quotaCollector) Collect(ch chan<- prometheus.Metric) {
 	defer c.t.mu.Unlock()
 	for _, s := range c.t.sensors {
 		kind := "produce"
-		if s.kind == kafka.QuotaFetch {
-			kind = "fetch"
-		}
 		r, _ := s.rate(now)
-		ch <- prometheus.MustNewConstMetric(quotaRateDesc, prometheus.GaugeValue, r, kind, s.user, s.client)
-		ch <- prometheus.MustNewConstMetric(quotaLimitDesc, prometheus.GaugeValue, s.limit, kind, s.user, s.client)
+		switch s.kind {
+		case kafka.QuotaFetch:
+			kind = "fetch"
+		case kafka.QuotaRequest:
+			kind = "request"
+			pct := float64(time.Second) / 100
+			ch <- prometheus.MustNewConstMetric(quotaRequestDesc, prometheus.GaugeValue, r/pct, s.user, s.client)
+			ch <- prometheus.MustNewConstMetric(quotaRequestLimitDesc, prometheus.GaugeValue, s.limit/pct, s.user, s.client)
+			ch <- prometheus.MustNewConstMetric(quotaRequestTotalDesc, prometheus.CounterValue, s.total/float64(time.Second), s.user, s.client)
+		}
+		if s.kind != kafka.QuotaRequest {
+			ch <- prometheus.MustNewConstMetric(quotaRateDesc, prometheus.GaugeValue, r, kind, s.user, s.client)
+			ch <- prometheus.MustNewConstMetric(quotaLimitDesc, prometheus.GaugeValue, s.limit, kind, s.user, s.client)
+		}
 		ch <- prometheus.MustNewConstMetric(quotaThrottledDesc, prometheus.CounterValue, s.throttled, kind, s.user, s.client)
 		ch <- prometheus.MustNewConstMetric(quotaThrottleTimeDesc, prometheus.CounterValue, s.throttledTime, kind, s.user, s.client)
 	}

@@ -17,7 +17,7 @@ import (
 // leader proposes it itself; one that does not (a new node, not yet a
 // member of the metadata group) sends it on noticeRegister to its peers,
 // and any of them proposes it on its behalf.
-const noticeRegister uint16 = 5
+const noticeRegister uint16 = 7
 
 // maxRegisterNotice bounds a registration notice.
 const maxRegisterNotice = 16 << 10
@@ -262,16 +262,9 @@ func (b *Broker) learnGuest(id uint64, raftAddr string) {
 	b.logger.Info("answering a node that is not registered yet", "node", id, "raft", raftAddr)
 }
 
-// guestAdmitter is the raft transport's admission of nodes it does not
-// know yet (requested of raft-membership: TCPTransport.AdmitGuests).
-type guestAdmitter interface{ AdmitGuests(channels ...uint16) }
-
 // admitGuests lets a node that is being added (in no cluster.toml here,
 // not registered yet) reach this one with its identity question and its
-// registration, and nothing else. Until the transport offers it, such a
-// node's hello is refused and it cannot join.
+// registration, and nothing else (raft TCPTransport.AdmitGuests).
 func (b *Broker) admitGuests() {
-	if g, ok := any(b.tr).(guestAdmitter); ok {
-		g.AdmitGuests(noticeIdentity, noticeRegister)
-	}
+	b.tr.AdmitGuests(noticeIdentity, noticeRegister)
 }

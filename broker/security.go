@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -18,6 +19,11 @@ type SecurityConfig struct {
 	// Raft transport mutual TLS; the certificate must carry the DNS name
 	// chronik-node-<id> (raft.NodeCertName).
 	PeerTLSCert, PeerTLSKey, PeerTLSCA string
+	// PeerTLSAcceptPlaintext is the transition mode for switching a
+	// running cluster's peers to TLS (or back) one node at a time: TLS
+	// and plaintext peers are both taken, and TLS is dialed first (see
+	// raft/peertls.go and README "Securing Chronik").
+	PeerTLSAcceptPlaintext bool
 	// AdminTLSCert and AdminTLSKey make the admin server HTTPS;
 	// AdminClientCA lets a client certificate it signed stand in for the
 	// token.
@@ -66,11 +72,18 @@ func (b *Broker) securePeers() error {
 	sc := b.cfg.Security
 	sec := raft.PeerSecurity{ClusterID: b.cfg.Cluster.ClusterID}
 	if sc.PeerTLSCert != "" || sc.PeerTLSKey != "" || sc.PeerTLSCA != "" {
-		p, err := raft.LoadPeerTLS(sc.PeerTLSCert, sc.PeerTLSKey, sc.PeerTLSCA)
+		p, err := raft.LoadPeerTLS(sc.PeerTLSCert, sc.PeerTLSKey, sc.PeerTLSCA, b.logger)
 		if err != nil {
 			return err
 		}
 		sec.TLS = p
+		sec.AcceptPlaintext = sc.PeerTLSAcceptPlaintext
+		b.reloaders = append(b.reloaders, p.Reload)
+		if sec.AcceptPlaintext {
+			b.logger.Warn("peer TLS transition mode: plaintext peers are accepted too; finish the switch by restarting without --peer-tls-accept-plaintext")
+		}
+	} else if sc.PeerTLSAcceptPlaintext {
+		return errors.New("--peer-tls-accept-plaintext needs peer TLS (--peer-tls-cert, --peer-tls-key, --peer-tls-ca)")
 	}
 	if err := b.tr.Secure(sec); err != nil {
 		return err
@@ -94,11 +107,30 @@ func (b *Broker) adminConfig(listen string) (admin.Config, error) {
 		}
 	}
 	if sc.AdminTLSCert != "" || sc.AdminTLSKey != "" || sc.AdminClientCA != "" {
-		tc, err := admin.LoadTLS(sc.AdminTLSCert, sc.AdminTLSKey, sc.AdminClientCA)
+		tc, reload, err := admin.LoadReloadingTLS(sc.AdminTLSCert, sc.AdminTLSKey, sc.AdminClientCA, b.logger)
 		if err != nil {
 			return cfg, err
 		}
 		cfg.TLS = tc
+		b.reloaders = append(b.reloaders, reload)
 	}
 	return cfg, nil
+}
+
+// ReloadCertificates reads every TLS file of the node again (SIGHUP): the
+// Kafka listeners', the peer port's and the admin server's. A file that
+// fails keeps its previous certificates (each logs its own failure); the
+// first error is returned.
+func (b *Broker) ReloadCertificates() error {
+	var first error
+	reloaders := b.reloaders
+	if b.cfg.TLS != nil {
+		reloaders = append([]func() error{b.cfg.TLS.Reload}, reloaders...)
+	}
+	for _, r := range reloaders {
+		if err := r(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

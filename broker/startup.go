@@ -22,8 +22,16 @@ import (
 // put it, instead of landing at random and moving a few seconds later
 // under the clients. A vote that never arrived shows no event here, so the
 // retry is timed; the end of the wait, a known leader, is watched.
+//
+// With the automatic rebalance off, a restarted group (one that has had a
+// term) does not campaign: as with Kafka's auto.leader.rebalance.enable
+// off, leadership stays where it went until an operator runs a preferred
+// election (ElectLeaders).
 func (b *Broker) campaignIfPreferred(rep *raft.Replica, peers []uint64) {
 	if len(peers) == 0 || peers[0] != uint64(b.cfg.NodeID) {
+		return
+	}
+	if !b.cfg.AutoLeaderRebalance && rep.Status().Term > 0 {
 		return
 	}
 	rep.Campaign()

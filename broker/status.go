@@ -74,12 +74,13 @@ func (b *Broker) groupStatus(topic string, index int32, pm partitionMeta, intern
 	if r := b.host.Replica(pm.Group); r != nil && r.Status().Failed {
 		ps.Failed = b.failure(r.Name())
 	}
+	b.moveStatus(&ps, &pm)
 	switch {
 	case ps.Failed != "":
 		ps.Status = admin.StatusFailed
 	case ps.Leader == 0:
 		ps.Status = "offline"
-	case len(ps.InSyncReplicas) < len(ps.Replicas):
+	case len(ps.InSyncReplicas) < pm.replicationFactor():
 		ps.Status = "under_replicated"
 	default:
 		ps.Status = "healthy"

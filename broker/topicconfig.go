@@ -105,6 +105,11 @@ func findBrokerConfigDef(name string) *configDef {
 			return &topicConfigDefs[i]
 		}
 	}
+	for i := range brokerConfigDefs {
+		if brokerConfigDefs[i].broker == name {
+			return &brokerConfigDefs[i]
+		}
+	}
 	return nil
 }
 

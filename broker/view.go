@@ -122,6 +122,14 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 		b.onServingNotice(from, data)
 		return
 	}
+	if channel == noticeElect {
+		b.onElectAsk(from, data)
+		return
+	}
+	if channel == noticeElected {
+		b.onElectAnswer(data)
+		return
+	}
 	if channel == noticeIdentity {
 		b.onIdentityNotice(from, data)
 		return

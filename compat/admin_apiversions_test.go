@@ -10,7 +10,8 @@ import (
 
 // TestAdminApiVersionsServed: every key ApiVersions lists answers a request
 // at its highest listed version (an empty or default one) without closing
-// the connection, and the admin keys (DeleteRecords, configs, log dirs) are listed.
+// the connection, and the admin keys (DeleteRecords, configs, log dirs,
+// reassignments) are listed.
 func TestAdminApiVersionsServed(t *testing.T) {
 	c := startCluster(t, 1)
 	cl := newFranz(t, c)
@@ -40,9 +41,12 @@ func TestAdminApiVersionsServed(t *testing.T) {
 			t.Errorf("key %d (%s) v%d: %v", k.ApiKey, kmsg.NameForKey(k.ApiKey), req.GetVersion(), err)
 		}
 	}
-	for key, min := range map[int16]int16{21: 2, 32: 4, 33: 2, 35: 4, 44: 1} {
+	for key, min := range map[int16]int16{21: 2, 32: 4, 33: 2, 35: 4, 43: 2, 44: 1, 45: 1, 46: 0, 57: 2} {
 		if listed[key] < min {
 			t.Errorf("ApiVersions lists %s up to v%d, want v%d", kmsg.NameForKey(key), listed[key], min)
 		}
+	}
+	if _, ok := listed[75]; !ok {
+		t.Errorf("ApiVersions does not list DescribeTopicPartitions")
 	}
 }

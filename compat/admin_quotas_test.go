@@ -212,6 +212,9 @@ func TestAdminClientQuotaValidation(t *testing.T) {
 		{Entity: kadm.ClientQuotaEntity{{Type: "ip", Name: &name}}, Ops: []kadm.AlterClientQuotaOp{{Key: "producer_byte_rate", Value: 1}}},
 		{Entity: kadm.ClientQuotaEntity{{Type: "client-id", Name: &name}}, Ops: []kadm.AlterClientQuotaOp{{Key: "producer_byte_rate", Value: 1.5}}},
 		{Entity: kadm.ClientQuotaEntity{{Type: "client-id", Name: &name}, {Type: "client-id"}}, Ops: []kadm.AlterClientQuotaOp{{Key: "producer_byte_rate", Value: 1}}},
+		{Entity: kadm.ClientQuotaEntity{{Type: "client-id", Name: &name}}, Ops: []kadm.AlterClientQuotaOp{{Key: "request_percentage", Value: 0}}},
+		{Entity: kadm.ClientQuotaEntity{{Type: "client-id", Name: &name}}, Ops: []kadm.AlterClientQuotaOp{{Key: "request_percentage", Value: -5}}},
+		{Entity: kadm.ClientQuotaEntity{{Type: "client-id", Name: &name}}, Ops: []kadm.AlterClientQuotaOp{{Key: "controller_mutation_rate", Value: 5}}},
 	} {
 		res, err := adm.AlterClientQuotas(ctx, []kadm.AlterClientQuotaEntry{e})
 		if err != nil || len(res) != 1 || res[0].Err == nil || !strings.Contains(res[0].Err.Error(), "INVALID_REQUEST") {

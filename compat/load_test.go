@@ -46,6 +46,7 @@ type ackPos struct {
 	partition int32
 	offset    int64
 	at        time.Time
+	latency   time.Duration // from the hand-off to the client to the ack
 }
 
 func startLoader(t testing.TB, c *cluster, topic string, rate int, opts ...kgo.Opt) *loader {
@@ -103,17 +104,18 @@ func (l *loader) run(ctx context.Context) {
 		l.sent++
 		l.mu.Unlock()
 		wg.Add(1)
+		handed := time.Now()
 		// The records' own context is not the loader's: stopping the loader
 		// must not fail records already handed to the client.
 		l.cl.Produce(context.Background(), &kgo.Record{Value: v}, func(r *kgo.Record, err error) {
 			defer wg.Done()
 			defer func() { <-inflight }()
-			l.onAck(r, err)
+			l.onAck(r, handed, err)
 		})
 	}
 }
 
-func (l *loader) onAck(r *kgo.Record, err error) {
+func (l *loader) onAck(r *kgo.Record, handed time.Time, err error) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -125,7 +127,7 @@ func (l *loader) onAck(r *kgo.Record, err error) {
 		}
 		return
 	}
-	l.acked[string(r.Value)] = ackPos{partition: r.Partition, offset: r.Offset, at: now}
+	l.acked[string(r.Value)] = ackPos{partition: r.Partition, offset: r.Offset, at: now, latency: now.Sub(handed)}
 	if last, ok := l.lastAck[r.Partition]; ok {
 		gap := now.Sub(last)
 		if gap > l.maxGap[r.Partition] {

@@ -13,8 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/chronik-dev/chronik/raft"
 )
 
 // TestRefusesDataDirOfAnotherCluster: a data directory written by a node of
@@ -215,11 +213,6 @@ func TestWipedNodeCannotElectWithoutTheAckers(t *testing.T) {
 // files do not list it. It registers, and every node lists it in
 // Metadata, DescribeCluster and /nodes.
 func TestFourthNodeJoinsRunningCluster(t *testing.T) {
-	if _, ok := any(&raft.TCPTransport{}).(interface{ AdmitGuests(...uint16) }); !ok {
-		// Nodes 1-3 refuse the hello of a node they do not know, so its
-		// identity question and registration never arrive.
-		t.Skip("the raft transport cannot admit a node that is not registered yet (TCPTransport.AdmitGuests, requested of raft-membership)")
-	}
 	c := startCluster(t, 3)
 	createTopic(t, c, "grow", 3, 3, nil)
 	nd := c.addNode()

@@ -29,8 +29,11 @@ func newClientLoad() *clientLoad {
 	return &clientLoad{acked: map[string]bool{}, errs: map[string]int{}, lastOK: map[int32]time.Time{}, gaps: map[int32]time.Duration{}, gapAt: map[int32]time.Time{}}
 }
 
-func (cl *clientLoad) ok(v string, p int32) {
-	now := time.Now()
+func (cl *clientLoad) ok(v string, p int32) { cl.okAt(v, p, time.Now()) }
+
+// okAt notes an ack of v on p that arrived at now; acks of one partition
+// come in time order.
+func (cl *clientLoad) okAt(v string, p int32, now time.Time) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	cl.acked[v] = true

@@ -73,7 +73,7 @@ func (l *loader) worstGaps(tl *rollTimeline, from, to time.Time, n int) string {
 }
 
 // fullISR reports whether node id's /partitions shows every partition of
-// topic led and with every replica in sync.
+// topic ("": of every topic) led and with every replica in sync.
 func (c *cluster) fullISR(id int, topic string) bool {
 	ps, err := c.partitions(id)
 	if err != nil {
@@ -81,7 +81,7 @@ func (c *cluster) fullISR(id int, topic string) bool {
 	}
 	n := 0
 	for _, p := range ps {
-		if p.Topic != topic {
+		if topic != "" && p.Topic != topic {
 			continue
 		}
 		n++

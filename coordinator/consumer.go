@@ -269,14 +269,18 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 
 // heartbeatGroupLocked finds the heartbeat's group, creating it for a
 // join. An Empty classic group of that name becomes a consumer group (its
-// committed offsets stay); one with members is refused, as in Kafka.
+// committed offsets stay); one with members is refused with
+// GROUP_ID_NOT_FOUND, as Kafka does with
+// group.consumer.migration.policy=disabled: Chronik has no online upgrade
+// (classic members served by a consumer group).
 func (c *Coordinator) heartbeatGroupLocked(req *kmsg.ConsumerGroupHeartbeatRequest) (*cgroup, int16, string) {
 	if g := c.consumers[req.Group]; g != nil {
 		return g, 0, ""
 	}
 	cg := c.groups[req.Group]
 	if cg != nil && (cg.state != stateEmpty || len(cg.members) > 0) {
-		return nil, kerr.GroupIDNotFound.Code, "Group " + req.Group + " is not a consumer group."
+		return nil, kerr.GroupIDNotFound.Code, "Group " + req.Group + " is a classic group with members; it cannot be upgraded online " +
+			"(as Kafka with group.consumer.migration.policy=disabled). It becomes a consumer group, keeping its offsets, once its classic members have left."
 	}
 	if req.MemberEpoch != 0 {
 		return nil, kerr.UnknownMemberID.Code, ""

@@ -39,7 +39,6 @@ type ProduceForwarder interface {
 
 func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.ProduceRequest)
-	waitMuted(s, cc)
 	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -65,14 +64,14 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 	}
 	// The request's bytes count against the producer's quota now, as in
-	// Kafka; v6 on is throttled after the response (KIP-219).
+	// Kafka; the answer is not delayed, the connection is muted (quotas.go).
 	size := 0
 	for _, t := range req.Topics {
 		for _, p := range t.Partitions {
 			size += len(p.Records)
 		}
 	}
-	thr := throttle(s, cc, QuotaProduce, size, req.Version >= 6 || req.Acks == 0)
+	thr := throttle(s, cc, clientUser(cc), QuotaProduce, size)
 	if req.Acks == 0 {
 		// No response at all; still let the writes finish in the background.
 		for _, pp := range parts {
@@ -124,9 +123,6 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 		resp.Brokers = nodeEndpoints(s, cc, hinted)
 		resp.ThrottleMillis = int32(thr.Milliseconds())
-		if req.Version < 6 {
-			delayReply(cc, thr)
-		}
 		return resp
 	}
 }

@@ -30,7 +30,6 @@ type fetchPart struct {
 
 func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.FetchRequest)
-	waitMuted(s, cc)
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	resp.Version = req.Version
 	if req.Version >= 7 && req.SessionEpoch > 0 {
@@ -82,32 +81,41 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			for _, w := range waits {
 				cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w)})
 			}
+			waitFrom := time.Now()
 			chosen, _, _ := reflect.Select(cases)
+			cc.replyWaited += time.Since(waitFrom) // not handling time (request quotas)
 			if chosen < 3 {
 				results, _, _, _ = readFetch(s, cc, req, parts)
 				return buildFetch(s, cc, req, resp, parts, results)
 			}
 		}
 	}
-	return func() kmsg.Response { return throttleFetch(s, cc, req, answer()) }
+	user := clientUser(cc) // here, on the reader, which owns the principal
+	return func() kmsg.Response { return throttleFetch(s, cc, user, req, answer()) }
 }
 
 // throttleFetch counts a response's record bytes against the consumer's
-// quota; v8 on is throttled after the response (KIP-219), older versions
-// get the response late.
-func throttleFetch(s *Server, cc *connCtx, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) kmsg.Response {
+// quota. Over it, the client gets, as from Kafka, an empty answer at once
+// with throttle_time_ms, the bytes are taken back (they were not sent) and
+// the connection is muted (quotas.go). A response bigger than the quota's
+// window on its own is sent anyway, with its throttle time: answered
+// empty, it would be refused again and again.
+func throttleFetch(s *Server, cc *connCtx, user string, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) kmsg.Response {
 	size := 0
 	for _, t := range resp.Topics {
 		for _, p := range t.Partitions {
 			size += len(p.RecordBatches)
 		}
 	}
-	thr := throttle(s, cc, QuotaFetch, size, req.Version >= 8)
+	thr := throttle(s, cc, user, QuotaFetch, size)
 	resp.ThrottleMillis = int32(thr.Milliseconds())
-	if req.Version < 8 {
-		delayReply(cc, thr)
+	if thr <= 0 || size == 0 || size > s.backend.QuotaWindow(QuotaFetch, user, cc.clientID) {
+		return resp
 	}
-	return resp
+	s.backend.Unrecord(QuotaFetch, user, cc.clientID, size)
+	empty := req.ResponseKind().(*kmsg.FetchResponse)
+	empty.Version, empty.ThrottleMillis = req.Version, resp.ThrottleMillis
+	return empty
 }
 
 // readFetch reads every partition once. stop is set when an error should

@@ -65,7 +65,10 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	for _, ti := range infos {
 		name := ti.Name
 		t := kmsg.MetadataResponseTopic{Topic: &name, TopicID: ti.ID, IsInternal: ti.Internal, ErrorCode: ti.Err,
-			AuthorizedOperations: -2147483648}
+			AuthorizedOperations: omittedOperations}
+		if req.IncludeTopicAuthorizedOperations && ti.Err != kerr.TopicAuthorizationFailed.Code {
+			t.AuthorizedOperations = topicOps(s, cc, name)
+		}
 		s.metrics.countErr(3, ti.Err)
 		for _, p := range ti.Partitions {
 			t.Partitions = append(t.Partitions, kmsg.MetadataResponseTopicPartition{
@@ -75,23 +78,39 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		}
 		resp.Topics = append(resp.Topics, t)
 	}
-	resp.AuthorizedOperations = -2147483648
+	resp.AuthorizedOperations = omittedOperations
+	if req.IncludeClusterAuthorizedOperations && req.Version <= 10 {
+		resp.AuthorizedOperations = clusterOps(s, cc)
+	}
 	return func() kmsg.Response { return resp }
 }
 
 // autoCreateTopics creates the unknown topics of infos. As in Kafka, a topic
 // this request created is answered LEADER_NOT_AVAILABLE with no partitions
 // (clients retry), and one that someone else created meanwhile is described
-// as it is.
+// as it is. The partitions count toward the same limits as CreateTopics'
+// (per request and per cluster); past them every topic the request would
+// create is answered POLICY_VIOLATION, which clients do not retry.
 func autoCreateTopics(s *Server, cc *connCtx, infos []TopicInfo) {
 	var create []CreateTopic
+	var created []int // their indexes in infos
+	var adds int64
 	for i, ti := range infos {
 		if ti.Err == kerr.UnknownTopicOrPartition.Code && mayCreateTopic(s, cc, ti.Name) {
-			create = append(create, CreateTopic{Name: ti.Name, Partitions: -1, ReplicationFactor: -1})
+			ct := CreateTopic{Name: ti.Name, Partitions: -1, ReplicationFactor: -1}
+			create, created = append(create, ct), append(created, i)
+			adds += newPartitions(s, ct)
 			infos[i].Err = kerr.LeaderNotAvailable.Code
 		}
 	}
 	if len(create) == 0 {
+		return
+	}
+	if refused := s.checkNewPartitions(adds); refused != "" {
+		s.logger.Debug("topic auto-creation refused", "topics", len(create), "why", refused, "remote", cc.remote)
+		for _, i := range created {
+			infos[i].Err = kerr.PolicyViolation.Code
+		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(cc.ctx, 5*time.Second)

@@ -10,7 +10,9 @@ import (
 // requests. A mechanism not enabled or a second handshake during a login
 // is answered with its error and the connection is closed, as Kafka does;
 // a handshake where no login is due (no SASL on the listener, or after
-// one) gets ILLEGAL_SASL_STATE and the connection stays.
+// one) gets ILLEGAL_SASL_STATE and the connection stays. A v1 handshake
+// after a SaslAuthenticate v1+ login starts a re-authentication
+// (KIP-368), which must use the same mechanism.
 func init() { register(17, 0, 1, handleSaslHandshake) }
 
 func handleSaslHandshake(s *Server, cc *connCtx, kreq kmsg.Request) reply {
@@ -19,6 +21,15 @@ func handleSaslHandshake(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	resp.Version = req.Version
 	st := cc.sasl
 	switch {
+	case st != nil && st.done && st.canReauth && req.Version >= 1:
+		if req.Mechanism != st.mechanism {
+			resp.ErrorCode = kerr.IllegalSaslState.Code
+			cc.closeAfter = true
+			s.logger.Info("sasl re-authentication refused: another mechanism", "remote", cc.remote,
+				"principal", cc.principal.String(), "mechanism", req.Mechanism, "login_mechanism", st.mechanism)
+			break
+		}
+		st.beginReauth()
 	case st == nil || st.done:
 		// Not a login (a listener without SASL, or one already done):
 		// an error but, as in Kafka, the connection stays.

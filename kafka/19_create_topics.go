@@ -54,7 +54,7 @@ func handleCreateTopics(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 				continue
 			}
 			valid = append(valid, ct)
-			adds += newPartitions(ct)
+			adds += newPartitions(s, ct)
 		}
 		if refused := s.checkNewPartitions(adds); refused != "" {
 			for _, ct := range valid {
@@ -97,12 +97,14 @@ func handleCreateTopics(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 
 // newPartitions is how many partitions creating ct adds: its assignment's,
 // its count's, or at least one when it asks for the broker's default.
-func newPartitions(ct CreateTopic) int64 {
+func newPartitions(s *Server, ct CreateTopic) int64 {
 	switch {
 	case len(ct.Assignment) > 0:
 		return int64(len(ct.Assignment))
 	case ct.Partitions > 0:
 		return int64(ct.Partitions)
+	case ct.Partitions == -1:
+		return int64(max(1, s.backend.DefaultPartitions()))
 	}
 	return 1
 }

@@ -1,14 +1,17 @@
 package kafka
 
 import (
+	"time"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // SaslAuthenticate v0-2 carries the tokens after a v1 handshake. A failed
 // login is answered SASL_AUTHENTICATION_FAILED and the connection closes.
-// v1 added the session lifetime; it is 0: sessions do not expire, and
-// KIP-368 re-authentication is not asked for.
+// v1 added the session lifetime (KIP-368): Config.MaxReauth, 0 when
+// sessions do not expire. A re-authentication that names another user
+// fails like a wrong password.
 func init() { register(36, 0, 2, handleSaslAuthenticate) }
 
 func handleSaslAuthenticate(s *Server, cc *connCtx, kreq kmsg.Request) reply {
@@ -25,7 +28,11 @@ func handleSaslAuthenticate(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		cc.closeAfter = true
 		return func() kmsg.Response { return resp }
 	}
+	reauth := st.reauthAs != ""
 	out, err := st.step(req.SASLAuthBytes)
+	if err == nil && st.done {
+		err = st.loginDone(time.Now())
+	}
 	if err != nil {
 		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
 		msg := "Authentication failed: invalid credentials with SASL mechanism " + st.mechanism
@@ -38,8 +45,18 @@ func handleSaslAuthenticate(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	}
 	resp.SASLAuthBytes = out
 	if st.done {
+		if !reauth {
+			st.canReauth = req.Version >= 1
+		}
+		if st.lifetime > 0 {
+			resp.SessionLifetimeMillis = st.lifetime.Milliseconds()
+		}
 		cc.principal = Principal{Type: "User", Name: st.user}
-		s.logger.Debug("sasl authenticated", "remote", cc.remote, "principal", cc.principal.String(), "mechanism", st.mechanism)
+		if reauth {
+			s.metrics.reauths.Inc()
+		}
+		s.logger.Debug("sasl authenticated", "remote", cc.remote, "principal", cc.principal.String(), "mechanism", st.mechanism,
+			"reauthentication", reauth)
 	}
 	return func() kmsg.Response { return resp }
 }

@@ -52,9 +52,18 @@ type Backend interface {
 	// is its principal's name) and returns how long its quota says it
 	// must wait (0: not throttled).
 	Throttle(kind QuotaKind, user, clientID string, bytes int) time.Duration
+	// Unrecord takes back what Throttle recorded for a response that was
+	// not sent (a throttled Fetch answered empty).
+	Unrecord(kind QuotaKind, user, clientID string, bytes int)
+	// QuotaWindow is what the client's quota allows in one measurement
+	// window (MaxInt when it has none).
+	QuotaWindow(kind QuotaKind, user, clientID string) int
 	// AutoCreateTopics is auto.create.topics.enable: whether Metadata may
 	// create the topics it is asked about.
 	AutoCreateTopics() bool
+	// DefaultPartitions is num.partitions: the partitions of a topic
+	// created without a count (auto-created, or asked with -1).
+	DefaultPartitions() int32
 
 	// Produce submits one partition's records and returns a function that
 	// waits for the outcome. Submissions from one connection are made in
@@ -78,6 +87,9 @@ type Backend interface {
 	// ShuttingDown is true once a graceful shutdown has begun; long polls
 	// end early then.
 	ShuttingDown() <-chan struct{}
+
+	Reassignments // reassign.go
+	Electer
 }
 
 // APIRange is one API key and the versions served.
@@ -250,4 +262,27 @@ type EpochEndResult struct {
 	Err         int16
 	LeaderEpoch int32
 	EndOffset   int64
+}
+
+// ElectPartition names one partition of an ElectLeaders request.
+type ElectPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// ElectResult is one partition's outcome of ElectLeaders.
+type ElectResult struct {
+	Topic     string
+	Partition int32
+	Err       int16
+	Message   string
+}
+
+// Electer is the part of the Backend that serves ElectLeaders (KIP-183,
+// KIP-460).
+type Electer interface {
+	// ElectLeaders moves each partition's leadership to its preferred
+	// replica (unclean false), or answers an unclean election (which
+	// Chronik refuses), within ctx. parts nil means every partition.
+	ElectLeaders(ctx context.Context, unclean bool, parts []ElectPartition) []ElectResult
 }

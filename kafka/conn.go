@@ -35,6 +35,13 @@ type connCtx struct {
 	// closeAfter asks the reader to stop once the current request's
 	// response is queued: a failed login ends the connection.
 	closeAfter bool
+	// mutedUntil is when a throttled connection may be read again (unix
+	// ns; see muteConn).
+	mutedUntil atomic.Int64
+	// replyWaited is how long the reply being run waited on something
+	// else (a Fetch's long poll), which request quotas do not count. Only
+	// the writer goroutine touches it.
+	replyWaited time.Duration
 	// respMem is the request budget held by the response being built
 	// (a Fetch's records), given back once it is written. Only the
 	// writer goroutine, which runs replies one at a time, touches it.
@@ -72,8 +79,12 @@ type pendingResp struct {
 	corr     int32
 	flexible bool
 	start    time.Time
-	r        reply
-	mem      hold // request budget held until answered
+	// handled is the time the reader spent on the request (decode and
+	// handler), for request quotas.
+	handled time.Duration
+	user    string // the quota user, as the reader saw it after the handler
+	r       reply
+	mem     hold // request budget held until answered
 	// rawToken, when set, is written as a bare size-prefixed SASL token
 	// instead of a response.
 	rawToken *[]byte
@@ -90,7 +101,7 @@ func newConn(s *Server, nc net.Conn, ip netip.Addr, l *boundListener) *conn {
 		c.nc = c.tls
 	}
 	if l.Protocol.SASL() {
-		c.cc.sasl = &saslState{creds: s.cfg.Credentials, mechs: s.cfg.SASLMechanisms}
+		c.cc.sasl = &saslState{creds: s.cfg.Credentials, mechs: s.cfg.SASLMechanisms, lifetime: s.cfg.MaxReauth}
 	}
 	return c
 }
@@ -391,6 +402,9 @@ func decodeRequest(apis map[int16]*api, body []byte, reserve func(int64) error) 
 // handle decodes one request and queues its reply; mem is the request
 // budget the body holds, given back once the request is answered.
 func (c *conn) handle(body []byte, mem hold) error {
+	// A throttled connection is read again only once its time is up.
+	waitMuted(c.s, &c.cc)
+	began := time.Now()
 	d, err := decodeRequest(c.s.apis, body, func(n int64) error { return c.reserveDecode(&mem, n) })
 	if err != nil {
 		c.s.releaseMemory(mem)
@@ -406,7 +420,7 @@ func (c *conn) handle(body []byte, mem hold) error {
 		// ApiVersions above what we serve: a v0-shaped answer with our
 		// ranges, so the client retries at a version we speak.
 		gen := c.s.requestStarted()
-		return c.enqueue(pendingResp{gen: gen, key: d.key, version: 0, corr: d.corr, start: time.Now(), mem: mem, r: func() kmsg.Response {
+		return c.enqueue(pendingResp{gen: gen, key: d.key, version: 0, corr: d.corr, start: time.Now(), mem: mem, user: clientUser(&c.cc), r: func() kmsg.Response {
 			resp := kmsg.NewPtrApiVersionsResponse()
 			resp.ErrorCode = 35 // UNSUPPORTED_VERSION
 			for _, r := range c.s.supported() {
@@ -417,6 +431,13 @@ func (c *conn) handle(body []byte, mem hold) error {
 	}
 	if d.clientID != nil && c.cc.clientID == "" {
 		c.cc.clientID = *d.clientID
+	}
+	if c.cc.sasl.expired(d.key, time.Now()) {
+		c.s.releaseMemory(mem)
+		c.s.logger.Info("closing connection: SASL session expired without re-authentication", "remote", c.cc.remote,
+			"client_id", c.cc.clientID, "principal", c.cc.principal.String(), "api", kmsg.NameForKey(d.key))
+		c.s.metrics.badRequests.WithLabelValues("session_expired").Inc()
+		return errSessionExpired
 	}
 	if err := c.cc.sasl.admits(d.key); err != nil {
 		c.s.releaseMemory(mem)
@@ -439,7 +460,8 @@ func (c *conn) handle(body []byte, mem hold) error {
 		return nil
 	}
 	flexible := d.req.IsFlexible() && d.key != 18
-	if err := c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start, r: r, mem: mem}); err != nil {
+	if err := c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start,
+		handled: time.Since(began), user: clientUser(&c.cc), r: r, mem: mem}); err != nil {
 		return err
 	}
 	if c.cc.closeAfter {
@@ -506,7 +528,16 @@ func (c *conn) writeLoop() {
 	for p := range c.out {
 		var resp kmsg.Response
 		if !broken && p.rawToken == nil {
+			began := time.Now()
+			c.cc.replyWaited = 0
 			resp = c.await(p)
+			if resp != nil && c.cc.clientID != ForwardClientID {
+				took := p.handled
+				if !repliesWait[p.key] {
+					took += max(time.Since(began)-c.cc.replyWaited, 0)
+				}
+				requestQuota(c.s, &c.cc, p.user, resp, took)
+			}
 		}
 		if (resp == nil && p.rawToken == nil) || broken {
 			c.finish(p)

@@ -34,12 +34,14 @@ func handleGroup(s *Server, cc *connCtx, req kmsg.Request) reply {
 		return func() kmsg.Response { return az.refused }
 	}
 	req = az.pass
+	who := &connCtx{principal: cc.principal, remote: cc.remote}
 	return func() kmsg.Response {
 		ctx, cancel := context.WithCancel(context.WithValue(cc.ctx, clientKey{}, Client{ID: cc.clientID, Host: hostOf(cc.remote)}))
 		defer cancel()
 		resp := s.backend.GroupRequest(ctx, req)
 		if resp != nil {
 			az.finish(resp)
+			fillGroupOps(s, who, req, resp)
 			resp.SetVersion(req.GetVersion())
 		}
 		return resp

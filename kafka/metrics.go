@@ -17,6 +17,7 @@ type metrics struct {
 	fetch       prometheus.Summary
 	latency     *prometheus.HistogramVec
 	limitHits   *prometheus.CounterVec
+	reauths     prometheus.Counter
 }
 
 var objectives = map[float64]float64{0.5: 0.05, 0.9: 0.01, 0.99: 0.001}
@@ -50,6 +51,9 @@ func newMetrics(reg prometheus.Registerer, requestBytes func() float64, requestB
 		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chronik_limit_hits_total", Help: "Times a resource limit refused, cut off or held back a client, by limit.",
 		}, []string{"limit"}),
+		reauths: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chronik_sasl_reauthentications_total", Help: "SASL re-authentications (KIP-368) completed on open connections.",
+		}),
 	}
 	inUse := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "chronik_request_memory_bytes", Help: "Request bytes held in memory, read but not yet answered.",
@@ -57,7 +61,7 @@ func newMetrics(reg prometheus.Registerer, requestBytes func() float64, requestB
 	limit := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "chronik_request_memory_limit_bytes", Help: "The budget of request bytes in memory (--queued-max-request-bytes).",
 	}, func() float64 { return requestBudget })
-	for _, c := range []prometheus.Collector{m.requests, m.errors, m.badRequests, m.connections, m.produce, m.fetch, m.latency, m.limitHits, inUse, limit} {
+	for _, c := range []prometheus.Collector{m.requests, m.errors, m.badRequests, m.connections, m.produce, m.fetch, m.latency, m.limitHits, m.reauths, inUse, limit} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -1,8 +1,9 @@
 package kafka
 
 import (
-	"sync"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Client quotas (KIP-13, KIP-546). An entity is a user, a client id, or a
@@ -20,6 +21,10 @@ const (
 const (
 	QuotaProducerByteRate = "producer_byte_rate"
 	QuotaConsumerByteRate = "consumer_byte_rate"
+	// QuotaRequestPercentage (KIP-124) bounds the time a client's requests
+	// take on this node's handlers, in percent of one handler's time: 100
+	// is one goroutine kept busy all the time.
+	QuotaRequestPercentage = "request_percentage"
 )
 
 // QuotaEntityPart is one component of a quota entity.
@@ -45,8 +50,9 @@ type QuotaOp struct {
 type QuotaKind int8
 
 const (
-	QuotaProduce QuotaKind = iota
-	QuotaFetch
+	QuotaProduce QuotaKind = iota // bytes produced
+	QuotaFetch                    // bytes fetched
+	QuotaRequest                  // nanoseconds of request handling
 )
 
 // maxMute bounds how long a connection is muted after one response, so a
@@ -54,69 +60,76 @@ const (
 // window.
 const maxMute = 30 * time.Second
 
-// mutes holds, per connection, the time until which it is muted: Kafka
-// answers a throttled request at once with throttle_time_ms (KIP-219) and
-// then reads nothing more from that client until the time has passed. The
-// reader goroutine waits here before it handles the connection's next
-// Produce or Fetch, which stops reading from the socket as Kafka does.
-// Entries go when they expire or when the next one is added after that.
-var mutes = struct {
-	mu    sync.Mutex
-	until map[*connCtx]time.Time
-}{until: map[*connCtx]time.Time{}}
+// A throttled client gets its answer at once, with throttle_time_ms, and
+// its connection is muted for that long, as Kafka does since KIP-219 for
+// every request version: the reader reads nothing more from it until the
+// time has passed (a client that knows KIP-219 waits on its side too).
 
-// muteConn mutes cc until t.
+// muteConn mutes cc until t, or longer if it is muted longer already. It
+// may run on the reader or the writer goroutine.
 func muteConn(cc *connCtx, t time.Time) {
-	now := time.Now()
-	mutes.mu.Lock()
-	defer mutes.mu.Unlock()
-	for k, u := range mutes.until {
-		if !u.After(now) {
-			delete(mutes.until, k)
+	for {
+		old := cc.mutedUntil.Load()
+		if t.UnixNano() <= old || cc.mutedUntil.CompareAndSwap(old, t.UnixNano()) {
+			return
 		}
-	}
-	if t.After(now) {
-		mutes.until[cc] = t
 	}
 }
 
 // waitMuted blocks, on the reader goroutine, while cc is muted.
 func waitMuted(s *Server, cc *connCtx) {
-	mutes.mu.Lock()
-	t, ok := mutes.until[cc]
-	delete(mutes.until, cc)
-	mutes.mu.Unlock()
-	if !ok {
+	until := cc.mutedUntil.Load()
+	if until == 0 {
 		return
 	}
-	sleepUnless(time.Until(t), cc.ctx.Done(), s.backend.ShuttingDown())
+	sleepUnless(time.Until(time.Unix(0, until)), cc.ctx.Done(), s.backend.ShuttingDown())
 }
 
-// throttle records a response's bytes against the client's quota and
-// returns the throttle time to answer with. A client that understands
-// KIP-219 (afterResponse) gets its answer at once and its connection is
-// muted for that long; an older one gets the answer only after the delay,
-// which is the caller's to wait (see delayReply).
-func throttle(s *Server, cc *connCtx, kind QuotaKind, bytes int, afterResponse bool) time.Duration {
-	user := cc.principal.Name
-	if user == "" {
-		user = Anonymous.Name
+// clientUser is the quota user of a connection: its principal's name.
+func clientUser(cc *connCtx) string {
+	if cc.principal.Name == "" {
+		return Anonymous.Name
 	}
-	d := s.backend.Throttle(kind, user, cc.clientID, bytes)
+	return cc.principal.Name
+}
+
+// throttle records amount (bytes, or nanoseconds for QuotaRequest) of the
+// traffic of user (clientUser, read on the reader goroutine, which owns
+// the principal) against its quota, and returns the throttle time to
+// answer with; when it is not zero the connection is muted for that long.
+func throttle(s *Server, cc *connCtx, user string, kind QuotaKind, amount int) time.Duration {
+	d := s.backend.Throttle(kind, user, cc.clientID, amount)
 	if d <= 0 {
 		return 0
 	}
-	if d > maxMute {
-		d = maxMute
-	}
-	if afterResponse {
-		muteConn(cc, time.Now().Add(d))
-	}
+	d = min(d, maxMute)
+	muteConn(cc, time.Now().Add(d))
 	return d
 }
 
-// delayReply waits d unless the server stops first.
-func delayReply(cc *connCtx, d time.Duration) { sleepUnless(d, cc.ctx.Done(), nil) }
+// repliesWait lists the APIs whose reply waits on other work: replication,
+// a rebalance, a metadata change. Their request time is what the handler
+// takes, not the reply (in Kafka, time in purgatory does not count
+// either). A Fetch's reply counts, less its long poll (connCtx.replyWaited).
+var repliesWait = map[int16]bool{0: true, 8: true, 11: true, 12: true, 14: true, 13: true,
+	19: true, 20: true, 21: true, 22: true, 30: true, 31: true, 33: true, 37: true, 43: true,
+	44: true, 49: true, 51: true, 57: true, 68: true}
+
+// requestQuota records a request's handling time against the client's
+// request_percentage quota and puts the throttle time, if any, in the
+// response (the larger of it and a byte-rate throttle already there).
+// Runs on the writer goroutine, once the response is built.
+func requestQuota(s *Server, cc *connCtx, user string, resp kmsg.Response, took time.Duration) {
+	d := throttle(s, cc, user, QuotaRequest, int(took))
+	if d <= 0 {
+		return
+	}
+	if tr, ok := resp.(kmsg.ThrottleResponse); ok {
+		if cur, _ := tr.Throttle(); int32(d.Milliseconds()) > cur {
+			resp.(kmsg.SetThrottleResponse).SetThrottle(int32(d.Milliseconds()))
+		}
+	}
+}
 
 // sleepUnless waits d, or less if done or stop closes first (a nil
 // channel never does).

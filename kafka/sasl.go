@@ -43,6 +43,46 @@ type saslState struct {
 	conv      *auth.ScramConversation
 	done      bool
 	user      string
+
+	// Re-authentication (KIP-368). lifetime is Config.MaxReauth: each
+	// login's session ends that long after it (0: never); a request other
+	// than SaslHandshake after expires closes the connection. A client
+	// that logged in with SaslAuthenticate v1+ may log in again on the
+	// same connection (canReauth), with the same mechanism and as the same
+	// user (reauthAs, set while it does).
+	lifetime  time.Duration
+	expires   time.Time
+	canReauth bool
+	reauthAs  string
+}
+
+// errSessionExpired ends a connection whose SASL session expired without
+// a re-authentication.
+var errSessionExpired = errors.New("sasl session expired")
+
+// expired reports whether a request with key must close the connection
+// because the session ended: any request but the SaslHandshake that
+// starts a re-authentication.
+func (st *saslState) expired(key int16, now time.Time) bool {
+	return st != nil && st.done && !st.expires.IsZero() && now.After(st.expires) && key != 17
+}
+
+// beginReauth starts a new login on a logged-in connection.
+func (st *saslState) beginReauth() {
+	st.reauthAs, st.done, st.conv = st.user, false, nil
+}
+
+// loginDone records a completed login (or re-login): an error when a
+// re-login named another user. Its session runs from now.
+func (st *saslState) loginDone(now time.Time) error {
+	if st.reauthAs != "" && st.user != st.reauthAs {
+		return fmt.Errorf("re-authentication as %q on a connection of %q", st.user, st.reauthAs)
+	}
+	st.reauthAs = ""
+	if st.lifetime > 0 {
+		st.expires = now.Add(st.lifetime)
+	}
+	return nil
 }
 
 // admits reports whether a request with key may be served now: before
@@ -177,6 +217,7 @@ func (c *conn) handleRawToken(r *bufio.Reader) error {
 	}
 	if st.done {
 		st.raw = false
+		st.loginDone(time.Now()) // v0 tokens cannot re-authenticate: no other user to compare
 		c.loggedIn()
 	}
 	gen := c.s.requestStarted()

@@ -13,16 +13,22 @@ import (
 	"github.com/chronik-dev/chronik/auth"
 )
 
-func saslServer(t *testing.T) string {
+func saslServer(t *testing.T) string { return saslServerReauth(t, 0) }
+
+// saslServerReauth serves a SASL_PLAINTEXT listener where alice and bob
+// log in with the password "pw", each login lasting maxReauth.
+func saslServerReauth(t *testing.T, maxReauth time.Duration) string {
 	t.Helper()
 	st := auth.NewStore()
-	c, err := auth.NewCredential(auth.ScramSHA512, "pw", auth.MinIterations)
-	if err != nil {
-		t.Fatal(err)
+	for _, user := range []string{"alice", "bob"} {
+		c, err := auth.NewCredential(auth.ScramSHA512, "pw", auth.MinIterations)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Set(user, c)
 	}
-	st.Set("alice", c)
 	s, err := NewServer(Config{Listeners: []Listener{{Name: "SASL", Protocol: SASLPlaintext, Listen: "127.0.0.1:0"}},
-		Backend: stubBackend{}, Credentials: st})
+		Backend: stubBackend{}, Credentials: st, MaxReauth: maxReauth})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,11 @@ type Config struct {
 	// IdleTimeout closes connections that send nothing for this long
 	// (Kafka's connections.max.idle.ms).
 	IdleTimeout time.Duration
+	// MaxReauth is Kafka's connections.max.reauth.ms (KIP-368): a SASL
+	// login lasts this long, SaslAuthenticate v1+ tells the client so,
+	// and a connection that has not logged in again by then is closed at
+	// its next request. 0: logins do not expire.
+	MaxReauth time.Duration
 	// MaxInFlight bounds pipelined requests per connection.
 	MaxInFlight int
 	// Limits bound connections, frames, request memory and partitions.

@@ -22,12 +22,13 @@ import (
 // nothing else is called.
 type stubBackend struct{ Backend }
 
-func (stubBackend) GroupAPIs() []APIRange             { return nil }
-func (stubBackend) Brokers() []BrokerInfo             { return nil }
-func (stubBackend) ClusterID() string                 { return "test" }
-func (stubBackend) ControllerID() int32               { return -1 }
-func (stubBackend) Topics([]string, bool) []TopicInfo { return nil }
-func (stubBackend) AutoCreateTopics() bool            { return false }
+func (stubBackend) GroupAPIs() []APIRange                                 { return nil }
+func (stubBackend) Brokers() []BrokerInfo                                 { return nil }
+func (stubBackend) ClusterID() string                                     { return "test" }
+func (stubBackend) ControllerID() int32                                   { return -1 }
+func (stubBackend) Topics([]string, bool) []TopicInfo                     { return nil }
+func (stubBackend) AutoCreateTopics() bool                                { return false }
+func (stubBackend) Throttle(QuotaKind, string, string, int) time.Duration { return 0 }
 
 type syncBuf struct {
 	mu sync.Mutex
@@ -138,9 +139,7 @@ func TestTLSReloadAndClientPrincipal(t *testing.T) {
 	for _, f := range []string{files.CertFile, files.KeyFile} {
 		os.Chtimes(f, future, future)
 	}
-	files.mu.Lock()
-	files.checked = time.Time{} // as if the once-a-second look were due
-	files.mu.Unlock()
+	files.files.LookNext() // as if the once-a-second look were due
 	if got := servedSerial(t, addr, cfg); got.Cmp(third) != 0 {
 		t.Fatalf("after the files changed served serial %v, want %v", got, third)
 	}

@@ -43,6 +43,8 @@
 //	             peers (SetPeer, RemovePeer); transport_send.go the
 //	             sender per peer; memtransport.go MemNetwork for tests
 //	peertls.go   peer TLS and cluster id (PeerSecurity)
+//	guests.go    nodes not known yet (AdmitGuests): notices on chosen
+//	             channels only, until SetPeer names them
 //	codec.go     the wire encoding of Raft messages
 //
 // # The Ready cycle
@@ -273,6 +275,8 @@
 //	            above and never held while calling the handler (Receive,
 //	            PeerUp, PeerDown); TCPTransport.senders is copied on
 //	            write under TCPTransport.mu and read by Send without it
+//	peer TLS    the certificate files (internal/pemfiles Files.mu): a
+//	            leaf, taken by a dial or an accept with no lock held
 //
 // The same as chains ("A -> B": hold A, then take B; never the reverse):
 //
@@ -293,7 +297,10 @@
 //	                                       on OpenReplica's caller)
 //	OnStorageError                         worker, r.mu held; takes the
 //	                                       broker's b.failMu, a leaf
-//	OnNotice                               transport reader, no raft lock
+//	OnNotice                               transport reader, no raft lock;
+//	                                       an election ask starts a goroutine
+//	                                       for its transfer (broker/elect.go,
+//	                                       whose electState.mu is a leaf)
 //	OnPeer                                 transport reader or the liveness
 //	                                       loop, no raft lock
 //	OnPeerIncarnation                      transport reader, no raft lock

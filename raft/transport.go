@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -128,6 +127,10 @@ type TCPTransport struct {
 	// unhelloed counts inbound connections still in their hello.
 	unhelloed int
 	current   map[uint64]net.Conn // newest inbound connection per peer
+	// guestChans are the channels guests may use (AdmitGuests);
+	// guestConns their connections (guests.go).
+	guestChans map[uint16]bool
+	guestConns map[net.Conn]uint64
 	// incarnation is each peer's process incarnation, from its hello;
 	// incarnationID is ours. peers (the addresses) is under mu too.
 	incarnation   map[uint64]uint64
@@ -147,7 +150,7 @@ func NewTCPTransport(id uint64, listen string, peers map[uint64]string, logger *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &TCPTransport{id: id, listen: listen, peers: map[uint64]string{}, logger: logger,
-		inbound: map[net.Conn]uint64{}, current: map[uint64]net.Conn{},
+		inbound: map[net.Conn]uint64{}, guestConns: map[net.Conn]uint64{}, current: map[uint64]net.Conn{},
 		incarnation: map[uint64]uint64{}, incarnationID: randomIncarnation(), ctx: ctx, cancel: cancel}
 	t.senders.Store(&map[uint64]*peerSender{})
 	for pid, addr := range peers {
@@ -215,6 +218,7 @@ func (t *TCPTransport) SetPeer(id uint64, addr string) {
 		return
 	}
 	t.peers[id] = addr
+	t.closeGuestsLocked(id)
 	if !t.started {
 		return // Start makes the sender
 	}
@@ -349,19 +353,12 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 	}()
 	raw := c // the key of inbound and current
 	c.SetReadDeadline(time.Now().Add(helloTimeout))
-	var tc *tls.Conn
-	if t.sec.TLS != nil {
-		tc = tls.Server(c, t.sec.TLS.serverConfig())
-		ctx, cancel := context.WithTimeout(t.ctx, helloTimeout)
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			return 0, false, refuse(RefusedTLS, "%v", err)
-		}
-		c = tc
+	c, tc, err := t.secureInbound(c) // peertls.go
+	if err != nil {
+		return 0, false, err
 	}
 	r := bufio.NewReaderSize(c, 256<<10)
-	from, inc, dataInc, err := t.readHello(r)
+	from, inc, dataInc, known, err := t.readHello(r, tc == nil)
 	if err != nil {
 		return 0, false, err
 	}
@@ -378,6 +375,9 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 	t.mu.Lock()
 	t.unhelloed--
 	helloed = true
+	if !known {
+		return t.serveGuest(c, raw, r, from, dataInc, ih) // releases t.mu
+	}
 	if n := t.connsFrom(from); n >= maxConnsPerPeer {
 		t.mu.Unlock()
 		return 0, false, refuse(RefusedTooMany, "node %d already has %d connections", from, n)
@@ -394,7 +394,7 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 		s.kick()
 	}
 	t.handler.PeerUp(from)
-	return t.readFrames(c, r, from, dataInc, ih)
+	return t.readFrames(c, r, from, dataInc, ih, false)
 }
 
 // connsFrom counts the inbound connections that said hello as node id;
@@ -414,22 +414,23 @@ func (t *TCPTransport) connsFrom(id uint64) int {
 // the first frame, so a peer that states another cluster id there is
 // refused before it is up, and its data directory incarnation (dataInc,
 // 0 when it states none) is known before it is up.
-func (t *TCPTransport) readHello(r *bufio.Reader) (from, inc, dataInc uint64, err error) {
+// plain says the connection is not TLS.
+func (t *TCPTransport) readHello(r *bufio.Reader, plain bool) (from, inc, dataInc uint64, known bool, err error) {
 	hello := make([]byte, helloV1Size)
 	if _, err := io.ReadFull(r, hello); err != nil {
-		return 0, 0, 0, refuse(RefusedHello, "%v", err)
+		return 0, 0, 0, false, refuse(RefusedHello, "%v", err)
 	}
 	if string(hello[:4]) != wireMagic {
-		return 0, 0, 0, refuse(RefusedHello, "not a Chronik peer hello (a TLS peer to a plaintext node?)")
+		return 0, 0, 0, false, refuse(RefusedHello, "not a Chronik peer hello (a TLS peer to a plaintext node?)")
 	}
 	v := binary.BigEndian.Uint16(hello[4:])
 	switch {
 	case v == wireVersion:
-	case v == wireVersionV1 && t.sec.TLS == nil:
+	case v == wireVersionV1 && plain:
 	case v == wireVersionV1:
-		return 0, 0, 0, refuse(RefusedHello, "hello version 1 to a TLS node, which requires %d", wireVersion)
+		return 0, 0, 0, false, refuse(RefusedHello, "hello version 1 to a TLS node, which requires %d", wireVersion)
 	default:
-		return 0, 0, 0, refuse(RefusedHello, "hello version %d, this node speaks %d and %d", v, wireVersionV1, wireVersion)
+		return 0, 0, 0, false, refuse(RefusedHello, "hello version %d, this node speaks %d and %d", v, wireVersionV1, wireVersion)
 	}
 	from = binary.BigEndian.Uint64(hello[6:])
 	inc = binary.BigEndian.Uint64(hello[14:])
@@ -437,11 +438,11 @@ func (t *TCPTransport) readHello(r *bufio.Reader) (from, inc, dataInc uint64, er
 	if v == wireVersion {
 		n, err := r.ReadByte()
 		if err != nil {
-			return 0, 0, 0, refuse(RefusedHello, "%v", err)
+			return 0, 0, 0, false, refuse(RefusedHello, "%v", err)
 		}
 		cluster = make([]byte, n)
 		if _, err := io.ReadFull(r, cluster); err != nil {
-			return 0, 0, 0, refuse(RefusedHello, "%v", err)
+			return 0, 0, 0, false, refuse(RefusedHello, "%v", err)
 		}
 	}
 	// The cluster id of a v1 hello comes in the first frame, which a
@@ -450,20 +451,21 @@ func (t *TCPTransport) readHello(r *bufio.Reader) (from, inc, dataInc uint64, er
 	stated, skip := v == wireVersion, 0
 	if v == wireVersionV1 {
 		if cluster, stated, skip, err = peekClusterID(r); err != nil {
-			return 0, 0, 0, refuse(RefusedHello, "after a version 1 hello: %v", err)
+			return 0, 0, 0, false, refuse(RefusedHello, "after a version 1 hello: %v", err)
 		}
 	}
 	if stated && string(cluster) != t.sec.ClusterID {
-		return 0, 0, 0, refuse(RefusedCluster, "hello from node %d of cluster %q, this is %q", from, cluster, t.sec.ClusterID)
+		return 0, 0, 0, false, refuse(RefusedCluster, "hello from node %d of cluster %q, this is %q", from, cluster, t.sec.ClusterID)
 	}
 	dataInc = peekIncarnation(r, skip)
 	t.mu.Lock()
-	_, known := t.peers[from]
+	_, known = t.peers[from]
+	guests := len(t.guestChans) > 0
 	t.mu.Unlock()
-	if !known {
-		return 0, 0, 0, refuse(RefusedUnknownNode, "hello from unknown node %d", from)
+	if !known && !guests {
+		return 0, 0, 0, false, refuse(RefusedUnknownNode, "hello from unknown node %d", from)
 	}
-	return from, inc, dataInc, nil
+	return from, inc, dataInc, known, nil
 }
 
 // peekClusterID looks at the first frame after a v1 hello without
@@ -541,7 +543,7 @@ func (t *TCPTransport) noteRefused(c net.Conn, err error) {
 // readFrames delivers frames from an authenticated peer until the
 // connection ends; with ih, through it, tagged with the connection's
 // incarnation.
-func (t *TCPTransport) readFrames(c net.Conn, r *bufio.Reader, from, dataInc uint64, ih incarnationHandler) (uint64, bool, error) {
+func (t *TCPTransport) readFrames(c net.Conn, r *bufio.Reader, from, dataInc uint64, ih incarnationHandler, guest bool) (uint64, bool, error) {
 	var hdr [5]byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -580,6 +582,9 @@ func (t *TCPTransport) readFrames(c net.Conn, r *bufio.Reader, from, dataInc uin
 			if ih != nil && !ih.statedIncarnation(from, dataInc) {
 				return from, false, refuse(RefusedIncarnation, "node %d states incarnation %d, which is retired", from, dataInc)
 			}
+		}
+		if guest {
+			msgs = t.guestMsgs(msgs)
 		}
 		switch {
 		case len(msgs) == 0:

@@ -184,26 +184,11 @@ func (s *peerSender) dial() (net.Conn, error) {
 	s.mu.Lock()
 	addr := s.addr
 	s.mu.Unlock()
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(s.ctx, "tcp", addr)
+	c, overTLS, err := s.t.dialPeer(s.ctx, addr, s.to) // peertls.go
 	if err != nil {
 		return nil, err
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	if p := s.t.sec.TLS; p != nil {
-		tc := tls.Client(c, p.clientConfig(s.to))
-		ctx, cancel := context.WithTimeout(s.ctx, helloTimeout)
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		c = tc
-	}
-	hello := s.t.hello()
+	hello := s.t.hello(overTLS)
 	c.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.Write(hello); err != nil {
 		c.Close()
@@ -218,18 +203,18 @@ func (s *peerSender) dial() (net.Conn, error) {
 // (chanClusterID). Then, either way, the data directory incarnation as
 // one message frame (chanIncarnation, u64). The previous release hands
 // both messages to the broker's notices, which ignore them.
-func (t *TCPTransport) hello() []byte {
+func (t *TCPTransport) hello(overTLS bool) []byte {
 	id := t.sec.ClusterID
 	b := make([]byte, 0, helloSize+len(id)+2*(5+msgHeaderLength)+len(id)+8)
 	b = append(b, wireMagic...)
-	if t.sec.TLS != nil {
+	if overTLS {
 		b = binary.BigEndian.AppendUint16(b, wireVersion)
 	} else {
 		b = binary.BigEndian.AppendUint16(b, wireVersionV1)
 	}
 	b = binary.BigEndian.AppendUint64(b, t.id)
 	b = binary.BigEndian.AppendUint64(b, t.incarnationID)
-	if t.sec.TLS != nil {
+	if overTLS {
 		b = append(b, byte(len(id)))
 		b = append(b, id...)
 	} else {

@@ -49,6 +49,7 @@ type config struct {
 	LatencyDur   time.Duration `json:"latency_duration_ns"`
 	RestartBytes int64         `json:"restart_bytes"`
 	SkipRestart  bool          `json:"skip_restart"`
+	TransferPart int           `json:"transfer_partitions"` // 0: no transfer test
 	Bin          string        `json:"bin"`
 	jsonPath     string
 }
@@ -64,6 +65,7 @@ func parseFlags() config {
 	flag.DurationVar(&c.LatencyDur, "latency-duration", 5*time.Second, "length of the paced latency run")
 	flag.Int64Var(&c.RestartBytes, "restart-bytes", 1<<30, "data held by the node in the restart test")
 	flag.BoolVar(&c.SkipRestart, "skip-restart", false, "skip the restart test")
+	flag.IntVar(&c.TransferPart, "transfer-partitions", 300, "partitions at RF 3 in the leadership-transfer test (each of 3 nodes stopped in turn leads about a third); 0 skips it")
 	flag.BoolVar(&quick, "quick", false, "small sizes for a smoke run (explicit flags still win)")
 	flag.StringVar(&c.Bin, "bin", "bin/chronik-server", "chronik-server binary")
 	flag.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
@@ -81,6 +83,7 @@ func parseFlags() config {
 		quickDefault("rate", func() { c.Rate = 2000 })
 		quickDefault("latency-duration", func() { c.LatencyDur = time.Second })
 		quickDefault("restart-bytes", func() { c.RestartBytes = 64 << 20 })
+		quickDefault("transfer-partitions", func() { c.TransferPart = 30 })
 	}
 	return c
 }
@@ -141,14 +144,16 @@ type summaryStats struct {
 }
 
 type report struct {
-	Config             config         `json:"config"`
-	Targets            []*summary     `json:"targets"`
-	RF3OverRF1         float64        `json:"rf3_over_rf1_produce"`
-	AlwaysOverInterval float64        `json:"always_over_interval_produce"`
-	TLSOverPlainProd   float64        `json:"sasl_ssl_over_plaintext_produce"`
-	TLSOverPlainCons   float64        `json:"sasl_ssl_over_plaintext_consume"`
-	Restart            *restartResult `json:"restart,omitempty"`
-	RestartErr         string         `json:"restart_error,omitempty"`
+	Config             config          `json:"config"`
+	Targets            []*summary      `json:"targets"`
+	RF3OverRF1         float64         `json:"rf3_over_rf1_produce"`
+	AlwaysOverInterval float64         `json:"always_over_interval_produce"`
+	TLSOverPlainProd   float64         `json:"sasl_ssl_over_plaintext_produce"`
+	TLSOverPlainCons   float64         `json:"sasl_ssl_over_plaintext_consume"`
+	Restart            *restartResult  `json:"restart,omitempty"`
+	RestartErr         string          `json:"restart_error,omitempty"`
+	Transfer           *transferResult `json:"transfer,omitempty"`
+	TransferErr        string          `json:"transfer_error,omitempty"`
 }
 
 func run(ctx context.Context, cfg config) int {
@@ -196,6 +201,20 @@ func run(ctx context.Context, cfg config) int {
 			slog.Error("restart test failed", "err", err)
 		} else {
 			rep.Restart = &rr
+		}
+	}
+	if cfg.TransferPart > 0 && ctx.Err() == nil {
+		slog.Info("leadership transfer test", "partitions", cfg.TransferPart)
+		tr, err := runTransfers(ctx, cfg.Bin, int32(cfg.TransferPart))
+		if err != nil {
+			failed = true
+			rep.TransferErr = err.Error()
+			slog.Error("transfer test failed", "err", err)
+		} else {
+			rep.Transfer = &tr
+			if tr.Failed > 0 {
+				failed = true
+			}
 		}
 	}
 	if ctx.Err() != nil {
@@ -342,6 +361,7 @@ func printReport(w io.Writer, rep *report) {
 	case rep.Config.SkipRestart:
 		fmt.Fprintln(w, "restart: skipped")
 	}
+	printTransfer(w, rep)
 	for _, s := range rep.Targets {
 		for _, r := range s.Runs {
 			if r.Err != "" {

@@ -26,9 +26,11 @@ func main() {
 			healthCommand(),
 			rollingRestartCommand(),
 			usersCommand(),
+			electCommand(),
+			clusterCommand(),
 		},
 	}
-	if err := app.Run(os.Args); err != nil {
+	if err := app.Run(interspersed(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "chronik-server:", err)
 		os.Exit(1)
 	}

@@ -44,8 +44,9 @@ func securityFromFlags(c *cli.Context, cfg *broker.Config) error {
 	return nil
 }
 
-// reloadOnHUP reloads the TLS files on every SIGHUP until stop is called.
-func reloadOnHUP(t *kafka.TLSFiles) (stop func()) {
+// reloadOnHUP reloads the node's TLS files on every SIGHUP until stop is
+// called. SIGHUP is caught even with no TLS: it must not end the process.
+func reloadOnHUP(b *broker.Broker) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -53,7 +54,7 @@ func reloadOnHUP(t *kafka.TLSFiles) (stop func()) {
 		for {
 			select {
 			case <-hup:
-				t.Reload() // logs its own failure and keeps the old files
+				b.ReloadCertificates() // each file logs its own failure and keeps its old certificates
 			case <-done:
 				return
 			}

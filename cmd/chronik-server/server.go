@@ -33,6 +33,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "isr-lag-time", Value: "10s", Usage: "how long a follower may lag and stay in sync (replica.lag.time.max.ms)", EnvVars: []string{"CHRONIK_ISR_LAG_TIME"}},
 		&cli.BoolFlag{Name: "auto-leader-rebalance", Value: true, Usage: "move leadership back to preferred replicas once they are in sync", EnvVars: []string{"CHRONIK_AUTO_LEADER_REBALANCE"}},
 		&cli.StringFlag{Name: "rebalance-delay", Value: "2s", Usage: "how long a preferred replica must be in sync before it gets leadership back", EnvVars: []string{"CHRONIK_REBALANCE_DELAY"}},
+		&cli.Int64Flag{Name: "replication-throttle", Usage: "bytes per second this node sends to replicas a reassignment adds, all partitions together (default: cluster.toml replication_throttle, else 0, unlimited; the dynamic broker config leader.replication.throttled.rate overrides it)", EnvVars: []string{"CHRONIK_REPLICATION_THROTTLE"}},
 		&cli.Int64Flag{Name: "segment-bytes", Value: 128 << 20, Usage: "default log segment size", EnvVars: []string{"CHRONIK_SEGMENT_BYTES"}},
 		&cli.StringFlag{Name: "retention-check-interval", Value: "30s", Usage: "how often retention runs", EnvVars: []string{"CHRONIK_RETENTION_CHECK_INTERVAL"}},
 		&cli.IntFlag{Name: "max-request-size", Value: 100 << 20, Usage: "largest Kafka request frame accepted (bytes)", EnvVars: []string{"CHRONIK_MAX_REQUEST_SIZE"}},
@@ -48,6 +49,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "peer-tls-cert", Usage: "PEM certificate for the Raft peer port; with --peer-tls-key and --peer-tls-ca peers use mutual TLS, and the certificate must carry the DNS name chronik-node-<id>", EnvVars: []string{"CHRONIK_PEER_TLS_CERT"}},
 		&cli.StringFlag{Name: "peer-tls-key", Usage: "PEM private key of --peer-tls-cert", EnvVars: []string{"CHRONIK_PEER_TLS_KEY"}},
 		&cli.StringFlag{Name: "peer-tls-ca", Usage: "PEM CA bundle that peer certificates must chain to", EnvVars: []string{"CHRONIK_PEER_TLS_CA"}},
+		&cli.BoolFlag{Name: "peer-tls-accept-plaintext", Usage: "transition mode for switching a running cluster's peers to TLS one node at a time: take plaintext peers besides TLS ones, and dial plaintext when TLS fails (README \"Securing Chronik\")", EnvVars: []string{"CHRONIK_PEER_TLS_ACCEPT_PLAINTEXT"}},
 		&cli.StringFlag{Name: "admin-tls-cert", Usage: "PEM certificate: the admin server serves HTTPS", EnvVars: []string{"CHRONIK_ADMIN_TLS_CERT"}},
 		&cli.StringFlag{Name: "admin-tls-key", Usage: "PEM private key of --admin-tls-cert", EnvVars: []string{"CHRONIK_ADMIN_TLS_KEY"}},
 		&cli.StringFlag{Name: "admin-client-ca", Usage: "PEM CA: an admin client certificate it signed authorizes like the token (needs --admin-tls-cert)", EnvVars: []string{"CHRONIK_ADMIN_CLIENT_CA"}},
@@ -60,6 +62,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tls-client-auth", Value: "none", Usage: "client certificates on TLS listeners: none, request or required (ssl.client.auth)", EnvVars: []string{"CHRONIK_TLS_CLIENT_AUTH"}},
 		&cli.StringFlag{Name: "sasl-users-file", Usage: "bootstrap SASL users (TOML [[users]] name, password); passwords are salted and hashed at load", EnvVars: []string{"CHRONIK_SASL_USERS_FILE"}},
 		&cli.StringFlag{Name: "sasl-mechanisms", Value: strings.Join(kafka.DefaultSASLMechanisms, ","), Usage: "SASL mechanisms enabled on SASL listeners", EnvVars: []string{"CHRONIK_SASL_MECHANISMS"}},
+		&cli.StringFlag{Name: "sasl-max-reauth", Value: "0", Usage: "how long a SASL login lasts before the client must re-authenticate on its connection (connections.max.reauth.ms, KIP-368; seconds or a Go duration; 0: forever)", EnvVars: []string{"CHRONIK_SASL_MAX_REAUTH"}},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"CHRONIK_LOG_LEVEL"}},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: []string{"CHRONIK_LOG_FORMAT"}},
 	}
@@ -117,7 +120,8 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		NodeID: int32(c.Int("node-id")), Cluster: cf, DataDir: c.String("data-dir"),
 		Fsync: broker.FsyncMode(c.String("fsync")), ElectionTicks: c.Int("election-ticks"),
 		HeartbeatTicks: c.Int("heartbeat-ticks"), AutoLeaderRebalance: c.Bool("auto-leader-rebalance"),
-		SegmentBytes: c.Int64("segment-bytes"), MaxRequestSize: int32(c.Int("max-request-size")),
+		ReplicationThrottle: c.Int64("replication-throttle"),
+		SegmentBytes:        c.Int64("segment-bytes"), MaxRequestSize: int32(c.Int("max-request-size")),
 		KafkaLimits: kafka.Limits{
 			MaxConnections: c.Int("max-connections"), MaxConnectionsPerIP: c.Int("max-connections-per-ip"),
 			QueuedMaxRequestBytes:    c.Int64("queued-max-request-bytes"),
@@ -128,7 +132,8 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		Logger: logger, Registry: prometheus.NewRegistry(),
 		Security: broker.SecurityConfig{
 			PeerTLSCert: c.String("peer-tls-cert"), PeerTLSKey: c.String("peer-tls-key"), PeerTLSCA: c.String("peer-tls-ca"),
-			AdminTLSCert: c.String("admin-tls-cert"), AdminTLSKey: c.String("admin-tls-key"), AdminClientCA: c.String("admin-client-ca"),
+			PeerTLSAcceptPlaintext: c.Bool("peer-tls-accept-plaintext"),
+			AdminTLSCert:           c.String("admin-tls-cert"), AdminTLSKey: c.String("admin-tls-key"), AdminClientCA: c.String("admin-client-ca"),
 			AdminToken: c.String("admin-token"), AdminTokenFile: c.String("admin-token-file"), AdminPprof: c.Bool("admin-pprof"),
 		},
 	}
@@ -140,7 +145,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		{"transfer-timeout", &cfg.TransferTimeout}, {"wal-sync-timeout", &cfg.WALSyncTimeout},
 		{"raft-tick", &cfg.RaftTick}, {"isr-lag-time", &cfg.ISRLagTime},
 		{"rebalance-delay", &cfg.RebalanceDelay}, {"retention-check-interval", &cfg.RetentionInterval},
-		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout},
+		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout}, {"sasl-max-reauth", &cfg.SASLMaxReauth},
 	}
 	for _, d := range durs {
 		v, err := parseSeconds(d.flag, c.String(d.flag))
@@ -164,10 +169,8 @@ func runServer(c *cli.Context) error {
 	// Signals are caught before Start so that none is missed.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	if cfg.TLS != nil {
-		stop := reloadOnHUP(cfg.TLS)
-		defer stop()
-	}
+	stop := reloadOnHUP(b)
+	defer stop()
 	// Start can wait for peers (a fresh data directory asks them whether
 	// the cluster exists): a signal meanwhile stops it.
 	started := make(chan error, 1)

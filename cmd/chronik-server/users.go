@@ -19,12 +19,11 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// usersCommand manages SCRAM users through the Kafka protocol
-// (AlterUserScramCredentials / DescribeUserScramCredentials), so it works
-// against any node, over any listener.
-func usersCommand() *cli.Command {
-	conn := []cli.Flag{
-		&cli.StringFlag{Name: "bootstrap", Value: "127.0.0.1:9092", Usage: "a node's Kafka address", EnvVars: []string{"CHRONIK_BOOTSTRAP"}},
+// kafkaConnFlags say how a subcommand reaches the cluster over the Kafka
+// protocol: the users and cluster commands share them.
+func kafkaConnFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "bootstrap", Value: "127.0.0.1:9092", Usage: "Kafka addresses of one or more nodes, comma-separated", EnvVars: []string{"CHRONIK_BOOTSTRAP"}},
 		&cli.BoolFlag{Name: "tls", Usage: "connect with TLS (SSL or SASL_SSL listener)"},
 		&cli.StringFlag{Name: "tls-ca", Usage: "PEM CA that signs the node's certificate (default: the system's)"},
 		&cli.StringFlag{Name: "tls-cert", Usage: "PEM client certificate (mTLS)"},
@@ -33,6 +32,13 @@ func usersCommand() *cli.Command {
 		&cli.StringFlag{Name: "sasl-user", EnvVars: []string{"CHRONIK_SASL_USER"}},
 		&cli.StringFlag{Name: "sasl-password", Usage: "the login's password (prefer the environment variable)", EnvVars: []string{"CHRONIK_SASL_PASSWORD"}},
 	}
+}
+
+// usersCommand manages SCRAM users through the Kafka protocol
+// (AlterUserScramCredentials / DescribeUserScramCredentials), so it works
+// against any node, over any listener.
+func usersCommand() *cli.Command {
+	conn := kafkaConnFlags()
 	return &cli.Command{
 		Name:  "users",
 		Usage: "list, add or delete SCRAM users (replicated in the cluster metadata)",
@@ -52,23 +58,32 @@ func usersCommand() *cli.Command {
 }
 
 func kafkaAdmin(c *cli.Context) (*kadm.Client, func(), error) {
-	opts := []kgo.Opt{kgo.SeedBrokers(c.String("bootstrap")), kgo.RequestRetries(2)}
+	cl, err := kafkaClient(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kadm.NewClient(cl), cl.Close, nil
+}
+
+// kafkaClient connects as the connection flags say.
+func kafkaClient(c *cli.Context) (*kgo.Client, error) {
+	opts := []kgo.Opt{kgo.SeedBrokers(strings.Split(c.String("bootstrap"), ",")...), kgo.RequestRetries(2)}
 	if c.Bool("tls") || c.String("tls-ca") != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if ca := c.String("tls-ca"); ca != "" {
 			pem, err := os.ReadFile(ca)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			tc.RootCAs = x509.NewCertPool()
 			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, nil, fmt.Errorf("--tls-ca: no certificate in %s", ca)
+				return nil, fmt.Errorf("--tls-ca: no certificate in %s", ca)
 			}
 		}
 		if cert := c.String("tls-cert"); cert != "" {
 			kp, err := tls.LoadX509KeyPair(cert, c.String("tls-key"))
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			tc.Certificates = []tls.Certificate{kp}
 		}
@@ -85,15 +100,11 @@ func kafkaAdmin(c *cli.Context) (*kadm.Client, func(), error) {
 		case "SCRAM-SHA-512":
 			mech = scram.Auth{User: u, Pass: p}.AsSha512Mechanism()
 		default:
-			return nil, nil, fmt.Errorf("--sasl-mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", m)
+			return nil, fmt.Errorf("--sasl-mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", m)
 		}
 		opts = append(opts, kgo.SASL(mech))
 	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, nil, err
-	}
-	return kadm.NewClient(cl), cl.Close, nil
+	return kgo.NewClient(opts...)
 }
 
 func scramMechs(s string) ([]kadm.ScramMechanism, error) {

@@ -76,6 +76,7 @@ type Report struct {
 	EndToEnd       Latency `json:"end_to_end_latency_ms"`
 	ProduceStall   Stall   `json:"produce_stall"`
 	ConsumeStall   Stall   `json:"consume_stall"`
+	Phases         []Phase `json:"phases,omitempty"` // between the --events lines
 	AckedPerSec    float64 `json:"acked_per_s"`
 	ConsumedPerSec float64 `json:"consumed_per_s"`
 
@@ -181,6 +182,7 @@ func analyze(s snapshot) Report {
 	if r.Events == nil {
 		r.Events = []Event{}
 	}
+	r.Phases = phases(s.recs, s.parts, s.events, s.produceEnd)
 	return r
 }
 
@@ -245,7 +247,7 @@ func printTable(w io.Writer, r *Report) {
 	rowf("produce errors", "%s", errorList(r.ProduceErrors))
 	rowf("retried errors", "%s", errorList(r.RetriedErrors))
 	rowf("consume errors", "%s", errorList(r.ConsumeErrors))
-	rowf("produce latency", "p50 %.1fms  p99 %.1fms  max %.1fms", r.ProduceLatency.P50, r.ProduceLatency.P99, r.ProduceLatency.Max)
+	rowf("produce latency", "p50 %.1fms  p99 %.1fms  p999 %.1fms  max %.1fms", r.ProduceLatency.P50, r.ProduceLatency.P99, r.ProduceLatency.P999, r.ProduceLatency.Max)
 	rowf("end-to-end latency", "p50 %.1fms  p99 %.1fms  max %.1fms", r.EndToEnd.P50, r.EndToEnd.P99, r.EndToEnd.Max)
 	rowf("ack stall", "longest %.0fms (partition %d, %.3fs-%.3fs, acked by broker %s before, %s after), p99 gap %.1fms",
 		r.ProduceStall.MaxMs, r.ProduceStall.Partition, r.ProduceStall.FromSec, r.ProduceStall.ToSec,
@@ -254,6 +256,11 @@ func printTable(w io.Writer, r *Report) {
 	rowf("throughput", "%.0f acked/s, %.0f consumed/s", r.AckedPerSec, r.ConsumedPerSec)
 	for _, e := range r.Events {
 		rowf("event", "t=%.1fs %s", e.AtSec, e.Text)
+	}
+	for _, ph := range r.Phases {
+		rowf("phase", "t=%.3fs-%.3fs from %s: produce p50 %.1fms  p99 %.1fms  p999 %.1fms  max %.1fms (%d acks); longest ack gap %.0fms (partition %d, %.3fs-%.3fs)",
+			ph.FromSec, ph.ToSec, ph.From, ph.ProduceLatency.P50, ph.ProduceLatency.P99, ph.ProduceLatency.P999, ph.ProduceLatency.Max,
+			ph.ProduceLatency.N, ph.AckStall.MaxMs, ph.AckStall.Partition, ph.AckStall.FromSec, ph.AckStall.ToSec)
 	}
 	tw.Flush()
 }

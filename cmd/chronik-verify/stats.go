@@ -88,10 +88,11 @@ func stalls(times [][]int64, from, end int64) Stall {
 
 // Latency summarises a distribution in milliseconds.
 type Latency struct {
-	P50 float64 `json:"p50"`
-	P99 float64 `json:"p99"`
-	Max float64 `json:"max"`
-	N   int     `json:"n"`
+	P50  float64 `json:"p50"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p999"`
+	Max  float64 `json:"max"`
+	N    int     `json:"n"`
 }
 
 func latency(ns []int64) Latency {
@@ -99,7 +100,8 @@ func latency(ns []int64) Latency {
 	if len(ns) == 0 {
 		return Latency{}
 	}
-	return Latency{P50: ms(percentile(ns, 0.5)), P99: ms(percentile(ns, 0.99)), Max: ms(ns[len(ns)-1]), N: len(ns)}
+	return Latency{P50: ms(percentile(ns, 0.5)), P99: ms(percentile(ns, 0.99)), P999: ms(percentile(ns, 0.999)),
+		Max: ms(ns[len(ns)-1]), N: len(ns)}
 }
 
 func ms(ns int64) float64 { return math.Round(float64(ns)/1e3) / 1e3 }

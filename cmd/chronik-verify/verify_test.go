@@ -439,3 +439,36 @@ func TestRunKfakeSASLSSL(t *testing.T) {
 		t.Errorf("wrong password: exit %d, want %d", code, exitSetup)
 	}
 }
+
+func TestPhases(t *testing.T) {
+	ms := int64(time.Millisecond)
+	ack := func(p int32, sent, done int64) sendRec {
+		return sendRec{sent: sent * ms, done: done * ms, partition: p, state: acked}
+	}
+	recs := []sendRec{
+		ack(0, 0, 10), ack(1, 5, 20), ack(0, 100, 110), ack(1, 110, 120),
+		// The roll: partition 0 waits 400 ms, its record 390 ms.
+		ack(1, 500, 510), ack(0, 120, 510), ack(0, 900, 905),
+		{sent: 950 * ms, done: 960 * ms, partition: 1, state: failed},
+	}
+	events := []Event{{AtSec: 0.2, Text: "SIGTERM to node 2"}, {AtSec: 0.8, Text: "node 2 back"}, {AtSec: 5, Text: "after the end"}}
+	ph := phases(recs, 2, events, 1000*ms)
+	if len(ph) != 3 {
+		t.Fatalf("%d phases, want 3: %+v", len(ph), ph)
+	}
+	if ph[0].From != "start" || ph[1].From != `"SIGTERM to node 2"` || ph[2].FromSec != 0.8 || ph[2].ToSec != 1 {
+		t.Errorf("bounds: %+v", ph)
+	}
+	if l := ph[1].ProduceLatency; l.N != 2 || l.Max != 390 || l.P999 != 390 {
+		t.Errorf("roll latency %+v", l)
+	}
+	if s := ph[1].AckStall; s.MaxMs != 400 || s.Partition != 0 || s.FromSec != 0.11 || s.ToSec != 0.51 {
+		t.Errorf("roll stall %+v", s)
+	}
+	if l := ph[2].ProduceLatency; l.N != 1 || l.Max != 5 {
+		t.Errorf("last phase latency %+v (the failed record is not a latency)", l)
+	}
+	if phases(recs, 2, nil, 1000*ms) != nil {
+		t.Error("phases without events")
+	}
+}

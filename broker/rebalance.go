@@ -1,0 +1,129 @@
+package broker
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/chronik-dev/chronik/raft"
+)
+
+// Preferred leaders. A group's preferred leader is the first of its
+// replicas in the metadata (the target's first once a move is done, the
+// first node of cluster.toml for the metadata group), and leadership goes
+// back to it once it has been in sync for RebalanceDelay
+// (--auto-leader-rebalance). The broker decides this rather than Raft's
+// own rebalancer, which knows only the order a replica was opened with:
+// after a move that is the old one, and it would hand leadership to
+// another replica of the target.
+
+// rebalanceEvery is how often leaders look for a preferred replica that
+// should lead instead.
+const rebalanceEvery = 250 * time.Millisecond
+
+// rebalancer hands leadership of the groups this node leads to their
+// preferred replicas (owned by the broker; stopped with it).
+type rebalancer struct {
+	b    *Broker
+	mu   sync.Mutex
+	busy map[uint64]bool // groups with a transfer in flight
+}
+
+func (rb *rebalancer) loop(ctx context.Context) {
+	defer rb.b.wg.Done()
+	t := time.NewTicker(rebalanceEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if !rb.b.host.Stopping() {
+				rb.round(ctx)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// preferences maps each group to its replicas in preference order.
+func (b *Broker) preferences() map[uint64][]int32 {
+	out := map[uint64][]int32{metaGroup: b.nodeIDs()}
+	for _, t := range b.metaSM.topics() {
+		for _, pm := range t.Partitions {
+			order := pm.Replicas
+			if pm.moving() {
+				order = pm.Target
+			}
+			out[pm.Group] = order
+		}
+	}
+	return out
+}
+
+// preferredVoter is the first replica in order that is a voter.
+func preferredVoter(order []int32, voters []uint64) uint64 {
+	for _, id := range order {
+		if slices.Contains(voters, uint64(id)) {
+			return uint64(id)
+		}
+	}
+	return 0
+}
+
+// round starts a transfer for every local leader whose preferred replica
+// is another voter, connected, not leaving, in sync for RebalanceDelay and
+// at the leader's log end, and whose leadership is RebalanceDelay old.
+func (rb *rebalancer) round(ctx context.Context) {
+	b := rb.b
+	var prefs map[uint64][]int32
+	delay := b.cfg.RebalanceDelay
+	for _, r := range b.host.Replicas() {
+		s := r.Status()
+		if s == nil || !s.IsLeader() || s.Transferee != 0 {
+			continue
+		}
+		if prefs == nil {
+			prefs = b.preferences()
+		}
+		pref := preferredVoter(prefs[r.Group()], s.Voters)
+		if pref == 0 || pref == s.ID {
+			continue
+		}
+		if !b.host.PeerAlive(pref) || b.host.PeerLeaving(pref) || !slices.Contains(s.ISR, pref) || s.Match[pref] < s.LastIndex {
+			continue
+		}
+		if time.Since(s.LeaderChange) < delay {
+			continue
+		}
+		if up := s.InSyncSince[pref]; up.IsZero() || time.Since(up) < delay {
+			continue
+		}
+		rb.mu.Lock()
+		if rb.busy[r.Group()] {
+			rb.mu.Unlock()
+			continue
+		}
+		rb.busy[r.Group()] = true
+		rb.mu.Unlock()
+		b.wg.Add(1)
+		go rb.transfer(ctx, r, pref)
+	}
+}
+
+func (rb *rebalancer) transfer(ctx context.Context, r *raft.Replica, to uint64) {
+	defer rb.b.wg.Done()
+	defer func() {
+		rb.mu.Lock()
+		delete(rb.busy, r.Group())
+		rb.mu.Unlock()
+	}()
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := r.TransferLeadership(tctx, to); err != nil {
+		rb.b.logger.Debug("preferred leader election failed", "partition", r.Name(), "to", to, "err", err)
+		return
+	}
+	rb.b.logger.Info("moved leadership back to preferred replica", "partition", r.Name(), "node", to, "took", time.Since(start).Round(time.Microsecond))
+}
