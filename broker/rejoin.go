@@ -63,19 +63,23 @@ type rejoinState struct {
 }
 
 // rejoinLoop drives rejoins and metadata learners on the groups this node
-// leads, until the broker stops. It wakes on leader and metadata changes,
-// and every rejoinPoll while a learner catches up.
+// leads, and reprobes (reprobe.go), until the broker stops. It wakes on
+// leader and metadata changes, on a peer's reprobe request, and every
+// rejoinPoll while a learner catches up or a local replica starves.
 func (b *Broker) rejoinLoop() {
 	defer b.wg.Done()
 	for {
 		changed := b.leaderEvents.wait()
 		var poll <-chan time.Time
-		if b.rejoinStep() {
+		more := b.rejoinStep()
+		if b.checkStarved() || more {
 			poll = time.After(rejoinPoll)
 		}
 		select {
 		case <-changed:
 		case <-poll:
+		case ask := <-b.reprobeCh:
+			b.handleReprobe(ask)
 		case <-b.ctx.Done():
 			return
 		}
