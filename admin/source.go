@@ -64,10 +64,11 @@ type NodeStatus struct {
 	Connected bool   `json:"connected"`
 	// State is the broker registry's: "active", "draining", or "" for a
 	// node only cluster.toml knows (not registered yet).
-	State string `json:"state"`
+	State string `json:"state,omitempty"`
 	// Incarnation is the node's data directory incarnation, as registered.
 	Incarnation string `json:"incarnation,omitempty"`
 	// RejoiningGroups is how many groups the node, back with an empty
-	// data directory, has still to rejoin (0 once it is a full member).
-	RejoiningGroups int `json:"rejoining_groups"`
+	// data directory, has still to rejoin (left out once it is a full
+	// member).
+	RejoiningGroups int `json:"rejoining_groups,omitempty"`
 }

@@ -85,15 +85,15 @@ func newIncarnation() uint64 {
 // IdentityMismatchError is returned when a data directory belongs to
 // another cluster or node.
 type IdentityMismatchError struct {
-	Dir                   string
-	FileCluster, CfgClust string
-	FileNode, CfgNode     int32
+	Dir                            string
+	FileCluster, ConfiguredCluster string
+	FileNode, ConfiguredNode       int32
 }
 
 func (e *IdentityMismatchError) Error() string {
 	return fmt.Sprintf("data directory %s belongs to cluster %q node %d (%s), but this node is configured as cluster %q node %d; "+
 		"refusing to start (point --data-dir at this node's own directory, or move the directory away to start it empty)",
-		e.Dir, e.FileCluster, e.FileNode, identityFile, e.CfgClust, e.CfgNode)
+		e.Dir, e.FileCluster, e.FileNode, identityFile, e.ConfiguredCluster, e.ConfiguredNode)
 }
 
 // readIdentity reads dir's identity file; (nil, nil) when there is none.
@@ -173,8 +173,8 @@ func loadIdentity(cfg *Config) (*identity, error) {
 	}
 	if id != nil {
 		if id.ClusterID != cfg.Cluster.ClusterID || id.NodeID != cfg.NodeID {
-			return nil, &IdentityMismatchError{Dir: cfg.DataDir, FileCluster: id.ClusterID, CfgClust: cfg.Cluster.ClusterID,
-				FileNode: id.NodeID, CfgNode: cfg.NodeID}
+			return nil, &IdentityMismatchError{Dir: cfg.DataDir, FileCluster: id.ClusterID, ConfiguredCluster: cfg.Cluster.ClusterID,
+				FileNode: id.NodeID, ConfiguredNode: cfg.NodeID}
 		}
 		if id.Mode == modeUndecided && hasChronikData(cfg.DataDir) {
 			// Cannot happen through this code (nothing is opened before the

@@ -53,6 +53,9 @@ type identityMsg struct {
 	Ask     bool   `json:"ask,omitempty"`
 	Cluster string `json:"cluster"`
 	Inc     string `json:"inc"` // the sender's incarnation
+	// Raft is the asker's raft address: a peer that does not know the
+	// asker (a node being added) answers there.
+	Raft string `json:"raft,omitempty"`
 	// Answers only:
 	State string `json:"state,omitempty"`
 	// Counted is the asker's incarnation as the answerer counted it fresh
@@ -100,6 +103,7 @@ func (b *Broker) onIdentityNotice(from uint64, data []byte) {
 	if err != nil {
 		return
 	}
+	b.learnGuest(from, m.Raft)
 	b.host.SendNotice(from, noticeIdentity, out)
 }
 
@@ -114,7 +118,8 @@ func (b *Broker) decideMode(ctx context.Context) error {
 	all := configuredIDs(b.cfg.Cluster)
 	quorum := len(all)/2 + 1
 	answers := map[uint64]identityMsg{}
-	ask, _ := json.Marshal(&identityMsg{Ask: true, Cluster: id.ClusterID, Inc: id.Incarnation})
+	self, _ := b.cfg.Cluster.Node(b.cfg.NodeID)
+	ask, _ := json.Marshal(&identityMsg{Ask: true, Cluster: id.ClusterID, Inc: id.Incarnation, Raft: self.Raft})
 	askAll := func() {
 		for _, n := range all {
 			if n != b.cfg.NodeID && answers[uint64(n)].State != stateExists {

@@ -46,6 +46,11 @@ type brokerMeta struct {
 	// back with an empty directory, and each group's leader demotes and
 	// re-promotes it (rejoin.go), then reports it done.
 	Rejoin []uint64 `json:"rejoin,omitempty"`
+	// JoinedBelow, for an incarnation registered in join mode, is the
+	// first group id created after its registration: this incarnation
+	// opens every group below it gagged, whether or not its rejoin has
+	// been reported done (its old disk may have been a member of any).
+	JoinedBelow uint64 `json:"joined_below,omitempty"`
 }
 
 // memberCmd is the payload of the registry's metadata commands.
@@ -129,14 +134,14 @@ func (m *metaSM) applyRegister(c *memberCmd) metaResult {
 		}
 		// A restart (or a changed address): the registration keeps its
 		// state and what it still has to rejoin.
-		reg.State, reg.Registered, reg.Rejoin, reg.Retired = old.State, old.Registered, old.Rejoin, old.Retired
+		reg.State, reg.Registered, reg.Rejoin, reg.Retired, reg.JoinedBelow = old.State, old.Registered, old.Rejoin, old.Retired, old.JoinedBelow
 		m.st.Brokers[key] = &reg
 		return metaResult{}
 	}
 	if slices.Contains(retiredOf(old), nb.Incarnation) {
 		return metaResult{Err: kerr.BrokerNotAvailable.Code, Msg: "incarnation " + nb.Incarnation + " of broker " + key + " was retired"}
 	}
-	reg.State, reg.Rejoin = brokerActive, nil
+	reg.State, reg.Rejoin, reg.JoinedBelow = brokerActive, nil, 0
 	if old != nil {
 		reg.Retired = append(slices.Clone(old.Retired), old.Incarnation)
 		if len(reg.Retired) > maxRetired {
@@ -147,7 +152,7 @@ func (m *metaSM) applyRegister(c *memberCmd) metaResult {
 		// Every group the node's old disk may have been a member of: the
 		// metadata group, and each partition listing it. The leaders
 		// decide, from each group's configuration, what rejoining takes.
-		reg.Rejoin = []uint64{metaGroup}
+		reg.Rejoin, reg.JoinedBelow = []uint64{metaGroup}, m.st.NextGroup
 		for _, t := range m.st.Topics {
 			for _, p := range t.Partitions {
 				if slices.Contains(p.Replicas, nb.ID) {

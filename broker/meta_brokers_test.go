@@ -36,6 +36,9 @@ func TestBrokerRegistry(t *testing.T) {
 	}
 	bm, _ = m.broker(3)
 	want := []uint64{metaGroup, firstPartitionGroup, firstPartitionGroup + 1}
+	if bm.JoinedBelow != firstPartitionGroup+3 {
+		t.Fatalf("joined below group %d, want %d", bm.JoinedBelow, firstPartitionGroup+3)
+	}
 	if !slices.Equal(bm.Rejoin, want) || !slices.Equal(bm.Retired, []string{"00000000000000a1"}) {
 		t.Fatalf("after the wipe: rejoin %v retired %v, want %v and the old incarnation", bm.Rejoin, bm.Retired, want)
 	}

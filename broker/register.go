@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -68,14 +69,15 @@ func (b *Broker) registeredAs(want *brokerMeta) bool {
 
 // registerLoop registers this node and keeps its registration current; it
 // runs until the broker stops. It wakes on metadata and leader changes,
-// and retries every registerRetry while the registration is not in.
+// tries again when a peer connects, and every registerRetry while the
+// registration is not in.
 func (b *Broker) registerLoop() {
 	defer b.wg.Done()
 	want := b.selfRegistration()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	for {
-		changed := b.leaderEvents.wait()
+		changed, peerUp := b.leaderEvents.wait(), b.peerEvents.wait()
 		if b.registeredAs(want.Broker) {
 			if !b.mb.registered.Swap(true) {
 				b.logger.Info("registered in the cluster metadata", "node", b.cfg.NodeID, "incarnation", want.Broker.Incarnation)
@@ -92,6 +94,10 @@ func (b *Broker) registerLoop() {
 		case <-retry.C:
 			b.tryRegister(want)
 			retry.Reset(registerRetry)
+		case <-peerUp:
+			// A notice sent while no connection was up is lost: send it
+			// again as soon as a peer connects.
+			b.tryRegister(want)
 		case <-changed:
 		case <-b.ctx.Done():
 			return
@@ -233,4 +239,32 @@ func (b *Broker) syncPeers() {
 func parseIncarnation(s string) uint64 {
 	id := identity{Incarnation: s}
 	return id.incarnation()
+}
+
+// learnGuest lets this node answer a node it does not know yet (one being
+// added: neither cluster.toml nor the registry lists it), at the raft
+// address the node stated. It becomes a peer early; its registration
+// follows at once.
+func (b *Broker) learnGuest(id uint64, raftAddr string) {
+	if raftAddr == "" || id == uint64(b.cfg.NodeID) || b.knownBroker(int32(id)) {
+		return
+	}
+	if _, _, err := net.SplitHostPort(raftAddr); err != nil {
+		return
+	}
+	b.mb.peerMu.Lock()
+	defer b.mb.peerMu.Unlock()
+	if cur, ok := b.mb.peerSet[int32(id)]; ok && cur == raftAddr {
+		return
+	}
+	b.tr.SetPeer(id, raftAddr)
+	b.mb.peerSet[int32(id)] = raftAddr
+	b.logger.Info("answering a node that is not registered yet", "node", id, "raft", raftAddr)
+}
+
+// admitGuests lets a node that is being added (in no cluster.toml here,
+// not registered yet) reach this one with its identity question and its
+// registration, and nothing else (raft TCPTransport.AdmitGuests).
+func (b *Broker) admitGuests() {
+	b.tr.AdmitGuests(noticeIdentity, noticeRegister)
 }

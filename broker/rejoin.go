@@ -30,9 +30,11 @@ const rejoinPoll = 200 * time.Millisecond
 // rejoinStepTimeout bounds one Reconfigure call.
 const rejoinStepTimeout = 5 * time.Second
 
-// markRejoins flags the groups this node must open gagged. In join mode
-// it reports false until this incarnation's registration has applied
-// here: before that, which groups need it is unknown, and nothing opens.
+// markRejoins flags the groups this node must open gagged: in join mode,
+// every group that existed when this incarnation registered (a fresh
+// replica of one opened ungagged would vote with an empty log). It
+// reports false until the registration has applied here: before that,
+// which groups those are is unknown, and nothing opens.
 func (b *Broker) markRejoins(want map[uint64]wantedReplica) bool {
 	id := b.ident()
 	if id.Mode != modeJoin {
@@ -43,7 +45,7 @@ func (b *Broker) markRejoins(want map[uint64]wantedReplica) bool {
 		return false
 	}
 	for g, w := range want {
-		if slices.Contains(reg.Rejoin, g) {
+		if g < reg.JoinedBelow || slices.Contains(reg.Rejoin, g) {
 			w.joining = true
 			want[g] = w
 		}
@@ -61,19 +63,23 @@ type rejoinState struct {
 }
 
 // rejoinLoop drives rejoins and metadata learners on the groups this node
-// leads, until the broker stops. It wakes on leader and metadata changes,
-// and every rejoinPoll while a learner catches up.
+// leads, and reprobes (reprobe.go), until the broker stops. It wakes on
+// leader and metadata changes, on a peer's reprobe request, and every
+// rejoinPoll while a learner catches up or a local replica starves.
 func (b *Broker) rejoinLoop() {
 	defer b.wg.Done()
 	for {
 		changed := b.leaderEvents.wait()
 		var poll <-chan time.Time
-		if b.rejoinStep() {
+		more := b.rejoinStep()
+		if b.checkStarved() || more {
 			poll = time.After(rejoinPoll)
 		}
 		select {
 		case <-changed:
 		case <-poll:
+		case ask := <-b.reprobeCh:
+			b.handleReprobe(ask)
 		case <-b.ctx.Done():
 			return
 		}

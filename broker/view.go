@@ -138,6 +138,10 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 		b.onRegisterNotice(from, data)
 		return
 	}
+	if channel == noticeReprobe {
+		b.onReprobeNotice(from, data)
+		return
+	}
 	if channel != noticeLeaders {
 		return
 	}

@@ -90,19 +90,35 @@ func (c *cluster) nodesOf(id int) ([]nodesJSON, error) {
 	return out, nil
 }
 
-// waitRejoined waits until node id's /nodes shows every node registered
-// with nothing left to rejoin, and returns how long that took.
-func (c *cluster) waitRejoined(id int, d time.Duration) time.Duration {
+// incarnationOf is node id's registered incarnation as node from sees it.
+func (c *cluster) incarnationOf(from, id int) string {
+	c.t.Helper()
+	ns, err := c.nodesOf(from)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, n := range ns {
+		if n.ID == int32(id) {
+			return n.Incarnation
+		}
+	}
+	return ""
+}
+
+// waitRejoined waits until node from's /nodes shows node id registered
+// with an incarnation other than old and nothing left to rejoin, and
+// every other node registered, and returns how long that took.
+func (c *cluster) waitRejoined(from, id int, old string, d time.Duration) time.Duration {
 	c.t.Helper()
 	start := time.Now()
 	var last []nodesJSON
 	for time.Since(start) < d {
-		ns, err := c.nodesOf(id)
+		ns, err := c.nodesOf(from)
 		if err == nil {
 			last = ns
 			done := len(ns) > 0
 			for _, n := range ns {
-				if n.State == "" || n.RejoiningGroups > 0 {
+				if n.State == "" || n.RejoiningGroups > 0 || (n.ID == int32(id) && (n.Incarnation == old || n.Incarnation == "")) {
 					done = false
 				}
 			}
@@ -110,9 +126,16 @@ func (c *cluster) waitRejoined(id int, d time.Duration) time.Duration {
 				return time.Since(start)
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatalf("nodes not rejoined after %v: %+v", d, last)
+	for _, nd := range c.nodes {
+		for _, l := range nd.log.lines("") {
+			if strings.Contains(l, "membership") || strings.Contains(l, "rejoin") || strings.Contains(l, "regist") || strings.Contains(l, "incarnation") {
+				c.t.Logf("node %d: %s", nd.id, l)
+			}
+		}
+	}
+	c.t.Fatalf("node %d not rejoined after %v: %+v", id, d, last)
 	return 0
 }
 

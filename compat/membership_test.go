@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestRefusesDataDirOfAnotherCluster: a data directory written by a node of
@@ -90,12 +91,13 @@ func TestWipedNodeRejoinsUnderLoad(t *testing.T) {
 	c.waitAllHealthy(30 * time.Second)
 	l := startLoader(t, c, "rejoin", 1000)
 	l.waitAcks(2000, 30*time.Second)
+	old := c.incarnationOf(1, 3)
 	c.kill(3)
 	c.wipe(3)
 	l.waitAcks(l.ackedCount()+1000, 30*time.Second)
 	restart := time.Now()
 	c.start(3)
-	took := c.waitRejoined(1, 90*time.Second)
+	took := c.waitRejoined(1, 3, old, 90*time.Second)
 	for _, nd := range c.nodes {
 		c.waitHealthy(nd.id, 60*time.Second)
 	}
@@ -120,9 +122,11 @@ func TestWipedNodeRejoinsUnderLoad(t *testing.T) {
 // lacks the records: no leader until A is back. Then every acknowledged
 // record is there, and B is promoted back to a voter.
 func TestWipedNodeCannotElectWithoutTheAckers(t *testing.T) {
+	setup := time.Now()
 	c := startCluster(t, 3)
 	createTopic(t, c, "scenario", 1, 3, nil)
 	c.waitAllHealthy(30 * time.Second)
+	t.Logf("cluster up and healthy after %v", time.Since(setup).Round(time.Millisecond))
 	a := int(c.leaderOf(1, "scenario", 0))
 	if a == 0 {
 		t.Fatal("no leader for scenario-0")
@@ -136,6 +140,7 @@ func TestWipedNodeCannotElectWithoutTheAckers(t *testing.T) {
 	b, cNode := others[0], others[1]
 	t.Logf("A=%d (leader), B=%d (wiped), C=%d (cut off)", a, b, cNode)
 
+	oldB := c.incarnationOf(a, b)
 	c.freeze(cNode)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.node(a).kafka, c.node(b).kafka), kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.DefaultProduceTopic("scenario"))
@@ -163,10 +168,14 @@ func TestWipedNodeCannotElectWithoutTheAckers(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if !c.logHas(b, "joining it") {
+		t.Fatalf("B did not decide to join the existing cluster")
+	}
 	restart := time.Now()
 	c.start(a)
 	c.waitReady(60 * time.Second)
-	took := c.waitRejoined(a, 60*time.Second)
+	t.Logf("A back: every node ready after %v", time.Since(restart).Round(time.Millisecond))
+	took := c.waitRejoined(a, b, oldB, 60*time.Second)
 	for _, nd := range c.nodes {
 		c.waitHealthy(nd.id, 60*time.Second)
 	}
@@ -209,29 +218,46 @@ func TestFourthNodeJoinsRunningCluster(t *testing.T) {
 	nd := c.addNode()
 	start := time.Now()
 	c.start(nd.id)
+	// Each old node is asked directly (a client's Metadata goes through
+	// its cache): DescribeCluster and Metadata must list node 4.
 	listed := map[int]time.Duration{}
-	adms := map[int]*kadm.Client{}
+	clients := map[int]*kgo.Client{}
 	for _, old := range c.nodes[:3] {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(old.kafka))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer cl.Close()
-		adms[old.id] = kadm.NewClient(cl)
+		clients[old.id] = cl
 	}
-	waitFor(t, 30*time.Second, "every node to list node 4 in DescribeCluster", func() bool {
-		for id, adm := range adms {
+	has4 := func(ids []int32) bool { return slices.Contains(ids, int32(nd.id)) }
+	waitFor(t, 30*time.Second, "every node to list node 4 in DescribeCluster and Metadata", func() bool {
+		for id, cl := range clients {
 			if _, ok := listed[id]; ok {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			meta, err := adm.BrokerMetadata(ctx)
+			dc, err := kmsg.NewPtrDescribeClusterRequest().RequestWith(ctx, cl.Broker(id))
+			var md *kmsg.MetadataResponse
+			if err == nil {
+				md, err = kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl.Broker(id))
+			}
 			cancel()
-			if err == nil && slices.ContainsFunc(meta.Brokers, func(b kadm.BrokerDetail) bool { return b.NodeID == int32(nd.id) }) {
-				listed[id] = time.Since(start)
+			if err != nil {
+				continue
+			}
+			var dcIDs, mdIDs []int32
+			for _, b := range dc.Brokers {
+				dcIDs = append(dcIDs, b.NodeID)
+			}
+			for _, b := range md.Brokers {
+				mdIDs = append(mdIDs, b.NodeID)
+			}
+			if has4(dcIDs) && has4(mdIDs) {
+				listed[id] = time.Since(start).Round(time.Millisecond)
 			}
 		}
-		return len(listed) == len(adms)
+		return len(listed) == len(clients)
 	})
 	c.waitReady(60 * time.Second)
 	up := time.Since(start)
