@@ -90,7 +90,8 @@ func (rb *rebalancer) round(ctx context.Context) {
 		if pref == 0 || pref == s.ID {
 			continue
 		}
-		if !b.host.PeerAlive(pref) || b.host.PeerLeaving(pref) || !slices.Contains(s.ISR, pref) || s.Match[pref] < s.LastIndex {
+		if !b.host.PeerAlive(pref) || b.host.PeerLeaving(pref) || !slices.Contains(s.ISR, pref) || s.Match[pref] < s.LastIndex ||
+			slices.Contains(s.GaggedPeers, pref) {
 			continue
 		}
 		if time.Since(s.LeaderChange) < delay {

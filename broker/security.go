@@ -41,6 +41,10 @@ var (
 		[]string{"reason"}, nil)
 	rejectedMsgsDesc = prometheus.NewDesc("chronik_raft_rejected_messages_total",
 		"Raft messages from peers dropped before they reached Raft (forged sender, empty proposal, ...).", nil, nil)
+	retiredMsgsDesc = prometheus.NewDesc("chronik_raft_retired_messages_total",
+		"Raft messages dropped because they came from a retired incarnation of a peer (a replaced disk).", nil, nil)
+	refillMsgsDesc = prometheus.NewDesc("chronik_raft_refill_messages_total",
+		"Appends a leader sent again to a follower that lacked entries it had counted as stored there (a wiped disk).", nil, nil)
 	adminUnauthorizedDesc = prometheus.NewDesc("chronik_admin_unauthorized_total",
 		"Admin HTTP requests refused for want of a token or client certificate.", nil, nil)
 )
@@ -51,6 +55,8 @@ type securityCollector struct{ b *Broker }
 func (c securityCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- refusedPeersDesc
 	ch <- rejectedMsgsDesc
+	ch <- retiredMsgsDesc
+	ch <- refillMsgsDesc
 	ch <- adminUnauthorizedDesc
 }
 
@@ -59,6 +65,8 @@ func (c securityCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(refusedPeersDesc, prometheus.CounterValue, float64(n), reason)
 	}
 	ch <- prometheus.MustNewConstMetric(rejectedMsgsDesc, prometheus.CounterValue, float64(c.b.host.RejectedMessages()))
+	ch <- prometheus.MustNewConstMetric(retiredMsgsDesc, prometheus.CounterValue, float64(c.b.host.RetiredMessages()))
+	ch <- prometheus.MustNewConstMetric(refillMsgsDesc, prometheus.CounterValue, float64(c.b.host.RefillMessages()))
 	var unauth uint64
 	if c.b.admin != nil {
 		unauth = c.b.admin.Unauthorized()

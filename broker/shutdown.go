@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -473,7 +474,8 @@ func (b *Broker) pickTarget(st *raft.Status, tried map[uint64]bool) uint64 {
 	}
 	var best uint64
 	for _, v := range st.Voters {
-		if v == st.ID || tried[v] || !b.host.PeerAlive(v) || b.host.PeerLeaving(v) {
+		if v == st.ID || tried[v] || !b.host.PeerAlive(v) || b.host.PeerLeaving(v) ||
+			slices.Contains(st.GaggedPeers, v) { // a rejoining replica refuses to lead
 			continue
 		}
 		if best == 0 || better(v, best) {
