@@ -149,7 +149,7 @@ func readCluster(ctx context.Context, adm *kadm.Client, cl *kgo.Client, states m
 		return nil, fmt.Errorf("DescribeCluster: %w", err)
 	}
 	v.ClusterID, v.Controller = dresp.ClusterID, dresp.ControllerID
-	up := reachable(ctx, adm)
+	up := reachable(ctx, adm, cl)
 	for _, b := range dresp.Brokers {
 		bv := brokerView{ID: b.NodeID, Addr: fmt.Sprintf("%s:%d", b.Host, b.Port), State: "active", Up: up[b.NodeID]}
 		if b.Rack != nil {
@@ -250,10 +250,16 @@ func controllerID(ctx context.Context, cl *kgo.Client) int32 {
 
 // reachable asks every broker for its API versions: the ones that answer
 // are up.
-func reachable(ctx context.Context, adm *kadm.Client) map[int32]bool {
+func reachable(ctx context.Context, adm *kadm.Client, cl *kgo.Client) map[int32]bool {
 	ctx, cancel := context.WithTimeout(ctx, upTimeout)
 	defer cancel()
 	out := map[int32]bool{}
+	// ApiVersions asks the brokers the client knows: refresh that list
+	// first (an uncached Metadata request updates it), so a node that
+	// joined after the client connected is asked too.
+	mreq := kmsg.NewPtrMetadataRequest()
+	mreq.Topics = []kmsg.MetadataRequestTopic{}
+	mreq.RequestWith(ctx, cl)
 	vs, err := adm.ApiVersions(ctx)
 	if err != nil {
 		return out
