@@ -77,13 +77,15 @@ func (r *Replica) fail(err error) {
 	r.failed = true
 	r.halted.Store(true)
 	r.host.logger.Error("raft replica stopped after storage error", "partition", r.cfg.Name, "err", err, "was_leader", wasLeader)
+	// Publish first: a proposer told ErrStopped must find the replica
+	// failed (not leading) when it looks at the status.
+	r.publish()
 	r.failProposals(ErrStopped)
 	for _, w := range r.transfers {
 		w.done <- ErrStopped
 	}
 	r.transfers = nil
 	r.unsynced = r.unsynced[:0]
-	r.publish()
 	for _, v := range confMembers(r.st.cs) {
 		if v != r.id {
 			r.host.sendGroupNotice(v, r.cfg.Group, chanGroupDown, nil)

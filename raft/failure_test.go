@@ -35,6 +35,9 @@ func TestFailedLeaderStepsDown(t *testing.T) {
 		}
 		return true
 	})
+	// A loaded machine may have moved leadership meanwhile (a 100 ms
+	// election timeout): fail whoever leads now.
+	l = c.leader()
 	fault := func(*Replica) error { return errInjected }
 	l.host.syncFault.Store(&fault)
 	if _, err := l.rep.Propose(ctx, clog.KindCommand, []byte("lost"), true); !errors.Is(err, ErrStopped) {
