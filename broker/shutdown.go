@@ -74,6 +74,7 @@ func (b *Broker) Shutdown() ShutdownReport {
 	cancel()
 
 	lg.Info("Step 2/4: Transferring leadership")
+	b.awaitPeersServing(time.Now().Add(min(servingWait, b.cfg.TransferTimeout)))
 	rep.Transferred, rep.TransferFailed, rep.TransferDurations = b.transferAll()
 	if rep.Transferred > 0 {
 		b.informClients()
