@@ -372,7 +372,11 @@ func TestRunKfake(t *testing.T) {
 	if err != nil {
 		t.Fatalf("report: %v", err)
 	}
-	if r.Verdict != "PASS" || r.Lost != 0 || r.Acknowledged != 750 || r.ConsumedUnique != 750 || len(r.Events) != 1 {
+	// The pacing is on time: a loaded machine sends a few records fewer
+	// in the 1.5 s (749 of 750 seen). What must hold is that every record
+	// sent is acknowledged and consumed once.
+	if r.Verdict != "PASS" || r.Lost != 0 || r.Sent < r.Target/2 || r.Acknowledged != r.Sent ||
+		r.ConsumedUnique != r.Sent || r.Target != 750 || len(r.Events) != 1 {
 		t.Errorf("report %+v", r)
 	}
 	if b, err := os.ReadFile(plot); err != nil || xml.Unmarshal(b, new(struct{})) != nil || !bytes.Contains(b, []byte("half a second in")) {
