@@ -50,10 +50,7 @@ type Broker struct {
 	fwd    *forwarder // Produce forwarding for clients without leader hints
 	mover  *mover     // drives the reassignments this node leads (mover.go)
 	rejoin rejoinState
-	// reprobe and reprobeCh: starved rejoining replicas (reprobe.go).
-	reprobe   reprobeState
-	reprobeCh chan reprobeAsk
-	mb        membership // identity and broker registry (identity.go, register.go)
+	mb     membership // identity and broker registry (identity.go, register.go)
 	// startMu orders Start's steps after the join decision with Close.
 	startMu sync.Mutex
 
@@ -121,7 +118,7 @@ func New(cfg Config) (*Broker, error) {
 		parts: map[uint64]*partition{}, byTP: map[tpKey]*partition{}, offsets: map[uint64]*offsetsPartition{},
 		cfgs: map[string]*topicConfig{}, failures: map[string]string{}, peerEvents: newEvent(), leaderEvents: newEvent(), reconcileCh: make(chan struct{}, 1), leadershipCh: make(chan struct{}, 1),
 		shutting: make(chan struct{}), stopped: make(chan struct{}), ctx: ctx, cancel: cancel, started: time.Now(),
-		mb: newMembership(id), reprobeCh: make(chan reprobeAsk, 16)}
+		mb: newMembership(id)}
 	b.metaSM = newMetaSM(cfg.NodeID, b.metadataChanged)
 	b.fwd = newForwarder(b)
 	b.mover = newMover(b)

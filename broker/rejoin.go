@@ -63,23 +63,21 @@ type rejoinState struct {
 }
 
 // rejoinLoop drives rejoins and metadata learners on the groups this node
-// leads, and reprobes (reprobe.go), until the broker stops. It wakes on
-// leader and metadata changes, on a peer's reprobe request, and every
-// rejoinPoll while a learner catches up or a local replica starves.
+// leads until the broker stops. It wakes on leader and metadata changes,
+// and every rejoinPoll while a learner catches up. (A leader whose Raft
+// progress still holds a wiped node's old position re-sends what the node
+// lacks itself: raft/refill.go.)
 func (b *Broker) rejoinLoop() {
 	defer b.wg.Done()
 	for {
 		changed := b.leaderEvents.wait()
 		var poll <-chan time.Time
-		more := b.rejoinStep()
-		if b.checkStarved() || more {
+		if b.rejoinStep() {
 			poll = time.After(rejoinPoll)
 		}
 		select {
 		case <-changed:
 		case <-poll:
-		case ask := <-b.reprobeCh:
-			b.handleReprobe(ask)
 		case <-b.ctx.Done():
 			return
 		}

@@ -112,34 +112,26 @@ func (b *Broker) broadcastLeaders(lis []leaderInfo, only int32) {
 }
 
 func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
-	if channel == noticeLeaving {
+	switch channel {
+	case noticeLeaving:
 		b.host.SetPeerLeaving(from)
 		b.peerEvents.fire()
 		b.logger.Info("peer is shutting down gracefully", "node", from)
 		return
-	}
-	if channel == noticeServing {
+	case noticeServing:
 		b.onServingNotice(from, data)
 		return
-	}
-	if channel == noticeElect {
+	case noticeElect:
 		b.onElectAsk(from, data)
 		return
-	}
-	if channel == noticeElected {
+	case noticeElected:
 		b.onElectAnswer(data)
 		return
-	}
-	if channel == noticeIdentity {
+	case noticeIdentity:
 		b.onIdentityNotice(from, data)
 		return
-	}
-	if channel == noticeRegister {
+	case noticeRegister:
 		b.onRegisterNotice(from, data)
-		return
-	}
-	if channel == noticeReprobe {
-		b.onReprobeNotice(from, data)
 		return
 	}
 	if channel != noticeLeaders {
