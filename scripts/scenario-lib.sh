@@ -18,7 +18,9 @@
 # logs; default ./out), SKIP_BUILD=1 (use the binaries and image as they
 # are), VERIFY_IN_NETWORK=1 (docker mode: run verify in a throwaway
 # container on the compose network instead of on the host), HEALTH_TIMEOUT
-# (seconds to wait for a full ISR everywhere; default 120).
+# (seconds to wait for a full ISR everywhere; default 120),
+# COMPOSE_PROJECT (docker mode: compose project name; default
+# chronik-scenario, or $COMPOSE_PROJECT_NAME).
 #
 # Everything it starts (verify, containers, network, volumes, processes,
 # temporary files) is removed by a trap on exit; outputs stay in $OUT.
@@ -41,7 +43,9 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 VERIFY_IN_NETWORK=${VERIFY_IN_NETWORK:-0}
 
 SC_NODES=(1 2 3)
-SC_PROJECT=chronik-scenario
+# COMPOSE_PROJECT or COMPOSE_PROJECT_NAME: another compose project name, so a
+# second run (or a person's own cluster) under the default name is not hit.
+SC_PROJECT=${COMPOSE_PROJECT:-${COMPOSE_PROJECT_NAME:-chronik-scenario}}
 SC_SUBNET=172.28.0.0/24
 SC_IMAGE=${CHRONIK_IMAGE:-chronik:dev}
 SC_VERIFY_IMAGE=chronik-verify:scenario

@@ -3,29 +3,74 @@
 # idempotent) and consumes, stop each node gracefully (SIGTERM: drain, hand
 # leadership to in-sync followers, sync, exit 0), start it again, and wait
 # until every node's /health is 200 (every partition led, full ISR) before
-# the next one. Exits non-zero when an acknowledged record is lost.
+# the next one: the fast pace, no fixed waits. Exits non-zero when an
+# acknowledged record is lost.
 #
 #   scripts/scenario-rolling.sh                     # docker if available, else loopback
 #   SCENARIO_MODE=local OUT=/tmp/out scripts/scenario-rolling.sh
+#   ROLLS=5 DURATION=90s scripts/scenario-rolling.sh  # five rolls under one load
 #
 # docker: docker compose stop chronik-N / docker compose start chronik-N
 # local:  SIGTERM to node N's process; scripts/run-cluster.sh starts it again
 # Knobs: see scripts/scenario-lib.sh (DURATION defaults to 40s here,
-# MAX_ACK_STALL to 1s).
+# MAX_ACK_STALL to 1s), ROLLS (default 1: every node once).
+#
+# After verify's report it prints a line per roll: the longest gap between
+# acks on one partition and the worst p999 of its steps, then the leader
+# moves the producer saw, split into the stopping nodes' hand-offs and
+# the rest (the preferred-leader rebalance moving leadership back to a
+# node that rejoined), with the ack gap each caused.
 DURATION=${DURATION:-40s}
 # A graceful roll moves every leader with a hint to clients; a partition
 # that goes a second without an ack means a client was left to wait for a
 # metadata refresh. Fail on it.
 MAX_ACK_STALL=${MAX_ACK_STALL:-1s}
+ROLLS=${ROLLS:-1}
 . "$(dirname "$0")/scenario-lib.sh"
+[[ "$ROLLS" =~ ^[1-9][0-9]*$ ]] || die "ROLLS must be a positive number, not $ROLLS"
+
+# roll_summary REPORT: the per-roll lines (see the header).
+roll_summary() {
+	jq -r '
+	def moves_in($a; $b): [.leader_moves[]? | select(.at_s >= $a and .at_s < $b)];
+	def desc($ms): $ms | map("p\(.partition) \(.from)→\(.to) \(.gap_ms | round)ms") | join(", ");
+	. as $r
+	| ($r.events | map(select(.text | test("^roll [0-9]+/"))) | map(.at_s) | if length == 0 then [0] else . end) as $starts
+	# while node F is stopping or down (from its SIGTERM to the next full
+	# ISR), a move away from F is its hand-off; any other move is the
+	# rebalance (or an election)
+	| [$r.events | to_entries[] | select(.value.text | test("^(stop|SIGTERM) chronik-[0-9]+"))
+	   | .key as $k | (.value.text | capture("chronik-(?<n>[0-9]+)").n | tonumber) as $n
+	   | {node: $n, from: .value.at_s,
+	      to: ([$r.events[($k + 1):][] | select(.text | startswith("all nodes healthy")) | .at_s][0] // 1e9)}] as $down
+	| def handoff: . as $m | any($down[]; .node == $m.from and $m.at_s >= .from and $m.at_s <= .to);
+	range(0; $starts | length) as $i
+	| $starts[$i] as $a | ($starts[$i + 1] // 1e9) as $b
+	| [$r.phases[]? | select(.from_s >= $a and .from_s < $b)] as $ph
+	| ($ph | max_by(.ack_stall.max_ms)) as $worst
+	| (moves_in($a; $b)) as $mv
+	| ($mv | map(select(handoff))) as $ho | ($mv | map(select(handoff | not))) as $rb
+	| "roll \($i + 1): longest ack gap \($worst.ack_stall.max_ms | round) ms (partition \($worst.ack_stall.partition), in phase \($worst.from)), worst step p999 \(($ph | map(.produce_latency_ms.p999) | max // 0) * 10 | round / 10) ms; "
+	  + "hand-offs \($ho | length) (longest gap \(($ho | map(.gap_ms) | max // 0) | round) ms); "
+	  + "rebalance \($rb | length) (longest gap \(($rb | map(.gap_ms) | max // 0) | round) ms): \(desc($rb))"
+	' "$1"
+}
 
 sc_init rolling
 sc_cluster_up
 verify_start
 sleep_until_produced 5
-for id in "${SC_NODES[@]}"; do
-	sigterm_node "$id"
-	[ "$SCENARIO_MODE" = docker ] && start_nodes "$id"
-	await_healthy
+for roll in $(seq 1 "$ROLLS"); do
+	[ "$ROLLS" -gt 1 ] && event "roll $roll/$ROLLS"
+	for id in "${SC_NODES[@]}"; do
+		sigterm_node "$id"
+		[ "$SCENARIO_MODE" = docker ] && start_nodes "$id"
+		await_healthy
+	done
 done
 verify_finish
+rc=$?
+if [ -f "$SC_PREFIX.report.json" ]; then
+	roll_summary "$SC_PREFIX.report.json" | tee "$SC_PREFIX.rolls.txt"
+fi
+exit "$rc"

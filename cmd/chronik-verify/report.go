@@ -72,13 +72,14 @@ type Report struct {
 	RetriedErrors []ErrorCount `json:"retried_errors"` // seen and retried by the client
 	ConsumeErrors []ErrorCount `json:"consume_errors"`
 
-	ProduceLatency Latency `json:"produce_latency_ms"`
-	EndToEnd       Latency `json:"end_to_end_latency_ms"`
-	ProduceStall   Stall   `json:"produce_stall"`
-	ConsumeStall   Stall   `json:"consume_stall"`
-	Phases         []Phase `json:"phases,omitempty"` // between the --events lines
-	AckedPerSec    float64 `json:"acked_per_s"`
-	ConsumedPerSec float64 `json:"consumed_per_s"`
+	ProduceLatency Latency      `json:"produce_latency_ms"`
+	EndToEnd       Latency      `json:"end_to_end_latency_ms"`
+	ProduceStall   Stall        `json:"produce_stall"`
+	ConsumeStall   Stall        `json:"consume_stall"`
+	Phases         []Phase      `json:"phases,omitempty"` // between the --events lines
+	LeaderMoves    []LeaderMove `json:"leader_moves,omitempty"`
+	AckedPerSec    float64      `json:"acked_per_s"`
+	ConsumedPerSec float64      `json:"consumed_per_s"`
 
 	Events []Event `json:"events"`
 }
@@ -183,6 +184,7 @@ func analyze(s snapshot) Report {
 		r.Events = []Event{}
 	}
 	r.Phases = phases(s.recs, s.parts, s.events, s.produceEnd)
+	r.LeaderMoves = leaderMoves(s.leaders, ackTimes, s.produceEnd)
 	return r
 }
 
@@ -254,6 +256,7 @@ func printTable(w io.Writer, r *Report) {
 		brokerName(r.ProduceStall.LeaderBefore), brokerName(r.ProduceStall.LeaderAfter), r.ProduceStall.P99GapMs)
 	rowf("consume stall", "longest %.0fms (partition %d at %.1fs), p99 gap %.1fms", r.ConsumeStall.MaxMs, r.ConsumeStall.Partition, r.ConsumeStall.FromSec, r.ConsumeStall.P99GapMs)
 	rowf("throughput", "%.0f acked/s, %.0f consumed/s", r.AckedPerSec, r.ConsumedPerSec)
+	printLeaderMoves(rowf, r.LeaderMoves)
 	for _, e := range r.Events {
 		rowf("event", "t=%.1fs %s", e.AtSec, e.Text)
 	}

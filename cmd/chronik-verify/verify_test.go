@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -474,5 +475,27 @@ func TestPhases(t *testing.T) {
 	}
 	if phases(recs, 2, nil, 1000*ms) != nil {
 		t.Error("phases without events")
+	}
+}
+
+// TestLeaderMoves: each change of the broker acking a partition is listed
+// with the ack gap it ended, the first leader is not a move.
+func TestLeaderMoves(t *testing.T) {
+	ms := int64(time.Millisecond)
+	leaders := [][]leaderChange{
+		{{at: 10 * ms, broker: 1}, {at: 300 * ms, broker: 2}, {at: 2000 * ms, broker: 1}},
+		{{at: 20 * ms, broker: 3}, {at: 150 * ms, broker: 1}},
+	}
+	acks := [][]int64{{900 * ms, 10 * ms, 100 * ms, 310 * ms}, {20 * ms, 140 * ms, 150 * ms}}
+	got := leaderMoves(leaders, acks, 1000*ms)
+	want := []LeaderMove{
+		{Partition: 1, AtSec: 0.15, From: 3, To: 1, GapMs: 10, GapFrom: 0.14, GapTo: 0.15},
+		{Partition: 0, AtSec: 0.3, From: 1, To: 2, GapMs: 210, GapFrom: 0.1, GapTo: 0.31},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("moves\n got %+v\nwant %+v", got, want)
+	}
+	if acks[0][0] != 900*ms {
+		t.Error("leaderMoves sorted its input")
 	}
 }
