@@ -13,7 +13,14 @@
 # docker: docker compose stop chronik-N / docker compose start chronik-N
 # local:  SIGTERM to node N's process; scripts/run-cluster.sh starts it again
 # Knobs: see scripts/scenario-lib.sh (DURATION defaults to 40s here,
-# MAX_ACK_STALL to 1s), ROLLS (default 1: every node once).
+# MAX_ACK_STALL to 1s), ROLLS (default 1: every node once), PACE:
+#   fast       (default) the next node stops as soon as the ISR is full; the
+#              restarted node's leaderships mostly come back only after the
+#              last node (its --rebalance-delay, 2 s, has not passed yet)
+#   rebalance  also wait, before the next node, until every partition is
+#              led by its preferred replica again (at most PREFERRED_TIMEOUT
+#              seconds, default 30), so each rejoin's rebalance is a phase
+#              of its own
 #
 # After verify's report it prints a line per roll: the longest gap between
 # acks on one partition and the worst p999 of its steps, then the leader
@@ -26,8 +33,36 @@ DURATION=${DURATION:-40s}
 # metadata refresh. Fail on it.
 MAX_ACK_STALL=${MAX_ACK_STALL:-1s}
 ROLLS=${ROLLS:-1}
+PACE=${PACE:-fast}
+PREFERRED_TIMEOUT=${PREFERRED_TIMEOUT:-30}
 . "$(dirname "$0")/scenario-lib.sh"
 [[ "$ROLLS" =~ ^[1-9][0-9]*$ ]] || die "ROLLS must be a positive number, not $ROLLS"
+case "$PACE" in fast | rebalance) ;; *) die "PACE must be fast or rebalance, not $PACE" ;; esac
+
+# all_preferred: every partition every node reports has a leader, and it
+# is its first replica.
+all_preferred() {
+	local id n
+	for id in "${SC_NODES[@]}"; do
+		n=$(curl -s --max-time 2 "http://$(admin_addr "$id")/partitions" 2>/dev/null |
+			jq '[.[] | select((.replicas | length) > 0 and .leader != .replicas[0])] | length' 2>/dev/null)
+		[ "$n" = 0 ] || return 1
+	done
+}
+
+# await_preferred: wait for the preferred-leader rebalance, as an event.
+await_preferred() {
+	local t0=$(date +%s%N) deadline=$(($(date +%s) + PREFERRED_TIMEOUT)) ms
+	until all_preferred; do
+		if [ "$(date +%s)" -ge "$deadline" ]; then
+			event "leaders not all preferred within ${PREFERRED_TIMEOUT}s"
+			return
+		fi
+		sleep 0.2
+	done
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	event "preferred leaders back after $((ms / 1000)).$((ms % 1000 / 100))s"
+}
 
 # roll_summary REPORT: the per-roll lines (see the header).
 roll_summary() {
@@ -66,6 +101,7 @@ for roll in $(seq 1 "$ROLLS"); do
 		sigterm_node "$id"
 		[ "$SCENARIO_MODE" = docker ] && start_nodes "$id"
 		await_healthy
+		[ "$PACE" = rebalance ] && await_preferred
 	done
 done
 verify_finish
