@@ -56,8 +56,12 @@ docker:
 compose-up: docker
 	$(COMPOSE) up -d --no-build
 
+# --profile grow: chronik-4 too, when it was started. docker compose v2
+# leaves an inactive profile's containers out of a plain down, which then
+# cannot remove the network (docker/compose#13647); docker-compose 1.29
+# removes them either way.
 compose-down:
-	$(COMPOSE) down -v -t 90
+	$(COMPOSE) --profile grow down -v -t 90
 
 # certs: a private CA and certificates for the three nodes of the secure
 # Compose cluster (and the loopback ones) plus an "admin" client
