@@ -22,8 +22,10 @@
 #              seconds, default 30), so each rejoin's rebalance is a phase
 #              of its own
 #
-# After verify's report it prints a line per roll: the longest gap between
-# acks on one partition and the worst p999 of its steps, then the leader
+# After verify's report it prints a line per roll (with ROLLS > 1, a roll
+# lasts from its first stop to the next roll, the last one until its
+# rebalance is done): the longest gap between acks on one partition and
+# the worst p999 of its steps, then the leader
 # moves the producer saw, split into the stopping nodes' hand-offs and
 # the rest (the preferred-leader rebalance moving leadership back to a
 # node that rejoined), with the ack gap each caused.
@@ -70,17 +72,20 @@ roll_summary() {
 	def moves_in($a; $b): [.leader_moves[]? | select(.at_s >= $a and .at_s < $b)];
 	def desc($ms): $ms | map("p\(.partition) \(.from)→\(.to) \(.gap_ms | round)ms") | join(", ");
 	. as $r
-	| ($r.events | map(select(.text | test("^roll [0-9]+/"))) | map(.at_s) | if length == 0 then [0] else . end) as $starts
+	# phases and moves carry times rounded to the millisecond
+	| def ms: . * 1000 | round / 1000;
+	($r.events | map(select(.text | test("^roll [0-9]+/"))) | map(.at_s | ms) | if length == 0 then [0] else . end) as $starts
+	| ([$r.events[] | select(.text == "rolls done") | .at_s | ms][0] // 1e9) as $last
 	# while node F is stopping or down (from its SIGTERM to the next full
 	# ISR), a move away from F is its hand-off; any other move is the
 	# rebalance (or an election)
 	| [$r.events | to_entries[] | select(.value.text | test("^(stop|SIGTERM) chronik-[0-9]+"))
 	   | .key as $k | (.value.text | capture("chronik-(?<n>[0-9]+)").n | tonumber) as $n
-	   | {node: $n, from: .value.at_s,
-	      to: ([$r.events[($k + 1):][] | select(.text | startswith("all nodes healthy")) | .at_s][0] // 1e9)}] as $down
+	   | {node: $n, from: (.value.at_s | ms),
+	      to: ([$r.events[($k + 1):][] | select(.text | startswith("all nodes healthy")) | .at_s | ms][0] // 1e9)}] as $down
 	| def handoff: . as $m | any($down[]; .node == $m.from and $m.at_s >= .from and $m.at_s <= .to);
 	range(0; $starts | length) as $i
-	| $starts[$i] as $a | ($starts[$i + 1] // 1e9) as $b
+	| $starts[$i] as $a | ($starts[$i + 1] // $last) as $b
 	| [$r.phases[]? | select(.from_s >= $a and .from_s < $b)] as $ph
 	| ($ph | max_by(.ack_stall.max_ms)) as $worst
 	| (moves_in($a; $b)) as $mv
@@ -104,6 +109,12 @@ for roll in $(seq 1 "$ROLLS"); do
 		[ "$PACE" = rebalance ] && await_preferred
 	done
 done
+# Several rolls: the last one ends once its rebalance has (its summary
+# line must not take in the quiet produce time after it).
+if [ "$ROLLS" -gt 1 ]; then
+	[ "$PACE" = fast ] && await_preferred
+	event "rolls done"
+fi
 verify_finish
 rc=$?
 if [ -f "$SC_PREFIX.report.json" ]; then
