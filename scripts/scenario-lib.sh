@@ -389,7 +389,9 @@ sigterm_node() {
 		event "stop $(node_name "$id") (SIGTERM)"
 		timeout 120 "${SC_DC[@]}" -p "$SC_PROJECT" "${SC_COMPOSE_FILES[@]}" stop -t 90 "chronik-$id" >/dev/null 2>&1 ||
 			fail "compose stop chronik-$id"
-		event "stopped $(node_name "$id")"
+		# a graceful stop exits 0; 137 would mean Docker's SIGKILL after
+		# the grace period
+		event "stopped $(node_name "$id") (exit $(docker inspect -f '{{.State.ExitCode}}' "$(ctr "$id")" 2>/dev/null || echo '?'))"
 	else
 		pid=$(node_pid "$id")
 		is_our_pid "$pid" || { fail "no pid for node $id"; return 1; }
