@@ -20,7 +20,10 @@
 # container on the compose network instead of on the host), HEALTH_TIMEOUT
 # (seconds to wait for a full ISR everywhere; default 120),
 # COMPOSE_PROJECT (docker mode: compose project name; default
-# chronik-scenario, or $COMPOSE_PROJECT_NAME).
+# chronik-scenario, or $COMPOSE_PROJECT_NAME), DOCKER_CLI=1 (docker mode:
+# stop and start a node's container with `docker stop -t 90` / `docker
+# start` rather than compose; the same signal and grace period, without
+# docker-compose v1's CLI start-up, 1-4 s a call on a loaded machine).
 #
 # Everything it starts (verify, containers, network, volumes, processes,
 # temporary files) is removed by a trap on exit; outputs stay in $OUT.
@@ -41,6 +44,7 @@ OUT=${OUT:-./out}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-120}
 SKIP_BUILD=${SKIP_BUILD:-0}
 VERIFY_IN_NETWORK=${VERIFY_IN_NETWORK:-0}
+DOCKER_CLI=${DOCKER_CLI:-0}
 
 SC_NODES=(1 2 3)
 # COMPOSE_PROJECT or COMPOSE_PROJECT_NAME: another compose project name, so a
@@ -209,6 +213,8 @@ sc_docker_up() {
 	log "docker: ${SC_DC[*]} -p $SC_PROJECT ${SC_COMPOSE_FILES[*]} up -d"
 	timeout 180 "${SC_DC[@]}" -p "$SC_PROJECT" "${SC_COMPOSE_FILES[@]}" up -d --no-build >"$SC_WORK/compose-up.log" 2>&1 ||
 		{ cat "$SC_WORK/compose-up.log" >&2; die "compose up failed"; }
+	local id
+	for id in "${SC_NODES[@]}"; do SC_CTR[id]=$(ctr "$id"); done
 	SC_NET=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$(ctr 1)")
 	[ -n "$SC_NET" ] || die "cannot find the compose network"
 }
@@ -237,7 +243,16 @@ sc_local_up() {
 }
 
 # ctr ID: the container of node ID (docker mode).
-ctr() { dc ps -a -q "chronik-$1" 2>/dev/null; }
+# Container ids are looked up once (sc_docker_up; each compose call costs
+# 1-4 s of CLI start-up on a loaded machine), others on demand.
+SC_CTR=()
+ctr() {
+	if [ -n "${SC_CTR[$1]:-}" ]; then
+		echo "${SC_CTR[$1]}"
+	else
+		dc ps -a -q "chronik-$1" 2>/dev/null
+	fi
+}
 node_ip() { echo "172.28.0.1$1"; }
 
 admin_addr() {
@@ -387,8 +402,12 @@ sigterm_node() {
 	local id=$1 pid
 	if [ "$SCENARIO_MODE" = docker ]; then
 		event "stop $(node_name "$id") (SIGTERM)"
-		timeout 120 "${SC_DC[@]}" -p "$SC_PROJECT" "${SC_COMPOSE_FILES[@]}" stop -t 90 "chronik-$id" >/dev/null 2>&1 ||
-			fail "compose stop chronik-$id"
+		if [ "$DOCKER_CLI" = 1 ]; then
+			timeout 120 docker stop -t 90 "$(ctr "$id")" >/dev/null 2>&1 || fail "docker stop chronik-$id"
+		else
+			timeout 120 "${SC_DC[@]}" -p "$SC_PROJECT" "${SC_COMPOSE_FILES[@]}" stop -t 90 "chronik-$id" >/dev/null 2>&1 ||
+				fail "compose stop chronik-$id"
+		fi
 		# a graceful stop exits 0; 137 would mean Docker's SIGKILL after
 		# the grace period
 		event "stopped $(node_name "$id") (exit $(docker inspect -f '{{.State.ExitCode}}' "$(ctr "$id")" 2>/dev/null || echo '?'))"
@@ -433,8 +452,14 @@ start_nodes() {
 	local ids=("$@") id
 	if [ "$SCENARIO_MODE" = docker ]; then
 		event "start $(names "${ids[@]}")"
-		timeout 120 "${SC_DC[@]}" -p "$SC_PROJECT" "${SC_COMPOSE_FILES[@]}" start "${ids[@]/#/chronik-}" >/dev/null 2>&1 ||
-			fail "compose start ${ids[*]}"
+		if [ "$DOCKER_CLI" = 1 ]; then
+			local c=()
+			for id in "${ids[@]}"; do c+=("$(ctr "$id")"); done
+			timeout 120 docker start "${c[@]}" >/dev/null 2>&1 || fail "docker start ${ids[*]}"
+		else
+			timeout 120 "${SC_DC[@]}" -p "$SC_PROJECT" "${SC_COMPOSE_FILES[@]}" start "${ids[@]/#/chronik-}" >/dev/null 2>&1 ||
+				fail "compose start ${ids[*]}"
+		fi
 	else
 		local i=0
 		for id in "${ids[@]}"; do
