@@ -25,10 +25,10 @@
 # After verify's report it prints a line per roll (with ROLLS > 1, a roll
 # lasts from its first stop to the next roll, the last one until its
 # rebalance is done): the longest gap between acks on one partition and
-# the worst p999 of its steps, then the leader
-# moves the producer saw, split into the stopping nodes' hand-offs and
-# the rest (the preferred-leader rebalance moving leadership back to a
-# node that rejoined), with the ack gap each caused.
+# the worst p999 of its steps, then the leader moves the producer saw,
+# split into the stopping nodes' hand-offs and the rest (the
+# preferred-leader rebalance moving leadership back to a node that
+# rejoined), with the ack gap each caused.
 DURATION=${DURATION:-40s}
 # A graceful roll moves every leader with a hint to clients; a partition
 # that goes a second without an ack means a client was left to wait for a
@@ -90,9 +90,10 @@ roll_summary() {
 	| ($ph | max_by(.ack_stall.max_ms)) as $worst
 	| (moves_in($a; $b)) as $mv
 	| ($mv | map(select(handoff))) as $ho | ($mv | map(select(handoff | not))) as $rb
-	| "roll \($i + 1): longest ack gap \($worst.ack_stall.max_ms | round) ms (partition \($worst.ack_stall.partition), in phase \($worst.from)), worst step p999 \(($ph | map(.produce_latency_ms.p999) | max // 0) * 10 | round / 10) ms; "
+	| if ($ph | length) == 0 then "roll \($i + 1): after producing stopped, no figures (raise DURATION)" else
+	"roll \($i + 1): longest ack gap \($worst.ack_stall.max_ms | round) ms (partition \($worst.ack_stall.partition), in phase \($worst.from)), worst step p999 \(($ph | map(.produce_latency_ms.p999) | max // 0) * 10 | round / 10) ms; "
 	  + "hand-offs \($ho | length) (longest gap \(($ho | map(.gap_ms) | max // 0) | round) ms); "
-	  + "rebalance \($rb | length) (longest gap \(($rb | map(.gap_ms) | max // 0) | round) ms): \(desc($rb))"
+	  + "rebalance \($rb | length) (longest gap \(($rb | map(.gap_ms) | max // 0) | round) ms): \(desc($rb))" end
 	' "$1"
 }
 
