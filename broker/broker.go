@@ -174,6 +174,9 @@ func New(cfg Config) (*Broker, error) {
 		Owns:   b.ownsGroup,
 		Topics: b.groupTopics,
 		Logger: cfg.Logger,
+		// check() validated it; an unset one (a ClusterFile not loaded
+		// from disk) is Kafka's default.
+		Migration: coordinator.MigrationPolicy(cfg.Cluster.ConsumerMigrationPolicy),
 	})
 	listeners, err := cfg.kafkaListeners(self)
 	if err != nil {

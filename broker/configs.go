@@ -38,6 +38,8 @@ func (b *Broker) BrokerConfigs() []kafka.ConfigEntry {
 		ro("broker.id", strconv.Itoa(int(b.cfg.NodeID)), kmsg.ConfigTypeInt, "This node's id (--node-id)."),
 		ro("default.replication.factor", strconv.Itoa(int(b.cfg.Cluster.DefaultReplicationFactor)), kmsg.ConfigTypeInt,
 			"Replicas of a topic created without a replication factor (cluster.toml default_replication_factor)."),
+		ro("group.consumer.migration.policy", b.cfg.Cluster.ConsumerMigrationPolicy, kmsg.ConfigTypeString,
+			"Whether classic groups are upgraded online to KIP-848 consumer groups and back: disabled, upgrade, downgrade or bidirectional (cluster.toml group_consumer_migration_policy)."),
 		ro("log.dirs", b.cfg.DataDir, kmsg.ConfigTypeString, "The data directory (--data-dir)."),
 		ro("num.partitions", strconv.Itoa(int(b.cfg.Cluster.DefaultPartitions)), kmsg.ConfigTypeInt,
 			"Partitions of a topic created without a count (cluster.toml default_partitions)."),
