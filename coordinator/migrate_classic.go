@@ -178,7 +178,9 @@ func (g *cgroup) heartbeatClassic(req *kmsg.HeartbeatRequest) int16 {
 		return code
 	}
 	g.armSession(m)
-	if m.state != memberStable || m.epoch != g.assignEpoch {
+	// A group epoch not assigned yet (a member left) is assigned by the
+	// rejoin, which reads the topics.
+	if m.state != memberStable || m.epoch != g.assignEpoch || g.epoch > g.assignEpoch {
 		return kerr.RebalanceInProgress.Code
 	}
 	return 0
