@@ -232,3 +232,72 @@ func TestKIP848OnlineUpgrade(t *testing.T) {
 	}
 	g.remove(n)
 }
+
+// TestKIP848OnlineDowngrade: a KIP-848 franz-go consumer joins a classic
+// group of 2 members consuming 6 partitions under load, then leaves; the
+// group, left with classic members only, becomes a classic group again
+// (the default policy allows downgrades) and they share every partition.
+// Every record is consumed, none again below a committed offset, and no
+// partition is assigned while another member owns it.
+func TestKIP848OnlineDowngrade(t *testing.T) {
+	c := startCluster(t, 1)
+	const topic, group, partitions = "downgrade", "downgrade-group", 6
+	createTopic(t, c, topic, partitions, 1, nil)
+	load := startLoader(t, c, topic, 200)
+	g := &upgradeGroup{t: t, c: c, topic: topic, group: group, log: newConsumeLog(),
+		owner: map[int32]int{}, owned: map[int]int{}, members: map[int]*upgradeMember{}}
+	watchCommits(t, c, group, g.log)
+	defer func() {
+		if t.Failed() {
+			g.mu.Lock()
+			t.Logf("assignment events:\n%s", strings.Join(g.events, "\n"))
+			g.mu.Unlock()
+		}
+	}()
+	start := time.Now()
+	a, b := g.add(false), g.add(false)
+	g.spread(partitions, 60*time.Second)
+	n := g.add(true)
+	t.Logf("KIP-848 member joined: %v", g.spread(partitions, 60*time.Second))
+	time.Sleep(2 * time.Second) // consuming, mixed
+	at := time.Now()
+	g.remove(n)
+	t.Logf("KIP-848 member left: %v after %v", g.spread(partitions, 60*time.Second), time.Since(at).Round(time.Millisecond))
+
+	adm := kadm.NewClient(newFranz(t, c))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waitFor(t, 30*time.Second, "a Stable classic group of the 2 members", func() bool {
+		dg, err := adm.DescribeGroups(ctx, group)
+		return err == nil && dg[group].State == "Stable" && len(dg[group].Members) == 2
+	})
+	time.Sleep(2 * time.Second) // consuming, classic again
+	lg, err := adm.ListGroups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lg.Sorted() {
+		if l.Group == group && l.ProtocolType != "consumer" {
+			t.Errorf("ListGroups: protocol type %q", l.ProtocolType)
+		}
+	}
+	load.halt()
+	acked := load.ackedValues()
+	waitFor(t, 60*time.Second, "every acknowledged record consumed", func() bool { return g.log.consumedAll(acked) })
+	v := g.log.judge(acked, start, time.Now())
+	t.Logf("%d records acknowledged, %d consumptions, %d redelivered, %d missing; client errors: %s",
+		len(acked), v.consumed, v.redelivered, v.missing, g.log.errors())
+	if v.missing > 0 {
+		t.Errorf("%d acknowledged records never consumed", v.missing)
+	}
+	for _, s := range v.badRedeliv {
+		t.Errorf("redelivered below the committed offset: %s", s)
+	}
+	g.mu.Lock()
+	for _, s := range g.overlaps {
+		t.Errorf("double ownership: %s", s)
+	}
+	g.mu.Unlock()
+	g.remove(a)
+	g.remove(b)
+}

@@ -187,8 +187,16 @@ func (g *cgroup) maybeDowngrade() bool {
 	sort.Strings(ids)
 	g.drop()
 	delete(c.consumers, g.name)
+	// The generation is the members' epoch (all the same once they have
+	// reconciled), so their heartbeats hear REBALANCE_IN_PROGRESS and
+	// they rejoin keeping their partitions; a member behind it hears
+	// ILLEGAL_GENERATION, which makes it rejoin too.
+	gen := int32(0)
+	for _, m := range g.members {
+		gen = max(gen, m.epoch)
+	}
 	cg := c.newGroup(g.name)
-	cg.protocolType, cg.protocol, cg.generation = "consumer", protocol, g.epoch
+	cg.protocolType, cg.protocol, cg.generation = "consumer", protocol, gen
 	cg.transition(stateStable)
 	for _, id := range ids {
 		m := g.members[id]

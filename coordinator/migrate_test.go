@@ -120,6 +120,7 @@ func TestClassicGroupUpgrade(t *testing.T) {
 	if d := h.describe("g"); d.State != "PreparingRebalance" || len(d.Members) != 1 {
 		t.Fatalf("after the downgrade: %s with %d members, want PreparingRebalance with 1", d.State, len(d.Members))
 	}
+	wantErr(t, "classic heartbeat after the downgrade", h.heartbeat("g", id, gen2, nil), kerr.RebalanceInProgress.Code)
 	jr = h.join("c1", joinReq("g", id, classicJoin(keep...)))
 	wantErr(t, "classic join after the downgrade", jr.ErrorCode, 0)
 	if jr.LeaderID != id || jr.Generation <= gen2 {
