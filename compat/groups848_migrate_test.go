@@ -54,6 +54,21 @@ func TestKIP848ClassicGroupMigration(t *testing.T) {
 	}
 
 	probe := newFranz(t, c)
+	bc, err := kadm.NewClient(probe).DescribeBrokerConfigs(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := "unset"
+	for _, rc := range bc {
+		for _, e := range rc.Configs {
+			if e.Key == "group.consumer.migration.policy" {
+				policy = e.MaybeValue()
+			}
+		}
+	}
+	if policy != "disabled" {
+		t.Fatalf("DescribeConfigs: group.consumer.migration.policy %q, want disabled", policy)
+	}
 	hb := kmsg.NewPtrConsumerGroupHeartbeatRequest()
 	hb.Group, hb.MemberID, hb.MemberEpoch, hb.RebalanceTimeoutMillis = group, "probe-member-0000000000", 0, 30000
 	hb.SubscribedTopicNames, hb.Topics = []string{topic}, []kmsg.ConsumerGroupHeartbeatRequestTopic{}
