@@ -23,6 +23,8 @@ type upgradeGroup struct {
 	topic string
 	group string
 	log   *consumeLog
+	// classicOpts apply to the classic members (a balancer, say).
+	classicOpts []kgo.Opt
 
 	mu       sync.Mutex
 	owner    map[int32]int // partition -> member owning it
@@ -81,6 +83,8 @@ func (g *upgradeGroup) add(kip848 bool) int {
 	}
 	if kip848 {
 		opts = append(opts, kgo.ServerSideBalancer())
+	} else {
+		opts = append(opts, g.classicOpts...)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &upgradeMember{cl: newFranz(g.t, g.c, opts...), stop: cancel, done: make(chan struct{})}
@@ -146,19 +150,25 @@ func (g *upgradeGroup) spread(partitions int, d time.Duration) map[int]int {
 
 // TestKIP848OnlineUpgrade: under the default migration policy
 // (bidirectional), a KIP-848 franz-go consumer joins a classic franz-go
-// group of 2 members (cooperative-sticky) consuming 6 partitions under
-// load; the classic members keep consuming, now assigned by the
+// group of 2 members (cooperative-sticky, and eager range) consuming 6
+// partitions under load; the classic members keep consuming, now assigned by the
 // coordinator, and share the partitions with it; then they leave one at a
 // time. Every record produced is consumed, none again below a committed
 // offset, no partition is ever assigned to a member while another owns
 // it, and the group ends as a consumer group of the KIP-848 member.
 func TestKIP848OnlineUpgrade(t *testing.T) {
+	t.Run("cooperative-sticky", func(t *testing.T) { testOnlineUpgrade(t, kgo.CooperativeStickyBalancer()) })
+	t.Run("range", func(t *testing.T) { testOnlineUpgrade(t, kgo.RangeBalancer()) })
+}
+
+func testOnlineUpgrade(t *testing.T, balancer kgo.GroupBalancer) {
 	c := startCluster(t, 3)
 	const topic, group, partitions = "upgrade", "upgrade-group", 6
 	createTopic(t, c, topic, partitions, 3, nil)
 	load := startLoader(t, c, topic, 200)
 	g := &upgradeGroup{t: t, c: c, topic: topic, group: group, log: newConsumeLog(),
-		owner: map[int32]int{}, owned: map[int]int{}, members: map[int]*upgradeMember{}}
+		owner: map[int32]int{}, owned: map[int]int{}, members: map[int]*upgradeMember{},
+		classicOpts: []kgo.Opt{kgo.Balancers(balancer)}}
 	watchCommits(t, c, group, g.log)
 	defer func() {
 		if t.Failed() {
