@@ -221,36 +221,52 @@ func (g *cgroup) maybeDowngrade() bool {
 
 // classicProtocol is the protocol every classic member supports that most
 // of them prefer (Kafka's vote), "" when they share none.
-func (g *cgroup) classicProtocol() string {
-	counts, n := map[string]int{}, 0
-	var ms []*cmember
-	for _, m := range g.members {
-		if m.classic == nil {
+func (g *cgroup) classicProtocol() string { return g.classicProtocolWith(nil, nil) }
+
+// classicProtocolWith is classicProtocol with member m (nil: a new one)
+// sending protocols instead of its own (nil: as they are).
+func (g *cgroup) classicProtocolWith(m *cmember, protocols []kmsg.JoinGroupRequestProtocol) string {
+	type voter struct {
+		id        string
+		protocols []kmsg.JoinGroupRequestProtocol
+	}
+	var vs []voter
+	for _, o := range g.members {
+		if o.classic == nil || (o == m && protocols != nil) {
 			continue
 		}
-		n++
-		ms = append(ms, m)
+		vs = append(vs, voter{o.id, o.classic.protocols})
+	}
+	if protocols != nil {
+		id := "\xff" // a new member sorts last
+		if m != nil {
+			id = m.id
+		}
+		vs = append(vs, voter{id, protocols})
+	}
+	sort.Slice(vs, func(i, j int) bool { return vs[i].id < vs[j].id })
+	counts := map[string]int{}
+	for _, v := range vs {
 		seen := map[string]bool{}
-		for _, p := range m.classic.protocols {
+		for _, p := range v.protocols {
 			if !seen[p.Name] {
 				seen[p.Name] = true
 				counts[p.Name]++
 			}
 		}
 	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].id < ms[j].id })
 	votes := map[string]int{}
-	for _, m := range ms {
-		for _, p := range m.classic.protocols {
-			if counts[p.Name] == n {
+	for _, v := range vs {
+		for _, p := range v.protocols {
+			if counts[p.Name] == len(vs) {
 				votes[p.Name]++
 				break
 			}
 		}
 	}
 	best := ""
-	for _, m := range ms {
-		for _, p := range m.classic.protocols {
+	for _, v := range vs {
+		for _, p := range v.protocols {
 			if votes[p.Name] > votes[best] {
 				best = p.Name
 			}

@@ -44,6 +44,19 @@ func (c *Coordinator) joinConsumerLocked(ctx context.Context, g *cgroup, req *km
 	if req.ProtocolType != "consumer" || !g.supportsClassic(m, req.Protocols) {
 		return fail(kerr.InconsistentGroupProtocol.Code)
 	}
+	// The metadata of the protocol the group will use, counting the
+	// sender's protocols.
+	var md []byte
+	chosen := g.classicProtocolWith(m, req.Protocols)
+	for _, p := range req.Protocols {
+		if p.Name == chosen {
+			md = p.Metadata
+		}
+	}
+	var meta kmsg.ConsumerMemberMetadata
+	if err := meta.ReadFrom(md); err != nil {
+		return fail(kerr.InconsistentGroupProtocol.Code)
+	}
 	bump := false
 	if m == nil {
 		// A new classic member joins only a group still migrating (with
@@ -64,17 +77,6 @@ func (c *Coordinator) joinConsumerLocked(ctx context.Context, g *cgroup, req *km
 	}
 	m.classic.protocols, m.classic.session, m.rebalance = req.Protocols, session, rebalance
 	protocol := g.classicProtocol()
-	var meta kmsg.ConsumerMemberMetadata
-	md := req.Protocols[0].Metadata
-	for _, p := range req.Protocols {
-		if p.Name == protocol {
-			md = p.Metadata
-		}
-	}
-	if err := meta.ReadFrom(md); err != nil {
-		g.removeMember(m, "sent unreadable consumer metadata")
-		return fail(kerr.InconsistentGroupProtocol.Code)
-	}
 	if subs := sortedSet(meta.Topics); !slices.Equal(subs, m.subscribed) {
 		m.subscribed, bump = subs, true
 	}
@@ -104,25 +106,7 @@ func (c *Coordinator) joinConsumerLocked(ctx context.Context, g *cgroup, req *km
 // supportsClassic reports whether protocols share one with every other
 // classic member (m, if known, is the member that sends them).
 func (g *cgroup) supportsClassic(m *cmember, protocols []kmsg.JoinGroupRequestProtocol) bool {
-	if len(protocols) == 0 {
-		return false
-	}
-	for _, p := range protocols {
-		ok := true
-		for _, o := range g.members {
-			if o == m || o.classic == nil {
-				continue
-			}
-			if !slices.ContainsFunc(o.classic.protocols, func(q kmsg.JoinGroupRequestProtocol) bool { return q.Name == p.Name }) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
+	return len(protocols) > 0 && g.classicProtocolWith(m, protocols) != ""
 }
 
 // release frees what a classic member no longer reports owning: it has
@@ -160,8 +144,14 @@ func (g *cgroup) syncClassic(req *kmsg.SyncGroupRequest, resp *kmsg.SyncGroupRes
 		resp.ErrorCode = code
 		return
 	}
+	// The protocol its JoinGroup answer named, which a later member may
+	// have changed: any the member supports will do.
 	protocol := g.classicProtocol()
-	if (req.ProtocolType != nil && *req.ProtocolType != "consumer") || (req.Protocol != nil && *req.Protocol != protocol) {
+	if req.Protocol != nil {
+		protocol = *req.Protocol
+	}
+	supported := slices.ContainsFunc(m.classic.protocols, func(p kmsg.JoinGroupRequestProtocol) bool { return p.Name == protocol })
+	if (req.ProtocolType != nil && *req.ProtocolType != "consumer") || !supported {
 		resp.ErrorCode = kerr.InconsistentGroupProtocol.Code
 		return
 	}
