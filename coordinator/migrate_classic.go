@@ -94,6 +94,11 @@ func (c *Coordinator) joinConsumerLocked(ctx context.Context, g *cgroup, req *km
 		addParts(owned, topics, t.Topic, t.Partitions)
 	}
 	g.release(m, owned)
+	if m.state == memberStable && !m.assigned.equal(g.target[m.id]) {
+		// It gave up some of its target (an eager member rejoining
+		// revokes everything): take them back.
+		m.state = memberUnreleased
+	}
 	g.reconcile(m, owned)
 	g.armSession(m)
 

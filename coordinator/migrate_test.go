@@ -101,6 +101,16 @@ func TestClassicGroupUpgrade(t *testing.T) {
 	if e := commitErrs(h.commit("g", id, gen2, map[TopicPartition]int64{{Topic: "a", Partition: keep[0]}: 1})); e[0] != 1 {
 		t.Fatalf("classic commit at its generation: %v", e)
 	}
+	// An eager client revokes everything before it rejoins: it gets
+	// its partitions back at the same generation.
+	jr = h.join("c1", joinReq("g", id, classicJoin()))
+	wantErr(t, "eager rejoin", jr.ErrorCode, 0)
+	if jr.Generation != gen2 {
+		t.Fatalf("eager rejoin: generation %d, want %d", jr.Generation, gen2)
+	}
+	if got := decodeAssignment(t, h.sync(syncReq("g", id, gen2, nil)).MemberAssignment); !slices.Equal(got, keep) {
+		t.Fatalf("eager rejoin: assigned %v, want %v back", got, keep)
+	}
 	r = hb(t, h.c, "m2", e2, []int32{})
 	got := assigned(r)
 	slices.Sort(got)
