@@ -152,8 +152,9 @@ func (g *upgradeGroup) spread(partitions int, d time.Duration) map[int]int {
 // (bidirectional), a KIP-848 franz-go consumer joins a classic franz-go
 // group of 2 members (cooperative-sticky, and eager range) consuming 6
 // partitions under load; the classic members keep consuming, now assigned by the
-// coordinator, and share the partitions with it; then they leave one at a
-// time. Every record produced is consumed, none again below a committed
+// coordinator, and share the partitions with it; the 3 nodes restart one
+// by one, moving the coordinator, with no rebalance; then the classic
+// members leave one at a time. Every record produced is consumed, none again below a committed
 // offset, no partition is ever assigned to a member while another owns
 // it, and the group ends as a consumer group of the KIP-848 member.
 func TestKIP848OnlineUpgrade(t *testing.T) {
@@ -194,6 +195,38 @@ func testOnlineUpgrade(t *testing.T, balancer kgo.GroupBalancer) {
 	}
 	if d := dg[group]; d.Err != nil || len(d.Members) != 3 {
 		t.Fatalf("ConsumerGroupDescribe of the migrating group: %v, %d members, want 3", d.Err, len(d.Members))
+	}
+	epoch := dg[group].Epoch
+
+	// A rolling restart moves the coordinator of the mixed group: the
+	// next one loads its state, classic members included, and nothing
+	// rebalances.
+	rollStart := time.Now()
+	for _, nd := range c.nodes {
+		c.stop(nd.id, 30*time.Second)
+		c.start(nd.id)
+		c.waitReady(30 * time.Second)
+		c.waitAllHealthy(30 * time.Second)
+	}
+	loads := 0
+	for _, nd := range c.nodes {
+		for _, l := range nd.log.lines(`msg="consumer group loaded"`) {
+			if strings.Contains(l, "group="+group) {
+				loads++
+			}
+		}
+	}
+	dg, err = adm.DescribeConsumerGroups(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rolled 3 nodes in %v; the mixed group was loaded by a new coordinator %d times; epoch %d before, %d after, %s, %d members",
+		time.Since(rollStart).Round(time.Millisecond), loads, epoch, dg[group].Epoch, dg[group].State, len(dg[group].Members))
+	if loads == 0 {
+		t.Errorf("no node loaded the mixed group's state: the coordinator never moved")
+	}
+	if d := dg[group]; d.Err != nil || d.Epoch != epoch || len(d.Members) != 3 {
+		t.Errorf("after the roll: %v, epoch %d (was %d), %d members: the mixed group rebalanced", d.Err, d.Epoch, epoch, len(d.Members))
 	}
 
 	for _, id := range []int{a, b} {
