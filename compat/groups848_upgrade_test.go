@@ -91,6 +91,9 @@ func (g *upgradeGroup) add(kip848 bool) int {
 	g.mu.Lock()
 	g.members[id] = m
 	g.mu.Unlock()
+	// Stops the poller before newFranz's cleanup closes the client (a
+	// test that fails before remove).
+	g.t.Cleanup(func() { cancel(); <-m.done })
 	go func() {
 		defer close(m.done)
 		for ctx.Err() == nil {
