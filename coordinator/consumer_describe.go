@@ -114,8 +114,9 @@ func (g *cgroup) describeAssignment(s tpSet) kmsg.Assignment {
 
 // classicJoinLocked lets a classic JoinGroup through unless the group is a
 // consumer group with members (INCONSISTENT_GROUP_PROTOCOL, as Kafka
-// answers); an empty consumer group goes back to the classic protocol,
-// keeping its offsets. c.mu is held.
+// answers; joinGroup serves such a group's classic members first); an
+// empty consumer group goes back to the classic protocol, keeping its
+// offsets. c.mu is held.
 func (c *Coordinator) classicJoinLocked(name string) int16 {
 	cg := c.consumers[name]
 	if cg == nil {
