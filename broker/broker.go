@@ -170,10 +170,11 @@ func New(cfg Config) (*Broker, error) {
 	b.throttle.Store(cfg.ReplicationThrottle)
 	b.stopReplicas = host.StopReplicas
 	b.coord = coordinator.New(coordinator.Config{
-		Store:  offsetStore{b: b},
-		Owns:   b.ownsGroup,
-		Topics: b.groupTopics,
-		Logger: cfg.Logger,
+		Store:     offsetStore{b: b},
+		Owns:      b.ownsGroup,
+		Topics:    b.groupTopics,
+		Logger:    cfg.Logger,
+		Migration: coordinator.MigrationPolicy(b.migrationPolicy()),
 	})
 	listeners, err := cfg.kafkaListeners(self)
 	if err != nil {

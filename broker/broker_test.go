@@ -218,7 +218,7 @@ kafka_listen = "0.0.0.0:9092"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cf.Nodes[0].ID != 1 || cf.DefaultReplicationFactor != 2 || cf.ClusterID == "" || cf.OffsetsPartitions <= 0 {
+	if cf.Nodes[0].ID != 1 || cf.DefaultReplicationFactor != 2 || cf.ClusterID == "" || cf.OffsetsPartitions <= 0 || cf.ConsumerMigrationPolicy != "bidirectional" {
 		t.Fatalf("defaults: %+v", cf)
 	}
 	for name, body := range map[string]string{
@@ -227,6 +227,7 @@ kafka_listen = "0.0.0.0:9092"
 		"unknown key":    "[[nodes]]\nid=1\nkafka=\"a:1\"\nraft=\"a:2\"\ncolour=\"red\"\n",
 		"no nodes":       "cluster_id=\"x\"\n",
 		"bad super user": "super_users=[\"admin\"]\n[[nodes]]\nid=1\nkafka=\"a:1\"\nraft=\"a:2\"\n",
+		"bad migration":  "group_consumer_migration_policy=\"sideways\"\n[[nodes]]\nid=1\nkafka=\"a:1\"\nraft=\"a:2\"\n",
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".toml")
 		os.WriteFile(p, []byte(body), 0o644)

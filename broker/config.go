@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/chronik-dev/chronik/coordinator"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chronik-dev/chronik/auth"
@@ -64,6 +65,11 @@ type ClusterFile struct {
 	// per second (0: unlimited); --replication-throttle overrides it per
 	// node (throttle.go).
 	ReplicationThrottle int64 `toml:"replication_throttle"`
+	// ConsumerMigrationPolicy is Kafka's group.consumer.migration.policy:
+	// whether a classic group with members may be upgraded online to a
+	// KIP-848 consumer group (upgrade), the reverse (downgrade), both
+	// (bidirectional, the default) or neither (disabled).
+	ConsumerMigrationPolicy string `toml:"group_consumer_migration_policy"`
 }
 
 // LoadClusterFile reads and checks a cluster.toml.
@@ -129,6 +135,12 @@ func (cf *ClusterFile) check() error {
 	}
 	if cf.OffsetsPartitions <= 0 {
 		cf.OffsetsPartitions = 6
+	}
+	if cf.ConsumerMigrationPolicy == "" {
+		cf.ConsumerMigrationPolicy = string(coordinator.MigrationBidirectional)
+	}
+	if _, ok := coordinator.ParseMigrationPolicy(cf.ConsumerMigrationPolicy); !ok {
+		return fmt.Errorf("group_consumer_migration_policy %q: want disabled, upgrade, downgrade or bidirectional", cf.ConsumerMigrationPolicy)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/chronik-dev/chronik/coordinator"
 	"github.com/chronik-dev/chronik/kafka"
 )
 
@@ -21,6 +22,15 @@ func (b *Broker) AutoCreateTopics() bool {
 
 // DefaultPartitions implements kafka.Backend: cluster.toml's default_partitions.
 func (b *Broker) DefaultPartitions() int32 { return b.cfg.Cluster.DefaultPartitions }
+
+// migrationPolicy is cluster.toml's group_consumer_migration_policy, Kafka's
+// default when unset.
+func (b *Broker) migrationPolicy() string {
+	if p, ok := coordinator.ParseMigrationPolicy(b.cfg.Cluster.ConsumerMigrationPolicy); ok {
+		return string(p)
+	}
+	return string(coordinator.MigrationBidirectional)
+}
 
 // BrokerConfigs implements kafka.Backend: this node's configs. The static
 // ones come from cluster.toml and flags; the log and message ones are
@@ -38,6 +48,8 @@ func (b *Broker) BrokerConfigs() []kafka.ConfigEntry {
 		ro("broker.id", strconv.Itoa(int(b.cfg.NodeID)), kmsg.ConfigTypeInt, "This node's id (--node-id)."),
 		ro("default.replication.factor", strconv.Itoa(int(b.cfg.Cluster.DefaultReplicationFactor)), kmsg.ConfigTypeInt,
 			"Replicas of a topic created without a replication factor (cluster.toml default_replication_factor)."),
+		ro("group.consumer.migration.policy", b.migrationPolicy(), kmsg.ConfigTypeString,
+			"Whether classic groups are upgraded online to KIP-848 consumer groups and back: disabled, upgrade, downgrade or bidirectional (cluster.toml group_consumer_migration_policy)."),
 		ro("log.dirs", b.cfg.DataDir, kmsg.ConfigTypeString, "The data directory (--data-dir)."),
 		ro("num.partitions", strconv.Itoa(int(b.cfg.Cluster.DefaultPartitions)), kmsg.ConfigTypeInt,
 			"Partitions of a topic created without a count (cluster.toml default_partitions)."),

@@ -202,3 +202,77 @@ func nextOffset(raw []byte, cur int64) int64 {
 	}
 	return cur
 }
+
+// TestAdminClientQuotaRequestFetchAnswersEmpty: under a request_percentage
+// quota, a client that ignores throttle_time_ms (a raw connection sending
+// Fetch back to back) gets every throttled answer without records, as
+// from Kafka, whichever quota throttles, for 4 s (reading the partition
+// over and over) while it reads on in the answers that are not.
+func TestAdminClientQuotaRequestFetchAnswersEmpty(t *testing.T) {
+	c := startCluster(t, 1)
+	const topic, total = "quota-req-empty", 3000
+	createTopic(t, c, topic, 1, 1, nil)
+	prod := newFranz(t, c, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerBatchMaxBytes(4<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rs := make([]*kgo.Record, total)
+	for i := range rs {
+		rs[i] = &kgo.Record{Value: make([]byte, 500)}
+	}
+	if err := prod.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	id := "quota-req-fetch"
+	alterQuota(t, kadm.NewClient(prod), kadm.ClientQuotaEntity{{Type: "client-id", Name: &id}},
+		kadm.AlterClientQuotaOp{Key: "request_percentage", Value: 1})
+	nc, err := net.Dial("tcp", c.node(1).kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rc := &rawConn{nc: nc}
+	var offset int64
+	fetches, throttled := 0, 0
+	start := time.Now()
+	var read int64
+	for time.Since(start) < 4*time.Second {
+		if offset >= total {
+			offset = 0 // read it again: the client must keep the handlers busy
+		}
+		fr := kmsg.NewPtrFetchRequest()
+		fr.Version, fr.MaxWaitMillis, fr.MaxBytes, fr.ReplicaID = 11, 100, 8<<10, -1
+		ft := kmsg.NewFetchRequestTopic()
+		ft.Topic = topic
+		fp := kmsg.NewFetchRequestTopicPartition()
+		fp.FetchOffset, fp.PartitionMaxBytes = offset, 8<<10
+		ft.Partitions = append(ft.Partitions, fp)
+		fr.Topics = append(fr.Topics, ft)
+		resp := rc.do(t, fr, id).(*kmsg.FetchResponse)
+		fetches++
+		n := 0
+		for _, rt := range resp.Topics {
+			for _, p := range rt.Partitions {
+				if p.ErrorCode != 0 {
+					t.Fatalf("fetch: error %d", p.ErrorCode)
+				}
+				n += len(p.RecordBatches)
+				next := nextOffset(p.RecordBatches, offset)
+				read += next - offset
+				offset = next
+			}
+		}
+		if resp.ThrottleMillis > 0 {
+			throttled++
+			if n != 0 {
+				t.Fatalf("a response throttled %d ms by the request quota carried %d bytes of records", resp.ThrottleMillis, n)
+			}
+		}
+	}
+	t.Logf("read %d records in %v with %d fetches, %d of them throttled and empty", read, time.Since(start).Round(time.Millisecond), fetches, throttled)
+	if read == 0 {
+		t.Errorf("read nothing")
+	}
+	if throttled == 0 {
+		t.Errorf("never throttled")
+	}
+}

@@ -29,15 +29,16 @@ func consumeN(t *testing.T, cl *kgo.Client, n int, d time.Duration) []*kgo.Recor
 	return out
 }
 
-// TestKIP848ClassicGroupMigration: Chronik does what Kafka does with
-// group.consumer.migration.policy=disabled. While a classic group has
+// TestKIP848ClassicGroupMigration: with group.consumer.migration.policy
+// set to disabled, Chronik does what Kafka does. While a classic group has
 // members (franz-go with its classic balancer), a KIP-848 heartbeat for
 // it is refused with GROUP_ID_NOT_FOUND and says why, and the classic
 // members carry on; once they have left, a franz-go consumer with the new
 // protocol takes the group over and resumes from the offsets the classic
-// members committed.
+// members committed. (The default policy upgrades the group online:
+// groups848_upgrade_test.go.)
 func TestKIP848ClassicGroupMigration(t *testing.T) {
-	c := startCluster(t, 3)
+	c := startCluster(t, 3, withTOML(`group_consumer_migration_policy = "disabled"`))
 	const topic, group = "migrate", "migrate-group"
 	createTopic(t, c, topic, 4, 3, nil)
 	prod := newFranz(t, c, kgo.DefaultProduceTopic(topic))
@@ -53,6 +54,21 @@ func TestKIP848ClassicGroupMigration(t *testing.T) {
 	}
 
 	probe := newFranz(t, c)
+	bc, err := kadm.NewClient(probe).DescribeBrokerConfigs(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := "unset"
+	for _, rc := range bc {
+		for _, e := range rc.Configs {
+			if e.Key == "group.consumer.migration.policy" {
+				policy = e.MaybeValue()
+			}
+		}
+	}
+	if policy != "disabled" {
+		t.Fatalf("DescribeConfigs: group.consumer.migration.policy %q, want disabled", policy)
+	}
 	hb := kmsg.NewPtrConsumerGroupHeartbeatRequest()
 	hb.Group, hb.MemberID, hb.MemberEpoch, hb.RebalanceTimeoutMillis = group, "probe-member-0000000000", 0, 30000
 	hb.SubscribedTopicNames, hb.Topics = []string{topic}, []kmsg.ConsumerGroupHeartbeatRequestTopic{}

@@ -73,6 +73,8 @@ type cmember struct {
 
 	session *time.Timer
 	revoke  *time.Timer
+
+	classic *classicMember // nil for a KIP-848 member
 }
 
 type cgroup struct {
@@ -136,15 +138,20 @@ func (c *Coordinator) consumerHeartbeat(ctx context.Context, req *kmsg.ConsumerG
 	if code != 0 {
 		return fail(code, msg)
 	}
-	if save != nil {
-		// The response tells the member its new epoch and partitions:
-		// it goes out only once the group state that backs it is
-		// durable, so a new coordinator knows what the member knows.
-		if err := save.wait(ctx); err != nil {
-			code := storeErrorCode(err)
-			c.log.Warn("consumer group state save failed", "group", req.Group, "err", err)
-			return fail(code, "")
-		}
+	return c.answerSaved(ctx, save, req.Group, func(code int16) kmsg.Response { return fail(code, "") }, resp)
+}
+
+// answerSaved returns resp once save, if any, is durable: the response
+// tells a member its new epoch and partitions, so it goes out only once
+// the group state that backs it is, and a new coordinator knows what the
+// member knows. On failure it returns fail's answer.
+func (c *Coordinator) answerSaved(ctx context.Context, save *storeOp, group string, fail func(int16) kmsg.Response, resp kmsg.Response) kmsg.Response {
+	if save == nil {
+		return resp
+	}
+	if err := save.wait(ctx); err != nil {
+		c.log.Warn("consumer group state save failed", "group", group, "err", err)
+		return fail(storeErrorCode(err))
 	}
 	return resp
 }
@@ -196,7 +203,7 @@ func checkHeartbeat(req *kmsg.ConsumerGroupHeartbeatRequest) (int16, string) {
 // not nil, is the state write the response must wait for.
 func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.ConsumerGroupHeartbeatRequest,
 	resp *kmsg.ConsumerGroupHeartbeatResponse, topics map[string]TopicMeta) (save *storeOp, code int16, msg string) {
-	g, code, msg := c.heartbeatGroupLocked(req)
+	g, code, msg := c.heartbeatGroupLocked(req, topics)
 	if code != 0 {
 		return nil, code, msg
 	}
@@ -214,6 +221,9 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 		}
 		g.removeMember(m, "left")
 		resp.MemberID, resp.MemberEpoch = &memberID, req.MemberEpoch
+		if g.maybeDowngrade() {
+			return nil, 0, ""
+		}
 		return g.persist(), 0, ""
 	case req.MemberEpoch == 0:
 		if m != nil { // rejoin: the member lost its state; start over
@@ -269,18 +279,19 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 
 // heartbeatGroupLocked finds the heartbeat's group, creating it for a
 // join. An Empty classic group of that name becomes a consumer group (its
-// committed offsets stay); one with members is refused with
-// GROUP_ID_NOT_FOUND, as Kafka does with
-// group.consumer.migration.policy=disabled: Chronik has no online upgrade
-// (classic members served by a consumer group).
-func (c *Coordinator) heartbeatGroupLocked(req *kmsg.ConsumerGroupHeartbeatRequest) (*cgroup, int16, string) {
+// committed offsets stay); one with members is upgraded online when
+// group.consumer.migration.policy allows it (migrate.go), else refused
+// with GROUP_ID_NOT_FOUND, as Kafka does.
+func (c *Coordinator) heartbeatGroupLocked(req *kmsg.ConsumerGroupHeartbeatRequest, topics map[string]TopicMeta) (*cgroup, int16, string) {
 	if g := c.consumers[req.Group]; g != nil {
 		return g, 0, ""
 	}
 	cg := c.groups[req.Group]
 	if cg != nil && (cg.state != stateEmpty || len(cg.members) > 0) {
-		return nil, kerr.GroupIDNotFound.Code, "Group " + req.Group + " is a classic group with members; it cannot be upgraded online " +
-			"(as Kafka with group.consumer.migration.policy=disabled). It becomes a consumer group, keeping its offsets, once its classic members have left."
+		if req.MemberEpoch != 0 {
+			return nil, kerr.UnknownMemberID.Code, ""
+		}
+		return c.upgradeLocked(cg, topics)
 	}
 	if req.MemberEpoch != 0 {
 		return nil, kerr.UnknownMemberID.Code, ""
@@ -465,7 +476,11 @@ func (g *cgroup) removeMember(m *cmember, why string) {
 
 func (g *cgroup) armSession(m *cmember) {
 	stopTimer(&m.session)
-	m.session = time.AfterFunc(consumerSessionTimeout, func() { g.expire(m, &m.session, "session timed out") })
+	d := consumerSessionTimeout
+	if m.classic != nil {
+		d = m.classic.session
+	}
+	m.session = time.AfterFunc(d, func() { g.expire(m, &m.session, "session timed out") })
 }
 
 // armRevoke fences a member that does not give its partitions up within
@@ -490,6 +505,9 @@ func (g *cgroup) expire(m *cmember, slot **time.Timer, why string) {
 	}
 	*slot = nil
 	g.removeMember(m, why)
+	if m.classic == nil && g.maybeDowngrade() {
+		return
+	}
 	g.persist()
 }
 

@@ -23,6 +23,9 @@ func (g *cgroup) validateCommit(epoch int32, memberID string) int16 {
 	switch {
 	case m == nil:
 		return kerr.UnknownMemberID.Code
+	case m.classic != nil && epoch != m.epoch:
+		// A classic client knows generations, not member epochs.
+		return kerr.IllegalGeneration.Code
 	case epoch == m.epoch || (epoch == m.prevEpoch && epoch > 0):
 		return 0
 	case epoch > m.epoch:
@@ -94,6 +97,9 @@ func (g *cgroup) describe(dg *kmsg.ConsumerGroupDescribeResponseGroup) {
 		dm.Assignment = g.describeAssignment(m.assigned)
 		dm.TargetAssignment = g.describeAssignment(g.target[id])
 		dm.MemberType = 1 // a consumer-protocol member
+		if m.classic != nil {
+			dm.MemberType = 0
+		}
 		dg.Members = append(dg.Members, dm)
 	}
 }
@@ -108,8 +114,9 @@ func (g *cgroup) describeAssignment(s tpSet) kmsg.Assignment {
 
 // classicJoinLocked lets a classic JoinGroup through unless the group is a
 // consumer group with members (INCONSISTENT_GROUP_PROTOCOL, as Kafka
-// answers); an empty consumer group goes back to the classic protocol,
-// keeping its offsets. c.mu is held.
+// answers; joinGroup serves such a group's classic members first); an
+// empty consumer group goes back to the classic protocol, keeping its
+// offsets. c.mu is held.
 func (c *Coordinator) classicJoinLocked(name string) int16 {
 	cg := c.consumers[name]
 	if cg == nil {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // A consumer group's state is saved through the same OffsetStore snapshot
@@ -46,6 +48,18 @@ type cmemberSnapshot struct {
 	Assigned    []tpJSON `json:"assigned"`
 	Revoking    []tpJSON `json:"revoking,omitempty"`
 	Target      []tpJSON `json:"target"`
+	// Classic is set for a member that speaks the classic protocol.
+	Classic *classicSnapshot `json:"classic,omitempty"`
+}
+
+type classicSnapshot struct {
+	SessionMs int64                 `json:"session_timeout_ms"`
+	Protocols []classicProtocolJSON `json:"protocols"`
+}
+
+type classicProtocolJSON struct {
+	Name     string `json:"name"`
+	Metadata []byte `json:"metadata"`
 }
 
 type tpJSON struct {
@@ -105,7 +119,14 @@ func (g *cgroup) snapshot() []byte {
 }
 
 func (g *cgroup) memberSnapshot(m *cmember) cmemberSnapshot {
-	return cmemberSnapshot{ID: m.id, InstanceID: m.instanceID, Rack: m.rack,
+	var cs *classicSnapshot
+	if m.classic != nil {
+		cs = &classicSnapshot{SessionMs: m.classic.session.Milliseconds(), Protocols: []classicProtocolJSON{}}
+		for _, p := range m.classic.protocols {
+			cs.Protocols = append(cs.Protocols, classicProtocolJSON{Name: p.Name, Metadata: p.Metadata})
+		}
+	}
+	return cmemberSnapshot{Classic: cs, ID: m.id, InstanceID: m.instanceID, Rack: m.rack,
 		ClientID: m.clientID, ClientHost: m.clientHost, Subscribed: m.subscribed, Regex: m.regex,
 		Assignor: m.assignor, RebalanceMs: m.rebalance.Milliseconds(), Epoch: m.epoch, PrevEpoch: m.prevEpoch,
 		State: int8(m.state), Assigned: toJSON(m.assigned), Revoking: toJSON(m.revoking), Target: toJSON(g.target[m.id])}
@@ -159,6 +180,12 @@ func (c *Coordinator) restoreConsumerLocked(name string, data []byte) bool {
 			epoch: ms.Epoch, prevEpoch: ms.PrevEpoch, state: memberState(ms.State)}
 		if ms.Regex != nil {
 			m.setRegex(*ms.Regex)
+		}
+		if cs := ms.Classic; cs != nil {
+			m.classic = &classicMember{session: time.Duration(cs.SessionMs) * time.Millisecond}
+			for _, p := range cs.Protocols {
+				m.classic.protocols = append(m.classic.protocols, kmsg.JoinGroupRequestProtocol{Name: p.Name, Metadata: p.Metadata})
+			}
 		}
 		var err1, err2, err3 error
 		m.assigned, err1 = fromJSON(ms.Assigned)

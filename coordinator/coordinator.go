@@ -39,6 +39,10 @@ type Config struct {
 	// partition count, for KIP-848 server-side assignment. Never called
 	// with the coordinator's lock held. Nil: no topics.
 	Topics func() map[string]TopicMeta
+	// Migration is group.consumer.migration.policy: whether classic
+	// groups with members are upgraded online to KIP-848 consumer groups
+	// and back (migrate.go). Empty is Kafka's default, bidirectional.
+	Migration MigrationPolicy
 }
 
 const (

@@ -77,4 +77,14 @@
 // own encoding, before a heartbeat that changed it is answered, and is
 // restored as it was by the next coordinator. OffsetCommit checks the
 // member epoch for these groups.
+//
+// # Online migration
+//
+// With Config.Migration allowing upgrades (Kafka's default), the first
+// ConsumerGroupHeartbeat for a Stable classic group converts it to a
+// consumer group whose classic members keep their partitions and go on
+// with JoinGroup, SyncGroup and Heartbeat, assigned by the coordinator
+// like the others (migrate.go, migrate_classic.go); when allowing
+// downgrades, the last KIP-848 member leaving a group of classic members
+// makes it classic again.
 package coordinator

@@ -13,8 +13,19 @@ func millis(ms int32) time.Duration { return time.Duration(ms) * time.Millisecon
 func (c *Coordinator) joinGroup(ctx context.Context, req *kmsg.JoinGroupRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.JoinGroupResponse)
 	resp.MemberID = req.MemberID
+	// Read before the lock, for a consumer group's classic members.
+	topics := c.cfg.Topics()
 	if resp.ErrorCode = c.lockGroup(req.Group); resp.ErrorCode != 0 {
 		return resp
+	}
+	if cg := c.consumers[req.Group]; cg != nil && len(cg.members) > 0 {
+		save := c.joinConsumerLocked(ctx, cg, req, resp, topics)
+		c.mu.Unlock()
+		return c.answerSaved(ctx, save, req.Group, func(code int16) kmsg.Response {
+			r := req.ResponseKind().(*kmsg.JoinGroupResponse)
+			r.ErrorCode, r.MemberID = code, req.MemberID
+			return r
+		}, resp)
 	}
 	w, memberID := c.joinLocked(ctx, req, resp)
 	c.mu.Unlock()
@@ -239,6 +250,10 @@ func (c *Coordinator) syncGroup(ctx context.Context, req *kmsg.SyncGroupRequest)
 
 func (c *Coordinator) syncLocked(req *kmsg.SyncGroupRequest, resp *kmsg.SyncGroupResponse) *waiter {
 	g := c.groups[req.Group]
+	if cg := c.consumers[req.Group]; g == nil && cg != nil {
+		cg.syncClassic(req, resp)
+		return nil
+	}
 	if g == nil {
 		resp.ErrorCode = kerr.UnknownMemberID.Code
 		return nil
@@ -306,6 +321,9 @@ func (c *Coordinator) heartbeat(req *kmsg.HeartbeatRequest) kmsg.Response {
 
 func (c *Coordinator) heartbeatLocked(req *kmsg.HeartbeatRequest) int16 {
 	g := c.groups[req.Group]
+	if cg := c.consumers[req.Group]; g == nil && cg != nil {
+		return cg.heartbeatClassic(req)
+	}
 	if g == nil {
 		return kerr.UnknownMemberID.Code
 	}
@@ -338,6 +356,10 @@ func (c *Coordinator) leaveGroup(req *kmsg.LeaveGroupRequest) kmsg.Response {
 	defer c.mu.Unlock()
 
 	g := c.groups[req.Group]
+	if cg := c.consumers[req.Group]; g == nil && cg != nil {
+		cg.leaveClassic(req, resp)
+		return resp
+	}
 	if g == nil {
 		resp.ErrorCode = kerr.UnknownMemberID.Code
 		return resp

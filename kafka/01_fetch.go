@@ -101,12 +101,7 @@ func handleFetch(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 // window on its own is sent anyway, with its throttle time: answered
 // empty, it would be refused again and again.
 func throttleFetch(s *Server, cc *connCtx, user string, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) kmsg.Response {
-	size := 0
-	for _, t := range resp.Topics {
-		for _, p := range t.Partitions {
-			size += len(p.RecordBatches)
-		}
-	}
+	size := fetchSize(resp)
 	thr := throttle(s, cc, user, QuotaFetch, size)
 	resp.ThrottleMillis = int32(thr.Milliseconds())
 	if thr <= 0 || size == 0 || size > s.backend.QuotaWindow(QuotaFetch, user, cc.clientID) {
@@ -116,6 +111,17 @@ func throttleFetch(s *Server, cc *connCtx, user string, req *kmsg.FetchRequest, 
 	empty := req.ResponseKind().(*kmsg.FetchResponse)
 	empty.Version, empty.ThrottleMillis = req.Version, resp.ThrottleMillis
 	return empty
+}
+
+// fetchSize is the record bytes a response carries.
+func fetchSize(resp *kmsg.FetchResponse) int {
+	size := 0
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			size += len(p.RecordBatches)
+		}
+	}
+	return size
 }
 
 // readFetch reads every partition once. stop is set when an error should

@@ -536,7 +536,7 @@ func (c *conn) writeLoop() {
 				if !repliesWait[p.key] {
 					took += max(time.Since(began)-c.cc.replyWaited, 0)
 				}
-				requestQuota(c.s, &c.cc, p.user, resp, took)
+				resp = requestQuota(c.s, &c.cc, p.user, resp, took)
 			}
 		}
 		if (resp == nil && p.rawToken == nil) || broken {

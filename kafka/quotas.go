@@ -117,18 +117,34 @@ var repliesWait = map[int16]bool{0: true, 8: true, 11: true, 12: true, 14: true,
 
 // requestQuota records a request's handling time against the client's
 // request_percentage quota and puts the throttle time, if any, in the
-// response (the larger of it and a byte-rate throttle already there).
-// Runs on the writer goroutine, once the response is built.
-func requestQuota(s *Server, cc *connCtx, user string, resp kmsg.Response, took time.Duration) {
+// response (the larger of it and a byte-rate throttle already there). A
+// throttled Fetch is answered empty instead, as Kafka does whichever
+// quota throttles it: the records are not sent, and their bytes are taken
+// back from the consumer's byte-rate quota when that quota counted them
+// as throttled too. Runs on the writer goroutine, once the response is
+// built; it returns the response to send.
+func requestQuota(s *Server, cc *connCtx, user string, resp kmsg.Response, took time.Duration) kmsg.Response {
 	d := throttle(s, cc, user, QuotaRequest, int(took))
 	if d <= 0 {
-		return
+		return resp
 	}
-	if tr, ok := resp.(kmsg.ThrottleResponse); ok {
-		if cur, _ := tr.Throttle(); int32(d.Milliseconds()) > cur {
-			resp.(kmsg.SetThrottleResponse).SetThrottle(int32(d.Milliseconds()))
+	ms := int32(d.Milliseconds())
+	if fr, ok := resp.(*kmsg.FetchResponse); ok {
+		if size := fetchSize(fr); size > 0 {
+			if fr.ThrottleMillis > 0 {
+				s.backend.Unrecord(QuotaFetch, user, cc.clientID, size)
+			}
+			empty := kmsg.NewPtrFetchResponse()
+			empty.Version, empty.ThrottleMillis = fr.Version, max(ms, fr.ThrottleMillis)
+			return empty
 		}
 	}
+	if tr, ok := resp.(kmsg.ThrottleResponse); ok {
+		if cur, _ := tr.Throttle(); ms > cur {
+			resp.(kmsg.SetThrottleResponse).SetThrottle(ms)
+		}
+	}
+	return resp
 }
 
 // sleepUnless waits d, or less if done or stop closes first (a nil

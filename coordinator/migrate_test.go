@@ -1,0 +1,154 @@
+package coordinator
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// classicMetaOwning is consumer metadata for topic a listing owned
+// partitions, as a cooperative client sends it.
+func classicMetaOwning(owned ...int32) []byte {
+	m := kmsg.NewConsumerMemberMetadata()
+	m.Version, m.Topics = 1, []string{"a"}
+	if len(owned) > 0 {
+		m.OwnedPartitions = []kmsg.ConsumerMemberMetadataOwnedPartition{{Topic: "a", Partitions: owned}}
+	}
+	return m.AppendTo(nil)
+}
+
+func classicJoin(owned ...int32) joinOpt {
+	return withProtocols(proto("range", classicMetaOwning(owned...)))
+}
+
+func decodeAssignment(t *testing.T, b []byte) []int32 {
+	t.Helper()
+	var a kmsg.ConsumerMemberAssignment
+	if err := a.ReadFrom(b); err != nil {
+		t.Fatalf("assignment: %v", err)
+	}
+	var out []int32
+	for _, tp := range a.Topics {
+		out = append(out, tp.Partitions...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// stableClassic makes group g a Stable classic group of one member owning
+// all 4 partitions of a; it returns the member id and generation.
+func stableClassic(t *testing.T, h *harness) (string, int32) {
+	t.Helper()
+	id := h.memberID("g", "c1")
+	jr := h.join("c1", joinReq("g", id, classicJoin()))
+	wantErr(t, "classic join", jr.ErrorCode, 0)
+	var a kmsg.ConsumerMemberAssignment
+	a.Topics = []kmsg.ConsumerMemberAssignmentTopic{{Topic: "a", Partitions: []int32{0, 1, 2, 3}}}
+	sr := h.sync(syncReq("g", id, jr.Generation, map[string]string{id: string(a.AppendTo(nil))}))
+	wantErr(t, "classic sync", sr.ErrorCode, 0)
+	return id, jr.Generation
+}
+
+// TestClassicGroupUpgrade walks an online upgrade: a KIP-848 member joins
+// a Stable classic group, which becomes a consumer group; the classic
+// member is told to rejoin, gives up half its partitions through
+// JoinGroup and SyncGroup, and only then does the new member get them.
+// When the KIP-848 member leaves, the group is classic again.
+func TestClassicGroupUpgrade(t *testing.T) {
+	h := newHarness(t, with848Topics)
+	id, gen := stableClassic(t, h)
+
+	r := hb(t, h.c, "m2", 0, nil)
+	wantErr(t, "KIP-848 join of the classic group", r.ErrorCode, 0)
+	if got := assigned(r); len(got) != 0 {
+		t.Fatalf("the KIP-848 member got %v while the classic member owns everything", got)
+	}
+	e2 := r.MemberEpoch
+	wantErr(t, "classic heartbeat after the upgrade", h.heartbeat("g", id, gen, nil), kerr.RebalanceInProgress.Code)
+
+	// The rejoin reports all 4 owned: the member keeps its generation
+	// and is assigned the 2 it keeps.
+	jr := h.join("c1", joinReq("g", id, classicJoin(0, 1, 2, 3)))
+	wantErr(t, "classic rejoin", jr.ErrorCode, 0)
+	if jr.Generation != gen || jr.LeaderID == id || jr.Protocol == nil || *jr.Protocol != "range" {
+		t.Fatalf("classic rejoin: generation %d (want %d), leader %q, protocol %v", jr.Generation, gen, jr.LeaderID, jr.Protocol)
+	}
+	sr := h.sync(syncReq("g", id, gen, nil))
+	wantErr(t, "classic sync", sr.ErrorCode, 0)
+	keep := decodeAssignment(t, sr.MemberAssignment)
+	if len(keep) != 2 {
+		t.Fatalf("classic member keeps %v, want 2 partitions", keep)
+	}
+	if got := assigned(hb(t, h.c, "m2", e2, []int32{})); len(got) != 0 {
+		t.Fatalf("the KIP-848 member got %v before the classic member revoked", got)
+	}
+
+	// Having revoked, it rejoins at the new epoch.
+	jr = h.join("c1", joinReq("g", id, classicJoin(keep...)))
+	wantErr(t, "classic rejoin after revoking", jr.ErrorCode, 0)
+	if jr.Generation <= gen {
+		t.Fatalf("classic rejoin after revoking: generation %d, want above %d", jr.Generation, gen)
+	}
+	gen2 := jr.Generation
+	wantErr(t, "classic heartbeat at the new generation", h.heartbeat("g", id, gen2, nil), 0)
+	wantErr(t, "classic heartbeat at the old generation", h.heartbeat("g", id, gen, nil), kerr.IllegalGeneration.Code)
+	if e := commitErrs(h.commit("g", id, gen, map[TopicPartition]int64{{Topic: "a", Partition: keep[0]}: 1})); e[kerr.IllegalGeneration.Code] != 1 {
+		t.Fatalf("classic commit at the old generation: %v, want ILLEGAL_GENERATION", e)
+	}
+	if e := commitErrs(h.commit("g", id, gen2, map[TopicPartition]int64{{Topic: "a", Partition: keep[0]}: 1})); e[0] != 1 {
+		t.Fatalf("classic commit at its generation: %v", e)
+	}
+	// An eager client revokes everything before it rejoins: it gets
+	// its partitions back at the same generation.
+	jr = h.join("c1", joinReq("g", id, classicJoin()))
+	wantErr(t, "eager rejoin", jr.ErrorCode, 0)
+	if jr.Generation != gen2 {
+		t.Fatalf("eager rejoin: generation %d, want %d", jr.Generation, gen2)
+	}
+	if got := decodeAssignment(t, h.sync(syncReq("g", id, gen2, nil)).MemberAssignment); !slices.Equal(got, keep) {
+		t.Fatalf("eager rejoin: assigned %v, want %v back", got, keep)
+	}
+	r = hb(t, h.c, "m2", e2, []int32{})
+	got := assigned(r)
+	slices.Sort(got)
+	if len(got) != 2 || slices.ContainsFunc(got, func(p int32) bool { return slices.Contains(keep, p) }) {
+		t.Fatalf("the KIP-848 member got %v; the classic member keeps %v", got, keep)
+	}
+
+	// A new coordinator restores the classic member as it was.
+	c2 := New(Config{Store: h.store, Owns: func(string) bool { return true }, Topics: h.c.cfg.Topics})
+	defer c2.Close()
+	hr := kmsg.NewPtrHeartbeatRequest()
+	hr.Version, hr.Group, hr.MemberID, hr.Generation = 4, "g", id, gen2
+	wantErr(t, "classic heartbeat to a new coordinator", c2.Handle(context.Background(), hr).(*kmsg.HeartbeatResponse).ErrorCode, 0)
+
+	// The KIP-848 member leaves: the group is classic again and rebalances.
+	wantErr(t, "KIP-848 leave", hb(t, h.c, "m2", -1, nil).ErrorCode, 0)
+	if d := h.describe("g"); d.State != "PreparingRebalance" || len(d.Members) != 1 {
+		t.Fatalf("after the downgrade: %s with %d members, want PreparingRebalance with 1", d.State, len(d.Members))
+	}
+	wantErr(t, "classic heartbeat after the downgrade", h.heartbeat("g", id, gen2, nil), kerr.RebalanceInProgress.Code)
+	jr = h.join("c1", joinReq("g", id, classicJoin(keep...)))
+	wantErr(t, "classic join after the downgrade", jr.ErrorCode, 0)
+	if jr.LeaderID != id || jr.Generation <= gen2 {
+		t.Fatalf("classic join after the downgrade: leader %q generation %d", jr.LeaderID, jr.Generation)
+	}
+}
+
+// TestClassicGroupUpgradeDisabled: with the policy disabled, a classic
+// group with members refuses a KIP-848 join and carries on.
+func TestClassicGroupUpgradeDisabled(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { with848Topics(cfg); cfg.Migration = MigrationDisabled })
+	id, gen := stableClassic(t, h)
+	wantErr(t, "KIP-848 join", hb(t, h.c, "m2", 0, nil).ErrorCode, kerr.GroupIDNotFound.Code)
+	wantErr(t, "classic heartbeat", h.heartbeat("g", id, gen, nil), 0)
+	if p, ok := ParseMigrationPolicy("BIDIRECTIONAL"); !ok || p != MigrationBidirectional {
+		t.Fatalf("ParseMigrationPolicy: %q %v", p, ok)
+	}
+	if _, ok := ParseMigrationPolicy("sideways"); ok {
+		t.Fatal("ParseMigrationPolicy accepted sideways")
+	}
+}
