@@ -56,6 +56,9 @@ func printStatus(s *session, v *clusterView) {
 		}
 	}
 	tw.Flush()
+	if voters, from := s.metadataVoters(v); len(voters) > 0 {
+		fmt.Fprintf(s.out, "metadata voters: %v (from %s)\n", voters, from)
+	}
 	switch {
 	case v.MovesUnknown != nil:
 		fmt.Fprintf(s.out, "moves in progress: unknown (%v)\n", v.MovesUnknown)
@@ -148,12 +151,62 @@ func clusterDecommission(c *cli.Context) error {
 		return refusal(fmt.Sprintf("decommission %d", n), err)
 	}
 	if slices.Contains(voters, n) {
-		fmt.Fprintf(s.out, "note: broker %d votes in the cluster metadata group %v (from %s); the cluster can mark it removed only once that vote has moved\n", n, voters, from)
+		fmt.Fprintf(s.out, "note: broker %d votes in the cluster metadata group %v (from %s); its vote moves to another broker before it is marked removed\n", n, voters, from)
 	}
+	start := time.Now()
 	if _, err := s.execute(fmt.Sprintf("decommission %d", n), v, pl, dry); err != nil || dry {
 		return err
 	}
-	return s.retire(n)
+	if err := s.retire(n); err != nil {
+		return err
+	}
+	if voters, from := s.metadataVoters(v); len(voters) > 0 {
+		fmt.Fprintf(s.out, "metadata voters now %v (from %s)\n", voters, from)
+	}
+	fmt.Fprintf(s.out, "decommission %d took %s\n", n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// unregister sends UnregisterBroker for n until it is answered for good:
+// the cluster first moves a metadata voter's vote to another broker, and
+// answers REASSIGNMENT_IN_PROGRESS while that goes on. It returns why n
+// was not marked removed ("" when it was).
+func (s *session) unregister(n int32) string {
+	last := ""
+	for {
+		req := kmsg.NewPtrUnregisterBrokerRequest()
+		req.BrokerID = n
+		// The broker waits up to 30 s for a vote move before answering.
+		rctx, cancel := context.WithTimeout(s.ctx, 35*time.Second)
+		resp, err := req.RequestWith(rctx, s.cl)
+		cancel()
+		switch {
+		case err != nil:
+			return err.Error()
+		case resp.ErrorCode == kerr.ReassignmentInProgress.Code:
+			msg := kerrName(resp.ErrorCode)
+			if resp.ErrorMessage != nil {
+				msg = *resp.ErrorMessage
+			}
+			if msg != last {
+				fmt.Fprintln(s.errw, msg)
+				last = msg
+			}
+			select {
+			case <-s.ctx.Done():
+				return msg + " (" + s.ctx.Err().Error() + ")"
+			case <-time.After(s.c.Duration("poll")):
+			}
+			continue
+		case resp.ErrorCode != 0:
+			why := kerrName(resp.ErrorCode)
+			if resp.ErrorMessage != nil {
+				why += ": " + *resp.ErrorMessage
+			}
+			return why
+		}
+		return ""
+	}
 }
 
 // retire checks that n holds no replica any more and marks it removed
@@ -178,21 +231,7 @@ func (s *session) retire(n int32) error {
 			"remove its [[nodes]] entry from cluster.toml afterwards\n", n)
 		return nil
 	}
-	req := kmsg.NewPtrUnregisterBrokerRequest()
-	req.BrokerID = n
-	rctx, cancel := context.WithTimeout(s.ctx, reqTimeout)
-	defer cancel()
-	resp, err := req.RequestWith(rctx, s.cl)
-	why := ""
-	switch {
-	case err != nil:
-		why = err.Error()
-	case resp.ErrorCode != 0:
-		why = kerrName(resp.ErrorCode)
-		if resp.ErrorMessage != nil {
-			why += ": " + *resp.ErrorMessage
-		}
-	}
+	why := s.unregister(n)
 	if why != "" {
 		return cli.Exit(fmt.Sprintf("broker %d holds no replicas, but the cluster did not mark it removed (%s); "+
 			"keep it running, and run the command again once that is resolved", n, why), 1)
