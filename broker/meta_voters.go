@@ -34,6 +34,10 @@ import (
 // 2 survive none.
 const minMetaVoters = 3
 
+// metaVoteWait bounds how long UnregisterBroker waits for a vote move
+// before it answers REASSIGNMENT_IN_PROGRESS (the move goes on).
+const metaVoteWait = 10 * time.Second
+
 // applyMetaVoters runs meta_voters (start a move to voters) and
 // meta_voters_done (the group reached voters); it must be deterministic.
 func (m *metaSM) applyMetaVoters(op string, voters []int32) metaResult {
@@ -94,8 +98,11 @@ func (b *Broker) metaVoteStep(brokers []brokerMeta) bool {
 		return false
 	}
 	st := b.meta.Status()
-	if !st.IsLeader() || !st.LeaderReady {
-		return false
+	if !st.IsLeader() {
+		return false // the leader's loop drives it
+	}
+	if !st.LeaderReady {
+		return true // no event says when it is: look again shortly
 	}
 	want := raft.Membership{Voters: toUint64s(target)}
 	// Everyone else stays (or becomes) a learner, removed brokers aside.
@@ -165,6 +172,9 @@ func (b *Broker) moveMetaVote(ctx context.Context, id int32) (int16, string) {
 	} else if slices.Contains(target, id) {
 		return kerr.ReassignmentInProgress.Code, fmt.Sprintf("the metadata group's voters are moving to %v; retry once that is done", target)
 	}
+	// Answer before a client's request timeout; the caller retries.
+	ctx, cancel := context.WithTimeout(ctx, metaVoteWait)
+	defer cancel()
 	for {
 		changed := b.leaderEvents.wait()
 		st := b.meta.Status()

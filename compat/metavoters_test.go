@@ -61,10 +61,15 @@ func joinFourth(t *testing.T, c *cluster) {
 	t.Helper()
 	nd := c.addNode()
 	c.start(nd.id)
-	out, code := clusterCLI(t, c, time.Minute, "add-node", "4", "--poll", "200ms")
-	if code != 0 {
-		t.Fatalf("add-node 4: exit %d\n%s", code, out)
-	}
+	waitFor(t, 30*time.Second, "nodes 1-3 to list node 4 active and connected", func() bool {
+		for id := 1; id <= 3; id++ {
+			ns, err := c.nodesOf(id)
+			if err != nil || !slices.ContainsFunc(ns, func(n nodesJSON) bool { return n.ID == 4 && n.State == "active" && n.Connected }) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // TestDecommissionBootstrapNodeMovesMetadataVote: a 3-node cluster gains

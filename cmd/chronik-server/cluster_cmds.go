@@ -176,8 +176,8 @@ func (s *session) unregister(n int32) string {
 	for {
 		req := kmsg.NewPtrUnregisterBrokerRequest()
 		req.BrokerID = n
-		// The broker waits up to 30 s for a vote move before answering.
-		rctx, cancel := context.WithTimeout(s.ctx, 35*time.Second)
+		// The broker waits up to 10 s for a vote move before answering.
+		rctx, cancel := context.WithTimeout(s.ctx, 20*time.Second)
 		resp, err := req.RequestWith(rctx, s.cl)
 		cancel()
 		switch {
