@@ -162,9 +162,18 @@ func checkControllerValid(t *testing.T, c *cluster, ids []int32) {
 // then, node 4 thawed, and the next leader finishes the move from the
 // target in the metadata. Load runs throughout; nothing is lost.
 func TestMetadataVoteMoveSurvivesLeaderKill(t *testing.T) {
-	// A short lag time, so that node 4 frozen for a while is out of sync.
-	c := startCluster(t, 3, withArgs("--isr-lag-time", "1s"))
+	// A short lag time, so that node 4 frozen for a moment is out of sync
+	// while its peers still count it as up (they give up after 1 s).
+	c := startCluster(t, 3, withArgs("--isr-lag-time", "300ms"))
 	joinFourth(t, c)
+	adm := kadm.NewClient(newFranz(t, c))
+	// Node 1 gives its consumer offsets replicas to 4 first.
+	offs := map[int32][]int32{}
+	for p, reps := range topicReplicas(t, newFranz(t, c), "__consumer_offsets") {
+		offs[p] = slices.Replace(slices.Clone(reps), slices.Index(reps, 1), slices.Index(reps, 1)+1, 4)
+	}
+	reassign(t, adm, "__consumer_offsets", offs)
+	waitMovesDone(t, adm, "__consumer_offsets", 60*time.Second)
 	const topic = "meta-kill"
 	assign := map[int32][]int32{}
 	for p := 0; p < 6; p++ {
@@ -175,7 +184,6 @@ func TestMetadataVoteMoveSurvivesLeaderKill(t *testing.T) {
 	}
 	l := startLoader(t, c, topic, 200)
 	l.waitAcks(200, 30*time.Second)
-	adm := kadm.NewClient(newFranz(t, c))
 
 	c.freeze(4)
 	start := time.Now()
@@ -186,7 +194,7 @@ func TestMetadataVoteMoveSurvivesLeaderKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
 	unreg := make(chan *kmsg.UnregisterBrokerResponse, 1)
 	go func() {
 		cl := newFranz(t, c)
@@ -199,6 +207,14 @@ func TestMetadataVoteMoveSurvivesLeaderKill(t *testing.T) {
 	}()
 	var leader int32
 	waitFor(t, 10*time.Second, "the metadata vote move to start", func() bool {
+		select {
+		case resp := <-unreg:
+			if resp != nil && resp.ErrorMessage != nil {
+				t.Fatalf("UnregisterBroker 1 answered %d: %s", resp.ErrorCode, *resp.ErrorMessage)
+			}
+			unreg <- resp
+		default:
+		}
 		_, target, lead := c.metaVotersOf(2)
 		leader = lead
 		return slices.Contains(target, 4) && lead != 0
