@@ -195,11 +195,10 @@ func (b *Broker) moveMetaVote(ctx context.Context, id int32) (int16, string) {
 // connected broker that is not a voter yet and best replaces it (same
 // rack first, then the lowest id), or why there is none that is safe.
 func (b *Broker) metaVoteTarget(voters []int32, id int32) ([]int32, string) {
-	up := func(n int32) bool { return n == b.cfg.NodeID || b.host.PeerAlive(uint64(n)) }
 	gone, _ := b.metaSM.broker(id)
 	var pick *brokerMeta
 	for _, bm := range b.metaSM.brokers() {
-		if bm.ID == id || bm.State != brokerActive || slices.Contains(voters, bm.ID) || !up(bm.ID) {
+		if bm.ID == id || bm.State != brokerActive || slices.Contains(voters, bm.ID) || !b.peerUp(bm.ID) {
 			continue
 		}
 		if pick == nil || (bm.Rack == gone.Rack && pick.Rack != gone.Rack) {
@@ -214,17 +213,68 @@ func (b *Broker) metaVoteTarget(voters []int32, id int32) ([]int32, string) {
 		return nil, fmt.Sprintf("broker %d votes in the cluster metadata group %v and no other active broker is up to take that vote; "+
 			"without it %d voter(s) would be left, which cannot survive the loss of one: add a broker first (cluster add-node)", id, voters, len(next))
 	}
-	// The joint change needs a majority of the old voters and of the new.
+	return next, b.checkMetaTarget(voters, next)
+}
+
+func (b *Broker) peerUp(n int32) bool { return n == b.cfg.NodeID || b.host.PeerAlive(uint64(n)) }
+
+// checkMetaTarget says why the metadata group must not move from voters
+// to next ("" when it may): every new voter must be an active broker that
+// is up, the group must not shrink below minMetaVoters (or its size, if
+// smaller), and the joint change needs a majority of both sets up.
+func (b *Broker) checkMetaTarget(voters, next []int32) string {
+	if msg := validReplicaList(next); msg != "" {
+		return "metadata voters: " + msg
+	}
+	for _, n := range minus(next, voters) {
+		if bm, ok := b.metaSM.broker(n); !ok || bm.State != brokerActive || !b.peerUp(n) {
+			return fmt.Sprintf("broker %d cannot take a metadata vote: it is not an active broker that is up", n)
+		}
+	}
+	if len(next) < min(len(voters), minMetaVoters) {
+		return fmt.Sprintf("the metadata group would shrink from %d voters to %d, which cannot survive the loss of one", len(voters), len(next))
+	}
 	for _, set := range [][]int32{voters, next} {
 		live := 0
 		for _, v := range set {
-			if up(v) {
+			if b.peerUp(v) {
 				live++
 			}
 		}
 		if live < len(set)/2+1 {
-			return nil, fmt.Sprintf("moving broker %d's metadata vote needs a majority of voters %v up; only %d are (bring the others back first)", id, set, live)
+			return fmt.Sprintf("moving the metadata votes needs a majority of voters %v up; only %d are (bring the others back first)", set, live)
 		}
 	}
-	return next, ""
+	return ""
+}
+
+// reassignMetaVoters is AlterPartitionReassignments of the metadata group
+// (__cluster_metadata-0): it starts a vote move to target, after the
+// checks above. A move cannot be cancelled, only followed by another.
+func (b *Broker) reassignMetaVoters(ctx context.Context, target []int32) (int16, string) {
+	if target == nil {
+		return kerr.InvalidRequest.Code, "a metadata vote move cannot be cancelled; reassign the metadata group again once it is done"
+	}
+	if _, moving := b.metaSM.metaVoterMove(); moving != nil {
+		if slices.Equal(moving, target) {
+			return 0, ""
+		}
+		return kerr.ReassignmentInProgress.Code, fmt.Sprintf("the metadata group's voters are moving to %v already", moving)
+	}
+	voters := toInt32s(b.meta.Status().Voters)
+	if sameSet(voters, target) {
+		return 0, ""
+	}
+	if why := b.checkMetaTarget(voters, target); why != "" {
+		return kerr.InvalidReplicaAssignment.Code, why
+	}
+	res, err := b.metaPropose(ctx, metaCmd{Op: "meta_voters", Voters: target})
+	if err != nil {
+		return kerr.RequestTimedOut.Code, "metadata change did not complete: " + err.Error()
+	}
+	if res.Err == 0 {
+		b.logger.Info("moving metadata votes", "voters", voters, "target", target)
+		b.leaderEvents.fire()
+	}
+	return res.Err, res.Msg
 }

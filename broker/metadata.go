@@ -23,6 +23,7 @@ const (
 	firstPartitionGroup = 100
 	offsetsTopic        = "__consumer_offsets"
 	metaName            = "__cluster_metadata-0"
+	metaTopic           = "__cluster_metadata" // as /partitions lists it
 	producerIDBlock     = 1000
 )
 

@@ -253,3 +253,42 @@ func TestMetadataVoteMoveSurvivesLeaderKill(t *testing.T) {
 	t.Logf("vote move with the metadata leader killed finished after %v (ack gaps %s); %s",
 		moved.Round(time.Millisecond), stallSummary(stalls), l.report())
 }
+
+// TestReplaceDeadBootstrapNodeMovesMetadataVote: bootstrap node 3 dies
+// (SIGKILL) in a 3-node cluster that node 4 joined; `replace 3 --with 4`
+// gives 4 its replicas and its metadata vote (voters {1,2,4} again), and
+// `decommission 3` then marks it removed. Load runs throughout.
+func TestReplaceDeadBootstrapNodeMovesMetadataVote(t *testing.T) {
+	c := startCluster(t, 3, withArgs("--rebalance-delay", "500ms"))
+	const topic = "meta-replace"
+	assign := map[int32][]int32{}
+	for p := 0; p < 6; p++ {
+		assign[int32(p)] = rotateIDs([]int32{1, 2, 3}, p)
+	}
+	if err := createWithAssignment(context.Background(), newFranz(t, c), topic, assign); err != nil {
+		t.Fatal(err)
+	}
+	joinFourth(t, c)
+	l := startLoader(t, c, topic, 300)
+	l.waitAcks(300, 30*time.Second)
+
+	c.kill(3)
+	start := time.Now()
+	out, code := clusterCLI(t, c, 3*time.Minute, "replace", "3", "--with", "4", "--batch", "3", "--no-progress-bar", "--poll", "200ms")
+	took := time.Since(start)
+	if code != 0 || !strings.Contains(out, "metadata voters now") {
+		t.Fatalf("replace 3 --with 4: exit %d\n%s", code, out)
+	}
+	t.Logf("replace output:\n%s", out)
+	c.waitMetaVoters(t, []int{1, 2, 4}, []int32{1, 2, 4}, 20*time.Second)
+	out, code = clusterCLI(t, c, time.Minute, "decommission", "3", "--no-progress-bar", "--poll", "200ms")
+	if code != 0 || !strings.Contains(out, "broker 3 marked removed") {
+		t.Fatalf("decommission 3: exit %d\n%s", code, out)
+	}
+	checkControllerValid(t, c, []int32{1, 2, 4})
+	stalls := l.stallsBetween(start, time.Now())
+	l.waitAcks(l.ackedCount()+300, 30*time.Second)
+	l.halt()
+	l.checkDelivered(t, c, "the replace")
+	t.Logf("dead node 3 replaced by 4, metadata vote included, in %v (ack gaps %s); %s", took.Round(time.Millisecond), stallSummary(stalls), l.report())
+}

@@ -145,6 +145,11 @@ func clusterDecommission(c *cli.Context) error {
 	if err := placement.MetadataQuorumAfter(voters, live, n); err != nil {
 		return refusal(fmt.Sprintf("decommission %d (metadata voters from %s)", n, from), err)
 	}
+	if _, listed := v.broker(n); listed && !dry && !v.holds(n) {
+		// Empty already (a dead broker replaced, say): only the removal,
+		// which moves its metadata vote first if it has one.
+		return s.retire(n)
+	}
 	bs, ps := v.planInput()
 	pl, err := placement.Decommission(bs, ps, n)
 	if err != nil {
@@ -270,6 +275,9 @@ func clusterReplace(c *cli.Context) error {
 		return refusal(fmt.Sprintf("replace %d", n), err)
 	}
 	if _, err := s.execute(fmt.Sprintf("replace %d with %d", n, with), v, pl, dry); err != nil || dry {
+		return err
+	}
+	if err := s.moveMetaVote(v, n, with); err != nil {
 		return err
 	}
 	fmt.Fprintf(s.out, "broker %d's replicas are on %d now; `chronik-server cluster decommission %d` marks it removed\n", n, with, n)
