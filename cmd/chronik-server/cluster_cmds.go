@@ -156,7 +156,7 @@ func clusterDecommission(c *cli.Context) error {
 		return refusal(fmt.Sprintf("decommission %d", n), err)
 	}
 	if slices.Contains(voters, n) {
-		fmt.Fprintf(s.out, "note: broker %d votes in the cluster metadata group %v (from %s); its vote moves to another broker before it is marked removed\n", n, voters, from)
+		fmt.Fprintf(s.out, "note: broker %d votes in the cluster metadata group %v (from %s); its vote moves to another broker (or goes, where 3 voters stay) before it is marked removed\n", n, voters, from)
 	}
 	start := time.Now()
 	if _, err := s.execute(fmt.Sprintf("decommission %d", n), v, pl, dry); err != nil || dry {
