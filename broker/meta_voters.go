@@ -86,7 +86,10 @@ func (b *Broker) intendedMetaVoters() []int32 {
 	case voters != nil:
 		return voters
 	}
-	return b.ident().MetaVoters
+	if vs := b.ident().MetaVoters; len(vs) > 0 {
+		return vs
+	}
+	return b.metaVoters()
 }
 
 // metaVoteStep, on the metadata leader, takes the group one step towards
