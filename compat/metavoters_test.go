@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -187,22 +188,35 @@ func TestMetadataVoteMoveSurvivesLeaderKill(t *testing.T) {
 
 	c.freeze(4)
 	start := time.Now()
-	// A metadata entry node 4 does not get, and the lag time after it.
-	actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
-	_, err := adm.AlterTopicConfigs(actx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("86400000")}}, topic)
-	acancel()
+	t.Cleanup(func() { c.thaw(4) })
+	// A metadata entry node 4 does not get (asked of node 2: a client
+	// may pick the frozen node), and the lag time after it.
+	cl2, err := kgo.NewClient(kgo.SeedBrokers(c.node(2).kafka))
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer cl2.Close()
+	alter := kmsg.NewPtrIncrementalAlterConfigsRequest()
+	res := kmsg.NewIncrementalAlterConfigsRequestResource()
+	res.ResourceType, res.ResourceName = kmsg.ConfigResourceTypeTopic, topic
+	cfg := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+	cfg.Name, cfg.Value = "retention.ms", kmsg.StringPtr("86400000")
+	res.Configs = append(res.Configs, cfg)
+	alter.Resources = append(alter.Resources, res)
+	actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
+	aresp, err := alter.RequestWith(actx, cl2.SeedBrokers()[0])
+	acancel()
+	if err != nil || aresp.Resources[0].ErrorCode != 0 {
+		t.Fatalf("alter configs at node 2: %v %+v", err, aresp)
 	}
 	time.Sleep(500 * time.Millisecond)
 	unreg := make(chan *kmsg.UnregisterBrokerResponse, 1)
 	go func() {
-		cl := newFranz(t, c)
 		req := kmsg.NewPtrUnregisterBrokerRequest()
 		req.BrokerID = 1
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		resp, _ := req.RequestWith(ctx, cl.Broker(2))
+		resp, _ := req.RequestWith(ctx, cl2.SeedBrokers()[0])
 		unreg <- resp
 	}()
 	var leader int32
