@@ -176,14 +176,26 @@ func clusterDecommission(c *cli.Context) error {
 // the cluster first moves a metadata voter's vote to another broker, and
 // answers REASSIGNMENT_IN_PROGRESS while that goes on. It returns why n
 // was not marked removed ("" when it was).
-func (s *session) unregister(n int32) string {
+func (s *session) unregister(v *clusterView, n int32) string {
+	// Asked of another broker: n itself, once removed, is cut off from
+	// the metadata and could not see its own removal apply.
+	var to kmsg.Requestor = s.cl
+	pick := int32(-1)
+	for _, b := range v.Brokers {
+		if b.ID != n && b.Up && (pick < 0 || b.ID == v.Controller) {
+			pick = b.ID // the controller, else the first one up
+		}
+	}
+	if pick >= 0 {
+		to = s.cl.Broker(int(pick))
+	}
 	last := ""
 	for {
 		req := kmsg.NewPtrUnregisterBrokerRequest()
 		req.BrokerID = n
 		// The broker waits up to 10 s for a vote move before answering.
 		rctx, cancel := context.WithTimeout(s.ctx, 20*time.Second)
-		resp, err := req.RequestWith(rctx, s.cl)
+		resp, err := req.RequestWith(rctx, to)
 		cancel()
 		switch {
 		case err != nil:
@@ -203,6 +215,10 @@ func (s *session) unregister(n int32) string {
 			case <-time.After(s.c.Duration("poll")):
 			}
 			continue
+		case resp.ErrorCode == kerr.BrokerIDNotRegistered.Code && s.unlisted(n):
+			// An earlier attempt (the client retries one whose connection
+			// was cut: n itself may have answered) removed it already.
+			return ""
 		case resp.ErrorCode != 0:
 			why := kerrName(resp.ErrorCode)
 			if resp.ErrorMessage != nil {
@@ -236,7 +252,7 @@ func (s *session) retire(n int32) error {
 			"remove its [[nodes]] entry from cluster.toml afterwards\n", n)
 		return nil
 	}
-	why := s.unregister(n)
+	why := s.unregister(v, n)
 	if why != "" {
 		return cli.Exit(fmt.Sprintf("broker %d holds no replicas, but the cluster did not mark it removed (%s); "+
 			"keep it running, and run the command again once that is resolved", n, why), 1)

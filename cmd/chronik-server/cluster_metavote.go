@@ -88,3 +88,14 @@ func (v *clusterView) holds(n int32) bool {
 	}
 	return false
 }
+
+// unlisted reports whether the cluster no longer lists broker n (it was
+// marked removed).
+func (s *session) unlisted(n int32) bool {
+	v, err := s.read()
+	if err != nil {
+		return false
+	}
+	_, listed := v.broker(n)
+	return !listed
+}
