@@ -71,4 +71,6 @@ type NodeStatus struct {
 	// data directory, has still to rejoin (left out once it is a full
 	// member).
 	RejoiningGroups int `json:"rejoining_groups,omitempty"`
+	// MetadataVoter is set for the cluster metadata group's voters.
+	MetadataVoter bool `json:"metadata_voter,omitempty"`
 }

@@ -262,8 +262,9 @@ func (b *Broker) knownBroker(id int32) bool {
 }
 
 // UnregisterBroker implements kafka.BrokerUnregisterer: broker id is
-// marked removed, unless it still holds replicas or votes in the metadata
-// group (move those first: a reassignment, or the decommission command).
+// marked removed, unless it still holds replicas (move those first: a
+// reassignment, or the decommission command). A metadata voter's vote is
+// moved to another broker first (meta_voters.go).
 func (b *Broker) UnregisterBroker(ctx context.Context, id int32) (int16, string) {
 	bm, ok := b.metaSM.broker(id)
 	if !ok || bm.State == brokerRemoved {
@@ -276,8 +277,10 @@ func (b *Broker) UnregisterBroker(ctx context.Context, id int32) (int16, string)
 			}
 		}
 	}
-	if slices.Contains(b.meta.Status().Voters, uint64(id)) {
-		return kerr.InvalidRequest.Code, "broker " + brokerKey(id) + " votes in the cluster metadata group: move that vote to another broker first"
+	if st := b.meta.Status(); slices.Contains(st.Voters, uint64(id)) || slices.Contains(st.Outgoing, uint64(id)) {
+		if code, msg := b.moveMetaVote(ctx, id); code != 0 {
+			return code, msg
+		}
 	}
 	res, err := b.metaPropose(ctx, metaCmd{Op: "broker_state", Member: &memberCmd{ID: id, State: brokerRemoved}})
 	if err != nil {

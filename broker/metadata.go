@@ -23,6 +23,7 @@ const (
 	firstPartitionGroup = 100
 	offsetsTopic        = "__consumer_offsets"
 	metaName            = "__cluster_metadata-0"
+	metaTopic           = "__cluster_metadata" // as /partitions lists it
 	producerIDBlock     = 1000
 )
 
@@ -58,6 +59,11 @@ type metaState struct {
 	Scram map[string]map[string]*scramMeta `json:"scram,omitempty"`
 	// Brokers is the broker registry, by node id (meta_brokers.go).
 	Brokers map[string]*brokerMeta `json:"brokers,omitempty"`
+	// MetaVoters are the metadata group's voters after its latest vote
+	// move (nil: the bootstrap voters), MetaTarget those a move under way
+	// goes to (meta_voters.go).
+	MetaVoters []int32 `json:"meta_voters,omitempty"`
+	MetaTarget []int32 `json:"meta_target,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -90,6 +96,8 @@ type metaCmd struct {
 	Moves []partitionMove `json:"moves,omitempty"`
 	// register_broker, broker_rejoined, broker_state (meta_brokers.go)
 	Member *memberCmd `json:"member,omitempty"`
+	// meta_voters, meta_voters_done: the metadata group's target voters
+	Voters []int32 `json:"voters,omitempty"`
 }
 
 type metaResult struct {
@@ -265,6 +273,8 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		return m.applyReassignDone(cmd)
 	case "register_broker", "broker_rejoined", "broker_state":
 		return m.applyMember(cmd.Op, cmd.Member)
+	case "meta_voters", "meta_voters_done":
+		return m.applyMetaVoters(cmd.Op, cmd.Voters)
 	case "alloc_producer_ids":
 		start := m.st.NextProducerID
 		m.st.NextProducerID += cmd.Count

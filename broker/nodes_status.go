@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"slices"
+
 	"github.com/chronik-dev/chronik/admin"
 )
 
@@ -8,8 +10,10 @@ import (
 // the registry), with its registry state and what it has left to rejoin.
 func (b *Broker) nodeStatuses() []admin.NodeStatus {
 	var out []admin.NodeStatus
+	voters := b.metaVoters()
 	for _, n := range b.clusterNodes() {
-		ns := admin.NodeStatus{ID: n.ID, Kafka: n.Kafka, Admin: n.Admin, Connected: b.host.PeerAlive(uint64(n.ID)), State: n.State}
+		ns := admin.NodeStatus{ID: n.ID, Kafka: n.Kafka, Admin: n.Admin, Connected: b.host.PeerAlive(uint64(n.ID)), State: n.State,
+			MetadataVoter: slices.Contains(voters, n.ID)}
 		if n.Reg != nil {
 			ns.Incarnation = n.Reg.Incarnation
 			ns.RejoiningGroups = len(n.Reg.Rejoin)
@@ -29,4 +33,16 @@ func (b *Broker) metaVoters() []int32 {
 		}
 	}
 	return b.ident().MetaVoters
+}
+
+// metaPartition is the metadata group as /partitions and /health list
+// it: its voters, and during a vote move the target as a reassignment.
+func (b *Broker) metaPartition() partitionMeta {
+	voters := b.metaVoters()
+	pm := partitionMeta{Group: metaGroup, Replicas: voters}
+	if _, target := b.metaSM.metaVoterMove(); target != nil && !slices.Equal(target, voters) {
+		pm.Replicas = append(slices.Clone(target), minus(voters, target)...)
+		pm.Target, pm.Prior = target, voters
+	}
+	return pm
 }

@@ -23,6 +23,16 @@ func (p *partitionMeta) replicationFactor() int {
 // partition's target and proposes the valid ones in one metadata command.
 func (b *Broker) AlterReassignments(ctx context.Context, topic string, parts []kafka.ReassignPartition, allowRFChange bool) []kafka.ReassignResult {
 	out := make([]kafka.ReassignResult, len(parts))
+	if topic == metaTopic {
+		for i, p := range parts {
+			if p.Partition != 0 {
+				out[i] = kafka.ReassignResult{Err: kerr.UnknownTopicOrPartition.Code, Message: fmt.Sprintf("partition %d does not exist", p.Partition)}
+				continue
+			}
+			out[i].Err, out[i].Message = b.reassignMetaVoters(ctx, p.Replicas)
+		}
+		return out
+	}
 	t, ok := b.metaSM.topic(topic)
 	if !ok {
 		for i := range out {

@@ -48,7 +48,10 @@ func (rb *rebalancer) loop(ctx context.Context) {
 
 // preferences maps each group to its replicas in preference order.
 func (b *Broker) preferences() map[uint64][]int32 {
-	out := map[uint64][]int32{metaGroup: b.nodeIDs()}
+	// The metadata group prefers its intended voters: a voter whose vote
+	// is moving away must not be handed leadership back.
+	intended := b.intendedMetaVoters()
+	out := map[uint64][]int32{metaGroup: slices.DeleteFunc(b.nodeIDs(), func(id int32) bool { return !slices.Contains(intended, id) })}
 	for _, t := range b.metaSM.topics() {
 		for _, pm := range t.Partitions {
 			order := pm.Replicas

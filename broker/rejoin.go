@@ -100,7 +100,9 @@ func (b *Broker) rejoinStep() (more bool) {
 			pending[g] = append(pending[g], bm)
 		}
 	}
-	if b.addMetaLearners(brokers) {
+	if b.metaVoteStep(brokers) {
+		more = true
+	} else if b.addMetaLearners(brokers) {
 		more = true
 	}
 	done := map[int32][]uint64{}
@@ -202,7 +204,7 @@ func (b *Broker) meantAsVoter(g uint64, node int32, st *raft.Status) bool {
 		return false
 	}
 	if g == metaGroup {
-		return slices.Contains(b.ident().MetaVoters, node)
+		return slices.Contains(b.intendedMetaVoters(), node)
 	}
 	ref, ok := b.metaSM.group(g)
 	if !ok {
@@ -218,9 +220,8 @@ func (b *Broker) meantAsVoter(g uint64, node int32, st *raft.Status) bool {
 // addMetaLearners, on the metadata leader, adds every registered broker
 // the metadata group does not have as a learner (and drops removed
 // brokers' learners), one step per call, and reports whether a change is
-// still under way. The metadata group's voters
-// stay the ones it was bootstrapped with: brokers added later get every
-// change as learners, and vote only if an operator moves a voter to them.
+// still under way. Brokers added later get every change as learners, and
+// vote only once a vote moves to them (meta_voters.go).
 func (b *Broker) addMetaLearners(brokers []brokerMeta) bool {
 	st := b.meta.Status()
 	if !st.IsLeader() || !st.LeaderReady {

@@ -48,7 +48,7 @@ func (a adminSource) Process() admin.ProcessInfo {
 // partitionStatuses describes every partition, the metadata group first.
 func (b *Broker) partitionStatuses() []admin.PartitionStatus {
 	var out []admin.PartitionStatus
-	out = append(out, b.groupStatus(metaName[:len(metaName)-2], 0, partitionMeta{Group: metaGroup, Replicas: b.metaVoters()}, true))
+	out = append(out, b.groupStatus(metaName[:len(metaName)-2], 0, b.metaPartition(), true))
 	for _, t := range b.metaSM.topics() {
 		for i, pm := range t.Partitions {
 			out = append(out, b.groupStatus(t.Name, int32(i), pm, t.Internal))

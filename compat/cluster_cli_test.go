@@ -224,12 +224,10 @@ func TestClusterCLIRebalanceAndDecommissionUnderLoad(t *testing.T) {
 	start = time.Now()
 	out, code = clusterCLI(t, c, 3*time.Minute, "decommission", "1", "--batch", "3", "--no-progress-bar", "--poll", "200ms")
 	decomTook := time.Since(start)
-	// Every node of this cluster votes in the metadata group, whose votes
-	// cannot move yet: node 1 is emptied, and the command says why it is
-	// not marked removed (exit 1: it must keep running).
+	// Every node of this cluster votes in the metadata group: node 1 is
+	// emptied, its vote dropped (3 voters stay) and it is marked removed.
 	emptied := strings.Contains(out, "broker 1 holds no replicas")
-	voter := strings.Contains(out, "did not mark it removed") && strings.Contains(out, "metadata group")
-	if !emptied || code != 0 && !voter {
+	if !emptied || code != 0 || !strings.Contains(out, "broker 1 marked removed") || !strings.Contains(out, "metadata voters now [2 3 4]") {
 		t.Fatalf("decommission 1: exit %d\n%s", code, out)
 	}
 	t.Logf("decommission output:\n%s", out)

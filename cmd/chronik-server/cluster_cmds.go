@@ -56,6 +56,9 @@ func printStatus(s *session, v *clusterView) {
 		}
 	}
 	tw.Flush()
+	if voters, from := s.metadataVoters(v); len(voters) > 0 {
+		fmt.Fprintf(s.out, "metadata voters: %v (from %s)\n", voters, from)
+	}
 	switch {
 	case v.MovesUnknown != nil:
 		fmt.Fprintf(s.out, "moves in progress: unknown (%v)\n", v.MovesUnknown)
@@ -142,18 +145,89 @@ func clusterDecommission(c *cli.Context) error {
 	if err := placement.MetadataQuorumAfter(voters, live, n); err != nil {
 		return refusal(fmt.Sprintf("decommission %d (metadata voters from %s)", n, from), err)
 	}
+	if _, listed := v.broker(n); listed && !dry && !v.holds(n) {
+		// Empty already (a dead broker replaced, say): only the removal,
+		// which moves its metadata vote first if it has one.
+		return s.retire(n)
+	}
 	bs, ps := v.planInput()
 	pl, err := placement.Decommission(bs, ps, n)
 	if err != nil {
 		return refusal(fmt.Sprintf("decommission %d", n), err)
 	}
 	if slices.Contains(voters, n) {
-		fmt.Fprintf(s.out, "note: broker %d votes in the cluster metadata group %v (from %s); the cluster can mark it removed only once that vote has moved\n", n, voters, from)
+		fmt.Fprintf(s.out, "note: broker %d votes in the cluster metadata group %v (from %s); its vote moves to another broker (or goes, where 3 voters stay) before it is marked removed\n", n, voters, from)
 	}
+	start := time.Now()
 	if _, err := s.execute(fmt.Sprintf("decommission %d", n), v, pl, dry); err != nil || dry {
 		return err
 	}
-	return s.retire(n)
+	if err := s.retire(n); err != nil {
+		return err
+	}
+	if voters, from := s.metadataVoters(v); len(voters) > 0 {
+		fmt.Fprintf(s.out, "metadata voters now %v (from %s)\n", voters, from)
+	}
+	fmt.Fprintf(s.out, "decommission %d took %s\n", n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// unregister sends UnregisterBroker for n until it is answered for good:
+// the cluster first moves a metadata voter's vote to another broker, and
+// answers REASSIGNMENT_IN_PROGRESS while that goes on. It returns why n
+// was not marked removed ("" when it was).
+func (s *session) unregister(v *clusterView, n int32) string {
+	// Asked of another broker: n itself, once removed, is cut off from
+	// the metadata and could not see its own removal apply.
+	var to kmsg.Requestor = s.cl
+	pick := int32(-1)
+	for _, b := range v.Brokers {
+		if b.ID != n && b.Up && (pick < 0 || b.ID == v.Controller) {
+			pick = b.ID // the controller, else the first one up
+		}
+	}
+	if pick >= 0 {
+		to = s.cl.Broker(int(pick))
+	}
+	last := ""
+	for {
+		req := kmsg.NewPtrUnregisterBrokerRequest()
+		req.BrokerID = n
+		// The broker waits up to 10 s for a vote move before answering.
+		rctx, cancel := context.WithTimeout(s.ctx, 20*time.Second)
+		resp, err := req.RequestWith(rctx, to)
+		cancel()
+		switch {
+		case err != nil:
+			return err.Error()
+		case resp.ErrorCode == kerr.ReassignmentInProgress.Code:
+			msg := kerrName(resp.ErrorCode)
+			if resp.ErrorMessage != nil {
+				msg = *resp.ErrorMessage
+			}
+			if msg != last {
+				fmt.Fprintln(s.errw, msg)
+				last = msg
+			}
+			select {
+			case <-s.ctx.Done():
+				return msg + " (" + s.ctx.Err().Error() + ")"
+			case <-time.After(s.c.Duration("poll")):
+			}
+			continue
+		case resp.ErrorCode == kerr.BrokerIDNotRegistered.Code && s.unlisted(n):
+			// An earlier attempt (the client retries one whose connection
+			// was cut: n itself may have answered) removed it already.
+			return ""
+		case resp.ErrorCode != 0:
+			why := kerrName(resp.ErrorCode)
+			if resp.ErrorMessage != nil {
+				why += ": " + *resp.ErrorMessage
+			}
+			return why
+		}
+		return ""
+	}
 }
 
 // retire checks that n holds no replica any more and marks it removed
@@ -178,21 +252,7 @@ func (s *session) retire(n int32) error {
 			"remove its [[nodes]] entry from cluster.toml afterwards\n", n)
 		return nil
 	}
-	req := kmsg.NewPtrUnregisterBrokerRequest()
-	req.BrokerID = n
-	rctx, cancel := context.WithTimeout(s.ctx, reqTimeout)
-	defer cancel()
-	resp, err := req.RequestWith(rctx, s.cl)
-	why := ""
-	switch {
-	case err != nil:
-		why = err.Error()
-	case resp.ErrorCode != 0:
-		why = kerrName(resp.ErrorCode)
-		if resp.ErrorMessage != nil {
-			why += ": " + *resp.ErrorMessage
-		}
-	}
+	why := s.unregister(v, n)
 	if why != "" {
 		return cli.Exit(fmt.Sprintf("broker %d holds no replicas, but the cluster did not mark it removed (%s); "+
 			"keep it running, and run the command again once that is resolved", n, why), 1)
@@ -231,6 +291,9 @@ func clusterReplace(c *cli.Context) error {
 		return refusal(fmt.Sprintf("replace %d", n), err)
 	}
 	if _, err := s.execute(fmt.Sprintf("replace %d with %d", n, with), v, pl, dry); err != nil || dry {
+		return err
+	}
+	if err := s.moveMetaVote(v, n, with); err != nil {
 		return err
 	}
 	fmt.Fprintf(s.out, "broker %d's replicas are on %d now; `chronik-server cluster decommission %d` marks it removed\n", n, with, n)

@@ -56,6 +56,7 @@ type partitionRow struct {
 	Partition int32   `json:"partition"`
 	Leader    int32   `json:"leader"`
 	Replicas  []int32 `json:"replicas"`
+	Target    []int32 `json:"target,omitempty"` // a move under way
 }
 
 type rollStep struct {
