@@ -78,6 +78,8 @@ func TestHostileClients(t *testing.T) {
 	attacker.Env = append(os.Environ(), "CHRONIK_BIN="+serverBin, "HOSTILE_ADDR="+addr, "HOSTILE_FOR="+attackFor.String())
 	var attackOut bytes.Buffer
 	attacker.Stdout, attacker.Stderr = &attackOut, &attackOut
+	nodeCPU0 := procCPU(t, c.node(1).cmd.Process.Pid)
+	hits0 := connHits(c)
 	if err := attacker.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +100,11 @@ func TestHostileClients(t *testing.T) {
 	if err := attacker.Wait(); err != nil {
 		t.Fatalf("attacker: %v\n%s", err, attackOut.String())
 	}
+	nodeCPU := procCPU(t, c.node(1).cmd.Process.Pid) - nodeCPU0
+	churn := connHits(c) - hits0
+	t.Logf("node CPU during the attack %v (%v of the attacker's %v); %.0f connections refused or cut at the frame timeout: %v each",
+		nodeCPU.Round(time.Millisecond), attackFor, attacker.ProcessState.UserTime()+attacker.ProcessState.SystemTime(),
+		churn, (nodeCPU / time.Duration(max(churn, 1))).Round(time.Microsecond))
 	var slowCut int
 	var slowMax time.Duration
 	out := attackOut.String()
@@ -405,6 +412,34 @@ func listByTime(ctx context.Context, t *testing.T, cl *kgo.Client, ts int64, lon
 		}
 		pause(ctx, 200*time.Millisecond)
 	}
+}
+
+// procCPU is a process's user and system CPU time so far.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, s)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// connHits is how many connections the node refused at a connection
+// limit or cut at the frame timeout.
+func connHits(c *cluster) float64 {
+	var n float64
+	for _, l := range []string{"frame_timeout", "max_connections", "max_connections_per_ip"} {
+		v, _ := c.metric(1, `chronik_limit_hits_total{limit="`+l+`"}`)
+		n += v
+	}
+	return n
 }
 
 // peakRSS reads a process's VmHWM.

@@ -56,6 +56,7 @@ type conn struct {
 	nc  net.Conn // the TLS connection on a TLS listener
 	raw net.Conn // the TCP connection under it
 	tls *tls.Conn
+	co  *coalescer // under tls: gathers its records into fewer, larger writes
 	ip  netip.Addr
 	cc  connCtx
 	out chan pendingResp // made with the writer, at the first response
@@ -97,7 +98,8 @@ func newConn(s *Server, nc net.Conn, ip netip.Addr, l *boundListener) *conn {
 		tc.SetNoDelay(true)
 	}
 	if l.Protocol.TLS() {
-		c.tls = tls.Server(nc, l.TLS)
+		c.co = &coalescer{Conn: nc}
+		c.tls = tls.Server(c.co, l.TLS)
 		c.nc = c.tls
 	}
 	if l.Protocol.SASL() {
@@ -109,6 +111,9 @@ func newConn(s *Server, nc net.Conn, ip netip.Addr, l *boundListener) *conn {
 func (c *conn) close() {
 	c.once.Do(func() {
 		close(c.done)
+		if c.co != nil {
+			c.co.closing.Store(true)
+		}
 		c.nc.Close()
 		c.s.noteNews()
 	})
@@ -525,6 +530,12 @@ func (c *conn) writeLoop() {
 	var w *bufio.Writer // made at the first response: idle connections cost less
 	var buf []byte
 	broken := false
+	held := false // c.co gathers writes until the queue is empty
+	defer func() {
+		if held {
+			c.co.release()
+		}
+	}()
 	for p := range c.out {
 		var resp kmsg.Response
 		if !broken && p.rawToken == nil {
@@ -554,13 +565,24 @@ func (c *conn) writeLoop() {
 		if w == nil {
 			w = bufio.NewWriterSize(c.nc, 16<<10)
 		}
+		if c.co != nil && !held {
+			c.co.hold()
+			held = true
+		}
 		if _, err := w.Write(buf); err != nil {
 			broken = true
 			c.close()
 		}
 		c.finish(p)
 		if len(c.out) == 0 && !broken {
-			if err := w.Flush(); err != nil {
+			err := w.Flush()
+			if held {
+				held = false
+				if rerr := c.co.release(); err == nil {
+					err = rerr
+				}
+			}
+			if err != nil {
 				broken = true
 				c.close()
 			}

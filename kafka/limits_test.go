@@ -253,3 +253,44 @@ func TestNonProduceFrameLimit(t *testing.T) {
 		t.Fatalf("2 MiB Metadata frame: %v", err)
 	}
 }
+
+// At the connection limit a new connection waits in the accept queue,
+// neither served nor reset, and is served once another closes.
+func TestConnectionLimitWaitsForASlot(t *testing.T) {
+	s, err := NewServer(Config{Listeners: []Listener{{Name: "PLAIN", Protocol: Plaintext, Listen: "127.0.0.1:0"}},
+		Backend: stubBackend{}, Limits: Limits{MaxConnections: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ask := func(c net.Conn, wait time.Duration) error {
+		c.SetReadDeadline(time.Now().Add(wait))
+		_, err := readSized(c)
+		return err
+	}
+	var held []net.Conn
+	for i := range 3 {
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		writeReq(t, c, int32(i), kmsg.NewPtrApiVersionsRequest())
+		held = append(held, c)
+	}
+	for i, c := range held[:2] {
+		if err := ask(c, 5*time.Second); err != nil {
+			t.Fatalf("connection %d, under the limit: %v", i, err)
+		}
+	}
+	if err := ask(held[2], 300*time.Millisecond); !isTimeout(err) {
+		t.Fatalf("connection past the limit: %v, want no answer yet", err)
+	}
+	held[0].Close()
+	if err := ask(held[2], 5*time.Second); err != nil {
+		t.Fatalf("connection past the limit, after one closed: %v", err)
+	}
+}

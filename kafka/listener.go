@@ -53,6 +53,9 @@ type Listener struct {
 type boundListener struct {
 	Listener
 	ln net.Listener
+	// slot is signalled when a connection closes, for an accept loop
+	// waiting at the connection limit.
+	slot chan struct{}
 }
 
 // Credentials looks up SCRAM credentials for SASL logins.

@@ -51,6 +51,7 @@ type config struct {
 	SkipRestart  bool          `json:"skip_restart"`
 	TransferPart int           `json:"transfer_partitions"` // 0: no transfer test
 	Bin          string        `json:"bin"`
+	Targets      string        `json:"targets,omitempty"` // empty: all
 	jsonPath     string
 }
 
@@ -68,6 +69,7 @@ func parseFlags() config {
 	flag.IntVar(&c.TransferPart, "transfer-partitions", 300, "partitions at RF 3 in the leadership-transfer test (each of 3 nodes stopped in turn leads about a third); 0 skips it")
 	flag.BoolVar(&quick, "quick", false, "small sizes for a smoke run (explicit flags still win)")
 	flag.StringVar(&c.Bin, "bin", "bin/chronik-server", "chronik-server binary")
+	flag.StringVar(&c.Targets, "targets", "", "comma-separated targets to run (kfake, rf1, tls, always, rf3); empty runs all")
 	flag.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.Parse()
 	if quick {
@@ -163,13 +165,19 @@ func run(ctx context.Context, cfg config) int {
 	}
 	rep := &report{Config: cfg}
 	for _, spec := range []targetSpec{
-		{name: nameKfake, kfake: true},
-		{name: nameRF1, nodes: 1},
-		{name: nameSASLSSL, nodes: 1, secure: true},
-		{name: nameRF1Sync, nodes: 1, args: []string{"--fsync", "always"}},
-		{name: nameRF3, nodes: 3},
+		{name: nameKfake, kfake: true, key: "kfake"},
+		{name: nameRF1, nodes: 1, key: "rf1"},
+		{name: nameSASLSSL, nodes: 1, secure: true, key: "tls"},
+		{name: nameRF1Sync, nodes: 1, args: []string{"--fsync", "always"}, key: "always"},
+		{name: nameRF3, nodes: 3, key: "rf3"},
 	} {
-		rep.Targets = append(rep.Targets, &summary{Name: spec.name, spec: spec})
+		if cfg.Targets == "" || slices.Contains(strings.Split(cfg.Targets, ","), spec.key) {
+			rep.Targets = append(rep.Targets, &summary{Name: spec.name, spec: spec})
+		}
+	}
+	if len(rep.Targets) == 0 {
+		fmt.Fprintf(os.Stderr, "chronik-bench: -targets %q names none of kfake, rf1, tls, always, rf3\n", cfg.Targets)
+		return 2
 	}
 	failed := false
 	// Every round runs each target once, kfake first, so that kfake's
@@ -310,7 +318,7 @@ func summarize(rep *report) {
 		st.P50ms, st.P99ms = median(p50), median(p99)
 		st.ConsumeMiBps, st.ConsumeRecPerS = median(cm), median(cr)
 	}
-	k := rep.Targets[0].Stats
+	k := rep.stats(nameKfake) // zero when -targets leaves kfake out: no ratios
 	for _, s := range rep.Targets {
 		s.ProduceVsKfake = ratio(s.Stats.ProduceMiBps, k.ProduceMiBps)
 		s.ConsumeVsKfake = ratio(s.Stats.ConsumeMiBps, k.ConsumeMiBps)

@@ -83,6 +83,7 @@ type targetSpec struct {
 	// secure gives every node a SASL_SSL listener (SCRAM-SHA-512, a fresh
 	// CA in the temp dir), and the clients use it instead of the plaintext one.
 	secure bool
+	key    string // its name for -targets
 }
 
 func startTarget(ctx context.Context, spec targetSpec, bin string, partitions int32, topics ...string) (*target, error) {
