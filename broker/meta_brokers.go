@@ -264,7 +264,8 @@ func (b *Broker) knownBroker(id int32) bool {
 // UnregisterBroker implements kafka.BrokerUnregisterer: broker id is
 // marked removed, unless it still holds replicas (move those first: a
 // reassignment, or the decommission command). A metadata voter's vote is
-// moved to another broker first (meta_voters.go).
+// moved to another broker first (meta_voters.go). A broker removing
+// itself has the metadata leader do it (unregister_forward.go).
 func (b *Broker) UnregisterBroker(ctx context.Context, id int32) (int16, string) {
 	bm, ok := b.metaSM.broker(id)
 	if !ok || bm.State == brokerRemoved {
@@ -279,6 +280,11 @@ func (b *Broker) UnregisterBroker(ctx context.Context, id int32) (int16, string)
 	}
 	if st := b.meta.Status(); slices.Contains(st.Voters, uint64(id)) || slices.Contains(st.Outgoing, uint64(id)) {
 		if code, msg := b.moveMetaVote(ctx, id); code != 0 {
+			return code, msg
+		}
+	}
+	if id == b.cfg.NodeID {
+		if code, msg, ok := b.forwardUnregister(ctx, id); ok {
 			return code, msg
 		}
 	}

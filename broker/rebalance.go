@@ -64,8 +64,19 @@ func (b *Broker) preferences() map[uint64][]int32 {
 	return out
 }
 
-// preferredVoter is the first replica in order that is a voter.
-func preferredVoter(order []int32, voters []uint64) uint64 {
+// preferredVoter is the replica leadership should move to from leader:
+// order's first if it is a voter. While it is not (a move whose first
+// target replica is still a learner), a leader that stays in order keeps
+// leadership: handing it to the next voter of order would move it twice,
+// once now and again when the first is promoted. A leader leaving order
+// (being moved off) hands over to order's first voter.
+func preferredVoter(order []int32, voters []uint64, leader uint64) uint64 {
+	if len(order) > 0 && slices.Contains(voters, uint64(order[0])) {
+		return uint64(order[0])
+	}
+	if slices.Contains(order, int32(leader)) {
+		return 0
+	}
 	for _, id := range order {
 		if slices.Contains(voters, uint64(id)) {
 			return uint64(id)
@@ -89,7 +100,7 @@ func (rb *rebalancer) round(ctx context.Context) {
 		if prefs == nil {
 			prefs = b.preferences()
 		}
-		pref := preferredVoter(prefs[r.Group()], s.Voters)
+		pref := preferredVoter(prefs[r.Group()], s.Voters, s.ID)
 		if pref == 0 || pref == s.ID {
 			continue
 		}

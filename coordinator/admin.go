@@ -37,12 +37,16 @@ func (c *Coordinator) describeGroups(req *kmsg.DescribeGroupsRequest) kmsg.Respo
 		if g != nil {
 			c.describeLocked(g, &dg)
 		}
+		// Kafka describes classic groups only: a KIP-848 group, one being
+		// migrated with classic members included, is Dead like an unknown
+		// one, offsets or not (clients ask ConsumerGroupDescribe first).
+		consumer := c.consumers[name] != nil
 		c.mu.Unlock()
 		if g == nil {
 			// Kafka answers an unknown group as Dead, without error; a
 			// group known only by its offsets is Empty.
 			dg.State = stateDead.String()
-			if c.hasOffsets(name) {
+			if !consumer && c.hasOffsets(name) {
 				dg.State = stateEmpty.String()
 			}
 		}

@@ -152,3 +152,36 @@ func TestClassicGroupUpgradeDisabled(t *testing.T) {
 		t.Fatal("ParseMigrationPolicy accepted sideways")
 	}
 }
+
+// TestDescribeGroupsMigrating: the classic DescribeGroups sees a group in
+// the middle of an online upgrade as Kafka's coordinator does, which
+// describes only classic groups and answers any other as Dead, with no
+// members and no protocol type (v5 and below carry no error; the client
+// asks ConsumerGroupDescribe first). That holds with committed offsets
+// too: the group exists, it is just not a classic one.
+func TestDescribeGroupsMigrating(t *testing.T) {
+	h := newHarness(t, with848Topics)
+	id, gen := stableClassic(t, h)
+	if e := commitErrs(h.commit("g", id, gen, map[TopicPartition]int64{{Topic: "a", Partition: 0}: 5})); e[0] != 1 {
+		t.Fatalf("classic commit: %v", e)
+	}
+	wantErr(t, "KIP-848 join", hb(t, h.c, "m2", 0, nil).ErrorCode, 0)
+
+	d := h.describe("g")
+	if d.ErrorCode != 0 || d.State != "Dead" || len(d.Members) != 0 || d.ProtocolType != "" || d.Protocol != "" {
+		t.Fatalf("DescribeGroups of the migrating group: error %d state %s protocol %q/%q members %d, want Dead, none",
+			d.ErrorCode, d.State, d.ProtocolType, d.Protocol, len(d.Members))
+	}
+	// ConsumerGroupDescribe shows it, classic member included.
+	r := kmsg.NewPtrConsumerGroupDescribeRequest()
+	r.Groups = []string{"g"}
+	cg := h.c.Handle(context.Background(), r).(*kmsg.ConsumerGroupDescribeResponse).Groups[0]
+	if cg.ErrorCode != 0 || len(cg.Members) != 2 {
+		t.Fatalf("ConsumerGroupDescribe: error %d, %d members, want 2", cg.ErrorCode, len(cg.Members))
+	}
+	// Back to classic once the KIP-848 member leaves: described again.
+	wantErr(t, "KIP-848 leave", hb(t, h.c, "m2", -1, nil).ErrorCode, 0)
+	if d := h.describe("g"); d.State != "PreparingRebalance" || len(d.Members) != 1 || d.ProtocolType != "consumer" {
+		t.Fatalf("after the downgrade: %s, %d members, protocol type %q", d.State, len(d.Members), d.ProtocolType)
+	}
+}
