@@ -70,6 +70,9 @@ type conn struct {
 	// while draining, with NOT_LEADER for every partition: that client knows
 	// that nothing it uses is led here any more.
 	movedAt atomic.Int64
+	// served is what partitions its Produce and Fetch were served for
+	// here lately (informed.go).
+	served servedParts
 }
 
 type pendingResp struct {
@@ -579,9 +582,14 @@ func (c *conn) appendResponse(buf []byte, p pendingResp, resp kmsg.Response) []b
 		buf = append(buf, 0) // no tagged fields in the response header
 	}
 	resp.SetVersion(p.version)
-	if (p.key == 0 || p.key == 1) && c.s.draining.Load() && allNotLeader(resp) {
-		c.movedAt.Store(p.start.UnixNano())
-		c.s.noteNews()
+	if p.key == 0 || p.key == 1 {
+		c.served.note(p.start.UnixNano(), resp)
+		if c.s.draining.Load() {
+			if allNotLeader(resp) {
+				c.movedAt.Store(p.start.UnixNano())
+			}
+			c.s.noteNews()
+		}
 	}
 	buf = resp.AppendTo(buf)
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
