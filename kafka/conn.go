@@ -530,6 +530,18 @@ func (c *conn) writeLoop() {
 	broken := false
 	for p := range c.out {
 		var resp kmsg.Response
+		if !broken && w != nil && w.Buffered() > 0 {
+			// Answers already made go out before the next one is waited
+			// for: it may take long (a produce held through a leadership
+			// hand-over), and the client is owed these meanwhile. A node
+			// handing off its leaderships also counts a client as told
+			// once its NOT_LEADER answers are made (informed.go): they
+			// must not sit here while the connection is closed.
+			if err := w.Flush(); err != nil {
+				broken = true
+				c.close()
+			}
+		}
 		if !broken && p.rawToken == nil {
 			began := time.Now()
 			c.cc.replyWaited = 0
