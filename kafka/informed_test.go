@@ -1,7 +1,10 @@
 package kafka
 
 import (
+	"encoding/binary"
+	"io"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -47,5 +50,35 @@ func TestServedPartsPendingUntilEveryPartitionMoved(t *testing.T) {
 	sp.note(400, produceResp(map[int32]int16{7: 0}))
 	if sp.pending(50, 200) {
 		t.Fatal("a partition served after the window is pending")
+	}
+}
+
+// An answer already made reaches the client while the next one on the
+// connection is still being waited for (a produce held through a
+// leadership hand-over), not once that one is done too.
+func TestWriterFlushesBeforeWaiting(t *testing.T) {
+	c, client := testConn(t, Limits{})
+	c.cc.clientID = ForwardClientID // no quotas: testConn has no backend
+	c.s.cfg.MaxInFlight = 4
+	release := make(chan struct{})
+	defer close(release)
+	queued := make(chan struct{})
+	// The first answer is made once the second request is queued behind it.
+	ready := func() kmsg.Response { <-queued; return kmsg.NewPtrApiVersionsResponse() }
+	held := func() kmsg.Response { <-release; return kmsg.NewPtrApiVersionsResponse() }
+	for i, r := range []reply{ready, held} {
+		c.s.inflight[0].Add(1)
+		if err := c.enqueue(pendingResp{key: 18, corr: int32(i + 1), start: time.Now(), r: r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(queued)
+	client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	hdr := make([]byte, 8)
+	if _, err := io.ReadFull(client, hdr); err != nil {
+		t.Fatalf("the first answer did not arrive while the second was held: %v", err)
+	}
+	if corr := binary.BigEndian.Uint32(hdr[4:]); corr != 1 {
+		t.Fatalf("got correlation id %d first, want 1", corr)
 	}
 }
