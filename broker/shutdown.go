@@ -448,9 +448,9 @@ func (pa *peerAges) age(id uint64) time.Duration {
 // replicated index wins, otherwise the one connected longer. A node that
 // connected moments ago has usually just restarted (a fast rolling
 // restart stops the next node as soon as the last one is back in the
-// ISR; the ISR does not tell, since a node back within its lag window
-// never left it): it may still be opening its replicas and drop the
-// hand-over, which raft then abandons only an election timeout later
+// ISR, which it rejoins once it holds every committed entry of the group,
+// raft/insync.go, not once it is serving): it may still be opening its
+// other replicas and drop the hand-over, which raft then abandons only an election timeout later
 // (about 1 s, seen in TestRollingRestartSarama), and its clients have not
 // reconnected yet. A settled follower a few entries behind is caught up
 // first (raft sends the hand-over once it matches), which takes

@@ -295,8 +295,12 @@ func (c *cluster) start(id int) {
 	if nd.cfg != "" {
 		cfg = nd.cfg
 	}
+	level := "info"
+	if l := os.Getenv("CHRONIK_TEST_NODE_LOG_LEVEL"); l != "" {
+		level = l // e.g. debug, with CHRONIK_TEST_LOG_DIR to keep the logs
+	}
 	args := append([]string{"--node-id", fmt.Sprint(id), "--cluster-config", cfg, "--data-dir", nd.dataDir,
-		"--log-level", "info"}, nd.extraArgs...)
+		"--log-level", level}, nd.extraArgs...)
 	bin := serverBin
 	if nd.bin != "" {
 		bin = nd.bin

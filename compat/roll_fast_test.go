@@ -86,6 +86,7 @@ func TestRollingRestartFast(t *testing.T) {
 
 	rolls := rollsFromEnv(t)
 	tl := newRollTimeline()
+	pw := startPaceWatch(t)
 	var worst time.Duration
 	for r := 1; r <= rolls; r++ {
 		from := time.Now()
@@ -96,9 +97,9 @@ func TestRollingRestartFast(t *testing.T) {
 		to := time.Now()
 		stalls := l.stallsBetween(from, to)
 		worst = max(worst, stalls[len(stalls)-1])
-		t.Logf("roll %d of %d (%v, rebalance included): longest gap between acks per partition %s; produce latency %s; the longest gaps:%s",
+		t.Logf("roll %d of %d (%v, rebalance included): longest gap between acks per partition %s; produce latency %s; the test process itself ran late by %s; the longest gaps:%s",
 			r, rolls, to.Sub(from).Round(time.Millisecond), stallSummary(stalls), latencySummary(l.latenciesBetween(from, to)),
-			l.worstGaps(tl, from, to, 3))
+			pw.worst(tl, from, to), l.worstGaps(tl, from, to, 3))
 		checkStalls(t, stalls, 300*time.Millisecond*raceSlack, fmt.Sprintf(" in roll %d", r))
 	}
 	end := time.Now()

@@ -109,3 +109,56 @@ func rollFast(t *testing.T, c *cluster, tl *rollTimeline, topic string, order ..
 		tl.note("node %d shows a full ISR", watch)
 	}
 }
+
+// paceWatch measures how late a 5 ms ticker in the test process fires:
+// on a loaded machine the process running the client is itself descheduled
+// for a while, and an ack gap that long says nothing about the brokers.
+type paceWatch struct {
+	mu    sync.Mutex
+	lates []gapAt // lateness above 20 ms, with when it ended
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func startPaceWatch(t *testing.T) *paceWatch {
+	pw := &paceWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(pw.done)
+		const every = 5 * time.Millisecond
+		tk := time.NewTicker(every)
+		defer tk.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-pw.stop:
+				return
+			case now := <-tk.C:
+				now = time.Now()
+				if late := now.Sub(last) - every; late > 20*time.Millisecond {
+					pw.mu.Lock()
+					pw.lates = append(pw.lates, gapAt{gap: late, end: now})
+					pw.mu.Unlock()
+				}
+				last = now
+			}
+		}
+	}()
+	t.Cleanup(func() { close(pw.stop); <-pw.done })
+	return pw
+}
+
+// worst is the longest lateness that ended in [from, to], and when it began.
+func (pw *paceWatch) worst(tl *rollTimeline, from, to time.Time) string {
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	var w gapAt
+	for _, g := range pw.lates {
+		if !g.end.Before(from) && !g.end.After(to) && g.gap > w.gap {
+			w = g
+		}
+	}
+	if w.gap == 0 {
+		return "under 20ms"
+	}
+	return fmt.Sprintf("%v from %s", w.gap.Round(time.Millisecond), tl.rel(w.end.Add(-w.gap)))
+}

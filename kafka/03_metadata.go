@@ -46,9 +46,9 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	}
 	var infos []TopicInfo
 	if all {
-		infos = s.backend.Topics(nil, true)
+		infos = topicsWithLeaders(s, nil)
 	} else if len(names) > 0 {
-		infos = s.backend.Topics(names, true)
+		infos = topicsWithLeaders(s, names)
 	}
 	infos = describable(s, cc, infos, all, byID)
 	// Before v4 every request may create topics; the cluster setting

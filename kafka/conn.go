@@ -71,6 +71,9 @@ type conn struct {
 	// while draining, with NOT_LEADER for every partition: that client knows
 	// that nothing it uses is led here any more.
 	movedAt atomic.Int64
+	// served is what partitions its Produce and Fetch were served for
+	// here lately (informed.go).
+	served servedParts
 }
 
 type pendingResp struct {
@@ -538,6 +541,18 @@ func (c *conn) writeLoop() {
 	}()
 	for p := range c.out {
 		var resp kmsg.Response
+		if !broken && w != nil && w.Buffered() > 0 {
+			// Answers already made go out before the next one is waited
+			// for: it may take long (a produce held through a leadership
+			// hand-over), and the client is owed these meanwhile. A node
+			// handing off its leaderships also counts a client as told
+			// once its NOT_LEADER answers are made (informed.go): they
+			// must not sit here while the connection is closed.
+			if err := w.Flush(); err != nil {
+				broken = true
+				c.close()
+			}
+		}
 		if !broken && p.rawToken == nil {
 			began := time.Now()
 			c.cc.replyWaited = 0
@@ -601,9 +616,14 @@ func (c *conn) appendResponse(buf []byte, p pendingResp, resp kmsg.Response) []b
 		buf = append(buf, 0) // no tagged fields in the response header
 	}
 	resp.SetVersion(p.version)
-	if (p.key == 0 || p.key == 1) && c.s.draining.Load() && allNotLeader(resp) {
-		c.movedAt.Store(p.start.UnixNano())
-		c.s.noteNews()
+	if p.key == 0 || p.key == 1 {
+		c.served.note(p.start.UnixNano(), resp)
+		if c.s.draining.Load() {
+			if allNotLeader(resp) {
+				c.movedAt.Store(p.start.UnixNano())
+			}
+			c.s.noteNews()
+		}
 	}
 	buf = resp.AppendTo(buf)
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))

@@ -400,6 +400,7 @@ func (s *Server) waitGen(ctx context.Context, gen int) error {
 
 // AwaitActiveClients waits until every connection that sent a Produce or
 // Fetch in the window before since has sent another one at or after since,
+// and had every partition served here in the window answered NOT_LEADER,
 // or ctx ends. A request handled after since sees the state of then (for a
 // node that just handed off its leaderships: NOT_LEADER with the new
 // leader), so an active client learns where to go before its connection
@@ -452,10 +453,12 @@ func (s *Server) AwaitActiveClients(ctx context.Context, since time.Time, window
 }
 
 // waitingForNews reports whether c's latest Produce or Fetch began in
-// [from, to) and was not already answered NOT_LEADER for everything.
+// [from, to) and was not already answered NOT_LEADER for everything, or
+// some partition was served here by such a request and not answered
+// NOT_LEADER since (informed.go).
 func (c *conn) waitingForNews(from, to int64) bool {
 	t := c.lastData.Load()
-	return t >= from && t < to && c.movedAt.Load() < t
+	return t >= from && t < to && c.movedAt.Load() < t || c.served.pending(from, to)
 }
 
 // Close stops the listener and closes every connection. Safe to call twice.

@@ -60,8 +60,23 @@ func (r *Replica) isr(match map[uint64]uint64) []uint64 {
 
 // noteMatch updates when member v was last at the leader's log end,
 // given its match index m: now if it holds the whole log, else the time
-// of the latest sample of the leader's last index that m covers.
+// of the latest sample of the leader's last index that m covers. A member
+// that lapsed (its connection was lost) counts again only once it holds
+// every committed entry, as Kafka admits a follower back to the ISR only
+// when its log end reaches the high watermark: what it held before it went
+// away says nothing about whether it replicates now. Without this, a node
+// back from a restart showed in the ISR of every group the moment it
+// reconnected, before it had loaded its replicas, and an orchestrator that
+// then stopped the next node left each group waiting on it (0.9 s).
 func (r *Replica) noteMatch(v, m uint64, now time.Time) {
+	if r.lapsed[v] {
+		if !r.host.PeerAlive(v) || m < r.rn.BasicStatus().GetCommit() {
+			return
+		}
+		delete(r.lapsed, v)
+		r.caughtUp[v] = now
+		return
+	}
 	if m >= r.lastIndex {
 		r.caughtUp[v] = now
 		return

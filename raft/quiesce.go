@@ -100,6 +100,7 @@ func (r *Replica) onQuiesce(from uint64, msg []byte) {
 func (r *Replica) peerDown(id uint64) {
 	r.wake()
 	delete(r.caughtUp, id)
+	r.lapsed[id] = true
 	if r.lead != id || r.raftState == etcdraft.StateLeader {
 		return
 	}

@@ -359,11 +359,17 @@ func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
 		clear(r.refills) // etcd raft's progress is fresh too
 		now := time.Now()
 		// A new leader starts with every live voter in sync; laggards drop
-		// out after the lag time, as in Kafka.
+		// out after the lag time, as in Kafka. The others must catch up
+		// to count (noteMatch).
 		r.caughtUp = map[uint64]time.Time{}
+		clear(r.lapsed)
 		for _, v := range r.st.cs.GetVoters() {
-			if v != r.id && r.host.PeerAlive(v) {
+			switch {
+			case v == r.id:
+			case r.host.PeerAlive(v):
 				r.caughtUp[v] = now
+			default:
+				r.lapsed[v] = true
 			}
 		}
 		r.samples = r.samples[:0]

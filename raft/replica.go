@@ -115,6 +115,10 @@ type Replica struct {
 	snapBytes   int64
 	samples     []indexSample
 	caughtUp    map[uint64]time.Time
+	// lapsed are the members whose connection was lost since this replica
+	// last became leader: they must reach the commit index to count as
+	// in sync again (noteMatch).
+	lapsed      map[uint64]bool
 	leaderSince time.Time
 	// leaderLostAt is when this replica last stopped leading (zero while
 	// it leads).
@@ -271,6 +275,7 @@ func (r *Replica) resetWorkerState() {
 	r.snapIndex, r.snapBytes = 0, 0
 	r.samples = nil
 	r.caughtUp = map[uint64]time.Time{}
+	r.lapsed = map[uint64]bool{}
 	r.heardFrom = map[uint64]time.Time{}
 	r.leaderSince, r.leaderLostAt = time.Time{}, time.Time{}
 	r.curEntries = nil

@@ -387,11 +387,14 @@ func (t *TCPTransport) serveConn(c net.Conn) (from uint64, graceful bool, err er
 	restarted := t.incarnation[from] != 0 && t.incarnation[from] != inc
 	t.incarnation[from] = inc
 	t.mu.Unlock()
-	if s := t.sender(from); s != nil && restarted {
-		// The peer is a new process: our outbound connection may still be
-		// to the old one and would swallow what we send next. Redial.
-		s.closeConn()
-		s.kick()
+	if s := t.sender(from); s != nil {
+		if restarted {
+			// The peer is a new process: our outbound connection may still
+			// be to the old one and would swallow what we send next. Redial.
+			s.closeConn()
+			s.kick()
+		}
+		s.redialNow() // it is up: a back-off towards it ends
 	}
 	t.handler.PeerUp(from)
 	return t.readFrames(c, r, from, dataInc, ih, false)

@@ -24,11 +24,27 @@ type peerSender struct {
 	qbytes int
 	conn   net.Conn
 	wake   chan struct{}
+	// redial cuts a redial back-off short: the peer just connected to us,
+	// so it is up (redialNow).
+	redial chan struct{}
 }
 
 func newPeerSender(t *TCPTransport, to uint64, addr string) *peerSender {
 	ctx, cancel := context.WithCancel(t.ctx)
-	return &peerSender{t: t, to: to, addr: addr, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1)}
+	return &peerSender{t: t, to: to, addr: addr, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
+		redial: make(chan struct{}, 1)}
+}
+
+// redialNow ends a redial back-off at once. A restarted peer dials us as
+// soon as it is up, while our back-off towards it may have grown to a
+// second: without this, everything its groups' leaders sent it waited
+// that long (0.3 s seen in a fast rolling restart), and it campaigned in
+// the meantime, not hearing from them.
+func (s *peerSender) redialNow() {
+	select {
+	case s.redial <- struct{}{}:
+	default:
+	}
 }
 
 // setAddr points the sender at a new address; the connection to the old
@@ -89,14 +105,21 @@ func (s *peerSender) run() {
 				timer := time.NewTimer(delay)
 				select {
 				case <-timer.C:
+					delay = min(delay*2, maxRedialDelay)
+				case <-s.redial:
+					timer.Stop()
+					delay = minRedialDelay
 				case <-s.ctx.Done():
 					timer.Stop()
 					return
 				}
-				delay = min(delay*2, maxRedialDelay)
 				continue
 			}
 			delay = minRedialDelay
+			select {
+			case <-s.redial: // connected: an earlier hint is spent
+			default:
+			}
 			s.mu.Lock()
 			s.conn = c
 			s.mu.Unlock()

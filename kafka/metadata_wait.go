@@ -1,0 +1,52 @@
+package kafka
+
+import "time"
+
+// A node that does not know a partition's leader yet (it restarted moments
+// ago and has not heard from the leaders, or an election is under way)
+// answers Metadata with LEADER_NOT_AVAILABLE for it. franz-go then stops
+// producing to the partition until its next refresh, which its metadata
+// min age holds off for 5 s; kafka-go fails the write. In a fast roll a
+// Metadata answered by the node restarted last named no leader for 29 of
+// 30 partitions, and they went 5 s without an ack. So Metadata waits a
+// little for such a partition's leader to become known, as long as one of
+// its replicas is up: one that is all down has nothing to wait for.
+const (
+	leaderWait = 250 * time.Millisecond
+	leaderPoll = 10 * time.Millisecond
+)
+
+// topicsWithLeaders is Backend.Topics, waiting up to leaderWait while a
+// partition with a live replica has no known leader.
+func topicsWithLeaders(s *Server, names []string) []TopicInfo {
+	deadline := time.Now().Add(leaderWait)
+	for {
+		infos := s.backend.Topics(names, true)
+		if !awaitingLeader(infos) || !time.Now().Before(deadline) {
+			return infos
+		}
+		t := time.NewTimer(leaderPoll)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return infos
+		}
+	}
+}
+
+// awaitingLeader reports whether a partition of infos has no known leader
+// but a replica that is not offline.
+func awaitingLeader(infos []TopicInfo) bool {
+	for _, ti := range infos {
+		if ti.Err != 0 {
+			continue
+		}
+		for _, p := range ti.Partitions {
+			if p.Leader < 0 && len(p.Offline) < len(p.Replicas) {
+				return true
+			}
+		}
+	}
+	return false
+}
