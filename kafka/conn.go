@@ -541,14 +541,22 @@ func (c *conn) writeLoop() {
 	}()
 	for p := range c.out {
 		var resp kmsg.Response
-		if !broken && w != nil && w.Buffered() > 0 {
+		if !broken && w != nil && (w.Buffered() > 0 || held) {
 			// Answers already made go out before the next one is waited
 			// for: it may take long (a produce held through a leadership
 			// hand-over), and the client is owed these meanwhile. A node
 			// handing off its leaderships also counts a client as told
 			// once its NOT_LEADER answers are made (informed.go): they
-			// must not sit here while the connection is closed.
-			if err := w.Flush(); err != nil {
+			// must not sit here, nor in the TLS coalescer's hold, while
+			// the connection is closed.
+			err := w.Flush()
+			if held {
+				held = false
+				if rerr := c.co.release(); err == nil {
+					err = rerr
+				}
+			}
+			if err != nil {
 				broken = true
 				c.close()
 			}
