@@ -176,9 +176,12 @@ type Host struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	workers sync.WaitGroup
-	started atomic.Bool
-	closed  atomic.Bool
-	stopped atomic.Bool
+	// syncSlots bounds the sync rounds that run off the workers
+	// (worker.go, syncAndFinish).
+	syncSlots chan struct{}
+	started   atomic.Bool
+	closed    atomic.Bool
+	stopped   atomic.Bool
 
 	transferring sync.Map      // group -> struct{}: rebalances in flight
 	sentRefills  atomic.Uint64 // refill messages sent (refill.go)
@@ -203,6 +206,7 @@ func NewHost(cfg Config) (*Host, error) {
 	h.learners.setRate(cfg.LearnerRate)
 	h.incs.init()
 	h.qcond = sync.NewCond(&h.qmu)
+	h.syncSlots = make(chan struct{}, 2*cfg.Workers)
 	if cfg.StateDir != "" {
 		st, err := openHardStateLog(cfg.StateDir, cfg.Logger)
 		if err != nil {

@@ -3,6 +3,7 @@ package raft
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -87,8 +88,8 @@ func (h *Host) worker() {
 }
 
 // processBatch handles a Ready for each replica, sharing one round of
-// fsyncs between them. The caller holds every replica's mu; processBatch
-// releases them.
+// fsyncs between the replicas that need one. The caller holds every
+// replica's mu; processBatch releases them.
 func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 	for _, r := range rs {
 		var w readyWork
@@ -101,25 +102,75 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 		}
 		works = append(works, w)
 	}
-	h.syncRound(rs, works)
+	// A replica whose Ready has nothing to make durable finishes at once
+	// rather than after the others' fsyncs: when leadership moves, most
+	// steps (the old leader learning of its successor, the new leader's
+	// first append) need none, and each would otherwise wait out the
+	// fsync of some other group's vote.
+	n := 0
 	for i, r := range rs {
-		if !r.failed && !r.stopped.Load() {
-			if err := r.safely("finish", func() error { return r.finish(&works[i]) }); err != nil {
-				r.fail(err)
-			}
+		if r.failed || !works[i].syncs() {
+			h.finishOne(r, &works[i])
+			continue
 		}
-		again := !r.failed && !r.stopped.Load() && r.rn.HasReady()
-		removed := r.removedNotice
-		r.removedNotice = false
-		r.mu.Unlock()
-		if r.rerun.Swap(false) || again {
-			h.schedule(r)
-		}
-		if removed && h.cfg.OnRemoved != nil {
-			h.cfg.OnRemoved(r.cfg.Group) // no raft lock held: it may remove the replica
+		rs[n], works[n] = r, works[i]
+		n++
+	}
+	if n > 0 {
+		h.syncAndFinish(rs[:n], works[:n])
+	}
+	clear(works) // no Ready kept alive until the next batch
+	return works
+}
+
+// syncAndFinish runs the sync round of rs and finishes them. While a slot
+// is free it does so on a goroutine of its own, which then owns the
+// replicas' locks, and the worker goes back to the queue: a worker waiting
+// on an fsync would leave the messages of other groups (votes, appends that
+// need no fsync) waiting behind it. Without a slot the worker does it
+// itself, as a bound on the syncs in flight.
+func (h *Host) syncAndFinish(rs []*Replica, works []readyWork) {
+	run := func(rs []*Replica, works []readyWork) {
+		h.syncRound(rs, works)
+		for i, r := range rs {
+			h.finishOne(r, &works[i])
 		}
 	}
-	return works
+	select {
+	case h.syncSlots <- struct{}{}:
+	default:
+		run(rs, works)
+		return
+	}
+	rs, works = slices.Clone(rs), slices.Clone(works) // the worker reuses its buffers
+	h.workers.Add(1)                                  // StopReplicas waits for it like a worker
+	go func() {
+		defer h.workers.Done()
+		defer func() { <-h.syncSlots }()
+		run(rs, works)
+	}()
+}
+
+// syncs reports whether the sync phase has work for this Ready.
+func (w *readyWork) syncs() bool { return w.stateRec != nil || w.needSync || w.stateSync }
+
+// finishOne runs finish for r, releases it and reschedules it if needed.
+func (h *Host) finishOne(r *Replica, w *readyWork) {
+	if !r.failed && !r.stopped.Load() {
+		if err := r.safely("finish", func() error { return r.finish(w) }); err != nil {
+			r.fail(err)
+		}
+	}
+	again := !r.failed && !r.stopped.Load() && r.rn.HasReady()
+	removed := r.removedNotice
+	r.removedNotice = false
+	r.mu.Unlock()
+	if r.rerun.Swap(false) || again {
+		h.schedule(r)
+	}
+	if removed && h.cfg.OnRemoved != nil {
+		h.cfg.OnRemoved(r.cfg.Group) // no raft lock held: it may remove the replica
+	}
 }
 
 // syncRound is the shared sync phase of a batch: each replica's fsyncs and
