@@ -18,6 +18,9 @@ func (h *Host) schedule(r *Replica) { h.enqueueReplica(r, false) }
 func (h *Host) scheduleUrgent(r *Replica) { h.enqueueReplica(r, true) }
 
 func (h *Host) enqueueReplica(r *Replica, urgent bool) {
+	if urgent {
+		r.urgent.Store(true)
+	}
 	if !r.queued.CompareAndSwap(false, true) {
 		if !urgent {
 			return
@@ -80,6 +83,7 @@ func (h *Host) worker() {
 			r.rerun.Store(true)
 			if r.mu.TryLock() {
 				r.rerun.Store(false)
+				r.urgent.Store(false)
 				locked = append(locked, r)
 			}
 		}
@@ -166,7 +170,8 @@ func (h *Host) finishOne(r *Replica, w *readyWork) {
 	r.removedNotice = false
 	r.mu.Unlock()
 	if r.rerun.Swap(false) || again {
-		h.schedule(r)
+		// A vote that arrived meanwhile keeps its place at the front.
+		h.enqueueReplica(r, r.urgent.Swap(false))
 	}
 	if removed && h.cfg.OnRemoved != nil {
 		h.cfg.OnRemoved(r.cfg.Group) // no raft lock held: it may remove the replica
