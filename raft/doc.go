@@ -80,10 +80,7 @@
 //     the whole batch, and one round serves up to workerBatch replicas.
 //     A replica with nothing to sync skips the round: it runs finish and
 //     is released before the round starts (most steps of a leadership
-//     transfer need no fsync and must not wait for another group's). The
-//     round and the finish after it run on a goroutine of their own while
-//     one of 2*Workers slots is free, so the worker takes the next batch
-//     instead of sleeping in an fsync; otherwise on the worker.
+//     transfer need no fsync and must not wait for another group's).
 //  3. finish, per replica: answer acks=1 proposals whose entries are now
 //     in the log (synced under FsyncAlways); send the messages held back,
 //     the append and vote responses, which promise the writes of step 1
@@ -290,10 +287,7 @@
 //	r.mu        a replica's worker, for a whole Ready cycle; also taken by
 //	            RemoveReplica and StopReplicas. A worker holds several
 //	            replicas' r.mu at once but only by TryLock, so there is no
-//	            order among them. A batch that needs fsyncs may hand its
-//	            locks to a sync goroutine (worker.go, syncAndFinish), which
-//	            counts as the worker from there on: it syncs, finishes and
-//	            unlocks, and StopReplicas waits for it with the workers.
+//	            order among them.
 //	 broker     through the callbacks below, under r.mu: the broker's
 //	            b.mu (read), its cluster view lock and partition locks.
 //	            The broker never calls RemoveReplica, StopReplicas or Close

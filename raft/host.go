@@ -176,12 +176,9 @@ type Host struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	workers sync.WaitGroup
-	// syncSlots bounds the sync rounds that run off the workers
-	// (worker.go, syncAndFinish).
-	syncSlots chan struct{}
-	started   atomic.Bool
-	closed    atomic.Bool
-	stopped   atomic.Bool
+	started atomic.Bool
+	closed  atomic.Bool
+	stopped atomic.Bool
 
 	transferring sync.Map      // group -> struct{}: rebalances in flight
 	sentRefills  atomic.Uint64 // refill messages sent (refill.go)
@@ -206,7 +203,6 @@ func NewHost(cfg Config) (*Host, error) {
 	h.learners.setRate(cfg.LearnerRate)
 	h.incs.init()
 	h.qcond = sync.NewCond(&h.qmu)
-	h.syncSlots = make(chan struct{}, 2*cfg.Workers)
 	if cfg.StateDir != "" {
 		st, err := openHardStateLog(cfg.StateDir, cfg.Logger)
 		if err != nil {

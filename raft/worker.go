@@ -3,7 +3,6 @@ package raft
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -120,39 +119,12 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 		rs[n], works[n] = r, works[i]
 		n++
 	}
-	if n > 0 {
-		h.syncAndFinish(rs[:n], works[:n])
+	h.syncRound(rs[:n], works[:n])
+	for i, r := range rs[:n] {
+		h.finishOne(r, &works[i])
 	}
 	clear(works) // no Ready kept alive until the next batch
 	return works
-}
-
-// syncAndFinish runs the sync round of rs and finishes them. While a slot
-// is free it does so on a goroutine of its own, which then owns the
-// replicas' locks, and the worker goes back to the queue: a worker waiting
-// on an fsync would leave the messages of other groups (votes, appends that
-// need no fsync) waiting behind it. Without a slot the worker does it
-// itself, as a bound on the syncs in flight.
-func (h *Host) syncAndFinish(rs []*Replica, works []readyWork) {
-	run := func(rs []*Replica, works []readyWork) {
-		h.syncRound(rs, works)
-		for i, r := range rs {
-			h.finishOne(r, &works[i])
-		}
-	}
-	select {
-	case h.syncSlots <- struct{}{}:
-	default:
-		run(rs, works)
-		return
-	}
-	rs, works = slices.Clone(rs), slices.Clone(works) // the worker reuses its buffers
-	h.workers.Add(1)                                  // StopReplicas waits for it like a worker
-	go func() {
-		defer h.workers.Done()
-		defer func() { <-h.syncSlots }()
-		run(rs, works)
-	}()
 }
 
 // syncs reports whether the sync phase has work for this Ready.
