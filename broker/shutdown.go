@@ -340,11 +340,15 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 			continue
 		}
 		tried[target] = true
-		b.logger.Info("Transferring leadership for " + r.Name() + " to node " + itoa(int(target)))
 		attempt := min(time.Until(deadline), 3*time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), attempt)
+		// The hand-over starts before the line is logged: a hundred
+		// transfers at once queue on the logger, and the first message
+		// need not wait for that.
+		tr := r.BeginTransfer(target)
+		b.logger.Info("Transferring leadership for " + r.Name() + " to node " + itoa(int(target)))
 		stopWatch := b.abandonIfGone(ctx, cancel, target)
-		err := r.TransferLeadership(ctx, target)
+		err := tr.Wait(ctx)
 		stopWatch()
 		cancel()
 		if err == nil {

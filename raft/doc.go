@@ -78,6 +78,9 @@
 //     frame and one fsync, next to the log fsyncs; workers whose rounds
 //     overlap share that fsync too. One slow disk write therefore delays
 //     the whole batch, and one round serves up to workerBatch replicas.
+//     A replica with nothing to sync skips the round: it runs finish and
+//     is released before the round starts (most steps of a leadership
+//     transfer need no fsync and must not wait for another group's).
 //  3. finish, per replica: answer acks=1 proposals whose entries are now
 //     in the log (synced under FsyncAlways); send the messages held back,
 //     the append and vote responses, which promise the writes of step 1

@@ -164,10 +164,20 @@ func Done(p Pending) <-chan struct{} { return p.done }
 // reports being gagged (gagnotice.go) fails at once with ErrTransferFail:
 // it would refuse leadership.
 func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
-	if r.halted.Load() {
-		return ErrStopped
-	}
+	return r.BeginTransfer(to).Wait(ctx)
+}
+
+// Transfer is a leadership transfer in progress (BeginTransfer).
+type Transfer struct{ w *transferWait }
+
+// BeginTransfer starts what TransferLeadership does and returns at once,
+// so a caller can do other work (log it) while the hand-over is in flight.
+func (r *Replica) BeginTransfer(to uint64) Transfer {
 	w := &transferWait{to: to, done: make(chan error, 1)}
+	if r.halted.Load() {
+		w.done <- ErrStopped
+		return Transfer{w}
+	}
 	r.enqueueUrgent(func() {
 		r.inOps = append(r.inOps, func() {
 			if r.raftState != etcdraft.StateLeader {
@@ -186,8 +196,14 @@ func (r *Replica) TransferLeadership(ctx context.Context, to uint64) error {
 			r.rn.TransferLeader(to)
 		})
 	})
+	return Transfer{w}
+}
+
+// Wait waits until the transfer has ended (nil once leadership is with its
+// target) or ctx ends; the transfer itself goes on in Raft after ctx ends.
+func (t Transfer) Wait(ctx context.Context) error {
 	select {
-	case err := <-w.done:
+	case err := <-t.w.done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()

@@ -96,6 +96,7 @@ type Replica struct {
 	queued    atomic.Bool
 	quiesced  atomic.Bool // quiet: no ticks (see maybeQuiesce)
 	rerun     atomic.Bool // work arrived while another worker held mu
+	urgent    atomic.Bool // queued urgently since last taken: a rerun keeps it
 	stopped   atomic.Bool
 	halted    atomic.Bool // failed is set: no ticks, no transfers
 

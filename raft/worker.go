@@ -17,6 +17,9 @@ func (h *Host) schedule(r *Replica) { h.enqueueReplica(r, false) }
 func (h *Host) scheduleUrgent(r *Replica) { h.enqueueReplica(r, true) }
 
 func (h *Host) enqueueReplica(r *Replica, urgent bool) {
+	if urgent {
+		r.urgent.Store(true)
+	}
 	if !r.queued.CompareAndSwap(false, true) {
 		if !urgent {
 			return
@@ -79,6 +82,7 @@ func (h *Host) worker() {
 			r.rerun.Store(true)
 			if r.mu.TryLock() {
 				r.rerun.Store(false)
+				r.urgent.Store(false)
 				locked = append(locked, r)
 			}
 		}
@@ -87,8 +91,8 @@ func (h *Host) worker() {
 }
 
 // processBatch handles a Ready for each replica, sharing one round of
-// fsyncs between them. The caller holds every replica's mu; processBatch
-// releases them.
+// fsyncs between the replicas that need one. The caller holds every
+// replica's mu; processBatch releases them.
 func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 	for _, r := range rs {
 		var w readyWork
@@ -101,25 +105,49 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 		}
 		works = append(works, w)
 	}
-	h.syncRound(rs, works)
+	// A replica whose Ready has nothing to make durable finishes at once
+	// rather than after the others' fsyncs: when leadership moves, most
+	// steps (the old leader learning of its successor, the new leader's
+	// first append) need none, and each would otherwise wait out the
+	// fsync of some other group's vote.
+	n := 0
 	for i, r := range rs {
-		if !r.failed && !r.stopped.Load() {
-			if err := r.safely("finish", func() error { return r.finish(&works[i]) }); err != nil {
-				r.fail(err)
-			}
+		if r.failed || !works[i].syncs() {
+			h.finishOne(r, &works[i])
+			continue
 		}
-		again := !r.failed && !r.stopped.Load() && r.rn.HasReady()
-		removed := r.removedNotice
-		r.removedNotice = false
-		r.mu.Unlock()
-		if r.rerun.Swap(false) || again {
-			h.schedule(r)
-		}
-		if removed && h.cfg.OnRemoved != nil {
-			h.cfg.OnRemoved(r.cfg.Group) // no raft lock held: it may remove the replica
+		rs[n], works[n] = r, works[i]
+		n++
+	}
+	h.syncRound(rs[:n], works[:n])
+	for i, r := range rs[:n] {
+		h.finishOne(r, &works[i])
+	}
+	clear(works) // no Ready kept alive until the next batch
+	return works
+}
+
+// syncs reports whether the sync phase has work for this Ready.
+func (w *readyWork) syncs() bool { return w.stateRec != nil || w.needSync || w.stateSync }
+
+// finishOne runs finish for r, releases it and reschedules it if needed.
+func (h *Host) finishOne(r *Replica, w *readyWork) {
+	if !r.failed && !r.stopped.Load() {
+		if err := r.safely("finish", func() error { return r.finish(w) }); err != nil {
+			r.fail(err)
 		}
 	}
-	return works
+	again := !r.failed && !r.stopped.Load() && r.rn.HasReady()
+	removed := r.removedNotice
+	r.removedNotice = false
+	r.mu.Unlock()
+	if r.rerun.Swap(false) || again {
+		// A vote that arrived meanwhile keeps its place at the front.
+		h.enqueueReplica(r, r.urgent.Swap(false))
+	}
+	if removed && h.cfg.OnRemoved != nil {
+		h.cfg.OnRemoved(r.cfg.Group) // no raft lock held: it may remove the replica
+	}
 }
 
 // syncRound is the shared sync phase of a batch: each replica's fsyncs and
