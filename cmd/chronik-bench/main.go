@@ -81,6 +81,8 @@ func parseFlags() config {
 	flag.DurationVar(&c.Replace.After, "after", 10*time.Second, "replace: steady load measured after the full ISR")
 	flag.DurationVar(&c.Replace.Timeout, "catchup-timeout", 20*time.Minute, "replace: longest wait for the full ISR")
 	serverArgs := flag.String("server-args", "", "replace: extra chronik-server flags for every node, space separated")
+	flag.StringVar(&c.Replace.KeepLogs, "keep-logs", "", "replace: copy the node logs into this directory")
+	flag.DurationVar(&c.Replace.MetadataAge, "metadata-min-age", 0, "replace: the steady producer's kgo.MetadataMinAge (0: franz-go's 5 s, which it waits after a leader change before looking for the new leader)")
 	flag.IntVar(&c.Repeat, "repeat", 1, "replace: runs, each on a fresh cluster")
 	flag.Parse()
 	c.Replace.ServerArgs = strings.Fields(*serverArgs)

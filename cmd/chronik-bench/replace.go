@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -35,6 +37,11 @@ type replaceConfig struct {
 	After      time.Duration `json:"after_ns"`  // measured after the full ISR
 	Timeout    time.Duration `json:"catchup_timeout_ns"`
 	ServerArgs []string      `json:"server_args"`
+	KeepLogs   string        `json:"keep_logs,omitempty"` // copy the node logs here
+	// MetadataAge is the steady producer's kgo.MetadataMinAge; 0 keeps
+	// franz-go's 5 s, which it waits after a leader change before it looks
+	// for the new leader.
+	MetadataAge time.Duration `json:"metadata_min_age_ns"`
 }
 
 // ackSample is one steady record: when it was produced, how long its ack
@@ -60,6 +67,9 @@ type phaseStats struct {
 	PartP99Medianms float64 `json:"partition_p99_median_ms"`
 	PartP99Worstms  float64 `json:"partition_p99_worst_ms"`
 	MaxAckGapms     float64 `json:"max_ack_gap_ms"`
+	// The partition with the longest gap, and when that gap started.
+	GapPartition int32     `json:"gap_partition"`
+	GapFrom      time.Time `json:"gap_from"`
 }
 
 type replaceResult struct {
@@ -90,6 +100,9 @@ func runReplace(ctx context.Context, bin string, partitions int32, rc replaceCon
 		return res, err
 	}
 	defer c.close()
+	if rc.KeepLogs != "" {
+		defer keepLogs(c, rc.KeepLogs)
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stopWatch := context.AfterFunc(c.ctx, func() { cancel(context.Cause(c.ctx)) })
@@ -125,6 +138,12 @@ func runReplace(ctx context.Context, bin string, partitions int32, rc replaceCon
 	time.Sleep(2 * time.Second) // warm-up, not measured
 	t0 := time.Now()
 	if err := sleepCtx(ctx, rc.Baseline); err != nil {
+		return res, err
+	}
+	// Records sent in the last second before the kill are left out of
+	// both windows: their acks may wait for the failover.
+	tBase := time.Now()
+	if err := sleepCtx(ctx, time.Second); err != nil {
 		return res, err
 	}
 	tKill := time.Now()
@@ -170,7 +189,7 @@ func runReplace(ctx context.Context, bin string, partitions int32, rc replaceCon
 	p50, _, mx := durStats(full)
 	res.PartFullP50S, res.PartFullMaxS = p50/1000, mx/1000
 	res.Phases = []phaseStats{
-		window("baseline", samples, t0, tKill),
+		window("baseline", samples, t0, tBase),
 		window("kill to restart", samples, tKill, tStart),
 		window("catch-up", samples, tStart, tFull),
 		window("after", samples, tFull, tEnd),
@@ -193,8 +212,11 @@ type steady struct {
 }
 
 func startSteady(ctx context.Context, seeds []string, rc replaceConfig) (*steady, error) {
-	cl, err := newProducer(seeds, replaceTopic, kgo.ProducerLinger(0),
-		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	opts := []kgo.Opt{kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.RoundRobinPartitioner())}
+	if rc.MetadataAge > 0 {
+		opts = append(opts, kgo.MetadataMinAge(rc.MetadataAge))
+	}
+	cl, err := newProducer(seeds, replaceTopic, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +308,9 @@ func window(name string, samples []ackSample, from, to time.Time) phaseStats {
 		p99s = append(p99s, p99)
 		slices.SortFunc(acks, func(a, b time.Time) int { return a.Compare(b) })
 		for i := 1; i < len(acks); i++ {
-			ps.MaxAckGapms = max(ps.MaxAckGapms, msOf(acks[i].Sub(acks[i-1])))
+			if g := msOf(acks[i].Sub(acks[i-1])); g > ps.MaxAckGapms {
+				ps.MaxAckGapms, ps.GapPartition, ps.GapFrom = g, ss[0].partition, acks[i-1]
+			}
 		}
 	}
 	if len(p99s) > 0 {
@@ -427,8 +451,8 @@ func loadAvg() string {
 }
 
 func printReplace(w io.Writer, r *replaceResult, rc replaceConfig) {
-	fmt.Fprintf(w, "\nreplace a node with an empty disk: 3 nodes, %d partitions x %d MiB at RF 3 (%.0f MiB per replica set), steady %d rec/s x %d B acks=all idempotent linger 0\n",
-		r.Partitions, rc.FillMiB, float64(r.FillBytes)/mib, rc.Rate, rc.Size)
+	fmt.Fprintf(w, "\nreplace a node with an empty disk: 3 nodes, %d partitions x %d MiB at RF 3 (%.0f MiB per replica set), steady %d rec/s x %d B acks=all idempotent linger 0, metadata min age %v\n",
+		r.Partitions, rc.FillMiB, float64(r.FillBytes)/mib, rc.Rate, rc.Size, cmp.Or(rc.MetadataAge, 5*time.Second))
 	fmt.Fprintf(w, "  fill %.1f MiB/s; node 3 held %.0f MiB; load at start %s, at end %s\n",
 		r.Fill.MiBps, float64(r.DirBytes)/mib, r.Load, r.LoadEnd)
 	fmt.Fprintf(w, "  restart to /ready %.2f s, to every ISR full %.2f s, to caught up (full ISR, nothing rejoining) %.2f s\n",
@@ -449,6 +473,11 @@ func printReplace(w io.Writer, r *replaceResult, rc replaceConfig) {
 		r.P99Ratio, r.PartP99Ratio, verdict)
 	if r.ProduceErr != "" {
 		fmt.Fprintf(w, "  WARNING: the steady producer failed records; first error: %s\n", r.ProduceErr)
+	}
+	for _, p := range r.Phases {
+		if p.MaxAckGapms > 1000 {
+			fmt.Fprintf(w, "  %s: partition %d had no ack for %.1f s from %s\n", p.Name, p.GapPartition, p.MaxAckGapms/1000, p.GapFrom.UTC().Format("15:04:05.000"))
+		}
 	}
 	fmt.Fprintln(w, "  (part p99~ / ^: median / worst of the partitions' p99; max gap: longest time between two acks on one partition)")
 }
@@ -487,4 +516,22 @@ func runScenario(ctx context.Context, cfg config) int {
 		}
 	}
 	return code
+}
+
+// keepLogs copies the node logs to dir/<cluster dir name>/.
+func keepLogs(c *cluster, dir string) {
+	dst := filepath.Join(dir, filepath.Base(c.dir))
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		slog.Warn("keep logs", "err", err)
+		return
+	}
+	for _, nd := range c.nodes {
+		if b, err := os.ReadFile(nd.logPath); err == nil {
+			err = os.WriteFile(filepath.Join(dst, filepath.Base(nd.logPath)), b, 0o644)
+			if err != nil {
+				slog.Warn("keep logs", "err", err)
+			}
+		}
+	}
+	slog.Info("node logs kept", "dir", dst)
 }
