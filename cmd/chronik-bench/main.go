@@ -4,6 +4,11 @@
 // holding ~1 GiB takes to serve again after a restart.
 //
 //	go run ./cmd/chronik-bench [-quick] [-json out.json]
+//	go run ./cmd/chronik-bench -scenario replace -partitions 30 -fill-mib 100 [-repeat 2]
+//
+// The replace scenario (replace.go) kills node 3 of 3 with -9, deletes its
+// data directory and starts it again, and reports the time to full ISRs
+// and the producer's latency during the catch-up against a baseline.
 //
 // Progress goes to stderr, the results table to stdout. Every server
 // process and temp dir it starts is removed on exit, error or Ctrl-C (a
