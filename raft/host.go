@@ -182,7 +182,6 @@ type Host struct {
 
 	transferring sync.Map      // group -> struct{}: rebalances in flight
 	sentRefills  atomic.Uint64 // refill messages sent (refill.go)
-	refillSlots  refillSlots   // refill messages in flight, all groups (refill.go)
 	guard        msgGuard
 	learners     learnerBucket // Config.LearnerRate (throttle.go)
 	incs         incarnations  // peers' data directory incarnations (incarnation.go)

@@ -3,7 +3,6 @@ package raft
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	etcdraft "go.etcd.io/raft/v3"
@@ -122,7 +121,6 @@ func (r *Replica) noteAppResp(m *pb.Message) error {
 	if !answered && time.Since(rf.sentAt) < r.refillResend() {
 		return nil
 	}
-	r.host.refillSlots.release(refillKey{r.cfg.Group, from})
 	return r.sendRefill(from, rf, match, bs)
 }
 
@@ -142,7 +140,6 @@ func (r *Replica) confirmRefill(id uint64, rf *refill, has, match uint64) {
 
 func (r *Replica) endRefill(id uint64, rf *refill, has uint64) {
 	delete(r.refills, id)
-	r.host.refillSlots.release(refillKey{r.cfg.Group, id})
 	if rf.confirmed {
 		r.mustPublish = true
 		r.host.logger.Info("follower holds every entry this leader counts there again",
@@ -247,13 +244,7 @@ func (r *Replica) sendRefill(id uint64, rf *refill, match uint64, bs etcdraft.Ba
 // holds it back; a message cut short by the rate ends earlier.
 func (r *Replica) sendRefillMsg(rf *refill, m *pb.Message, prev, end uint64) error {
 	rf.sentAt = time.Now()
-	key := refillKey{r.cfg.Group, m.GetTo()}
-	if (len(m.Entries) > 0 || m.GetType() == pb.MsgSnap) && !r.host.refillSlots.take(key, r.refillResend()) {
-		rf.prev, rf.end = prev, 0
-		return nil // sent after refillResend, when a slot may be free
-	}
 	if r.throttled(m) {
-		r.host.refillSlots.release(key)
 		return nil // sent again after refillResend
 	}
 	if n := len(m.Entries); n > 0 {
@@ -269,47 +260,3 @@ func (r *Replica) sendRefillMsg(rf *refill, m *pb.Message, prev, end uint64) err
 // followers that had lost entries (refill.go;
 // chronik_raft_refill_messages_total).
 func (h *Host) RefillMessages() uint64 { return h.sentRefills.Load() }
-
-// Refill concurrency. Each refill message makes its group's Ready read
-// and encode up to maxRefillBytes on the worker that also serves the
-// other groups of its batch; 30 wiped groups refilled at once kept every
-// worker of a 2-core node busy for seconds, so heartbeats went unanswered
-// and leaders stepped down (CheckQuorum). So at most maxRefillsInFlight
-// refill messages with data are in flight per host, all groups and
-// followers together; the others wait for their next tick. A slot is
-// freed by the answer, the end of the refill, or after the resend delay
-// (so a group that stops leading cannot keep one).
-const maxRefillsInFlight = 4
-
-type refillKey struct{ group, to uint64 }
-
-type refillSlots struct {
-	mu   sync.Mutex
-	held map[refillKey]time.Time // when each slot expires
-}
-
-// take reserves a slot for key for at most ttl; true if key holds one.
-func (s *refillSlots) take(key refillKey, ttl time.Duration) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
-	for k, exp := range s.held {
-		if now.After(exp) {
-			delete(s.held, k)
-		}
-	}
-	if _, ok := s.held[key]; !ok && len(s.held) >= maxRefillsInFlight {
-		return false
-	}
-	if s.held == nil {
-		s.held = map[refillKey]time.Time{}
-	}
-	s.held[key] = now.Add(ttl)
-	return true
-}
-
-func (s *refillSlots) release(key refillKey) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.held, key)
-}
