@@ -86,8 +86,9 @@ func preferredVoter(order []int32, voters []uint64, leader uint64) uint64 {
 }
 
 // round starts a transfer for every local leader whose preferred replica
-// is another voter, connected, not leaving, in sync for RebalanceDelay and
-// at the leader's log end, and whose leadership is RebalanceDelay old.
+// is another voter, connected, not leaving, not still rejoining after a
+// wiped disk, in sync for RebalanceDelay and at the leader's log end, and
+// whose leadership is RebalanceDelay old.
 func (rb *rebalancer) round(ctx context.Context) {
 	b := rb.b
 	var prefs map[uint64][]int32
@@ -108,7 +109,7 @@ func (rb *rebalancer) round(ctx context.Context) {
 			slices.Contains(s.GaggedPeers, pref) {
 			continue
 		}
-		if time.Since(s.LeaderChange) < delay || catchingUp(b, s) {
+		if time.Since(s.LeaderChange) < delay || catchingUp(b, s) || b.stillRejoining(pref) {
 			continue
 		}
 		if up := s.InSyncSince[pref]; up.IsZero() || time.Since(up) < delay {
@@ -137,6 +138,16 @@ func catchingUp(b *Broker, s *raft.Status) bool {
 	return slices.ContainsFunc(s.Voters, func(v uint64) bool {
 		return v != s.ID && b.host.PeerAlive(v) && !slices.Contains(s.ISR, v)
 	})
+}
+
+// stillRejoining reports whether node id came back with an empty data
+// directory and has groups left to rejoin. Leadership waits until it has
+// them all: while it catches up on gigabytes for the others, every group
+// it led would commit at the pace of its busy disk and workers, and each
+// hand-over costs clients a metadata refresh (franz-go waits up to 5 s).
+func (b *Broker) stillRejoining(id uint64) bool {
+	reg, ok := b.metaSM.broker(int32(id))
+	return ok && len(reg.Rejoin) > 0
 }
 
 func (rb *rebalancer) transfer(ctx context.Context, r *raft.Replica, to uint64) {

@@ -106,7 +106,7 @@ func (t *MemTransport) Start(h TransportHandler) error {
 func (t *MemTransport) push(from, inc uint64, msgs []WireMsg) {
 	cp := make([]WireMsg, len(msgs))
 	for i, m := range msgs {
-		cp[i] = WireMsg{Group: m.Group, Channel: m.Channel, Data: append([]byte(nil), m.Data...)}
+		cp[i] = WireMsg{Group: m.Group, Channel: m.Channel, Data: append([]byte(nil), m.Data...), Bulk: m.Bulk}
 	}
 	t.mu.Lock()
 	if t.closed {

@@ -215,11 +215,12 @@ func (h *Host) PeerUp(id uint64) {
 	}
 }
 
-func (h *Host) sendRaft(r *Replica, m *pb.Message) {
+// sendRaft sends m; bulk marks catch-up data (WireMsg.Bulk).
+func (h *Host) sendRaft(r *Replica, m *pb.Message, bulk bool) {
 	data, err := encodeMessage(m)
 	if err != nil {
 		h.logger.Error("marshal raft message", "err", err)
 		return
 	}
-	h.tr.Send(m.GetTo(), []WireMsg{{Group: r.cfg.Group, Data: data}})
+	h.tr.Send(m.GetTo(), []WireMsg{{Group: r.cfg.Group, Data: data, Bulk: bulk}})
 }

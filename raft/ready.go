@@ -263,7 +263,7 @@ func (r *Replica) sendMsgs(msgs []*pb.Message, after bool) {
 			}
 			continue
 		}
-		r.host.sendRaft(r, m)
+		r.host.sendRaft(r, m, r.catchUp(m))
 		if t == pb.MsgSnap {
 			// Snapshots are small here (metadata and state machine data)
 			// and go inline; report them sent.

@@ -251,7 +251,7 @@ func (r *Replica) sendRefillMsg(rf *refill, m *pb.Message, prev, end uint64) err
 		end = m.Entries[n-1].GetIndex()
 	}
 	rf.prev, rf.end = prev, end
-	r.host.sendRaft(r, m)
+	r.host.sendRaft(r, m, true)
 	r.host.sentRefills.Add(1)
 	return nil
 }

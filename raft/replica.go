@@ -250,6 +250,12 @@ func (r *Replica) start(reload bool) (err error) {
 		MaxCommittedSizePerReady:  64 << 20,
 		MaxUncommittedEntriesSize: 256 << 20,
 		MaxInflightMsgs:           256,
+		// A new leader sees a lagging learner at Match 0 and would read
+		// and send 256 x 4 MiB in one Ready of the group (its whole log
+		// here), stalling that group's producers while a busy worker does
+		// it: 30 s without an ack at 30 x 100 MiB. 16 MiB in flight per
+		// follower still fills loopback and a LAN.
+		MaxInflightBytes:          16 << 20,
 		CheckQuorum:               true,
 		PreVote:                   true,
 		DisableProposalForwarding: !r.cfg.ForwardProposals,

@@ -120,3 +120,20 @@ func (r *Replica) throttled(m *pb.Message) bool {
 	m.Entries = m.Entries[:k]
 	return false
 }
+
+// catchUp reports whether m, leaving the leader r, is catch-up data: an
+// append with entries or a snapshot to a learner or to a follower being
+// refilled. It goes in the transport's bulk lane (WireMsg.Bulk), behind
+// the messages the group's quorum and the clients wait for. Worker only.
+func (r *Replica) catchUp(m *pb.Message) bool {
+	switch m.GetType() {
+	case pb.MsgSnap:
+	case pb.MsgApp:
+		if len(m.GetEntries()) == 0 {
+			return false
+		}
+	default:
+		return false
+	}
+	return r.refills[m.GetTo()] != nil || slices.Contains(r.st.cs.GetLearners(), m.GetTo())
+}

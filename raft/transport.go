@@ -35,6 +35,12 @@ type WireMsg struct {
 	Group   uint64
 	Channel uint16 // 0 for Raft messages
 	Data    []byte
+	// Bulk marks catch-up data (appends and snapshots to a learner or a
+	// follower being refilled). It travels behind everything else queued
+	// for the peer, one message per frame, so that a catch-up of gigabytes
+	// never delays heartbeats, votes and voters' appends by more than one
+	// message. It is not sent on the wire.
+	Bulk bool
 }
 
 // TransportHandler receives what a Transport delivers.

@@ -22,6 +22,8 @@ type peerSender struct {
 	addr   string
 	queue  []WireMsg
 	qbytes int
+	bulk   []WireMsg // WireMsg.Bulk: sent after queue, one per frame
+	bbytes int
 	conn   net.Conn
 	wake   chan struct{}
 	// redial cuts a redial back-off short: the peer just connected to us,
@@ -63,11 +65,15 @@ func (s *peerSender) setAddr(addr string) {
 func (s *peerSender) enqueue(msgs []WireMsg) {
 	s.mu.Lock()
 	for _, m := range msgs {
-		if s.qbytes+len(m.Data) > maxPeerQueue {
+		q, n := &s.queue, &s.qbytes
+		if m.Bulk {
+			q, n = &s.bulk, &s.bbytes
+		}
+		if *n+len(m.Data) > maxPeerQueue {
 			break // the peer is not keeping up; Raft will resend
 		}
-		s.queue = append(s.queue, m)
-		s.qbytes += len(m.Data)
+		*q = append(*q, m)
+		*n += len(m.Data)
 	}
 	s.mu.Unlock()
 	s.kick()
@@ -101,6 +107,7 @@ func (s *peerSender) run() {
 				// back, and Raft resends.
 				s.mu.Lock()
 				s.queue, s.qbytes = nil, 0
+				s.bulk, s.bbytes = nil, 0
 				s.mu.Unlock()
 				timer := time.NewTimer(delay)
 				select {
@@ -125,10 +132,7 @@ func (s *peerSender) run() {
 			s.mu.Unlock()
 			conn = c
 		}
-		s.mu.Lock()
-		batch := s.queue
-		s.queue, s.qbytes = nil, 0
-		s.mu.Unlock()
+		batch := s.next()
 		if len(batch) == 0 {
 			select {
 			case <-s.wake:
@@ -150,6 +154,27 @@ func (s *peerSender) run() {
 			s.closeConn()
 		}
 	}
+}
+
+// next takes the next frame's messages: everything in the main queue and
+// at most one bulk message after them. A bulk message is at most
+// MaxSizePerMsg (4 MiB), so the main queue waits at most that long.
+func (s *peerSender) next() []WireMsg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	batch := s.queue
+	s.queue, s.qbytes = nil, 0
+	if len(s.bulk) > 0 {
+		m := s.bulk[0]
+		s.bulk[0] = WireMsg{}
+		s.bulk = s.bulk[1:]
+		s.bbytes -= len(m.Data)
+		if len(s.bulk) == 0 {
+			s.bulk = nil // let the backing array go
+		}
+		batch = append(batch, m)
+	}
+	return batch
 }
 
 // writeParts writes one frame. A plain connection takes it in one

@@ -4,6 +4,11 @@
 // holding ~1 GiB takes to serve again after a restart.
 //
 //	go run ./cmd/chronik-bench [-quick] [-json out.json]
+//	go run ./cmd/chronik-bench -scenario replace -partitions 30 -fill-mib 100 [-repeat 2]
+//
+// The replace scenario (replace.go) kills node 3 of 3 with -9, deletes its
+// data directory and starts it again, and reports the time to full ISRs
+// and the producer's latency during the catch-up against a baseline.
 //
 // Progress goes to stderr, the results table to stdout. Every server
 // process and temp dir it starts is removed on exit, error or Ctrl-C (a
@@ -51,7 +56,10 @@ type config struct {
 	SkipRestart  bool          `json:"skip_restart"`
 	TransferPart int           `json:"transfer_partitions"` // 0: no transfer test
 	Bin          string        `json:"bin"`
-	Targets      string        `json:"targets,omitempty"` // empty: all
+	Targets      string        `json:"targets,omitempty"`  // empty: all
+	Scenario     string        `json:"scenario,omitempty"` // "": the suite above; "replace": replaceConfig
+	Replace      replaceConfig `json:"replace"`
+	Repeat       int           `json:"repeat"`
 	jsonPath     string
 }
 
@@ -71,7 +79,20 @@ func parseFlags() config {
 	flag.StringVar(&c.Bin, "bin", "bin/chronik-server", "chronik-server binary")
 	flag.StringVar(&c.Targets, "targets", "", "comma-separated targets to run (kfake, rf1, tls, always, rf3); empty runs all")
 	flag.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&c.Scenario, "scenario", "", "run only this scenario instead of the suite: replace (kill -9 node 3 of 3, delete its data dir, start it again; uses -partitions)")
+	flag.IntVar(&c.Replace.FillMiB, "fill-mib", 100, "replace: MiB per partition before the kill")
+	flag.IntVar(&c.Replace.Rate, "steady-rate", 2000, "replace: records/s of the steady producer")
+	flag.IntVar(&c.Replace.Size, "steady-size", 512, "replace: record size of the steady producer")
+	flag.DurationVar(&c.Replace.Baseline, "baseline", 20*time.Second, "replace: steady load measured before the kill")
+	flag.DurationVar(&c.Replace.Settle, "settle", 5*time.Second, "replace: time between the kill and the restart (failover, measured apart)")
+	flag.DurationVar(&c.Replace.After, "after", 10*time.Second, "replace: steady load measured after the full ISR")
+	flag.DurationVar(&c.Replace.Timeout, "catchup-timeout", 20*time.Minute, "replace: longest wait for the full ISR")
+	serverArgs := flag.String("server-args", "", "replace: extra chronik-server flags for every node, space separated")
+	flag.StringVar(&c.Replace.KeepLogs, "keep-logs", "", "replace: copy the node logs into this directory")
+	flag.DurationVar(&c.Replace.MetadataAge, "metadata-min-age", 0, "replace: the steady producer's kgo.MetadataMinAge (0: franz-go's 5 s, which it waits after a leader change before looking for the new leader)")
+	flag.IntVar(&c.Repeat, "repeat", 1, "replace: runs, each on a fresh cluster")
 	flag.Parse()
+	c.Replace.ServerArgs = strings.Fields(*serverArgs)
 	if quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -162,6 +183,9 @@ func run(ctx context.Context, cfg config) int {
 	if _, err := os.Stat(cfg.Bin); err != nil {
 		fmt.Fprintf(os.Stderr, "chronik-bench: %v (build it with `make build`, or pass -bin)\n", err)
 		return 2
+	}
+	if cfg.Scenario != "" {
+		return runScenario(ctx, cfg)
 	}
 	rep := &report{Config: cfg}
 	for _, spec := range []targetSpec{
