@@ -78,12 +78,15 @@ func (cl *clientLoad) summary() string {
 }
 
 // rollClientsFast rolls nodes 2, 3, 1 at the fast pace (see rollFast) and
-// waits for leadership back on the preferred replicas.
+// waits for leadership back on the preferred replicas, CHRONIK_ROLLS times
+// in a row (once by default).
 func rollClientsFast(t *testing.T, c *cluster, topic string) *rollTimeline {
 	tl := newRollTimeline()
-	rollFast(t, c, tl, topic, 2, 3, 1)
-	c.waitPreferred(t, 2, topic)
-	tl.note("leaders back on the preferred replicas")
+	for i := range rollsFromEnv(t) {
+		rollFast(t, c, tl, topic, 2, 3, 1)
+		c.waitPreferred(t, 2, topic)
+		tl.note("roll %d: leaders back on the preferred replicas", i+1)
+	}
 	t.Logf("rolled 3 nodes and rebalanced in %v", time.Since(tl.start).Round(time.Millisecond))
 	return tl
 }
