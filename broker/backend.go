@@ -233,6 +233,10 @@ func (b *Broker) createTopics(ctx context.Context, reqs []kafka.CreateTopic, val
 	return out
 }
 
+// LeadersChanged is kafka.Backend's: leaderEvents fires at every change
+// of a leader this node knows of (local replicas and peers' notices).
+func (b *Broker) LeadersChanged() <-chan struct{} { return b.leaderEvents.wait() }
+
 // waitLeaders waits until every partition of a topic has a known leader,
 // or ctx ends.
 func (b *Broker) waitLeaders(ctx context.Context, topic string) {

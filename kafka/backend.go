@@ -22,6 +22,10 @@ type Backend interface {
 	// Topics describes the named topics, or every topic when names is nil.
 	// A name that does not exist comes back with Err set.
 	Topics(names []string, includeInternal bool) []TopicInfo
+	// LeadersChanged returns a channel closed at the next change of a
+	// leader this node knows of; take it before reading Topics so that a
+	// change in between is not missed.
+	LeadersChanged() <-chan struct{}
 	// TopicName resolves a topic id.
 	TopicName(id [16]byte) (string, bool)
 	CreateTopics(ctx context.Context, reqs []CreateTopic, validateOnly bool) []CreateTopicResult

@@ -539,6 +539,20 @@ func (c *conn) writeLoop() {
 			c.co.release()
 		}
 	}()
+	// flush sends what w holds and what c.co gathered during the hold.
+	flush := func() {
+		err := w.Flush()
+		if held {
+			held = false
+			if rerr := c.co.release(); err == nil {
+				err = rerr
+			}
+		}
+		if err != nil {
+			broken = true
+			c.close()
+		}
+	}
 	for p := range c.out {
 		var resp kmsg.Response
 		if !broken && w != nil && (w.Buffered() > 0 || held) {
@@ -549,17 +563,7 @@ func (c *conn) writeLoop() {
 			// once its NOT_LEADER answers are made (informed.go): they
 			// must not sit here, nor in the TLS coalescer's hold, while
 			// the connection is closed.
-			err := w.Flush()
-			if held {
-				held = false
-				if rerr := c.co.release(); err == nil {
-					err = rerr
-				}
-			}
-			if err != nil {
-				broken = true
-				c.close()
-			}
+			flush()
 		}
 		if !broken && p.rawToken == nil {
 			began := time.Now()
@@ -598,17 +602,7 @@ func (c *conn) writeLoop() {
 		}
 		c.finish(p)
 		if len(c.out) == 0 && !broken {
-			err := w.Flush()
-			if held {
-				held = false
-				if rerr := c.co.release(); err == nil {
-					err = rerr
-				}
-			}
-			if err != nil {
-				broken = true
-				c.close()
-			}
+			flush()
 		}
 		if cap(buf) > 8<<20 {
 			buf = nil

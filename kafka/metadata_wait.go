@@ -11,25 +11,25 @@ import "time"
 // 30 partitions, and they went 5 s without an ack. So Metadata waits a
 // little for such a partition's leader to become known, as long as one of
 // its replicas is up: one that is all down has nothing to wait for.
-const (
-	leaderWait = 250 * time.Millisecond
-	leaderPoll = 10 * time.Millisecond
-)
+const leaderWait = 250 * time.Millisecond
 
 // topicsWithLeaders is Backend.Topics, waiting up to leaderWait while a
-// partition with a live replica has no known leader.
+// partition with a live replica has no known leader; it looks again at
+// each leader change.
 func topicsWithLeaders(s *Server, names []string) []TopicInfo {
-	deadline := time.Now().Add(leaderWait)
+	deadline := time.NewTimer(leaderWait)
+	defer deadline.Stop()
 	for {
+		changed := s.backend.LeadersChanged()
 		infos := s.backend.Topics(names, true)
-		if !awaitingLeader(infos) || !time.Now().Before(deadline) {
+		if !awaitingLeader(infos) {
 			return infos
 		}
-		t := time.NewTimer(leaderPoll)
 		select {
-		case <-t.C:
+		case <-changed:
+		case <-deadline.C:
+			return s.backend.Topics(names, true)
 		case <-s.ctx.Done():
-			t.Stop()
 			return infos
 		}
 	}
