@@ -183,11 +183,13 @@ func TestAssignorsBalanced(t *testing.T) {
 	}
 }
 
-// TestConsumerGroupProtocolSwitch: a classic join is refused while the
-// consumer group has members and accepted once it is empty; an empty
-// classic group becomes a consumer group on a heartbeat.
+// TestConsumerGroupProtocolSwitch: with migration disabled, a classic
+// join is refused while the consumer group has members and accepted once
+// it is empty; an empty classic group becomes a consumer group on a
+// heartbeat. (Under the default policy the classic member joins the
+// consumer group: TestClassicJoinsConsumerGroup.)
 func TestConsumerGroupProtocolSwitch(t *testing.T) {
-	h := newHarness(t, with848Topics)
+	h := newHarness(t, func(cfg *Config) { with848Topics(cfg); cfg.Migration = MigrationDisabled })
 	r := hb(t, h.c, "m1", 0, nil)
 	wantErr(t, "join", r.ErrorCode, 0)
 	wantErr(t, "classic join of a live consumer group", h.join("client", joinReq("g", "")).ErrorCode, kerr.InconsistentGroupProtocol.Code)
