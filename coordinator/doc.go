@@ -84,7 +84,9 @@
 // ConsumerGroupHeartbeat for a Stable classic group converts it to a
 // consumer group whose classic members keep their partitions and go on
 // with JoinGroup, SyncGroup and Heartbeat, assigned by the coordinator
-// like the others (migrate.go, migrate_classic.go); when allowing
-// downgrades, the last KIP-848 member leaving a group of classic members
-// makes it classic again.
+// like the others (migrate.go, migrate_classic.go). A new classic member
+// may join any consumer group then, and a restarted static one takes its
+// old member's place, epoch and partitions. When allowing downgrades, the
+// last KIP-848 member leaving a group of classic members makes it classic
+// again.
 package coordinator
