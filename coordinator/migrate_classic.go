@@ -66,6 +66,9 @@ func (c *Coordinator) joinConsumerLocked(ctx context.Context, g *cgroup, req *km
 		// its partitions, under a new member id; nothing rebalances.
 		if old := g.staticMember(*req.InstanceID); old != nil {
 			m = g.replaceStatic(old, newMemberID(clientFrom(ctx).id, req.InstanceID))
+			if m.classic == nil {
+				m.classic = &classicMember{} // a KIP-848 member restarted as a classic one
+			}
 		}
 	}
 	if m == nil {
@@ -165,8 +168,8 @@ func (g *cgroup) checkInstance(memberID string, instance *string) int16 {
 
 // replaceStatic moves static member old to member id newID, keeping its
 // epoch, target and partitions, so its restarted client carries on where
-// the old one stopped. A KIP-848 member restarted as a classic client
-// becomes a classic member. The old id is fenced from then on.
+// the old one stopped; the caller sets the protocol it now speaks. The
+// old id is fenced from then on.
 func (g *cgroup) replaceStatic(old *cmember, newID string) *cmember {
 	oldID := old.id
 	delete(g.members, oldID)
@@ -181,9 +184,7 @@ func (g *cgroup) replaceStatic(old *cmember, newID string) *cmember {
 			g.owners[p] = newID
 		}
 	}
-	if old.classic == nil {
-		old.classic = &classicMember{}
-	}
+	old.left = false
 	g.c.log.Info("consumer group static member rejoined", "group", g.name, "instance", *old.instanceID,
 		"old_member", oldID, "member", newID, "epoch", old.epoch)
 	return old
