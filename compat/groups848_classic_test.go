@@ -282,14 +282,15 @@ func TestKIP848ClassicJoinsConsumerGroup(t *testing.T) {
 	g.remove(n2)
 }
 
-// TestKIP848StaticClassicMember: static franz-go classic members
+// TestKIP848StaticMembers: static franz-go classic members
 // (InstanceID) that restart within their session timeout get their old
 // partitions back and nobody else's assignment moves, in a classic group
-// and then in the same group upgraded by a KIP-848 member; each time
-// once more after the group's coordinator has moved. Every record is
+// and then in the same group upgraded by a static KIP-848 member, which
+// restarts the same way; each time once more after the group's
+// coordinator has moved. Every record is
 // consumed, none again below a committed offset, no partition owned
 // twice.
-func TestKIP848StaticClassicMember(t *testing.T) {
+func TestKIP848StaticMembers(t *testing.T) {
 	c := startCluster(t, 3)
 	const topic, group, partitions = "static-classic", "static-classic-group", 6
 	createTopic(t, c, topic, partitions, 3, nil)
@@ -298,16 +299,16 @@ func TestKIP848StaticClassicMember(t *testing.T) {
 	adm := kadm.NewClient(newFranz(t, c))
 	start := time.Now()
 
-	instance := map[int]string{}
-	addStatic := func(name string) int {
-		id := g.add(false, kgo.InstanceID(name))
-		instance[id] = name
+	instance, kip848 := map[int]string{}, map[int]bool{}
+	addStatic := func(name string, is848 bool) int {
+		id := g.add(is848, kgo.InstanceID(name))
+		instance[id], kip848[id] = name, is848
 		return id
 	}
 	// static-a joins first, so it leads the classic group.
-	ids := []int{addStatic("static-a")}
+	ids := []int{addStatic("static-a", false)}
 	g.spread(partitions, 60*time.Second)
-	ids = append(ids, addStatic("static-b"))
+	ids = append(ids, addStatic("static-b", false))
 	t.Logf("static classic members: %v", g.balanced(partitions, 60*time.Second))
 
 	// restart stops the static member at ids[i] (it does not leave) and
@@ -324,7 +325,7 @@ func TestKIP848StaticClassicMember(t *testing.T) {
 		n := g.eventCount()
 		at := time.Now()
 		g.remove(old)
-		ids[i] = addStatic(instance[old])
+		ids[i] = addStatic(instance[old], kip848[old])
 		waitFor(t, 30*time.Second, fmt.Sprintf("%s: the restarted static member to own %v", where, want), func() bool {
 			return slices.Equal(g.ownedBy(ids[i]), want)
 		})
@@ -353,13 +354,17 @@ func TestKIP848StaticClassicMember(t *testing.T) {
 	moveCoordinator(t, c, group)
 	restart(0, "classic group, leader, new coordinator", false)
 
-	n := g.add(true)
+	// A static KIP-848 member upgrades the group; it leaves with epoch
+	// -2 when it stops, which keeps its place for its restart.
+	ids = append(ids, addStatic("static-n", true))
 	own := g.balanced(partitions, 60*time.Second)
 	epoch := consumerEpoch(t, adm, group, 3)
-	t.Logf("KIP-848 member %d upgraded the group: %v, epoch %d", n, own, epoch)
-	restart(0, "mixed group", true)
+	t.Logf("static KIP-848 member %d upgraded the group: %v, epoch %d", ids[2], own, epoch)
+	restart(0, "mixed group, classic", true)
+	restart(2, "mixed group, KIP-848", true)
 	moveCoordinator(t, c, group)
-	restart(1, "mixed group, new coordinator", true)
+	restart(1, "mixed group, classic, new coordinator", true)
+	restart(2, "mixed group, KIP-848, new coordinator", true)
 	if e := consumerEpoch(t, adm, group, 3); e != epoch {
 		t.Errorf("the mixed group's epoch moved from %d to %d across static restarts", epoch, e)
 	}
