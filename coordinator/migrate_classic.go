@@ -65,9 +65,14 @@ func (c *Coordinator) joinConsumerLocked(ctx context.Context, g *cgroup, req *km
 		// A static member back from a restart takes its old place, and
 		// its partitions, under a new member id; nothing rebalances.
 		if old := g.staticMember(*req.InstanceID); old != nil {
+			if old.classic == nil && !old.left {
+				// A live KIP-848 member would go on consuming what
+				// the classic one is given.
+				return fail(kerr.UnreleasedInstanceID.Code)
+			}
 			m = g.replaceStatic(old, newMemberID(clientFrom(ctx).id, req.InstanceID))
-			if m.classic == nil {
-				m.classic = &classicMember{} // a KIP-848 member restarted as a classic one
+			if m.classic == nil { // a KIP-848 member that left, restarted as a classic one
+				m.classic = &classicMember{}
 			}
 		}
 	}

@@ -287,3 +287,26 @@ func TestClassicStaticMemberInConsumerGroup(t *testing.T) {
 		wantErr(t, "static heartbeat to a new coordinator", c2.Handle(context.Background(), hr).(*kmsg.HeartbeatResponse).ErrorCode, tc.want)
 	}
 }
+
+// TestClassicStaticReplacesKIP848: a classic JoinGroup with the instance
+// id of a live static KIP-848 member is refused (UNRELEASED_INSTANCE_ID);
+// once that member has left with epoch -2, it takes its place and
+// partitions.
+func TestClassicStaticReplacesKIP848(t *testing.T) {
+	h := newHarness(t, with848Topics)
+	r := hbStatic(t, h.c, "s1", "i1", 0, nil)
+	wantErr(t, "static KIP-848 join", r.ErrorCode, 0)
+	epoch := r.MemberEpoch
+	wantErr(t, "classic join, instance held", h.join("c1", joinReq("g", "", classicJoin(), withInstance("i1"))).ErrorCode,
+		kerr.UnreleasedInstanceID.Code)
+	wantErr(t, "static leave", hbStatic(t, h.c, "s1", "i1", -2, nil).ErrorCode, 0)
+	jr := h.join("c1", joinReq("g", "", classicJoin(), withInstance("i1")))
+	wantErr(t, "classic join after the static leave", jr.ErrorCode, 0)
+	if jr.Generation != epoch {
+		t.Fatalf("classic join after the static leave: generation %d, want %d", jr.Generation, epoch)
+	}
+	if got := decodeAssignment(t, h.sync(syncReq("g", jr.MemberID, epoch, nil)).MemberAssignment); len(got) != 4 {
+		t.Fatalf("the classic member got %v, want the 4 partitions of the member it replaced", got)
+	}
+	wantErr(t, "classic heartbeat", h.heartbeat("g", jr.MemberID, epoch, kmsg.StringPtr("i1")), 0)
+}
