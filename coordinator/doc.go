@@ -76,7 +76,9 @@
 // groups; its state is saved through the same SaveGroup snapshot, in its
 // own encoding, before a heartbeat that changed it is answered, and is
 // restored as it was by the next coordinator. OffsetCommit checks the
-// member epoch for these groups.
+// member epoch for these groups. A static member (instance id) that
+// leaves with epoch -2 keeps its place and partitions until its session
+// ends; its instance rejoining under a new member id takes them back.
 //
 // # Online migration
 //
