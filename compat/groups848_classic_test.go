@@ -157,6 +157,20 @@ func (g *upgradeGroup) eventsSince(n int, skip ...int) []string {
 	return out
 }
 
+// quiet waits until the members have had no assignment callbacks for
+// d: a rebalance in flight (a cooperative one's second round, say) has
+// ended.
+func (g *upgradeGroup) quiet(d time.Duration) {
+	g.t.Helper()
+	n, since := g.eventCount(), time.Now()
+	waitFor(g.t, 30*time.Second, "the group's assignment callbacks to settle", func() bool {
+		if m := g.eventCount(); m != n {
+			n, since = m, time.Now()
+		}
+		return time.Since(since) >= d
+	})
+}
+
 func (g *upgradeGroup) eventCount() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -320,6 +334,7 @@ func TestKIP848StaticMembers(t *testing.T) {
 	// in which no partition may move.
 	restart := func(i int, where string, strict bool) {
 		t.Helper()
+		g.quiet(2 * time.Second)
 		old := ids[i]
 		want := g.ownedBy(old)
 		n := g.eventCount()
