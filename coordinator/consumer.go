@@ -266,6 +266,7 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 		if req.MemberEpoch != m.epoch && !(req.MemberEpoch == m.prevEpoch && req.Topics != nil && ownedWithin(req.Topics, m.assigned)) {
 			return nil, kerr.FencedMemberEpoch.Code, "The consumer group member has a smaller member epoch than expected."
 		}
+		m.left = false // it is back: its instance may no longer take its place
 	}
 	if g.update(m, req) {
 		bump = true
