@@ -36,9 +36,11 @@ type upgradeGroup struct {
 }
 
 type upgradeMember struct {
-	cl   *kgo.Client
+	cl   *kgo.Client // nil for a sarama member
 	stop context.CancelFunc
 	done chan struct{}
+	// close, for a sarama member, commits and closes it.
+	close func()
 }
 
 func (g *upgradeGroup) event(id int, what string, ps []int32) {
@@ -64,8 +66,9 @@ func (g *upgradeGroup) event(id int, what string, ps []int32) {
 	g.events = append(g.events, fmt.Sprintf("%s member %d %s %v", time.Now().Format("15:04:05.000"), id, what, ps))
 }
 
-// add starts a member that polls, logs and commits until removed.
-func (g *upgradeGroup) add(kip848 bool) int {
+// add starts a member that polls, logs and commits until removed; extra
+// options apply to it last.
+func (g *upgradeGroup) add(kip848 bool, extra ...kgo.Opt) int {
 	g.mu.Lock()
 	g.next++
 	id := g.next
@@ -86,6 +89,7 @@ func (g *upgradeGroup) add(kip848 bool) int {
 	} else {
 		opts = append(opts, g.classicOpts...)
 	}
+	opts = append(opts, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &upgradeMember{cl: newFranz(g.t, g.c, opts...), stop: cancel, done: make(chan struct{})}
 	g.mu.Lock()
@@ -117,6 +121,10 @@ func (g *upgradeGroup) remove(id int) {
 	g.mu.Unlock()
 	m.stop()
 	<-m.done
+	if m.close != nil {
+		m.close()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := m.cl.CommitUncommittedOffsets(ctx); err != nil {
 		g.log.fail(fmt.Errorf("final commit: %w", err))

@@ -74,6 +74,10 @@ type cmember struct {
 	session *time.Timer
 	revoke  *time.Timer
 
+	// left is set for a static member that left with epoch -2: its
+	// partitions stay reserved for its instance until its session ends.
+	left bool
+
 	classic *classicMember // nil for a KIP-848 member
 }
 
@@ -215,6 +219,24 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 	before := g.stateKey(m)
 	bump := false // one new group epoch per heartbeat, whatever changed
 	switch {
+	case req.MemberEpoch == -2 && m != nil && m.instanceID != nil:
+		// A static member's temporary leave (KIP-848): it keeps its
+		// place until its session times out or its instance rejoins.
+		m.left = true
+		resp.MemberID, resp.MemberEpoch = &memberID, req.MemberEpoch
+		c.log.Info("consumer group static member left for now", "group", g.name, "member", memberID, "instance", *m.instanceID)
+		return g.persist(), 0, ""
+	case req.MemberEpoch == 0 && m == nil && req.InstanceID != nil && g.staticMember(*req.InstanceID) != nil:
+		old := g.staticMember(*req.InstanceID)
+		if !old.left && old.classic == nil {
+			return nil, kerr.UnreleasedInstanceID.Code, "Static member " + old.id + " with instance id " + *req.InstanceID +
+				" is still in the group: it must leave (or time out) before the instance rejoins."
+		}
+		// Its restart, or a classic static member's upgraded one
+		// (which cannot announce leaving): it takes the old member's
+		// place, epoch and partitions.
+		m = g.replaceStatic(old, memberID)
+		m.classic = nil
 	case req.MemberEpoch < 0: // leave
 		if m == nil {
 			return nil, kerr.UnknownMemberID.Code, ""
@@ -244,6 +266,7 @@ func (c *Coordinator) consumerHeartbeatLocked(ctx context.Context, req *kmsg.Con
 		if req.MemberEpoch != m.epoch && !(req.MemberEpoch == m.prevEpoch && req.Topics != nil && ownedWithin(req.Topics, m.assigned)) {
 			return nil, kerr.FencedMemberEpoch.Code, "The consumer group member has a smaller member epoch than expected."
 		}
+		m.left = false // it is back: its instance may no longer take its place
 	}
 	if g.update(m, req) {
 		bump = true

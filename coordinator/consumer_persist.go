@@ -48,6 +48,7 @@ type cmemberSnapshot struct {
 	Assigned    []tpJSON `json:"assigned"`
 	Revoking    []tpJSON `json:"revoking,omitempty"`
 	Target      []tpJSON `json:"target"`
+	Left        bool     `json:"static_left,omitempty"`
 	// Classic is set for a member that speaks the classic protocol.
 	Classic *classicSnapshot `json:"classic,omitempty"`
 }
@@ -129,7 +130,7 @@ func (g *cgroup) memberSnapshot(m *cmember) cmemberSnapshot {
 	return cmemberSnapshot{Classic: cs, ID: m.id, InstanceID: m.instanceID, Rack: m.rack,
 		ClientID: m.clientID, ClientHost: m.clientHost, Subscribed: m.subscribed, Regex: m.regex,
 		Assignor: m.assignor, RebalanceMs: m.rebalance.Milliseconds(), Epoch: m.epoch, PrevEpoch: m.prevEpoch,
-		State: int8(m.state), Assigned: toJSON(m.assigned), Revoking: toJSON(m.revoking), Target: toJSON(g.target[m.id])}
+		State: int8(m.state), Left: m.left, Assigned: toJSON(m.assigned), Revoking: toJSON(m.revoking), Target: toJSON(g.target[m.id])}
 }
 
 // persist queues the group's snapshot; the returned op's wait tells when
@@ -177,7 +178,7 @@ func (c *Coordinator) restoreConsumerLocked(name string, data []byte) bool {
 	for _, ms := range s.Members {
 		m := &cmember{id: ms.ID, instanceID: ms.InstanceID, rack: ms.Rack, clientID: ms.ClientID, clientHost: ms.ClientHost,
 			subscribed: ms.Subscribed, assignor: ms.Assignor, rebalance: time.Duration(ms.RebalanceMs) * time.Millisecond,
-			epoch: ms.Epoch, prevEpoch: ms.PrevEpoch, state: memberState(ms.State)}
+			epoch: ms.Epoch, prevEpoch: ms.PrevEpoch, state: memberState(ms.State), left: ms.Left}
 		if ms.Regex != nil {
 			m.setRegex(*ms.Regex)
 		}

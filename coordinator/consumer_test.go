@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -183,11 +184,13 @@ func TestAssignorsBalanced(t *testing.T) {
 	}
 }
 
-// TestConsumerGroupProtocolSwitch: a classic join is refused while the
-// consumer group has members and accepted once it is empty; an empty
-// classic group becomes a consumer group on a heartbeat.
+// TestConsumerGroupProtocolSwitch: with migration disabled, a classic
+// join is refused while the consumer group has members and accepted once
+// it is empty; an empty classic group becomes a consumer group on a
+// heartbeat. (Under the default policy the classic member joins the
+// consumer group: TestClassicJoinsConsumerGroup.)
 func TestConsumerGroupProtocolSwitch(t *testing.T) {
-	h := newHarness(t, with848Topics)
+	h := newHarness(t, func(cfg *Config) { with848Topics(cfg); cfg.Migration = MigrationDisabled })
 	r := hb(t, h.c, "m1", 0, nil)
 	wantErr(t, "join", r.ErrorCode, 0)
 	wantErr(t, "classic join of a live consumer group", h.join("client", joinReq("g", "")).ErrorCode, kerr.InconsistentGroupProtocol.Code)
@@ -218,4 +221,74 @@ func TestConsumerGroupRegex(t *testing.T) {
 	bad := "("
 	req.MemberID, req.SubscribedTopicRegex = "m2", &bad
 	wantErr(t, "bad regex", h.c.Handle(context.Background(), req).(*kmsg.ConsumerGroupHeartbeatResponse).ErrorCode, kerr.InvalidRegularExpression.Code)
+}
+
+// hbStatic is hb for a static member (instance id inst).
+func hbStatic(t *testing.T, c *Coordinator, member, inst string, epoch int32, owned []int32) *kmsg.ConsumerGroupHeartbeatResponse {
+	t.Helper()
+	req := kmsg.NewPtrConsumerGroupHeartbeatRequest()
+	req.Version, req.Group, req.MemberID, req.MemberEpoch, req.InstanceID = 1, "g", member, epoch, &inst
+	req.RebalanceTimeoutMillis = 60000
+	req.SubscribedTopicNames = []string{"a"}
+	if owned != nil {
+		req.Topics = []kmsg.ConsumerGroupHeartbeatRequestTopic{{TopicID: topicA, Partitions: owned}}
+	} else if epoch == 0 {
+		req.Topics = []kmsg.ConsumerGroupHeartbeatRequestTopic{}
+	}
+	return c.Handle(context.Background(), req).(*kmsg.ConsumerGroupHeartbeatResponse)
+}
+
+// TestConsumerGroupStaticMember: a static KIP-848 member that leaves
+// with epoch -2 keeps its place; its instance rejoining under a new
+// member id gets its epoch and partitions back and nothing rebalances,
+// also on the next coordinator. While a static member is in the group,
+// another member with its instance id is refused.
+func TestConsumerGroupStaticMember(t *testing.T) {
+	h := newHarness(t, with848Topics)
+	r := hbStatic(t, h.c, "s1", "i1", 0, nil)
+	wantErr(t, "static join", r.ErrorCode, 0)
+	r = hb(t, h.c, "m2", 0, nil)
+	e2 := r.MemberEpoch
+	keep := assigned(hbStatic(t, h.c, "s1", "i1", 1, []int32{0, 1, 2, 3}))
+	r = hbStatic(t, h.c, "s1", "i1", 1, keep)
+	es := r.MemberEpoch
+	if len(keep) != 2 || es != e2 {
+		t.Fatalf("static member keeps %v at epoch %d, want 2 partitions at %d", keep, es, e2)
+	}
+	other := assigned(hb(t, h.c, "m2", e2, []int32{}))
+	slices.Sort(other)
+	if len(other) != 2 {
+		t.Fatalf("m2 got %v, want the other 2", other)
+	}
+	wantErr(t, "a second member with the instance id", hbStatic(t, h.c, "s2", "i1", 0, nil).ErrorCode, kerr.UnreleasedInstanceID.Code)
+
+	r = hbStatic(t, h.c, "s1", "i1", -2, nil)
+	if r.ErrorCode != 0 || r.MemberEpoch != -2 {
+		t.Fatalf("static leave: %s epoch %d", errName(r.ErrorCode), r.MemberEpoch)
+	}
+	if r := hb(t, h.c, "m2", e2, other); r.ErrorCode != 0 || r.MemberEpoch != e2 || !sameParts(assigned(r), other) {
+		t.Fatalf("m2 after the static leave: %s epoch %d assignment %v: the group rebalanced", errName(r.ErrorCode), r.MemberEpoch, r.Assignment)
+	}
+
+	// The next coordinator knows the member left for now.
+	c2 := New(Config{Store: h.store, Owns: func(string) bool { return true }, Topics: h.c.cfg.Topics})
+	defer c2.Close()
+	r = hbStatic(t, c2, "s1b", "i1", 0, nil)
+	wantErr(t, "static rejoin", r.ErrorCode, 0)
+	got := assigned(r)
+	slices.Sort(got)
+	slices.Sort(keep)
+	if r.MemberEpoch != es || !slices.Equal(got, keep) {
+		t.Fatalf("static rejoin: epoch %d (was %d), partitions %v (had %v)", r.MemberEpoch, es, got, keep)
+	}
+	if r := hb(t, c2, "m2", e2, other); r.ErrorCode != 0 || r.MemberEpoch != e2 || !sameParts(assigned(r), other) {
+		t.Fatalf("m2 after the static rejoin: %s epoch %d assignment %v: the group rebalanced", errName(r.ErrorCode), r.MemberEpoch, r.Assignment)
+	}
+	wantErr(t, "the old member id", hbStatic(t, c2, "s1", "i1", es, keep).ErrorCode, kerr.UnknownMemberID.Code)
+}
+
+func sameParts(got, want []int32) bool {
+	got = slices.Clone(got)
+	slices.Sort(got)
+	return slices.Equal(got, want)
 }

@@ -76,7 +76,9 @@
 // groups; its state is saved through the same SaveGroup snapshot, in its
 // own encoding, before a heartbeat that changed it is answered, and is
 // restored as it was by the next coordinator. OffsetCommit checks the
-// member epoch for these groups.
+// member epoch for these groups. A static member (instance id) that
+// leaves with epoch -2 keeps its place and partitions until its session
+// ends; its instance rejoining under a new member id takes them back.
 //
 // # Online migration
 //
@@ -84,7 +86,9 @@
 // ConsumerGroupHeartbeat for a Stable classic group converts it to a
 // consumer group whose classic members keep their partitions and go on
 // with JoinGroup, SyncGroup and Heartbeat, assigned by the coordinator
-// like the others (migrate.go, migrate_classic.go); when allowing
-// downgrades, the last KIP-848 member leaving a group of classic members
-// makes it classic again.
+// like the others (migrate.go, migrate_classic.go). A new classic member
+// may join any consumer group then, and a restarted static one takes its
+// old member's place, epoch and partitions. When allowing downgrades, the
+// last KIP-848 member leaving a group of classic members makes it classic
+// again.
 package coordinator

@@ -19,10 +19,12 @@ import (
 // JoinGroup, SyncGroup and Heartbeat against the consumer group
 // (migrate_classic.go): the coordinator computes their assignment, and a
 // heartbeat answers REBALANCE_IN_PROGRESS while a member's assignment is
-// to change, so it rejoins. The group stays a consumer group when the last
-// classic member leaves; when the last KIP-848 member leaves and only
-// classic members remain, a policy that allows downgrades turns it back
-// into a classic group, which rebalances.
+// to change, so it rejoins. New classic members may join a consumer group,
+// even one of KIP-848 members only, as long as upgrades are allowed. The
+// group stays a consumer group when the last classic member leaves; when
+// the last KIP-848 member leaves and only classic members remain, a
+// policy that allows downgrades turns it back into a classic group, which
+// rebalances.
 
 // MigrationPolicy is group.consumer.migration.policy.
 type MigrationPolicy string

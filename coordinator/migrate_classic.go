@@ -37,6 +37,9 @@ func (c *Coordinator) joinConsumerLocked(ctx context.Context, g *cgroup, req *km
 	var m *cmember
 	if req.MemberID != "" {
 		m = g.members[req.MemberID]
+		if code := g.checkInstance(req.MemberID, req.InstanceID); code != 0 {
+			return fail(code)
+		}
 		if m == nil || m.classic == nil {
 			return fail(kerr.UnknownMemberID.Code)
 		}
@@ -58,11 +61,26 @@ func (c *Coordinator) joinConsumerLocked(ctx context.Context, g *cgroup, req *km
 		return fail(kerr.InconsistentGroupProtocol.Code)
 	}
 	bump := false
+	if m == nil && req.InstanceID != nil {
+		// A static member back from a restart takes its old place, and
+		// its partitions, under a new member id; nothing rebalances.
+		if old := g.staticMember(*req.InstanceID); old != nil {
+			if old.classic == nil && !old.left {
+				// A live KIP-848 member would go on consuming what
+				// the classic one is given.
+				return fail(kerr.UnreleasedInstanceID.Code)
+			}
+			m = g.replaceStatic(old, newMemberID(clientFrom(ctx).id, req.InstanceID))
+			if m.classic == nil { // a KIP-848 member that left, restarted as a classic one
+				m.classic = &classicMember{}
+			}
+		}
+	}
 	if m == nil {
-		// A new classic member joins only a group still migrating (with
-		// classic members), and only when the policy lets classic groups
-		// be upgraded; a group of KIP-848 members refuses it.
-		if !c.upgrades() || !g.hasClassic() {
+		// A new classic member joins a consumer group, migrating or of
+		// KIP-848 members only, when the policy lets classic groups be
+		// upgraded (Kafka's classic join to a consumer group).
+		if !c.upgrades() {
 			return fail(kerr.InconsistentGroupProtocol.Code)
 		}
 		if len(g.members) >= maxConsumerMembers {
@@ -130,9 +148,59 @@ func (g *cgroup) release(m *cmember, owned tpSet) {
 	}
 }
 
+// staticMember is the member with instance id, nil if none.
+func (g *cgroup) staticMember(instance string) *cmember {
+	for _, m := range g.members {
+		if m.instanceID != nil && *m.instanceID == instance {
+			return m
+		}
+	}
+	return nil
+}
+
+// checkInstance fences a request that names an instance id held by
+// another member id: an older incarnation of a restarted static member
+// (KIP-345's FENCED_INSTANCE_ID).
+func (g *cgroup) checkInstance(memberID string, instance *string) int16 {
+	if instance == nil {
+		return 0
+	}
+	if m := g.staticMember(*instance); m != nil && m.id != memberID {
+		return kerr.FencedInstanceID.Code
+	}
+	return 0
+}
+
+// replaceStatic moves static member old to member id newID, keeping its
+// epoch, target and partitions, so its restarted client carries on where
+// the old one stopped; the caller sets the protocol it now speaks. The
+// old id is fenced from then on.
+func (g *cgroup) replaceStatic(old *cmember, newID string) *cmember {
+	oldID := old.id
+	delete(g.members, oldID)
+	old.id = newID
+	g.members[newID] = old
+	if t, ok := g.target[oldID]; ok {
+		delete(g.target, oldID)
+		g.target[newID] = t
+	}
+	for p, o := range g.owners {
+		if o == oldID {
+			g.owners[p] = newID
+		}
+	}
+	old.left = false
+	g.c.log.Info("consumer group static member rejoined", "group", g.name, "instance", *old.instanceID,
+		"old_member", oldID, "member", newID, "epoch", old.epoch)
+	return old
+}
+
 // classicMemberLocked finds a classic member of consumer group g for a
-// SyncGroup or Heartbeat and checks its generation.
-func (g *cgroup) classicMemberLocked(memberID string, generation int32) (*cmember, int16) {
+// SyncGroup or Heartbeat and checks its instance id and generation.
+func (g *cgroup) classicMemberLocked(memberID string, instance *string, generation int32) (*cmember, int16) {
+	if code := g.checkInstance(memberID, instance); code != 0 {
+		return nil, code
+	}
 	m := g.members[memberID]
 	switch {
 	case m == nil || m.classic == nil:
@@ -144,7 +212,7 @@ func (g *cgroup) classicMemberLocked(memberID string, generation int32) (*cmembe
 }
 
 func (g *cgroup) syncClassic(req *kmsg.SyncGroupRequest, resp *kmsg.SyncGroupResponse) {
-	m, code := g.classicMemberLocked(req.MemberID, req.Generation)
+	m, code := g.classicMemberLocked(req.MemberID, req.InstanceID, req.Generation)
 	if code != 0 {
 		resp.ErrorCode = code
 		return
@@ -168,7 +236,7 @@ func (g *cgroup) syncClassic(req *kmsg.SyncGroupRequest, resp *kmsg.SyncGroupRes
 // heartbeatClassic answers REBALANCE_IN_PROGRESS while the member's
 // assignment is to change, so that it rejoins.
 func (g *cgroup) heartbeatClassic(req *kmsg.HeartbeatRequest) int16 {
-	m, code := g.classicMemberLocked(req.MemberID, req.Generation)
+	m, code := g.classicMemberLocked(req.MemberID, req.InstanceID, req.Generation)
 	if code != 0 {
 		return code
 	}
@@ -199,7 +267,9 @@ func (g *cgroup) leaveClassic(req *kmsg.LeaveGroupRequest, resp *kmsg.LeaveGroup
 				}
 			}
 		}
-		if m := g.members[id]; m == nil || m.classic == nil {
+		if code := g.checkInstance(id, lm.InstanceID); code != 0 {
+			r.ErrorCode = code
+		} else if m := g.members[id]; m == nil || m.classic == nil {
 			r.ErrorCode = kerr.UnknownMemberID.Code
 		} else {
 			g.removeMember(m, "left")
@@ -214,13 +284,4 @@ func (g *cgroup) leaveClassic(req *kmsg.LeaveGroupRequest, resp *kmsg.LeaveGroup
 		resp.ErrorCode = resp.Members[0].ErrorCode
 		resp.Members = nil
 	}
-}
-
-func (g *cgroup) hasClassic() bool {
-	for _, m := range g.members {
-		if m.classic != nil {
-			return true
-		}
-	}
-	return false
 }

@@ -185,3 +185,128 @@ func TestDescribeGroupsMigrating(t *testing.T) {
 		t.Fatalf("after the downgrade: %s, %d members, protocol type %q", d.State, len(d.Members), d.ProtocolType)
 	}
 }
+
+// classicJoinsKIP848 has a classic member (instance id instance, if not
+// "") join group g, where KIP-848 member m1 owns all 4 partitions, and
+// walks both to their shares. It returns the classic member's id, its
+// generation and partitions, and m1's epoch.
+func classicJoinsKIP848(t *testing.T, h *harness, instance string) (string, int32, []int32, int32) {
+	t.Helper()
+	r := hb(t, h.c, "m1", 0, nil)
+	wantErr(t, "m1 join", r.ErrorCode, 0)
+	e1 := r.MemberEpoch
+	opts, inst := []joinOpt{classicJoin()}, (*string)(nil)
+	if instance != "" {
+		opts, inst = append(opts, withInstance(instance)), &instance
+	}
+	jr := h.join("c1", joinReq("g", "", opts...))
+	wantErr(t, "classic join of a consumer group of KIP-848 members", jr.ErrorCode, 0)
+	id, gen := jr.MemberID, jr.Generation
+	if id == "" || gen <= e1 || jr.LeaderID != "" || jr.Protocol == nil || *jr.Protocol != "range" {
+		t.Fatalf("classic join: member %q generation %d (m1 at %d) leader %q protocol %v", id, gen, e1, jr.LeaderID, jr.Protocol)
+	}
+	if got := decodeAssignment(t, h.sync(syncReq("g", id, gen, nil)).MemberAssignment); len(got) != 0 {
+		t.Fatalf("the classic member got %v while m1 owns everything", got)
+	}
+	wantErr(t, "classic heartbeat while waiting", h.heartbeat("g", id, gen, inst), kerr.RebalanceInProgress.Code)
+	// m1 gives half up, then reports only what it keeps.
+	r = hb(t, h.c, "m1", e1, []int32{0, 1, 2, 3})
+	keep := assigned(r)
+	if len(keep) != 2 {
+		t.Fatalf("m1 keeps %v, want 2", keep)
+	}
+	r = hb(t, h.c, "m1", e1, keep)
+	wantErr(t, "m1 after revoking", r.ErrorCode, 0)
+	if r.MemberEpoch != gen {
+		t.Fatalf("m1 epoch %d after revoking, want %d", r.MemberEpoch, gen)
+	}
+	jr = h.join("c1", joinReq("g", id, opts...))
+	wantErr(t, "classic rejoin", jr.ErrorCode, 0)
+	got := decodeAssignment(t, h.sync(syncReq("g", id, jr.Generation, nil)).MemberAssignment)
+	if len(got) != 2 || slices.ContainsFunc(got, func(p int32) bool { return slices.Contains(keep, p) }) {
+		t.Fatalf("the classic member got %v; m1 keeps %v", got, keep)
+	}
+	return id, jr.Generation, got, r.MemberEpoch
+}
+
+// TestClassicJoinsConsumerGroup: a classic member joins a consumer group
+// that has only KIP-848 members (Kafka's classic join to a consumer
+// group): it gets its share once the KIP-848 member has revoked it, and
+// when the KIP-848 member leaves the group becomes classic again.
+func TestClassicJoinsConsumerGroup(t *testing.T) {
+	h := newHarness(t, with848Topics)
+	id, gen, _, _ := classicJoinsKIP848(t, h, "")
+	wantErr(t, "classic heartbeat", h.heartbeat("g", id, gen, nil), 0)
+	wantErr(t, "KIP-848 leave", hb(t, h.c, "m1", -1, nil).ErrorCode, 0)
+	if d := h.describe("g"); d.State != "PreparingRebalance" || len(d.Members) != 1 {
+		t.Fatalf("after the KIP-848 member left: %s with %d members, want a classic group rebalancing", d.State, len(d.Members))
+	}
+
+	// With upgrades disabled, a classic member cannot join a consumer group.
+	h2 := newHarness(t, func(cfg *Config) { with848Topics(cfg); cfg.Migration = MigrationDowngrade })
+	wantErr(t, "m1 join", hb(t, h2.c, "m1", 0, nil).ErrorCode, 0)
+	wantErr(t, "classic join, upgrades disabled", h2.join("c1", joinReq("g", "", classicJoin())).ErrorCode, kerr.InconsistentGroupProtocol.Code)
+}
+
+// TestClassicStaticMemberInConsumerGroup: a static classic member of a
+// consumer group that restarts (JoinGroup with its instance id and no
+// member id) gets a new member id, its generation and partitions back,
+// and nothing rebalances; its old id is fenced, here and on the next
+// coordinator.
+func TestClassicStaticMemberInConsumerGroup(t *testing.T) {
+	h := newHarness(t, with848Topics)
+	inst := kmsg.StringPtr("s1")
+	id, gen, parts, e1 := classicJoinsKIP848(t, h, "s1")
+
+	jr := h.join("c1", joinReq("g", "", classicJoin(), withInstance("s1")))
+	wantErr(t, "static rejoin", jr.ErrorCode, 0)
+	if jr.MemberID == id || jr.Generation != gen {
+		t.Fatalf("static rejoin: member %q (was %q), generation %d (was %d)", jr.MemberID, id, jr.Generation, gen)
+	}
+	nid := jr.MemberID
+	sr := h.sync(syncReq("g", nid, gen, nil))
+	wantErr(t, "static sync", sr.ErrorCode, 0)
+	if got := decodeAssignment(t, sr.MemberAssignment); !slices.Equal(got, parts) {
+		t.Fatalf("static member after its restart: %v, want %v back", got, parts)
+	}
+	wantErr(t, "new incarnation's heartbeat", h.heartbeat("g", nid, gen, inst), 0)
+	wantErr(t, "old incarnation's heartbeat", h.heartbeat("g", id, gen, inst), kerr.FencedInstanceID.Code)
+	r := hb(t, h.c, "m1", e1, nil)
+	if r.ErrorCode != 0 || r.MemberEpoch != e1 || r.Assignment != nil {
+		t.Fatalf("m1 after the static rejoin: %s epoch %d (was %d) assignment %v: the group rebalanced", errName(r.ErrorCode), r.MemberEpoch, e1, r.Assignment)
+	}
+
+	c2 := New(Config{Store: h.store, Owns: func(string) bool { return true }, Topics: h.c.cfg.Topics})
+	defer c2.Close()
+	for _, tc := range []struct {
+		id   string
+		want int16
+	}{{nid, 0}, {id, kerr.FencedInstanceID.Code}} {
+		hr := kmsg.NewPtrHeartbeatRequest()
+		hr.Version, hr.Group, hr.MemberID, hr.Generation, hr.InstanceID = 4, "g", tc.id, gen, inst
+		wantErr(t, "static heartbeat to a new coordinator", c2.Handle(context.Background(), hr).(*kmsg.HeartbeatResponse).ErrorCode, tc.want)
+	}
+}
+
+// TestClassicStaticReplacesKIP848: a classic JoinGroup with the instance
+// id of a live static KIP-848 member is refused (UNRELEASED_INSTANCE_ID);
+// once that member has left with epoch -2, it takes its place and
+// partitions.
+func TestClassicStaticReplacesKIP848(t *testing.T) {
+	h := newHarness(t, with848Topics)
+	r := hbStatic(t, h.c, "s1", "i1", 0, nil)
+	wantErr(t, "static KIP-848 join", r.ErrorCode, 0)
+	epoch := r.MemberEpoch
+	wantErr(t, "classic join, instance held", h.join("c1", joinReq("g", "", classicJoin(), withInstance("i1"))).ErrorCode,
+		kerr.UnreleasedInstanceID.Code)
+	wantErr(t, "static leave", hbStatic(t, h.c, "s1", "i1", -2, nil).ErrorCode, 0)
+	jr := h.join("c1", joinReq("g", "", classicJoin(), withInstance("i1")))
+	wantErr(t, "classic join after the static leave", jr.ErrorCode, 0)
+	if jr.Generation != epoch {
+		t.Fatalf("classic join after the static leave: generation %d, want %d", jr.Generation, epoch)
+	}
+	if got := decodeAssignment(t, h.sync(syncReq("g", jr.MemberID, epoch, nil)).MemberAssignment); len(got) != 4 {
+		t.Fatalf("the classic member got %v, want the 4 partitions of the member it replaced", got)
+	}
+	wantErr(t, "classic heartbeat", h.heartbeat("g", jr.MemberID, epoch, kmsg.StringPtr("i1")), 0)
+}
