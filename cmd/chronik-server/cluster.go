@@ -76,6 +76,9 @@ type session struct {
 	cl    *kgo.Client
 	adm   *kadm.Client
 	admin []string // admin addresses to ask, in order
+	// adminOf names the broker behind each admin address cluster.toml
+	// lists, so a removed broker's stale view can be left out.
+	adminOf map[string]int32
 	out   io.Writer
 	errw  io.Writer
 	ctx   context.Context // ends on Ctrl-C, SIGTERM or --timeout
@@ -99,6 +102,10 @@ func openSession(c *cli.Context) (*session, error) {
 			}
 			if n.Admin != "" {
 				s.admin = append(s.admin, n.Admin)
+				if s.adminOf == nil {
+					s.adminOf = map[string]int32{}
+				}
+				s.adminOf[n.Admin] = n.ID
 			}
 		}
 		if !c.IsSet("bootstrap") && len(seeds) > 0 {
@@ -150,7 +157,17 @@ func (s *session) adminNodes() map[int32]string {
 // server's /partitions; without one, every listed broker is taken as one
 // (how Chronik bootstraps the group from cluster.toml).
 func (s *session) metadataVoters(v *clusterView) ([]int32, string) {
+	return s.metadataVotersSkipping(v, -1)
+}
+
+// metadataVotersSkipping is metadataVoters without asking broker skip: a
+// broker just marked removed is cut off from the metadata group, and its
+// view stops at the moment it was.
+func (s *session) metadataVotersSkipping(v *clusterView, skip int32) ([]int32, string) {
 	for _, a := range s.admin {
+		if id, ok := s.adminOf[a]; ok && id == skip {
+			continue
+		}
 		var rows []partitionRow
 		if code, err := getJSON(a, "/partitions", &rows); err == nil && code == 200 {
 			for _, r := range rows {

@@ -165,7 +165,7 @@ func clusterDecommission(c *cli.Context) error {
 	if err := s.retire(n); err != nil {
 		return err
 	}
-	if voters, from := s.metadataVoters(v); len(voters) > 0 {
+	if voters, from := s.metadataVotersSkipping(v, n); len(voters) > 0 {
 		fmt.Fprintf(s.out, "metadata voters now %v (from %s)\n", voters, from)
 	}
 	fmt.Fprintf(s.out, "decommission %d took %s\n", n, time.Since(start).Round(time.Millisecond))
