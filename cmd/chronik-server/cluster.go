@@ -79,10 +79,10 @@ type session struct {
 	// adminOf names the broker behind each admin address cluster.toml
 	// lists, so a removed broker's stale view can be left out.
 	adminOf map[string]int32
-	out   io.Writer
-	errw  io.Writer
-	ctx   context.Context // ends on Ctrl-C, SIGTERM or --timeout
-	stop  func()
+	out     io.Writer
+	errw    io.Writer
+	ctx     context.Context // ends on Ctrl-C, SIGTERM or --timeout
+	stop    func()
 }
 
 func openSession(c *cli.Context) (*session, error) {
