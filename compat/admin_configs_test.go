@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -259,7 +260,11 @@ func TestAdminBrokerConfigs(t *testing.T) {
 // the next acks=all produce, without a restart.
 func TestAdminMinInsyncLive(t *testing.T) {
 	c := startCluster(t, 3, withArgs("--isr-lag-time", "1s"))
-	cl := newFranz(t, c, kgo.RecordRetries(1), kgo.RequestRetries(1))
+	// franz-go refreshes metadata before it retries a NOT_ENOUGH_REPLICAS
+	// batch, at most every MetadataMinAge (5 s by default): with the
+	// default, the retry raced the 5 s produce timeout below and the
+	// broker's answer was never seen (CI timed out so).
+	cl := newFranz(t, c, kgo.RecordRetries(1), kgo.RequestRetries(1), kgo.MetadataMinAge(200*time.Millisecond))
 	adm := kadm.NewClient(cl)
 	const topic = "cfg-isr"
 	createTopic(t, c, topic, 1, 3, nil)
@@ -278,10 +283,16 @@ func TestAdminMinInsyncLive(t *testing.T) {
 	if err := alterTopic(t, adm, topic, set("min.insync.replicas", "3")); err != nil {
 		t.Fatalf("alter min.insync.replicas: %v", err)
 	}
+	// Each distinct answer on the way is logged: a timeout says why.
+	seen := map[string]bool{}
 	waitFor(t, 20*time.Second, "acks=all to be refused with 2 of 3 in sync", func() bool {
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
 		defer pcancel()
 		err := cl.ProduceSync(pctx, &kgo.Record{Topic: topic, Value: []byte("x")}).FirstErr()
+		if msg := fmt.Sprint(err); !seen[msg] {
+			seen[msg] = true
+			t.Logf("%s produce with node %d down and min.insync.replicas=3: %v", time.Now().Format("15:04:05.000"), victim, err)
+		}
 		return errors.Is(err, kerr.NotEnoughReplicas)
 	})
 	if err := alterTopic(t, adm, topic, set("min.insync.replicas", "2")); err != nil {
