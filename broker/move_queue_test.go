@@ -237,3 +237,33 @@ func (f fakeHealth) Ready() (bool, string)               { return true, "" }
 func (f fakeHealth) Nodes() []admin.NodeStatus           { return nil }
 func (f fakeHealth) Partitions() []admin.PartitionStatus { return f.parts }
 func (f fakeHealth) Process() admin.ProcessInfo          { return admin.ProcessInfo{} }
+
+// ListPartitionReassignments lists queued moves with the replicas they
+// will have, and a move of the metadata group's votes as
+// __cluster_metadata-0.
+func TestListReassignmentsQueuedAndMetaVotes(t *testing.T) {
+	m := newQueueSM(t, 2)
+	moveAll(t, m, 1, 0, 1)
+	b := &Broker{metaSM: m}
+	b.mb.id = &identity{MetaVoters: []int32{1, 2, 3}}
+	got := b.ListReassignments(nil)
+	if len(got) != 2 {
+		t.Fatalf("listed %+v", got)
+	}
+	for _, ri := range got {
+		if ri.Topic != "t" || !slices.Equal(ri.Replicas, []int32{4, 2, 3, 1}) || !slices.Equal(ri.Adding, []int32{4}) || !slices.Equal(ri.Removing, []int32{1}) {
+			t.Fatalf("partition %d listed %+v", ri.Partition, ri)
+		}
+	}
+	m.mu.Lock()
+	m.st.MetaTarget = []int32{2, 3, 4}
+	m.mu.Unlock()
+	got = b.ListReassignments(map[string][]int32{metaTopic: {0}})
+	if len(got) != 1 || got[0].Topic != metaTopic || got[0].Partition != 0 || !slices.Equal(got[0].Replicas, []int32{2, 3, 4, 1}) ||
+		!slices.Equal(got[0].Adding, []int32{4}) || !slices.Equal(got[0].Removing, []int32{1}) {
+		t.Fatalf("metadata votes listed %+v", got)
+	}
+	if got = b.ListReassignments(map[string][]int32{"t": {1}}); len(got) != 1 || got[0].Partition != 1 {
+		t.Fatalf("filtered to t-1: %+v", got)
+	}
+}
