@@ -45,8 +45,10 @@ type Reassignments struct {
 	Partitions map[string]ReassignmentHealth `json:"partitions"`
 }
 
-// ReassignmentHealth is one moving partition.
+// ReassignmentHealth is one moving partition; a queued one waits for a
+// slot (max_concurrent_moves) and has not changed its replicas yet.
 type ReassignmentHealth struct {
+	Queued   bool    `json:"queued,omitempty"`
 	Target   []int32 `json:"target"`
 	Adding   []int32 `json:"adding"`
 	Removing []int32 `json:"removing"`
@@ -115,7 +117,7 @@ func evaluate(src Source) (Report, snapshot) {
 				r.Reassignments = &Reassignments{Partitions: map[string]ReassignmentHealth{}}
 			}
 			r.Reassignments.Count++
-			r.Reassignments.Partitions[name] = ReassignmentHealth{Target: p.Target, Adding: nonNil(p.Adding),
+			r.Reassignments.Partitions[name] = ReassignmentHealth{Queued: p.Queued, Target: p.Target, Adding: nonNil(p.Adding),
 				Removing: nonNil(p.Removing), EntriesBehind: p.EntriesBehind}
 		}
 		switch st {
@@ -188,8 +190,8 @@ func partitionStatus(p PartitionStatus) string {
 		}
 	}
 	want := len(p.Replicas)
-	if p.Target != nil {
-		want = len(p.Target) // as Kafka counts a moving partition
+	if p.Target != nil && !p.Queued {
+		want = len(p.Target) // as Kafka counts a moving partition; a queued one has not started
 	}
 	if inSync < want {
 		return StatusUnderReplicated

@@ -48,7 +48,9 @@ type PartitionStatus struct {
 	// A reassignment in progress (KIP-455): the target replicas, those
 	// being added and removed, the group's learners (known on its leader)
 	// and how many entries the learners trail the leader's log in total
-	// (-1 when not known on this node).
+	// (-1 when not known on this node). Queued: the move waits for a slot
+	// (max_concurrent_moves); Replicas are still the current ones.
+	Queued        bool    `json:"queued,omitempty"`
 	Target        []int32 `json:"target,omitempty"`
 	Adding        []int32 `json:"adding,omitempty"`
 	Removing      []int32 `json:"removing,omitempty"`

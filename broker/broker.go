@@ -269,7 +269,8 @@ func (b *Broker) Start() (err error) {
 	if id.Mode != modeJoin {
 		b.campaignIfPreferred(meta, peers)
 	}
-	b.wg.Add(6)
+	b.wg.Add(7)
+	go b.admitLoop(b.ctx)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()
 	go b.registerLoop()

@@ -65,6 +65,10 @@ type ClusterFile struct {
 	// per second (0: unlimited); --replication-throttle overrides it per
 	// node (throttle.go).
 	ReplicationThrottle int64 `toml:"replication_throttle"`
+	// MaxConcurrentMoves is how many reassignments the cluster runs at
+	// once; the rest wait in a queue in the metadata (move_queue.go).
+	// 0 or unset: 8; negative: unlimited.
+	MaxConcurrentMoves int `toml:"max_concurrent_moves"`
 	// ConsumerMigrationPolicy is Kafka's group.consumer.migration.policy:
 	// whether a classic group with members may be upgraded online to a
 	// KIP-848 consumer group (upgrade), the reverse (downgrade), both

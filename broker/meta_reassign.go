@@ -54,7 +54,7 @@ func (p *partitionMeta) removing() []int32 {
 
 func (p *partitionMeta) clone() partitionMeta {
 	return partitionMeta{Group: p.Group, Replicas: slices.Clone(p.Replicas), Origin: slices.Clone(p.Origin),
-		Target: slices.Clone(p.Target), Prior: slices.Clone(p.Prior)}
+		Target: slices.Clone(p.Target), Prior: slices.Clone(p.Prior), Queue: p.Queue}
 }
 
 // minus is a without the members of b, in a's order.
@@ -85,26 +85,37 @@ func validReplicaList(reps []int32) string {
 	return ""
 }
 
-// applyReassign starts, replaces or cancels the moves of one topic's
-// partitions; Codes answers each partition in order.
+// applyReassign starts, queues, replaces or cancels the moves of one
+// topic's partitions; Codes answers each partition in order. With a limit
+// (cmd.Limit, move_queue.go) a new move joins the queue and the queue's
+// head is admitted while a slot is free, so earlier submissions go first.
 func (m *metaSM) applyReassign(cmd *metaCmd) metaResult {
 	t, ok := m.st.Topics[cmd.Name]
 	if !ok {
 		return metaResult{Err: kerr.UnknownTopicOrPartition.Code, Msg: "topic " + cmd.Name + " does not exist"}
 	}
 	res := metaResult{Codes: make([]int16, len(cmd.Moves))}
+	var enqueue func() uint64
+	if cmd.Limit != 0 {
+		enqueue = func() uint64 { m.st.NextQueue++; return m.st.NextQueue }
+	}
 	for i, mv := range cmd.Moves {
 		if mv.Partition < 0 || int(mv.Partition) >= len(t.Partitions) {
 			res.Codes[i] = kerr.UnknownTopicOrPartition.Code
 			continue
 		}
-		res.Codes[i] = reassignPartition(&t.Partitions[mv.Partition], mv.Replicas)
+		res.Codes[i] = reassignPartition(&t.Partitions[mv.Partition], mv.Replicas, enqueue)
 	}
+	m.admitMoves(cmd.Limit)
 	return res
 }
 
 // reassignPartition applies one partition's reassignment (nil: cancel).
-func reassignPartition(p *partitionMeta, target []int32) int16 {
+// enqueue, when not nil, numbers a new move that must wait in the queue.
+func reassignPartition(p *partitionMeta, target []int32, enqueue func() uint64) int16 {
+	if p.Queue != 0 {
+		return requeue(p, target)
+	}
 	if target == nil {
 		if !p.moving() {
 			return kerr.NoReassignmentInProgress.Code
@@ -125,10 +136,14 @@ func reassignPartition(p *partitionMeta, target []int32) int16 {
 			p.Replicas = slices.Clone(target) // a new preferred order only
 			return 0
 		}
-		if p.Origin == nil {
-			p.Origin = slices.Clone(p.Replicas)
-		}
 		p.Prior = slices.Clone(p.Replicas)
+		p.Target = slices.Clone(target)
+		if enqueue != nil {
+			p.Queue = enqueue()
+			return 0
+		}
+		p.start()
+		return 0
 	}
 	p.Target = slices.Clone(target)
 	p.Replicas = append(slices.Clone(target), minus(p.Replicas, target)...)
@@ -147,12 +162,13 @@ func (m *metaSM) applyReassignDone(cmd *metaCmd) metaResult {
 			continue
 		}
 		p := &m.st.Topics[ref.topic].Partitions[ref.partition]
-		if !p.moving() || !slices.Equal(p.Target, mv.Replicas) {
+		if !p.running() || !slices.Equal(p.Target, mv.Replicas) {
 			res.Codes[i] = kerr.NoReassignmentInProgress.Code
 			continue
 		}
 		p.Replicas, p.Target, p.Prior = p.Target, nil, nil
 	}
+	m.admitMoves(cmd.Limit)
 	return res
 }
 

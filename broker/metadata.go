@@ -42,6 +42,9 @@ type partitionMeta struct {
 	Origin []int32 `json:"origin,omitempty"`
 	Target []int32 `json:"target,omitempty"`
 	Prior  []int32 `json:"prior,omitempty"`
+	// Queue is the place of a move waiting for a slot (move_queue.go):
+	// 0 when no move waits.
+	Queue uint64 `json:"queue,omitempty"`
 }
 
 type metaState struct {
@@ -64,6 +67,8 @@ type metaState struct {
 	// goes to (meta_voters.go).
 	MetaVoters []int32 `json:"meta_voters,omitempty"`
 	MetaTarget []int32 `json:"meta_target,omitempty"`
+	// NextQueue numbers queued moves in the order they were submitted.
+	NextQueue uint64 `json:"next_queue,omitempty"`
 }
 
 // metaCmd is a command in the metadata log (JSON, KindCommand).
@@ -94,6 +99,9 @@ type metaCmd struct {
 	Scram []scramChange `json:"scram,omitempty"`
 	// reassign (Name is the topic), reassign_done
 	Moves []partitionMove `json:"moves,omitempty"`
+	// reassign, reassign_done, admit_moves: the proposer's
+	// max_concurrent_moves (0: unlimited, as before queues existed)
+	Limit int `json:"limit,omitempty"`
 	// register_broker, broker_rejoined, broker_state (meta_brokers.go)
 	Member *memberCmd `json:"member,omitempty"`
 	// meta_voters, meta_voters_done: the metadata group's target voters
@@ -271,6 +279,9 @@ func (m *metaSM) apply(cmd *metaCmd) metaResult {
 		return m.applyReassign(cmd)
 	case "reassign_done":
 		return m.applyReassignDone(cmd)
+	case "admit_moves":
+		m.admitMoves(cmd.Limit)
+		return metaResult{}
 	case "register_broker", "broker_rejoined", "broker_state":
 		return m.applyMember(cmd.Op, cmd.Member)
 	case "meta_voters", "meta_voters_done":

@@ -71,7 +71,7 @@ func (m *mover) sync(ctx context.Context) {
 	if !m.b.host.Stopping() {
 		for _, t := range m.b.metaSM.topics() {
 			for _, pm := range t.Partitions {
-				if !pm.moving() {
+				if !pm.running() {
 					continue
 				}
 				if r := m.b.host.Replica(pm.Group); r != nil && r.Status().IsLeader() {
@@ -167,7 +167,7 @@ func (m *mover) run(ctx context.Context, g uint64, target []int32) {
 func (m *mover) finish(ctx context.Context, rep *raft.Replica, g uint64, target []int32) bool {
 	b := m.b
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	mr, err := b.metaPropose(pctx, metaCmd{Op: "reassign_done", Moves: []partitionMove{{Group: g, Replicas: target}}})
+	mr, err := b.metaPropose(pctx, metaCmd{Op: "reassign_done", Moves: []partitionMove{{Group: g, Replicas: target}}, Limit: b.moveLimit()})
 	cancel()
 	if err != nil {
 		return false // retried on the next round

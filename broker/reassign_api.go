@@ -10,10 +10,10 @@ import (
 	"github.com/chronik-dev/chronik/kafka"
 )
 
-// replicationFactor is the partition's replica count once any move in
-// progress is done.
+// replicationFactor is the partition's replica count once any move under
+// way is done (a queued move has not started: the current count).
 func (p *partitionMeta) replicationFactor() int {
-	if p.moving() {
+	if p.running() {
 		return len(p.Target)
 	}
 	return len(p.Replicas)
@@ -59,7 +59,7 @@ func (b *Broker) AlterReassignments(ctx context.Context, topic string, parts []k
 	if len(moves) == 0 {
 		return out
 	}
-	mr, err := b.metaPropose(ctx, metaCmd{Op: "reassign", Name: topic, Moves: moves})
+	mr, err := b.metaPropose(ctx, metaCmd{Op: "reassign", Name: topic, Moves: moves, Limit: b.moveLimit()})
 	for j, i := range at {
 		switch {
 		case err != nil:
@@ -99,9 +99,17 @@ func (b *Broker) checkTarget(pm *partitionMeta, target []int32, allowRFChange bo
 	return 0, ""
 }
 
-// ListReassignments implements kafka.Reassignments.
+// ListReassignments implements kafka.Reassignments. Queued moves are in
+// progress too, listed with the replicas they will have while running;
+// a move of the metadata group's votes is __cluster_metadata-0's.
 func (b *Broker) ListReassignments(topics map[string][]int32) []kafka.ReassignmentInfo {
 	var out []kafka.ReassignmentInfo
+	if want, named := topics[metaTopic]; topics == nil || (named && slices.Contains(want, 0)) {
+		if pm := b.metaPartition(); pm.moving() {
+			out = append(out, kafka.ReassignmentInfo{Topic: metaTopic, Partition: 0, Replicas: pm.Replicas,
+				Adding: pm.adding(), Removing: pm.removing()})
+		}
+	}
 	for _, t := range b.metaSM.topics() {
 		want, named := topics[t.Name]
 		if topics != nil && !named {
@@ -112,7 +120,11 @@ func (b *Broker) ListReassignments(topics map[string][]int32) []kafka.Reassignme
 			if !pm.moving() || (topics != nil && !slices.Contains(want, int32(i))) {
 				continue
 			}
-			out = append(out, kafka.ReassignmentInfo{Topic: t.Name, Partition: int32(i), Replicas: pm.Replicas,
+			reps := pm.Replicas
+			if pm.queued() {
+				reps = append(slices.Clone(pm.Target), minus(pm.Replicas, pm.Target)...)
+			}
+			out = append(out, kafka.ReassignmentInfo{Topic: t.Name, Partition: int32(i), Replicas: reps,
 				Adding: pm.adding(), Removing: pm.removing()})
 		}
 	}

@@ -77,7 +77,7 @@ func (b *Broker) leavingGroup(g uint64, topics []topicMeta) bool {
 	for _, t := range topics {
 		for _, pm := range t.Partitions {
 			if pm.Group == g {
-				return pm.moving() && !slices.Contains(pm.Target, b.cfg.NodeID)
+				return pm.running() && !slices.Contains(pm.Target, b.cfg.NodeID)
 			}
 		}
 	}

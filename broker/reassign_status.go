@@ -23,7 +23,7 @@ func (b *Broker) moveStatus(ps *admin.PartitionStatus, pm *partitionMeta) {
 	if !pm.moving() {
 		return
 	}
-	ps.Target, ps.Adding, ps.Removing = pm.Target, pm.adding(), pm.removing()
+	ps.Target, ps.Adding, ps.Removing, ps.Queued = pm.Target, pm.adding(), pm.removing(), pm.queued()
 	ps.EntriesBehind = -1
 	if pr, ok := b.mover.progress(pm.Group); ok {
 		ps.EntriesBehind = 0
@@ -35,7 +35,9 @@ func (b *Broker) moveStatus(ps *admin.PartitionStatus, pm *partitionMeta) {
 
 var (
 	reassigningDesc = prometheus.NewDesc("chronik_partitions_reassigning",
-		"Partitions with a reassignment in progress (the cluster's metadata, the same on every node).", nil, nil)
+		"Partitions whose reassignment is running (the cluster's metadata, the same on every node).", nil, nil)
+	queuedDesc = prometheus.NewDesc("chronik_reassignments_queued",
+		"Reassignments waiting for a slot (max_concurrent_moves; the cluster's metadata, the same on every node).", nil, nil)
 	entriesBehindDesc = prometheus.NewDesc("chronik_reassignment_entries_behind",
 		"Entries the replicas a move adds trail the leader's log, per partition whose move this node drives.", []string{"partition"}, nil)
 	learnersDesc = prometheus.NewDesc("chronik_raft_learners",
@@ -47,17 +49,21 @@ type moveCollector struct{ b *Broker }
 
 func (c moveCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- reassigningDesc
+	ch <- queuedDesc
 	ch <- entriesBehindDesc
 	ch <- learnersDesc
 }
 
 func (c moveCollector) Collect(ch chan<- prometheus.Metric) {
 	b := c.b
-	moving := 0
+	moving, queued := 0, 0
 	for _, t := range b.metaSM.topics() {
 		for i := range t.Partitions {
 			pm := &t.Partitions[i]
-			if !pm.moving() {
+			if pm.queued() {
+				queued++
+			}
+			if !pm.running() {
 				continue
 			}
 			moving++
@@ -71,6 +77,7 @@ func (c moveCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(reassigningDesc, prometheus.GaugeValue, float64(moving))
+	ch <- prometheus.MustNewConstMetric(queuedDesc, prometheus.GaugeValue, float64(queued))
 	for _, r := range b.host.Replicas() {
 		if st := r.Status(); st.IsLeader() {
 			ch <- prometheus.MustNewConstMetric(learnersDesc, prometheus.GaugeValue, float64(len(st.Learners)), r.Name())

@@ -55,7 +55,7 @@ func (b *Broker) preferences() map[uint64][]int32 {
 	for _, t := range b.metaSM.topics() {
 		for _, pm := range t.Partitions {
 			order := pm.Replicas
-			if pm.moving() {
+			if pm.running() {
 				order = pm.Target
 			}
 			out[pm.Group] = order

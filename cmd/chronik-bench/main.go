@@ -5,10 +5,13 @@
 //
 //	go run ./cmd/chronik-bench [-quick] [-json out.json]
 //	go run ./cmd/chronik-bench -scenario replace -partitions 30 -fill-mib 100 [-repeat 2]
+//	go run ./cmd/chronik-bench -scenario grow -partitions 30 -fill-mib 20 [-cluster-toml 'max_concurrent_moves = 8']
 //
 // The replace scenario (replace.go) kills node 3 of 3 with -9, deletes its
 // data directory and starts it again, and reports the time to full ISRs
-// and the producer's latency during the catch-up against a baseline.
+// and the producer's latency during the catch-up against a baseline. The
+// grow scenario (grow.go) adds nodes 4 and 5 to 3 under the same load and
+// rebalances, reporting the time, the latency and the records lost.
 //
 // Progress goes to stderr, the results table to stdout. Every server
 // process and temp dir it starts is removed on exit, error or Ctrl-C (a
@@ -59,6 +62,7 @@ type config struct {
 	Targets      string        `json:"targets,omitempty"`  // empty: all
 	Scenario     string        `json:"scenario,omitempty"` // "": the suite above; "replace": replaceConfig
 	Replace      replaceConfig `json:"replace"`
+	ClusterTOML  string        `json:"cluster_toml,omitempty"` // grow: extra top-level cluster.toml keys
 	Repeat       int           `json:"repeat"`
 	jsonPath     string
 }
@@ -79,7 +83,8 @@ func parseFlags() config {
 	flag.StringVar(&c.Bin, "bin", "bin/chronik-server", "chronik-server binary")
 	flag.StringVar(&c.Targets, "targets", "", "comma-separated targets to run (kfake, rf1, tls, always, rf3); empty runs all")
 	flag.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
-	flag.StringVar(&c.Scenario, "scenario", "", "run only this scenario instead of the suite: replace (kill -9 node 3 of 3, delete its data dir, start it again; uses -partitions)")
+	flag.StringVar(&c.Scenario, "scenario", "", "run only this scenario instead of the suite: replace (kill -9 node 3 of 3, delete its data dir, start it again; uses -partitions), grow (3 -> 5 nodes under load, then cluster rebalance)")
+	flag.StringVar(&c.ClusterTOML, "cluster-toml", "", "grow: extra top-level cluster.toml keys, e.g. 'max_concurrent_moves = -1' (newlines as \\n or ;)")
 	flag.IntVar(&c.Replace.FillMiB, "fill-mib", 100, "replace: MiB per partition before the kill")
 	flag.IntVar(&c.Replace.Rate, "steady-rate", 2000, "replace: records/s of the steady producer")
 	flag.IntVar(&c.Replace.Size, "steady-size", 512, "replace: record size of the steady producer")

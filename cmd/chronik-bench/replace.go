@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -51,6 +52,7 @@ type ackSample struct {
 	lat       time.Duration
 	partition int32
 	err       bool
+	seq       int // the record's number ("s<seq>" is its key when keyed)
 }
 
 // phaseStats is the producer's latency over one window.
@@ -130,7 +132,7 @@ func runReplace(ctx context.Context, bin string, partitions int32, rc replaceCon
 	}
 
 	// The steady producer runs from here to the end.
-	st, err := startSteady(ctx, c.seeds(), rc)
+	st, err := startSteady(ctx, c.seeds(), replaceTopic, rc, false)
 	if err != nil {
 		return res, err
 	}
@@ -211,12 +213,14 @@ type steady struct {
 	once    sync.Once
 }
 
-func startSteady(ctx context.Context, seeds []string, rc replaceConfig) (*steady, error) {
+// startSteady starts the paced producer on topic; keyed gives each record
+// a unique key ("s<n>") so that a reader can tell which acked ones are lost.
+func startSteady(ctx context.Context, seeds []string, topic string, rc replaceConfig, keyed bool) (*steady, error) {
 	opts := []kgo.Opt{kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.RoundRobinPartitioner())}
 	if rc.MetadataAge > 0 {
 		opts = append(opts, kgo.MetadataMinAge(rc.MetadataAge))
 	}
-	cl, err := newProducer(seeds, replaceTopic, opts...)
+	cl, err := newProducer(seeds, topic, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -227,11 +231,11 @@ func startSteady(ctx context.Context, seeds []string, rc replaceConfig) (*steady
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &steady{cl: cl, cancel: cancel, done: make(chan struct{})}
-	go s.loop(ctx, pool, rc.Rate)
+	go s.loop(ctx, pool, rc.Rate, keyed)
 	return s, nil
 }
 
-func (s *steady) loop(ctx context.Context, pool [][]byte, rate int) {
+func (s *steady) loop(ctx context.Context, pool [][]byte, rate int, keyed bool) {
 	defer close(s.done)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -249,10 +253,15 @@ func (s *steady) loop(ctx context.Context, pool [][]byte, rate int) {
 			wg.Add(1)
 			// Background context: a record in flight at the end still
 			// gets its ack (or error) recorded.
-			s.cl.Produce(context.Background(), &kgo.Record{Value: pool[sent%len(pool)]}, func(r *kgo.Record, err error) {
+			rec := &kgo.Record{Value: pool[sent%len(pool)]}
+			if keyed {
+				rec.Key = []byte("s" + strconv.Itoa(sent))
+			}
+			seq := sent
+			s.cl.Produce(context.Background(), rec, func(r *kgo.Record, err error) {
 				d := time.Since(t0)
 				s.mu.Lock()
-				s.samples = append(s.samples, ackSample{at: t0, lat: d, partition: r.Partition, err: err != nil})
+				s.samples = append(s.samples, ackSample{at: t0, lat: d, partition: r.Partition, err: err != nil, seq: seq})
 				if err != nil && s.err == nil {
 					s.err = err
 				}
@@ -484,8 +493,11 @@ func printReplace(w io.Writer, r *replaceResult, rc replaceConfig) {
 
 // runScenario runs -scenario -repeat times and prints each result.
 func runScenario(ctx context.Context, cfg config) int {
+	if cfg.Scenario == "grow" {
+		return runGrowScenario(ctx, cfg)
+	}
 	if cfg.Scenario != "replace" {
-		fmt.Fprintf(os.Stderr, "chronik-bench: unknown -scenario %q (known: replace)\n", cfg.Scenario)
+		fmt.Fprintf(os.Stderr, "chronik-bench: unknown -scenario %q (known: replace, grow)\n", cfg.Scenario)
 		return 2
 	}
 	var all []replaceResult

@@ -174,6 +174,7 @@ type node struct {
 	kafka, raft, admin string
 	saslSSL            string // the SASL_SSL listener; empty unless the cluster is secure
 	dataDir, logPath   string
+	cfgPath            string // its cluster.toml when not the cluster's (a node added later)
 	cmd                *exec.Cmd
 	done               chan struct{}
 	waitErr            error
@@ -206,6 +207,11 @@ type cluster struct {
 }
 
 func startCluster(ctx context.Context, bin string, n int, args []string, secure bool) (*cluster, error) {
+	return startClusterTOML(ctx, bin, n, args, secure, "")
+}
+
+// startClusterTOML is startCluster with extra top-level cluster.toml keys.
+func startClusterTOML(ctx context.Context, bin string, n int, args []string, secure bool, toml string) (*cluster, error) {
 	dir, err := os.MkdirTemp("", "chronik-bench-")
 	if err != nil {
 		return nil, err
@@ -227,6 +233,7 @@ func startCluster(ctx context.Context, bin string, n int, args []string, secure 
 	}
 	var sb strings.Builder
 	sb.WriteString("cluster_id = \"chronik-bench\"\n")
+	sb.WriteString(toml + "\n")
 	for i := range n {
 		nd := &node{id: i + 1, kafka: ports[4*i], raft: ports[4*i+1], admin: ports[4*i+2],
 			dataDir: filepath.Join(dir, fmt.Sprintf("node-%d", i+1)),
@@ -306,7 +313,11 @@ func (c *cluster) start(nd *node) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"--node-id", fmt.Sprint(nd.id), "--cluster-config", c.cfgPath,
+	cfg := c.cfgPath
+	if nd.cfgPath != "" {
+		cfg = nd.cfgPath
+	}
+	args := append([]string{"--node-id", fmt.Sprint(nd.id), "--cluster-config", cfg,
 		"--data-dir", nd.dataDir}, c.args...)
 	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf

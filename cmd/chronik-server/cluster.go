@@ -38,7 +38,7 @@ func clusterCommand() *cli.Command {
 	}
 	moveFlags := func(more ...cli.Flag) []cli.Flag {
 		return conn(append([]cli.Flag{
-			&cli.IntFlag{Name: "batch", Value: 10, Usage: "at most this many partitions moving at once"},
+			&cli.IntFlag{Name: "batch", Value: 0, Usage: "submit at most this many moves at once (0: all; the cluster runs max_concurrent_moves of them at a time)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and exit"},
 			&cli.DurationFlag{Name: "poll", Value: 500 * time.Millisecond, Usage: "how often to ask the cluster how the moves go"},
 			&cli.BoolFlag{Name: "no-progress-bar", Usage: "plain progress lines even on a terminal"},
@@ -245,10 +245,7 @@ func (s *session) settle(v *clusterView) (*clusterView, error) {
 }
 
 func (s *session) mover() *mover {
-	batch := s.c.Int("batch")
-	if batch < 1 {
-		batch = 1
-	}
+	batch := max(s.c.Int("batch"), 0)
 	poll := s.c.Duration("poll")
 	if poll <= 0 {
 		poll = 500 * time.Millisecond
@@ -308,7 +305,11 @@ func (s *session) execute(what string, v *clusterView, pl placement.Plan, dry bo
 		return runSummary{}, err
 	}
 	mv := s.mover()
-	fmt.Fprintf(s.out, "%s: moving %d partition(s), at most %d at once\n", what, len(pl.Moves), mv.batch)
+	if mv.batch > 0 {
+		fmt.Fprintf(s.out, "%s: moving %d partition(s), at most %d at once\n", what, len(pl.Moves), mv.batch)
+	} else {
+		fmt.Fprintf(s.out, "%s: moving %d partition(s), as many at once as the cluster's max_concurrent_moves\n", what, len(pl.Moves))
+	}
 	sum, err := mv.run(s.ctx, pl.Moves, nil)
 	if err != nil {
 		return sum, s.interrupted(err, sum)

@@ -23,7 +23,8 @@ import (
 const mismatchGrace = 30 * time.Second
 
 // mover submits moves (AlterPartitionReassignments), at most batch at a
-// time, and waits for each through ListPartitionReassignments and
+// time (0: all at once, the cluster queues what it does not run yet), and
+// waits for each through ListPartitionReassignments and
 // Metadata. It keeps nothing the cluster does not: killed and run again,
 // the command reads the moves in flight back from the cluster.
 type mover struct {
@@ -170,7 +171,7 @@ func (mv *mover) sizes(ctx context.Context, runs []*moveRun) {
 	}
 }
 
-// submit starts moves until batch are in flight. A retriable error leaves
+// submit starts moves until batch are in flight (batch 0: every move). A retriable error leaves
 // the move to be tried again on the next round; any other fails it.
 func (mv *mover) submit(ctx context.Context, runs []*moveRun) {
 	active := 0
@@ -182,7 +183,7 @@ func (mv *mover) submit(ctx context.Context, runs []*moveRun) {
 	var req kadm.AlterPartitionAssignmentsReq
 	var sent []*moveRun
 	for _, r := range runs {
-		if active >= mv.batch {
+		if mv.batch > 0 && active >= mv.batch {
 			break
 		}
 		if !r.submitted && !r.done {
