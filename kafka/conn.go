@@ -47,10 +47,8 @@ type connCtx struct {
 	// writer goroutine, which runs replies one at a time, touches it.
 	respMem int64
 	// fwdAt is when (unix ns) a non-idempotent Produce of a partition not
-	// led here was last forwarded or told NOT_LEADER; toldMoved, the
-	// partitions told so while draining (forwarded.go; writer only).
-	fwdAt     atomic.Int64
-	toldMoved map[partKey]bool
+	// led here was last forwarded or told NOT_LEADER (forwarded.go).
+	fwdAt atomic.Int64
 }
 
 // conn is one client connection: a reader goroutine decodes requests and

@@ -3,6 +3,8 @@ package kafka
 import (
 	"context"
 	"encoding/binary"
+	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -17,16 +19,48 @@ import (
 // To tell those clients from the ones that do follow an error (sarama
 // and librdkafka refresh metadata on NOT_LEADER_OR_FOLLOWER), a draining
 // node with TellMovedOnce answers each partition of a non-idempotent
-// batch NOT_LEADER once per connection, and forwards it from then on.
+// batch NOT_LEADER once per client (its address and client id: kafka-go
+// spreads its writes over a pool of connections, and a retry on another
+// connection told again would back off again, 0.1, 0.4, 0.9 s...), and
+// forwards it from then on.
 // A client that moves stops writing here and the wait ends; one that
 // comes back is forwarded to and waited for. Idempotent batches are
 // always forwarded: answering one batch NOT_LEADER while the next one on
 // the connection is forwarded would reach the leader out of sequence.
 
+// movedKey is a partition told NOT_LEADER to one client.
+type movedKey struct {
+	ip        netip.Addr
+	clientID  string
+	topic     string
+	partition int32
+}
+
+// toldMoved holds the partitions each client was told NOT_LEADER for
+// while draining. It only grows, during a shutdown: at most partitions
+// times clients.
+type toldMoved struct {
+	mu   sync.Mutex
+	told map[movedKey]bool
+}
+
+// first marks k and reports whether it was not marked yet.
+func (tm *toldMoved) first(k movedKey) bool {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	if tm.told[k] {
+		return false
+	}
+	if tm.told == nil {
+		tm.told = map[movedKey]bool{}
+	}
+	tm.told[k] = true
+	return true
+}
+
 // tellMoved decides, for a partition answered NOT_LEADER with a known
 // leader, whether the NOT_LEADER answer stands (true) or the records are
-// forwarded. It runs on the connection's writer goroutine, which runs one
-// reply at a time, so the connection's marks need no lock.
+// forwarded.
 func tellMoved(s *Server, cc *connCtx, pp producePart) bool {
 	if idempotentBatch(pp.records) {
 		return false
@@ -35,15 +69,11 @@ func tellMoved(s *Server, cc *connCtx, pp producePart) bool {
 	if !s.cfg.TellMovedOnce || !s.draining.Load() {
 		return false
 	}
-	k := partKey{topic: pp.topic, partition: pp.part}
-	if cc.toldMoved[k] {
-		return false
+	var ip netip.Addr
+	if ap, err := netip.ParseAddrPort(cc.remote); err == nil {
+		ip = ap.Addr()
 	}
-	if cc.toldMoved == nil {
-		cc.toldMoved = map[partKey]bool{}
-	}
-	cc.toldMoved[k] = true
-	return true
+	return s.moved.first(movedKey{ip: ip, clientID: cc.clientID, topic: pp.topic, partition: pp.part})
 }
 
 // idempotentBatch reports whether records start with a record batch

@@ -78,6 +78,7 @@ type Server struct {
 	news     broadcast
 	awaiting atomic.Int32
 	gone     broadcast // fired when a connection closes
+	moved    toldMoved // forwarded.go
 
 	reqMemory *budget
 	ctx       context.Context
