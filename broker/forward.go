@@ -146,9 +146,14 @@ func (b *Broker) ForwardProduce(ctx context.Context, leader int32, topic string,
 
 // forwardQuiet: a client that wrote nothing here for this long (through
 // forwarding or a NOT_LEADER answer) is taken to have moved to the new
-// leaders. kafka-go retries a NOT_LEADER after 100 ms, and a loaded writer
-// sends every partition far more often.
-const forwardQuiet = 500 * time.Millisecond
+// leaders. Usually the wait ends sooner, when the client closes its
+// connections: kafka-go and sarama do once their refreshed metadata no
+// longer lists this node (meta_hidden.go). Not shorter: kafka-go's
+// synchronous WriteMessages waits for every partition of its batch, so
+// one partition backing off (0.1, 0.4, 0.9 s...) elsewhere keeps it from
+// writing here for that long (seen with 500 ms: the node left while the
+// writer still had it cached).
+const forwardQuiet = 2 * time.Second
 
 // awaitForwarded keeps a stopping node up, for ForwardWait at most, while
 // clients that follow neither leader hints nor NOT_LEADER still write
