@@ -67,6 +67,9 @@ func (b *Broker) partitionInfo(index int32, pm partitionMeta) kafka.PartitionInf
 	}
 	if pi.Leader < 0 {
 		pi.Err = kerr.LeaderNotAvailable.Code
+		if li, ok := b.view.lastLeader(pm.Group); ok && b.host.PeerAlive(uint64(li.Leader)) && slices.Contains(pm.Replicas, li.Leader) {
+			pi.Fallback = &kafka.LeaderHint{Leader: li.Leader, Epoch: li.Epoch}
+		}
 	}
 	return pi
 }

@@ -183,7 +183,8 @@ func New(cfg Config) (*Broker, error) {
 	b.users = newUsers(b, cfg.BootstrapUsers)
 	b.kafka, err = kafka.NewServer(kafka.Config{Listeners: listeners, MaxRequestSize: cfg.MaxRequestSize,
 		Limits: cfg.KafkaLimits, Backend: b, Logger: cfg.Logger, Registerer: cfg.Registry,
-		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms, MaxReauth: cfg.SASLMaxReauth})
+		Credentials: b.users, SASLMechanisms: cfg.SASLMechanisms, MaxReauth: cfg.SASLMaxReauth,
+		TellMovedOnce: cfg.ForwardWait > 0})
 	if err != nil {
 		return nil, err
 	}

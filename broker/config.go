@@ -180,6 +180,10 @@ type Config struct {
 	DrainTimeout    time.Duration
 	TransferTimeout time.Duration
 	WALSyncTimeout  time.Duration
+	// ForwardWait bounds how long a stopping node stays up, after its
+	// transfers, while clients that cannot follow leader hints or errors
+	// still write here and get forwarded (kafka/forwarded.go); 0: not at all.
+	ForwardWait time.Duration
 
 	// Raft timing: tick, and election/heartbeat in ticks.
 	RaftTick       time.Duration

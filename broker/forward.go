@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -141,4 +142,60 @@ func (b *Broker) ForwardProduce(ctx context.Context, leader int32, topic string,
 	}
 	b.fwd.count.Inc()
 	return res, true
+}
+
+// forwardQuiet: a client that wrote nothing here for this long (through
+// forwarding or a NOT_LEADER answer) is taken to have moved to the new
+// leaders. Usually the wait ends sooner, when the client closes its
+// connections: kafka-go and sarama do once their refreshed metadata no
+// longer lists this node (meta_hidden.go). Not shorter: kafka-go's
+// synchronous WriteMessages waits for every partition of its batch, so
+// one partition backing off (0.1, 0.4, 0.9 s...) elsewhere keeps it from
+// writing here for that long (seen with 500 ms: the node left while the
+// writer still had it cached).
+const forwardQuiet = 2 * time.Second
+
+// awaitForwarded keeps a stopping node up, for ForwardWait at most, while
+// clients that follow neither leader hints nor NOT_LEADER still write
+// here and are forwarded to (kafka/forwarded.go). It ends once they have
+// moved (their metadata refresh leaves this node out and they close their
+// connections, or they go quiet), or when every peer is stopping too.
+func (b *Broker) awaitForwarded() {
+	if b.cfg.ForwardWait <= 0 {
+		return
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ForwardWait)
+	defer cancel()
+	var allLeaving atomic.Bool
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			changed := b.peerEvents.wait()
+			if !b.anyPeerStaying() {
+				allLeaving.Store(true)
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+		}
+	}()
+	waited, still := b.kafka.AwaitForwardedClients(ctx, forwardQuiet)
+	cancel()
+	<-watched
+	switch {
+	case waited == 0:
+	case allLeaving.Load():
+		b.logger.Info("Every peer is stopping too; not forwarding for " + itoa(still) + " client connections that do not follow leader hints")
+	case still == 0:
+		b.logger.Info("Forwarded for " + itoa(waited) + " client connections that do not follow leader hints until they moved, in " + fmtDur(time.Since(start)))
+	default:
+		b.logger.Warn(itoa(still) + " of " + itoa(waited) + " client connections that do not follow leader hints still write here after the forward wait (" +
+			fmtDur(b.cfg.ForwardWait) + "); they retry until their metadata refresh")
+	}
 }

@@ -44,6 +44,8 @@ type ShutdownReport struct {
 //     then answered NOT_LEADER_OR_FOLLOWER with the new leader (KIP-951), so
 //     clients move at once; entries already in the log commit under the new
 //     leader and their requests succeed. The node no longer campaigns.
+//     Clients that cannot follow hints or errors (kafka-go) are then
+//     forwarded to while they still write here, for ForwardWait at most.
 //  3. SyncWAL: Raft processing stops and every log and Raft state file is
 //     fsynced and closed.
 //  4. Shutdown: client connections, the admin server and the peer transport
@@ -79,6 +81,9 @@ func (b *Broker) Shutdown() ShutdownReport {
 	if rep.Transferred > 0 {
 		b.informClients()
 	}
+	// Clients that follow neither hints nor errors (kafka-go) are
+	// forwarded to until their metadata timer moves them (forward.go).
+	b.awaitForwarded()
 	// Requests that arrived during the transfers are answered by now or
 	// soon (held proposals fail over, appended ones commit under the new
 	// leader); give them a moment before Raft stops.

@@ -27,9 +27,14 @@ type leaderInfo struct {
 type clusterView struct {
 	mu     sync.RWMutex
 	groups map[uint64]leaderInfo
+	// last is the latest leadership of each group that named a leader: a
+	// new term's election leaves groups without one for a moment.
+	last map[uint64]leaderInfo
 }
 
-func newClusterView() *clusterView { return &clusterView{groups: map[uint64]leaderInfo{}} }
+func newClusterView() *clusterView {
+	return &clusterView{groups: map[uint64]leaderInfo{}, last: map[uint64]leaderInfo{}}
+}
 
 // update records li unless it is older than what is known.
 func (v *clusterView) update(li leaderInfo) bool {
@@ -52,6 +57,9 @@ func (v *clusterView) update(li leaderInfo) bool {
 		return false
 	}
 	v.groups[li.Group] = li
+	if li.Leader > 0 {
+		v.last[li.Group] = li
+	}
 	return true
 }
 
@@ -65,7 +73,17 @@ func (v *clusterView) get(g uint64) (leaderInfo, bool) {
 func (v *clusterView) forget(g uint64) {
 	v.mu.Lock()
 	delete(v.groups, g)
+	delete(v.last, g)
 	v.mu.Unlock()
+}
+
+// lastLeader is the latest leader known for g, even when the current term
+// has none yet.
+func (v *clusterView) lastLeader(g uint64) (leaderInfo, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	li, ok := v.last[g]
+	return li, ok
 }
 
 func toInt32s(ids []uint64) []int32 {

@@ -94,7 +94,7 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 			}
 		}
 		if req.Version < 10 && cc.clientID != ForwardClientID {
-			forwardMoved(ctx, s, parts, results, req.Acks, timeout)
+			forwardMoved(ctx, s, cc, parts, results, req.Acks, timeout)
 		}
 		hinted := map[int32]bool{}
 		ti := -1
@@ -133,7 +133,8 @@ func handleProduce(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 // would retry here until its metadata refresh. The connection's replies
 // are produced one at a time, in order, so its batches reach a leader in
 // the order they came.
-func forwardMoved(ctx context.Context, s *Server, parts []producePart, results []ProduceResult, acks int16, timeout time.Duration) {
+// While the node stops, tellMoved may keep a NOT_LEADER answer instead.
+func forwardMoved(ctx context.Context, s *Server, cc *connCtx, parts []producePart, results []ProduceResult, acks int16, timeout time.Duration) {
 	fwd, ok := s.backend.(ProduceForwarder)
 	if !ok {
 		return
@@ -141,6 +142,9 @@ func forwardMoved(ctx context.Context, s *Server, parts []producePart, results [
 	var wg sync.WaitGroup
 	for i, pp := range parts {
 		if res := results[i]; pp.wait == nil || res.Err != kerr.NotLeaderForPartition.Code || res.Hint.Leader < 0 {
+			continue
+		}
+		if tellMoved(s, cc, pp) {
 			continue
 		}
 		wg.Add(1)

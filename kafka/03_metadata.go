@@ -19,9 +19,6 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 	req := kreq.(*kmsg.MetadataRequest)
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
 	resp.Version = req.Version
-	for _, b := range s.brokersFor(cc) {
-		resp.Brokers = append(resp.Brokers, kmsg.MetadataResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: b.Rack})
-	}
 	id := s.backend.ClusterID()
 	resp.ClusterID = &id
 	resp.ControllerID = s.backend.ControllerID()
@@ -51,6 +48,12 @@ func handleMetadata(s *Server, cc *connCtx, kreq kmsg.Request) reply {
 		infos = topicsWithLeaders(s, names)
 	}
 	infos = describable(s, cc, infos, all, byID)
+	hidden := hiddenBrokers(s, infos)
+	for _, b := range s.brokersFor(cc) {
+		if !hidden[b.NodeID] {
+			resp.Brokers = append(resp.Brokers, kmsg.MetadataResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: b.Rack})
+		}
+	}
 	// Before v4 every request may create topics; the cluster setting
 	// (auto.create.topics.enable) can forbid it either way.
 	autoCreate := (req.Version < 4 || req.AllowAutoTopicCreation) && s.backend.AutoCreateTopics()
@@ -157,4 +160,30 @@ func describable(s *Server, cc *connCtx, infos []TopicInfo, all bool, byID map[s
 		out = append(out, ti)
 	}
 	return out
+}
+
+// BrokerHider is a Backend that names brokers Metadata should leave out:
+// ones stopping or stopped, which lead nothing (broker/meta_hidden.go).
+type BrokerHider interface {
+	HiddenBrokers() map[int32]bool
+}
+
+// hiddenBrokers is the backend's BrokerHider answer, keeping any broker
+// that leads a partition of infos (the answer must name every leader it
+// gives: kafka-go fails a write to a leader missing from the list).
+func hiddenBrokers(s *Server, infos []TopicInfo) map[int32]bool {
+	bh, ok := s.backend.(BrokerHider)
+	if !ok {
+		return nil
+	}
+	hide := bh.HiddenBrokers()
+	if len(hide) == 0 {
+		return nil
+	}
+	for _, ti := range infos {
+		for _, p := range ti.Partitions {
+			delete(hide, p.Leader)
+		}
+	}
+	return hide
 }

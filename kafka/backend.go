@@ -128,6 +128,10 @@ type PartitionInfo struct {
 	ISR         []int32
 	Offline     []int32
 	Err         int16
+	// Fallback, when Leader is -1, is the last leader known, still up; a
+	// Metadata answer names it once the wait for a new one ran out
+	// (metadata_wait.go). nil: none.
+	Fallback *LeaderHint
 }
 
 // LeaderHint is KIP-951's CurrentLeader: where a client should go instead.

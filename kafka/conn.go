@@ -46,6 +46,9 @@ type connCtx struct {
 	// (a Fetch's records), given back once it is written. Only the
 	// writer goroutine, which runs replies one at a time, touches it.
 	respMem int64
+	// fwdAt is when (unix ns) a non-idempotent Produce of a partition not
+	// led here was last forwarded or told NOT_LEADER (forwarded.go).
+	fwdAt atomic.Int64
 }
 
 // conn is one client connection: a reader goroutine decodes requests and

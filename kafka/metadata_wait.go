@@ -28,7 +28,7 @@ func topicsWithLeaders(s *Server, names []string) []TopicInfo {
 		select {
 		case <-changed:
 		case <-deadline.C:
-			return s.backend.Topics(names, true)
+			return withFallbacks(s.backend.Topics(names, true))
 		case <-s.ctx.Done():
 			return infos
 		}
@@ -49,4 +49,25 @@ func awaitingLeader(infos []TopicInfo) bool {
 		}
 	}
 	return false
+}
+
+// withFallbacks names, for a partition whose new leader is still unknown
+// after leaderWait, the previous leader if it is still up (a hand-over
+// whose election is slow, on a loaded machine). kafka-go fails a write
+// for good on a partition whose Metadata leader is -1, until its next
+// refresh up to 6 s later; a node that no longer leads answers NOT_LEADER
+// or forwards, which every client retries or does not even see.
+func withFallbacks(infos []TopicInfo) []TopicInfo {
+	for _, ti := range infos {
+		for i := range ti.Partitions {
+			p := &ti.Partitions[i]
+			if p.Leader < 0 && p.Fallback != nil && p.Fallback.Leader >= 0 {
+				p.Leader, p.LeaderEpoch, p.Err = p.Fallback.Leader, p.Fallback.Epoch, 0
+				if len(p.ISR) == 0 {
+					p.ISR = []int32{p.Leader}
+				}
+			}
+		}
+	}
+	return infos
 }

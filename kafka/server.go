@@ -43,10 +43,14 @@ type Config struct {
 	// MaxInFlight bounds pipelined requests per connection.
 	MaxInFlight int
 	// Limits bound connections, frames, request memory and partitions.
-	Limits     Limits
-	Backend    Backend
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	Limits Limits
+	// TellMovedOnce: while draining, answer a non-idempotent Produce of a
+	// partition not led here NOT_LEADER once per partition and connection
+	// before forwarding it (forwarded.go).
+	TellMovedOnce bool
+	Backend       Backend
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
 }
 
 // Server accepts Kafka clients and serves the protocol.
@@ -71,8 +75,11 @@ type Server struct {
 	idle     broadcast // fired when a generation drops to zero
 	// news fires when a connection starts a Produce or Fetch, is answered
 	// NOT_LEADER for everything or closes, while AwaitActiveClients waits.
-	news      broadcast
-	awaiting  atomic.Int32
+	news     broadcast
+	awaiting atomic.Int32
+	gone     broadcast // fired when a connection closes
+	moved    toldMoved // forwarded.go
+
 	reqMemory *budget
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -314,6 +321,7 @@ func (s *Server) dropConn(c *conn) {
 		}
 	}
 	s.metrics.connections.Dec()
+	s.gone.fire()
 	s.noteNews()
 }
 

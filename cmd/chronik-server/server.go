@@ -27,6 +27,7 @@ func serverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "drain-timeout", Value: "10", Usage: "shutdown stage 1 timeout (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_DRAIN_TIMEOUT"}},
 		&cli.StringFlag{Name: "transfer-timeout", Value: "30", Usage: "shutdown stage 2 timeout (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_TRANSFER_TIMEOUT"}},
 		&cli.StringFlag{Name: "wal-sync-timeout", Value: "5", Usage: "shutdown stage 3 timeout (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_WAL_SYNC_TIMEOUT"}},
+		&cli.StringFlag{Name: "forward-wait", Value: "6.5s", Usage: "at shutdown, how long to stay up forwarding for clients that follow neither leader hints nor errors (kafka-go's Writer refreshes metadata every 6 s); 0: no wait", EnvVars: []string{"CHRONIK_FORWARD_WAIT"}},
 		&cli.StringFlag{Name: "raft-tick", Value: "100ms", Usage: "Raft tick interval", EnvVars: []string{"CHRONIK_RAFT_TICK"}},
 		&cli.IntFlag{Name: "election-ticks", Value: 10, Usage: "ticks without a leader before an election", EnvVars: []string{"CHRONIK_ELECTION_TICKS"}},
 		&cli.IntFlag{Name: "heartbeat-ticks", Value: 2, Usage: "ticks between leader heartbeats", EnvVars: []string{"CHRONIK_HEARTBEAT_TICKS"}},
@@ -143,6 +144,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 	}{
 		{"fsync-interval", &cfg.FsyncInterval}, {"drain-timeout", &cfg.DrainTimeout},
 		{"transfer-timeout", &cfg.TransferTimeout}, {"wal-sync-timeout", &cfg.WALSyncTimeout},
+		{"forward-wait", &cfg.ForwardWait},
 		{"raft-tick", &cfg.RaftTick}, {"isr-lag-time", &cfg.ISRLagTime},
 		{"rebalance-delay", &cfg.RebalanceDelay}, {"retention-check-interval", &cfg.RetentionInterval},
 		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout}, {"sasl-max-reauth", &cfg.SASLMaxReauth},
@@ -190,7 +192,7 @@ func runServer(c *cli.Context) error {
 	}
 	cfg.Logger.Info("received signal, stopping", "signal", sig.String())
 	// A second signal, or the stages' timeouts plus a margin, force the exit.
-	deadline := cfg.DrainTimeout + cfg.TransferTimeout + cfg.WALSyncTimeout + 5*time.Second
+	deadline := cfg.DrainTimeout + cfg.TransferTimeout + cfg.ForwardWait + cfg.WALSyncTimeout + 5*time.Second
 	go func() {
 		select {
 		case s := <-sigs:

@@ -1,0 +1,134 @@
+package kafka
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Hint-less writers at shutdown. A node that stops forwards the writes of
+// clients that cannot read KIP-951 hints (forwardMoved), but only while
+// it is up: once its port closes, a client that learns of leaders on a
+// timer alone (kafka-go's Writer: a random moment within 6 s, never on an
+// error) retries against the closed port or the restarting node until
+// then. So a stopping node waits, bounded by the broker's forward wait,
+// while such clients still write here (AwaitForwardedClients).
+//
+// To tell those clients from the ones that do follow an error (sarama
+// and librdkafka refresh metadata on NOT_LEADER_OR_FOLLOWER), a draining
+// node with TellMovedOnce answers each partition of a non-idempotent
+// batch NOT_LEADER once per client (its address and client id: kafka-go
+// spreads its writes over a pool of connections, and a retry on another
+// connection told again would back off again, 0.1, 0.4, 0.9 s...), and
+// forwards it from then on.
+// A client that moves stops writing here and the wait ends; one that
+// comes back is forwarded to and waited for. Idempotent batches are
+// always forwarded: answering one batch NOT_LEADER while the next one on
+// the connection is forwarded would reach the leader out of sequence.
+
+// movedKey is a partition told NOT_LEADER to one client.
+type movedKey struct {
+	ip        netip.Addr
+	clientID  string
+	topic     string
+	partition int32
+}
+
+// toldMoved holds the partitions each client was told NOT_LEADER for
+// while draining. It only grows, during a shutdown: at most partitions
+// times clients.
+type toldMoved struct {
+	mu   sync.Mutex
+	told map[movedKey]bool
+}
+
+// first marks k and reports whether it was not marked yet.
+func (tm *toldMoved) first(k movedKey) bool {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	if tm.told[k] {
+		return false
+	}
+	if tm.told == nil {
+		tm.told = map[movedKey]bool{}
+	}
+	tm.told[k] = true
+	return true
+}
+
+// tellMoved decides, for a partition answered NOT_LEADER with a known
+// leader, whether the NOT_LEADER answer stands (true) or the records are
+// forwarded.
+func tellMoved(s *Server, cc *connCtx, pp producePart) bool {
+	if idempotentBatch(pp.records) {
+		return false
+	}
+	cc.fwdAt.Store(time.Now().UnixNano())
+	if !s.cfg.TellMovedOnce || !s.draining.Load() {
+		return false
+	}
+	var ip netip.Addr
+	if ap, err := netip.ParseAddrPort(cc.remote); err == nil {
+		ip = ap.Addr()
+	}
+	return s.moved.first(movedKey{ip: ip, clientID: cc.clientID, topic: pp.topic, partition: pp.part})
+}
+
+// idempotentBatch reports whether records start with a record batch
+// (magic 2) that carries a producer id. Older message sets have none.
+func idempotentBatch(records []byte) bool {
+	const magicAt, pidAt = 16, 43
+	if len(records) < pidAt+8 || records[magicAt] != 2 {
+		return false
+	}
+	return int64(binary.BigEndian.Uint64(records[pidAt:])) >= 0
+}
+
+// AwaitForwardedClients waits until no open connection has written a
+// non-idempotent batch here for a partition this node does not lead
+// (forwarded, or answered NOT_LEADER once) within the last quiet, or ctx
+// ends. A connection that closes no longer counts (kafka-go closes its
+// connections to a broker that its refreshed metadata no longer lists).
+// It returns how many connections it waited for and how many of those
+// were still writing here when ctx ended.
+func (s *Server) AwaitForwardedClients(ctx context.Context, quiet time.Duration) (waited, still int) {
+	seen := map[*conn]bool{}
+	for {
+		gone := s.gone.wait()
+		now := time.Now().UnixNano()
+		var next int64 // when the first active connection turns quiet
+		active := 0
+		s.mu.Lock()
+		for c := range s.conns {
+			t := c.cc.fwdAt.Load()
+			if t == 0 || now-t >= int64(quiet) {
+				continue
+			}
+			select {
+			case <-c.done:
+				continue
+			default:
+			}
+			seen[c] = true
+			active++
+			if exp := t + int64(quiet); next == 0 || exp < next {
+				next = exp
+			}
+		}
+		s.mu.Unlock()
+		if active == 0 {
+			return len(seen), 0
+		}
+		t := time.NewTimer(time.Duration(next - now))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return len(seen), active
+		case <-gone:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
