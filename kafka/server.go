@@ -74,9 +74,12 @@ type Server struct {
 	news      broadcast
 	awaiting  atomic.Int32
 	reqMemory *budget
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// bigReads holds a token per frame over bigFrame being read
+	// (Limits.MaxBigFrameReads).
+	bigReads chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // handler serves one request. It runs on the connection's reader goroutine
@@ -141,7 +144,7 @@ func NewServer(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, backend: cfg.Backend, logger: cfg.Logger, metrics: m, reqMemory: mem,
 		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, allGone: make(chan struct{}),
-		ctx: ctx, cancel: cancel}
+		bigReads: make(chan struct{}, cfg.Limits.MaxBigFrameReads), ctx: ctx, cancel: cancel}
 	s.apis = map[int16]*api{}
 	for k, a := range registry {
 		s.apis[k] = a
