@@ -236,3 +236,53 @@ func BenchmarkReadBigFrame(b *testing.B) {
 		cs[0].s.releaseMemory(mem)
 	}
 }
+
+// Every prefix of a Produce that kmsg encodes reads as well formed, and
+// once all of it has arrived its partitions are all known.
+func TestProduceShapeOfEncodedRequests(t *testing.T) {
+	txn := "tx"
+	for v := int16(3); v <= 11; v++ {
+		pr := kmsg.NewPtrProduceRequest()
+		pr.SetVersion(v)
+		pr.Acks, pr.TimeoutMillis = -1, 1000
+		if v%2 == 0 {
+			pr.TransactionID = &txn
+		}
+		pr.Topics = []kmsg.ProduceRequestTopic{
+			{Topic: "a", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: make([]byte, 300)}, {Partition: 2}}},
+			{Topic: "bb", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 1, Records: make([]byte, 5)}}},
+			{Topic: "empty"},
+		}
+		body := frame(pr, 1, "client")[8:]
+		for k := 0; k <= len(body); k++ {
+			sh := readProduceShape(pr.IsFlexible(), body[:k], len(body))
+			if sh.malformed {
+				t.Fatalf("v%d: %d of %d bytes read as malformed", v, k, len(body))
+			}
+			if k == len(body) {
+				want := []shapePart{{"a", 0, 300}, {"a", 2, -1}, {"bb", 1, 5}}
+				if !sh.known || len(sh.parts) != 3 || sh.parts[0] != want[0] || sh.parts[1] != want[1] || sh.parts[2] != want[2] ||
+					sh.acks != -1 || sh.timeout != 1000 || sh.txnID != (v%2 == 0) {
+					t.Fatalf("v%d: %+v", v, sh)
+				}
+			}
+		}
+		// One byte more or less than the layout: malformed.
+		for _, n := range []int{len(body) - 1, len(body) + 1} {
+			src := append(append([]byte(nil), body...), 0)[:n]
+			if sh := readProduceShape(pr.IsFlexible(), src, n); !sh.malformed {
+				t.Fatalf("v%d: %d bytes for a %d-byte layout read as well formed", v, n, len(body))
+			}
+		}
+	}
+}
+
+// readProduceShape never panics, whatever it is given.
+func FuzzProduceShape(f *testing.F) {
+	f.Add(produceFrame("t", 100)[12:], 50, true)
+	f.Add(make([]byte, 40), 20, false)
+	f.Fuzz(func(t *testing.T, body []byte, k int, flexible bool) {
+		k = max(min(k, len(body)), 0)
+		readProduceShape(flexible, body[:k], len(body))
+	})
+}

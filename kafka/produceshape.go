@@ -171,7 +171,7 @@ func readProduceShape(flexible bool, src []byte, size int) produceShape {
 	for i := 0; i < topics && !c.stopped(); i++ {
 		n := c.length(flexible, false)
 		name := c.take(max(n, 0))
-		if n < 0 {
+		if n < 0 && !c.stopped() {
 			c.bad = true // a topic name is never null
 		}
 		parts := c.length(flexible, true)
