@@ -187,8 +187,39 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 		}
 	}
 	mem.big = size > growChunk
+	take := func(n int) error {
+		for left := int64(n); left > 0; {
+			step := min(left, growChunk)
+			if err := c.takeMemory(step, mem.big, deadline); err != nil {
+				return err
+			}
+			mem.n += step
+			left -= step
+		}
+		return nil
+	}
+	if size <= firstChunk {
+		if err := take(int(size)); err != nil {
+			return nil, hold{}, err
+		}
+		body = make([]byte, size)
+		copy(body, hdr[4:])
+		if _, err := io.ReadFull(r, body[8:]); err != nil {
+			c.s.reqMemory.release(mem.n, mem.big)
+			return nil, hold{}, err
+		}
+		return body, mem, nil
+	}
+	// Bigger frames are read into pooled chunks that double from 4 KiB
+	// to 1 MiB as bytes arrive, and assembled once complete: a frame that
+	// stalls holds only what it received, and a frame read through leaves
+	// its chunks for the next one instead of a trail of garbage.
+	var chunks []*[]byte
 	slot := false
 	defer func() {
+		for _, ch := range chunks {
+			putChunk(ch)
+		}
 		if slot {
 			<-c.s.bigReads
 		}
@@ -197,37 +228,38 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 			mem = hold{}
 		}
 	}()
-	grow := func(to int) error {
-		for int64(to) > mem.n {
-			n := min(int64(to)-mem.n, growChunk)
-			if err := c.takeMemory(n, mem.big, deadline); err != nil {
-				return err
-			}
-			mem.n += n
+	got := 0       // bytes of the frame in chunks
+	var cur []byte // the last chunk, as far as it is filled
+	next := func() error {
+		class := min(len(chunks), len(chunkPools)-1)
+		n := min(firstChunk<<class, int(size)-got)
+		if err := take(n); err != nil {
+			return err
 		}
-		nb := make([]byte, len(body), to)
-		copy(nb, body)
-		body = nb
+		ch := getChunk(class)
+		chunks = append(chunks, ch)
+		cur = (*ch)[:0:n]
 		return nil
 	}
-	if err := grow(min(int(size), firstChunk)); err != nil {
+	if err := next(); err != nil {
 		return nil, mem, err
 	}
-	body = append(body, hdr[4:]...)
-	screened := key != 0 || size <= firstChunk
-	for len(body) < int(size) {
-		if len(body) == cap(body) {
+	cur = append(cur, hdr[4:]...)
+	got = len(cur)
+	screened := key != 0
+	for got < int(size) {
+		if len(cur) == cap(cur) {
 			if !screened {
 				screened = true
-				if err := c.screenProduce(r, body, int(size)); err != nil {
+				if err := c.screenProduce(r, cur, int(size)); err != nil {
 					return nil, mem, err
 				}
 			}
-			if err := grow(min(int(size), 2*cap(body))); err != nil {
+			if err := next(); err != nil {
 				return nil, mem, err
 			}
 		}
-		if size > bigFrame && len(body) >= firstChunk && !slot {
+		if size > bigFrame && got >= firstChunk && !slot {
 			// Wait for bytes without a slot, then take one to read them.
 			if _, err := r.Peek(1); err != nil {
 				return nil, mem, err
@@ -240,9 +272,10 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 		if slot {
 			c.nc.SetReadDeadline(minTime(deadline, time.Now().Add(bigReadStall)))
 		}
-		n, err := r.Read(body[len(body):cap(body)])
-		body = body[:len(body)+n]
-		if err != nil && len(body) < int(size) {
+		n, err := r.Read(cur[len(cur):cap(cur)])
+		cur = cur[:len(cur)+n]
+		got += n
+		if err != nil && got < int(size) {
 			if !slot || !isTimeout(err) || !time.Now().Before(deadline) {
 				return nil, mem, err
 			}
@@ -255,7 +288,31 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 	if slot {
 		c.nc.SetReadDeadline(deadline)
 	}
+	body = make([]byte, 0, size)
+	for i, ch := range chunks {
+		body = append(body, (*ch)[:min(firstChunk<<min(i, len(chunkPools)-1), int(size)-len(body))]...)
+	}
 	return body, mem, nil
+}
+
+// chunkPools hold read chunks by size class: 4 KiB << i.
+var chunkPools [9]sync.Pool
+
+func getChunk(class int) *[]byte {
+	if ch, ok := chunkPools[class].Get().(*[]byte); ok {
+		return ch
+	}
+	b := make([]byte, firstChunk<<class)
+	return &b
+}
+
+func putChunk(ch *[]byte) {
+	for class := range chunkPools {
+		if cap(*ch) == firstChunk<<class {
+			chunkPools[class].Put(ch)
+			return
+		}
+	}
 }
 
 func minTime(a, b time.Time) time.Time {
