@@ -21,7 +21,7 @@ const readBufSize = 4 << 10
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
 
-// A frame's buffer starts at firstChunk and doubles; it takes at most
+// A frame's chunks start at firstChunk and double up to 1 MiB; it takes at most
 // growChunk from the request budget at once, and frames above growChunk
 // count as big (see budget). Frames above bigFrame are read only while
 // holding one of the node's big-read slots (Limits.MaxBigFrameReads).
@@ -146,8 +146,8 @@ func (c *conn) refuse(br *badRequest, args ...any) error {
 }
 
 // readFrame reads one size-prefixed request frame that must be complete by
-// deadline. The buffer starts small and doubles as bytes arrive, so a
-// frame that declares 100 MiB and sends a byte costs 4 KiB; every
+// deadline. It is read into chunks that start small and double as bytes
+// arrive, so a frame that declares 100 MiB and sends a byte costs 4 KiB; every
 // byte of it is first taken from the node's request budget, and when the
 // budget is spent the read waits (the client's sends back up in TCP). It
 // returns the body and the budget bytes it holds, which the caller gives
