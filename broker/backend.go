@@ -348,6 +348,23 @@ func (b *Broker) Produce(topic string, part int32, records []byte, acks int16, t
 	return p.produce(records, acks, timeout)
 }
 
+// ScreenProduce implements kafka.ProduceScreener: records for a partition
+// that does not exist, or larger than its topic's max.message.bytes, are
+// refused whatever they hold (as produce would).
+func (b *Broker) ScreenProduce(topic string, part int32, size int) (int16, string) {
+	p, _, code := b.lookup(topic, part)
+	if p == nil {
+		if code == kerr.NotLeaderForPartition.Code {
+			return 0, "" // answered with a leader hint once read
+		}
+		return code, ""
+	}
+	if int64(size) > p.b.topicConfig(p.topic).maxMessageBytes {
+		return kerr.MessageTooLarge.Code, "batch larger than max.message.bytes"
+	}
+	return 0, ""
+}
+
 // Fetch implements kafka.Backend.
 func (b *Broker) Fetch(req kafka.FetchPartition) (kafka.FetchResult, <-chan struct{}) {
 	p, g, code := b.lookup(req.Topic, req.Partition)

@@ -32,6 +32,7 @@ const (
 	hostileBudget       = 256 << 20 // --queued-max-request-bytes
 	hostileMaxConns     = 6000
 	hostilePerIP        = 1500
+	hostileBigReads     = 3          // --max-big-frame-reads: 300 MiB of frames, past the budget's bulk
 	hostileIdle         = 10000      // idle connections attempted, from 5 addresses
 	hostileRSSBudget    = 1280 << 20 // 5x the request budget: garbage and GC headroom
 )
@@ -40,7 +41,7 @@ const (
 // producer runs, with: 10,000 idle connections (from five loopback
 // addresses, re-dialled when cut), 100 slowloris frames (100 MiB declared,
 // a byte a second), 100 connections each sending a 100 MiB frame as fast
-// as they can, and a zstd batch of a few KiB that inflates to 1 GiB,
+// as they can (half of them malformed, half well formed), and a zstd batch of a few KiB that inflates to 1 GiB,
 // followed by ListOffsets by a timestamp inside it, again and again. The
 // node must stay up within its memory budget, cut off the slow frames
 // within the frame timeout, and serve the producer with a p99 latency
@@ -52,7 +53,8 @@ func TestHostileClients(t *testing.T) {
 	bomb, bombTS := zstdBomb(t, 1024, 1<<20)
 	c := startCluster(t, 1, withArgs("--frame-timeout", hostileFrameTimeout.String(),
 		"--queued-max-request-bytes", strconv.Itoa(hostileBudget),
-		"--max-connections", strconv.Itoa(hostileMaxConns), "--max-connections-per-ip", strconv.Itoa(hostilePerIP)))
+		"--max-connections", strconv.Itoa(hostileMaxConns), "--max-connections-per-ip", strconv.Itoa(hostilePerIP),
+		"--max-big-frame-reads", strconv.Itoa(hostileBigReads)))
 	addr := c.node(1).kafka
 	if probe, err := dialFrom(context.Background(), "127.0.0.2", addr); err != nil {
 		t.Skipf("cannot dial from 127.0.0.2 (the attack's source addresses): %v", err)
@@ -127,7 +129,7 @@ func TestHostileClients(t *testing.T) {
 	if v, ok := c.metric(1, `chronik_produce_latency_seconds{quantile="0.99"}`); ok {
 		t.Logf("node-side produce p99 over the last minute: %v", time.Duration(v*float64(time.Second)))
 	}
-	for _, l := range []string{"frame_timeout", "max_connections", "max_connections_per_ip", "queued_max_request_bytes"} {
+	for _, l := range []string{"frame_timeout", "max_connections", "max_connections_per_ip", "queued_max_request_bytes", "max_big_frame_reads"} {
 		v, _ := c.metric(1, `chronik_limit_hits_total{limit="`+l+`"}`)
 		t.Logf("chronik_limit_hits_total{limit=%q} %v", l, v)
 		if v == 0 {
@@ -182,10 +184,18 @@ func TestHostileAttacker(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	slow := &lifetimes{}
+	// Half the big frames are zeros after their header: no Produce fills
+	// them, and the node refuses them from their first bytes. The other
+	// half are well formed and must be read through.
+	zeros, formed := frameHeader(100<<20), wellFormedHead(100<<20)
 	for i := 0; i < 100; i++ {
 		wg.Add(2)
+		head := zeros
+		if i%2 == 1 {
+			head = formed
+		}
 		go func() { defer wg.Done(); slowloris(ctx, addr, slow) }()
-		go func() { defer wg.Done(); bigFrame(ctx, addr) }()
+		go func() { defer wg.Done(); bigFrame(ctx, addr, head) }()
 	}
 	for i := 0; i < hostileIdle; i++ {
 		wg.Add(1)
@@ -290,8 +300,32 @@ func slowloris(ctx context.Context, addr string, lt *lifetimes) {
 	}
 }
 
-// bigFrame sends a 100 MiB frame as fast as the node reads it.
-func bigFrame(ctx context.Context, addr string) {
+// wellFormedHead is the start of a Produce v9 frame of size bytes (acks 1)
+// to topic "calm" with two partitions: 0 with 64 bytes of records (it
+// exists, so the frame may hold something to write and is read through),
+// then 1 with the rest. All that follows it is zeros: the records, then
+// the empty tagged fields of partition, topic and request.
+func wellFormedHead(size int) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(size))
+	b = append(b, 0, 0, 0, 9, 0, 0, 0, 1) // Produce v9, correlation id 1
+	b = append(b, 0, 0, 0, 0)             // client id "", no tags, no transactional id
+	b = append(b, 0, 1, 0, 0, 0x27, 0x10) // acks 1, timeout 10 s
+	b = append(b, 2, 5, 'c', 'a', 'l', 'm', 3)
+	b = append(b, 0, 0, 0, 0, 65)
+	b = append(b, make([]byte, 64+1)...) // records, tags
+	b = append(b, 0, 0, 0, 1)
+	// The records fill what the length itself and 3 tag bytes leave.
+	left := size - (len(b) - 4) - 3
+	n := left - 1
+	for len(binary.AppendUvarint(nil, uint64(n+1)))+n > left {
+		n--
+	}
+	return binary.AppendUvarint(b, uint64(n+1))
+}
+
+// bigFrame sends frames of 100 MiB starting with head, as fast as the
+// node reads them.
+func bigFrame(ctx context.Context, addr string, head []byte) {
 	chunk := make([]byte, 1<<20)
 	for ctx.Err() == nil {
 		conn, err := dialFrom(ctx, "127.0.0.8", addr)
@@ -300,9 +334,9 @@ func bigFrame(ctx context.Context, addr string) {
 			continue
 		}
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		_, err = conn.Write(frameHeader(100 << 20))
-		for sent := 0; err == nil && sent < 100<<20; sent += len(chunk) {
-			_, err = conn.Write(chunk)
+		_, err = conn.Write(head)
+		for left := 100<<20 - (len(head) - 4); err == nil && left > 0; left -= len(chunk) {
+			_, err = conn.Write(chunk[:min(left, len(chunk))])
 		}
 		stop()
 		conn.Close()

@@ -35,6 +35,13 @@ type Limits struct {
 	// over 64 KiB may hold only seven eighths of it together, so small
 	// requests still pass while big ones wait.
 	QueuedMaxRequestBytes int64
+	// MaxBigFrameReads bounds how many frames over 1 MiB the node reads at
+	// once. The others wait, unread (TCP pushes back on their senders),
+	// within their frame timeout: the budget is then spent on frames that
+	// complete instead of on a hundred partial ones, and memory
+	// bandwidth and CPU stay with the small requests. A frame whose bytes
+	// stop coming gives its slot up at once.
+	MaxBigFrameReads int
 	// MaxNonProduceRequestSize bounds frames of every API but Produce.
 	// Those requests are made of small structs whose decoded form is
 	// several times their wire size, so their frames are kept small
@@ -56,6 +63,7 @@ const (
 	DefaultMaxConnectionsPerIP      = 1000
 	DefaultFrameTimeout             = 20 * time.Second
 	DefaultQueuedMaxRequestBytes    = 512 << 20
+	DefaultMaxBigFrameReads         = 2
 	DefaultMaxNonProduceRequestSize = 4 << 20
 	DefaultFetchMaxBytes            = 55 << 20 // Kafka's 57671680
 	DefaultMaxPartitionsPerRequest  = 5000
@@ -67,6 +75,7 @@ func (l *Limits) defaults(maxRequest int32) {
 	orDefault(&l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
 	orDefault(&l.FrameTimeout, DefaultFrameTimeout)
 	orDefault(&l.QueuedMaxRequestBytes, DefaultQueuedMaxRequestBytes)
+	orDefault(&l.MaxBigFrameReads, DefaultMaxBigFrameReads)
 	// One frame of the largest size must fit, or it could never be read.
 	if l.QueuedMaxRequestBytes < int64(maxRequest) {
 		l.QueuedMaxRequestBytes = int64(maxRequest)
@@ -98,6 +107,7 @@ const (
 	hitConnectionsPerIP    = "max_connections_per_ip"
 	hitFrameTimeout        = "frame_timeout"
 	hitRequestMemoryWait   = "queued_max_request_bytes"
+	hitBigFrameReads       = "max_big_frame_reads"
 	hitNonProduceSize      = "max_nonproduce_request_size"
 	hitFetchMaxBytes       = "fetch_max_bytes"
 	hitPartitionsPerReq    = "max_partitions_per_request"

@@ -185,7 +185,7 @@ func testConn(t *testing.T, lim Limits) (*conn, net.Conn) {
 		t.Fatal(err)
 	}
 	s := &Server{cfg: Config{MaxRequestSize: 200 << 20, Limits: lim}, logger: slog.New(slog.DiscardHandler),
-		metrics: m, reqMemory: mem, ctx: context.Background()}
+		metrics: m, reqMemory: mem, bigReads: make(chan struct{}, lim.MaxBigFrameReads), apis: testAPIs(), ctx: context.Background()}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -207,9 +207,7 @@ func testConn(t *testing.T, lim Limits) (*conn, net.Conn) {
 // frame not complete by its deadline gives everything back.
 func TestFrameBufferGrowsAsBytesArrive(t *testing.T) {
 	c, client := testConn(t, Limits{})
-	hdr := binary.BigEndian.AppendUint32(nil, 100<<20)
-	hdr = append(hdr, 0, 0, 0, 9, 0, 0, 0, 1)
-	client.Write(append(hdr, make([]byte, 10000)...)) // 10 KB of 100 MiB
+	client.Write(produceFrame("t", 100<<20-64)[:10000]) // 10 KB of a well-formed 100 MiB Produce
 	deadline := time.Now().Add(500 * time.Millisecond)
 	c.nc.SetReadDeadline(deadline)
 	type result struct {

@@ -81,9 +81,12 @@ type Server struct {
 	moved    toldMoved // forwarded.go
 
 	reqMemory *budget
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// bigReads holds a token per frame over bigFrame being read
+	// (Limits.MaxBigFrameReads).
+	bigReads chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // handler serves one request. It runs on the connection's reader goroutine
@@ -148,7 +151,7 @@ func NewServer(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, backend: cfg.Backend, logger: cfg.Logger, metrics: m, reqMemory: mem,
 		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, allGone: make(chan struct{}),
-		ctx: ctx, cancel: cancel}
+		bigReads: make(chan struct{}, cfg.Limits.MaxBigFrameReads), ctx: ctx, cancel: cancel}
 	s.apis = map[int16]*api{}
 	for k, a := range registry {
 		s.apis[k] = a
@@ -172,7 +175,11 @@ func (s *Server) Start() error {
 // wait in the kernel's backlog until Serve.
 func (s *Server) Listen() error {
 	for _, l := range s.cfg.Listeners {
-		ln, err := net.Listen("tcp", l.Listen)
+		// Keep-alive is set on the connections admitted (admit), not on
+		// every one accepted: under a flood of connections past the
+		// limits those setsockopt calls were a fifth of the node's CPU.
+		lc := net.ListenConfig{KeepAlive: -1}
+		ln, err := lc.Listen(s.ctx, "tcp", l.Listen)
 		if err != nil {
 			for _, b := range s.lns {
 				b.ln.Close()
@@ -270,6 +277,9 @@ func (s *Server) admit(c net.Conn, l *boundListener) {
 	s.conns[cn] = struct{}{}
 	s.perIP[ip]++
 	s.mu.Unlock()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true}) // Go's defaults: 15 s idle and interval
+	}
 	s.metrics.connections.Inc()
 	s.wg.Add(1)
 	go cn.serve()

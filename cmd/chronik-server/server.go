@@ -42,6 +42,7 @@ func serverFlags() []cli.Flag {
 		&cli.Int64Flag{Name: "queued-max-request-bytes", Value: kafka.DefaultQueuedMaxRequestBytes, Usage: "node-wide budget of request bytes in memory; readers wait when it is spent (queued.max.request.bytes)", EnvVars: []string{"CHRONIK_QUEUED_MAX_REQUEST_BYTES"}},
 		&cli.IntFlag{Name: "max-connections", Value: kafka.DefaultMaxConnections, Usage: "open Kafka client connections allowed (max.connections)", EnvVars: []string{"CHRONIK_MAX_CONNECTIONS"}},
 		&cli.IntFlag{Name: "max-connections-per-ip", Value: kafka.DefaultMaxConnectionsPerIP, Usage: "open Kafka client connections allowed per client address (max.connections.per.ip)", EnvVars: []string{"CHRONIK_MAX_CONNECTIONS_PER_IP"}},
+		&cli.IntFlag{Name: "max-big-frame-reads", Value: kafka.DefaultMaxBigFrameReads, Usage: "request frames over 1 MiB read at once, node-wide; others wait unread within their frame timeout", EnvVars: []string{"CHRONIK_MAX_BIG_FRAME_READS"}},
 		&cli.StringFlag{Name: "frame-timeout", Value: "20s", Usage: "time a request frame may take to arrive once begun, and a new connection to send its first (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_FRAME_TIMEOUT"}},
 		&cli.IntFlag{Name: "fetch-max-bytes", Value: kafka.DefaultFetchMaxBytes, Usage: "most bytes one Fetch response carries, whatever the client asks (fetch.max.bytes)", EnvVars: []string{"CHRONIK_FETCH_MAX_BYTES"}},
 		&cli.IntFlag{Name: "max-partitions-per-request", Value: kafka.DefaultMaxPartitionsPerRequest, Usage: "partitions one CreateTopics or CreatePartitions request may add", EnvVars: []string{"CHRONIK_MAX_PARTITIONS_PER_REQUEST"}},
@@ -126,6 +127,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		KafkaLimits: kafka.Limits{
 			MaxConnections: c.Int("max-connections"), MaxConnectionsPerIP: c.Int("max-connections-per-ip"),
 			QueuedMaxRequestBytes:    c.Int64("queued-max-request-bytes"),
+			MaxBigFrameReads:         c.Int("max-big-frame-reads"),
 			MaxNonProduceRequestSize: int32(c.Int("max-nonproduce-request-size")),
 			FetchMaxBytes:            int32(c.Int("fetch-max-bytes")),
 			MaxPartitionsPerRequest:  c.Int("max-partitions-per-request"), MaxPartitions: c.Int("max-partitions"),
