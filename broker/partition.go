@@ -38,18 +38,15 @@ type partition struct {
 
 	mu        sync.Mutex
 	producers producerState
-	pending   map[int64][]*pendingBatch // proposed, not yet applied, per producer
-}
-
-type pendingBatch struct {
-	epoch       int16
-	first, last int32
-	p           raft.Pending
+	pending   map[int64]*producerFlight // proposed, not yet applied, per producer (sequence.go)
+	// submitHook, set by tests only, may change a batch's guard to make
+	// its proposal fail in Raft.
+	submitHook func(clog.BatchInfo, *raft.Guard)
 }
 
 func newPartition(b *Broker, topic string, index int32, group uint64) *partition {
 	p := &partition{b: b, topic: topic, index: index, group: group,
-		producers: producerState{}, pending: map[int64][]*pendingBatch{}}
+		producers: producerState{}, pending: map[int64]*producerFlight{}}
 	ch := make(chan struct{})
 	p.notify.Store(&ch)
 	return p
@@ -197,6 +194,7 @@ func (p *partition) produce(records []byte, acks int16, timeout time.Duration) k
 	}
 	st := p.status(min(timeout, electionWait))
 	if !st.IsLeader() {
+		p.noteRefused(bi)
 		return p.notLeader(st)
 	}
 	if !st.LeaderReady {
@@ -204,10 +202,12 @@ func (p *partition) produce(records []byte, acks int16, timeout time.Duration) k
 		// producer state covers everything its predecessor committed.
 		st = p.waitLeaderReady(min(timeout, 3*time.Second))
 		if !st.IsLeader() || !st.LeaderReady {
+			p.noteRefused(bi)
 			return p.notLeader(st)
 		}
 	}
 	if acks == -1 && len(st.ISR) < cfg.minInsync {
+		p.noteRefused(bi)
 		return immediate(kafka.ProduceResult{Err: kerr.NotEnoughReplicas.Code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1})
 	}
 	appendTime := int64(-1)
@@ -219,17 +219,33 @@ func (p *partition) produce(records []byte, acks int16, timeout time.Duration) k
 	}
 
 	p.mu.Lock()
-	if bi.ProducerID >= 0 {
-		if w := p.checkSequence(bi, acks); w != nil {
-			p.mu.Unlock()
-			return w
-		}
+	if bi.ProducerID < 0 {
+		pend := p.rep.Submit(clog.KindBatch, data)
+		p.mu.Unlock()
+		return p.waiter(pend, acks, timeout, appendTime)
 	}
-	pend := p.rep.Submit(clog.KindBatch, data)
-	if bi.ProducerID >= 0 {
-		p.pending[bi.ProducerID] = append(p.pending[bi.ProducerID], &pendingBatch{epoch: bi.ProducerEpoch,
-			first: bi.BaseSequence, last: lastSeq(bi.BaseSequence, bi.NumRecords), p: pend})
+	w, after := p.checkSequence(bi, acks)
+	if w != nil {
+		p.mu.Unlock()
+		return w
 	}
+	// The check holds for this leader term only, and only if the batch it
+	// follows commits: Raft refuses the batch otherwise (sequence.go).
+	g := raft.Guard{Term: st.Term}
+	if after != nil {
+		g.After = after.p
+	}
+	if p.submitHook != nil {
+		p.submitHook(bi, &g)
+	}
+	pend := p.rep.SubmitGuarded(clog.KindBatch, data, g)
+	f := p.pending[bi.ProducerID]
+	if f == nil {
+		f = &producerFlight{}
+		p.pending[bi.ProducerID] = f
+	}
+	f.batches = append(f.batches, &pendingBatch{epoch: bi.ProducerEpoch, first: bi.BaseSequence,
+		last: lastSeq(bi.BaseSequence, bi.NumRecords), p: pend, after: after})
 	p.mu.Unlock()
 	return p.waiter(pend, acks, timeout, appendTime)
 }
@@ -332,73 +348,6 @@ func (p *partition) awaitStatus(d time.Duration, done func(*raft.Status) bool) (
 			return p.rep.Status(), false
 		}
 	}
-}
-
-// checkSequence applies Kafka's idempotence rules against the applied
-// state and the batches still in flight. It returns a ready answer for
-// duplicates and errors, or nil to go ahead. Callers hold p.mu.
-func (p *partition) checkSequence(bi clog.BatchInfo, acks int16) kafka.ProduceWait {
-	pid, epoch, first := bi.ProducerID, bi.ProducerEpoch, bi.BaseSequence
-	last := lastSeq(first, bi.NumRecords)
-	// Drop finished proposals: applied ones are in the producer state now.
-	live := p.pending[pid][:0]
-	for _, pb := range p.pending[pid] {
-		select {
-		case <-raft.Done(pb.p):
-		default:
-			live = append(live, pb)
-		}
-	}
-	if len(live) == 0 {
-		delete(p.pending, pid)
-	} else {
-		p.pending[pid] = live
-	}
-	applied := p.producers[pid]
-	curEpoch := int16(-1)
-	if applied != nil {
-		curEpoch = applied.epoch
-	}
-	if n := len(live); n > 0 && live[n-1].epoch > curEpoch {
-		curEpoch = live[n-1].epoch
-	}
-	if epoch < curEpoch {
-		return produceErr(kerr.InvalidProducerEpoch.Code, "producer epoch is fenced")
-	}
-	for _, pb := range live {
-		if pb.epoch == epoch && pb.first == first && pb.last == last {
-			// A retry of a batch still in flight gets that batch's answer.
-			return p.waiter(pb.p, acks, 30*time.Second, -1)
-		}
-	}
-	if applied != nil && applied.epoch == epoch {
-		for _, b := range applied.batches {
-			if b.first == first && b.last == last {
-				return immediate(kafka.ProduceResult{BaseOffset: b.offset, LogAppendTime: -1, LogStartOffset: p.rep.Log().StartOffset()})
-			}
-		}
-	}
-	var prev *int32
-	if n := len(live); n > 0 && live[n-1].epoch == epoch {
-		prev = &live[n-1].last
-	} else if applied != nil && applied.epoch == epoch && len(applied.batches) > 0 {
-		prev = &applied.batches[len(applied.batches)-1].last
-	}
-	if prev == nil {
-		if first != 0 {
-			return produceErr(kerr.OutOfOrderSequenceNumber.Code, "a new producer epoch must start at sequence 0")
-		}
-		return nil
-	}
-	want := seqAfter(*prev)
-	if first == want {
-		return nil
-	}
-	diff := int64(first) - int64(want)
-	if diff < 0 && diff > -(1<<30) {
-		return produceErr(kerr.DuplicateSequenceNumber.Code, "batch is older than the last five")
-	}
-	return produceErr(kerr.OutOfOrderSequenceNumber.Code, fmt.Sprintf("expected sequence %d, got %d", want, first))
 }
 
 // checkEpoch applies KIP-320 fencing: an older epoch is fenced, a newer one

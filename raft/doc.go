@@ -23,7 +23,8 @@
 //	peers.go     transport handler, node-level channels, peer liveness
 //	replica.go   Replica, loading a replica from disk, closing
 //	ready.go     the Ready cycle of one replica (prepare, sync, finish)
-//	proposal.go  proposals, their outcomes, leadership transfers
+//	proposal.go  proposals, their outcomes and guards (SubmitGuarded),
+//	             leadership transfers
 //	snapshot.go  local snapshots, installing a leader's, retention
 //	quiesce.go   quiet groups and waking them, reacting to lost peers
 //	insync.go    the in-sync replica set (ISR) of a leader
@@ -59,7 +60,8 @@
 // again), and handles one Ready for each in three phases:
 //
 //  1. prepare, per replica: step the inbox into Raft (messages, then ticks,
-//     operations and proposals; at most ElectionTicks-1 ticks at once, so
+//     operations and proposals, those held during a transfer before new
+//     ones; at most ElectionTicks-1 ticks at once, so
 //     a stalled worker does not judge its peers on time it was away);
 //     take a Ready; send at once the messages that do not report on this
 //     Ready's writes (so a leader replicates while it writes its own copy,

@@ -43,6 +43,7 @@ type proposal struct {
 	kind    clog.Kind
 	payload []byte
 	cc      *pb.ConfChangeV2 // a configuration change (confchange.go)
+	guard   Guard            // SubmitGuarded; After is dropped once proposed
 	res     Result
 	// appended is closed once the entry is in the local log (and synced
 	// under the always policy); done once it is applied or has failed.
@@ -113,7 +114,28 @@ type Pending = *proposal
 // Submit queues a proposal without waiting. Submissions from one goroutine
 // are proposed in order, which idempotent producers rely on.
 func (r *Replica) Submit(kind clog.Kind, payload []byte) Pending {
-	p := &proposal{id: r.host.nextProposalID(), kind: kind, payload: payload,
+	return r.SubmitGuarded(kind, payload, Guard{})
+}
+
+// Guard conditions a proposal (SubmitGuarded). The broker checks an
+// idempotent producer's sequence against the state it sees under a given
+// leader term and chains each batch to the one before it; a guard makes
+// Raft refuse the batch when that check no longer holds, so the log never
+// holds a batch whose predecessor is missing.
+type Guard struct {
+	// Term, when set, fails the proposal (NotLeaderError) unless this
+	// replica still leads in that term when it is proposed.
+	Term uint64
+	// After, when set, fails the proposal with After's error if After
+	// (a proposal of this replica) failed before this one was proposed.
+	// With Term set too, one that fails later, once both are in the log,
+	// takes this one with it: both go with the same term's log suffix.
+	After Pending
+}
+
+// SubmitGuarded is Submit with a Guard checked when Raft proposes it.
+func (r *Replica) SubmitGuarded(kind clog.Kind, payload []byte, g Guard) Pending {
+	p := &proposal{id: r.host.nextProposalID(), kind: kind, payload: payload, guard: g,
 		appended: make(chan struct{}), done: make(chan struct{})}
 	if r.stopped.Load() {
 		p.fail(ErrStopped)
@@ -121,6 +143,17 @@ func (r *Replica) Submit(kind clog.Kind, payload []byte) Pending {
 	}
 	r.enqueue(func() { r.inProps = append(r.inProps, p) })
 	return p
+}
+
+// Err is the error a finished proposal failed with: nil when it was
+// applied or has not finished.
+func Err(p Pending) error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+		return nil
+	}
 }
 
 // Wait waits for a submitted proposal (see Propose).
@@ -238,6 +271,24 @@ func (r *Replica) propose(p *proposal) {
 		}
 		return
 	}
+	if bs.RaftState == etcdraft.StateLeader && (bs.LeadTransferee != 0 || len(r.held) > 0) {
+		// etcd raft drops proposals during a transfer; hold them until it
+		// ends, then propose them or send the client to the new leader.
+		// Behind held ones too: submission order is log order.
+		r.held = append(r.held, p)
+		return
+	}
+	if a := p.guard.After; a != nil {
+		p.guard.After = nil // keep no chain of finished proposals alive
+		if err := Err(a); err != nil {
+			p.fail(err)
+			return
+		}
+	}
+	if t := p.guard.Term; t != 0 && (bs.RaftState != etcdraft.StateLeader || term != t) {
+		p.fail(&NotLeaderError{Leader: lead, Term: term, Why: fmt.Sprintf("leadership changed since term %d, when the proposal was checked", t)})
+		return
+	}
 	if bs.RaftState != etcdraft.StateLeader {
 		if r.cfg.ForwardProposals && lead != 0 {
 			// The leader may drop a forwarded proposal silently; the
@@ -250,12 +301,6 @@ func (r *Replica) propose(p *proposal) {
 			return
 		}
 		p.fail(&NotLeaderError{Leader: lead, Term: term, Why: "follower"})
-		return
-	}
-	if bs.LeadTransferee != 0 {
-		// etcd raft drops proposals during a transfer; hold them until it
-		// ends, then propose them or send the client to the new leader.
-		r.held = append(r.held, p)
 		return
 	}
 	r.pending[p.id] = p

@@ -98,6 +98,9 @@ func (r *Replica) drainInbox() {
 	for _, op := range ops {
 		op()
 	}
+	// Held proposals go first: a transfer that ended (aborted on a tick)
+	// while newer ones waited in the inbox must not let those overtake.
+	r.proposeHeld()
 	for _, p := range props {
 		r.propose(p)
 	}
