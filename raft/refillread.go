@@ -3,6 +3,7 @@ package raft
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	etcdraft "go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -48,6 +49,8 @@ type refillReads struct {
 	queue  []*refillRead
 	closed bool
 	wg     sync.WaitGroup
+	// fault, when set (tests), runs on the reader before each read.
+	fault atomic.Pointer[func()]
 }
 
 func (q *refillReads) start(n int) {
@@ -97,6 +100,9 @@ func (q *refillReads) reader() {
 		q.queue[0] = nil
 		q.queue = q.queue[1:]
 		q.mu.Unlock()
+		if f := q.fault.Load(); f != nil {
+			(*f)()
+		}
 		rd.read()
 		// Back to the worker, no lock held here (r.inMu, h.qmu are leaves).
 		r := rd.r
