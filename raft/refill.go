@@ -53,9 +53,10 @@ type refill struct {
 	// reading is the read in flight (refillread.go), ahead the entries
 	// it read, from some index on; waiting: the next message waits for
 	// the read.
-	reading *refillRead
-	ahead   []*pb.Entry
-	waiting bool
+	reading   *refillRead
+	ahead     []*pb.Entry
+	aheadData []byte // ahead encoded as the next message, if it fits
+	waiting   bool
 }
 
 // maxRefillBytes bounds the entries of one refill message (etcd raft's
@@ -235,13 +236,13 @@ func (r *Replica) sendRefill(id uint64, rf *refill, match uint64, bs etcdraft.Ba
 		return nil // nothing to send: etcd raft's appends take over
 	case err == nil:
 		// Read off the worker unless cached (refillread.go).
-		ents, ok := r.refillEntries(id, rf, hi)
+		ents, data, ok := r.refillEntries(id, rf, hi)
 		if !ok {
 			rf.waiting = true
 			return nil
 		}
 		m.Type, m.Index, m.LogTerm, m.Entries = pb.MsgApp.Enum(), new(rf.has), new(prevTerm), ents
-		return r.sendRefillMsg(id, rf, m, rf.has, ents[len(ents)-1].GetIndex(), match)
+		return r.sendRefillData(id, rf, m, data, rf.has, ents[len(ents)-1].GetIndex(), match)
 	case !errors.Is(err, etcdraft.ErrCompacted):
 		return fmt.Errorf("refill %d: term at %d: %w", id, rf.has, err)
 	}
@@ -258,20 +259,31 @@ func (r *Replica) sendRefill(id uint64, rf *refill, match uint64, bs etcdraft.Ba
 // holds it back; a message cut short by the rate ends earlier. The
 // entries after it are read meanwhile (refillread.go).
 func (r *Replica) sendRefillMsg(id uint64, rf *refill, m *pb.Message, prev, end, match uint64) error {
+	return r.sendRefillData(id, rf, m, nil, prev, end, match)
+}
+
+// sendRefillData is sendRefillMsg with m already encoded as data (nil:
+// not), which a message cut short by the rate no longer is.
+func (r *Replica) sendRefillData(id uint64, rf *refill, m *pb.Message, data []byte, prev, end, match uint64) error {
 	rf.sentAt = time.Now()
 	ents := m.Entries
 	if r.throttled(m) {
-		rf.ahead = ents // kept for the next try, after refillResend
+		rf.ahead, rf.aheadData = ents, data // kept for the next try, after refillResend
 		return nil
 	}
 	if n := len(m.Entries); n > 0 {
 		if n < len(ents) {
 			rf.ahead = ents[n:] // cut by the rate: the rest goes next
+			data = nil
 		}
 		end = m.Entries[n-1].GetIndex()
 	}
 	rf.prev, rf.end = prev, end
-	r.host.sendRaft(r, m, true)
+	if data != nil {
+		r.host.tr.Send(id, []WireMsg{{Group: r.cfg.Group, Data: data, Bulk: true}})
+	} else {
+		r.host.sendRaft(r, m, true)
+	}
 	r.host.sentRefills.Add(1)
 	if len(m.Entries) > 0 && len(rf.ahead) == 0 {
 		r.readAhead(id, rf, end, match)

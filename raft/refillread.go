@@ -25,7 +25,12 @@ import (
 // message's worth of entries read ahead (rf.ahead), so the queue is
 // bounded by the refills there are and the memory by maxRefillBytes per
 // refill. The next message's entries are read while the previous one is
-// on its way, so the reads overlap the follower's round trips.
+// on its way, so the reads overlap the follower's round trips. The reader
+// also encodes the message (a copy of megabytes, which also stayed off
+// the worker): its term is checked again when it is sent, and its commit
+// index, taken when the read was asked, may be behind by then, which is
+// harmless (a follower never lowers its commit index, and learns the
+// current one from the next heartbeat).
 
 // refillReaders is how many goroutines read refill entries per host: the
 // reads are disk-bound, and more would only compete with the fsyncs.
@@ -38,8 +43,11 @@ type refillRead struct {
 	log      *clog.Log
 	to, term uint64
 	lo, hi   uint64
-	ents     []*pb.Entry
-	err      error
+	// prevTerm and commit complete the message (prev is lo-1).
+	prevTerm, commit uint64
+	ents             []*pb.Entry
+	data             []byte // the encoded MsgApp
+	err              error
 }
 
 // refillReads is the host's queue of reads and its readers; mu is a leaf.
@@ -121,34 +129,49 @@ func (rd *refillRead) read() {
 	for i := range es {
 		rd.ents[i] = toRaftEntry(&es[i])
 	}
+	if len(rd.ents) == 0 {
+		return
+	}
+	m := &pb.Message{Type: pb.MsgApp.Enum(), To: new(rd.to), From: new(rd.r.id), Term: new(rd.term),
+		LogTerm: new(rd.prevTerm), Index: new(rd.lo - 1), Commit: new(rd.commit), Entries: rd.ents}
+	if b, err := encodeMessage(m); err == nil {
+		rd.data = b // else the worker encodes it
+	}
 }
 
 // refillEntries returns the entries after rf.has (up to hi-1) that can be
 // sent now: from the entry cache or what a reader read ahead. ok is false
 // when none are at hand; a read is then asked for (unless one is in
 // flight) and the refill goes on when it is done. Worker only.
-func (r *Replica) refillEntries(id uint64, rf *refill, hi uint64) (ents []*pb.Entry, ok bool) {
+//
+// data is the message the reader encoded, when it still fits: the same
+// entries after the same index (the follower holds what the read
+// assumed). Else the caller encodes.
+func (r *Replica) refillEntries(id uint64, rf *refill, hi uint64) (ents []*pb.Entry, data []byte, ok bool) {
 	lo := rf.has + 1
+	data, rf.aheadData = rf.aheadData, nil
 	// What was read ahead, from lo on.
 	for len(rf.ahead) > 0 && rf.ahead[0].GetIndex() < lo {
 		rf.ahead = rf.ahead[1:]
+		data = nil
 	}
 	if len(rf.ahead) > 0 && rf.ahead[0].GetIndex() == lo {
 		ents = rf.ahead
 		rf.ahead = nil
 		for len(ents) > 0 && ents[len(ents)-1].GetIndex() >= hi {
 			ents = ents[:len(ents)-1]
+			data = nil
 		}
 		if len(ents) > 0 {
-			return ents, true
+			return ents, data, true
 		}
 	}
 	rf.ahead = nil
 	if ents, ok := r.st.cacheGet(lo, hi, maxRefillBytes); ok {
-		return ents, true
+		return ents, nil, true
 	}
 	r.readRefill(id, rf, lo, hi)
-	return nil, false
+	return nil, nil, false
 }
 
 // readRefill asks a reader for entries lo..hi-1 of follower id's refill,
@@ -157,7 +180,13 @@ func (r *Replica) readRefill(id uint64, rf *refill, lo, hi uint64) {
 	if rf.reading != nil || lo >= hi {
 		return
 	}
-	rd := &refillRead{r: r, log: r.st.log, to: id, term: r.rn.BasicStatus().GetTerm(), lo: lo, hi: hi}
+	prevTerm, err := r.st.Term(lo - 1)
+	if err != nil {
+		return // compacted meanwhile: the next try sends the snapshot
+	}
+	bs := r.rn.BasicStatus()
+	rd := &refillRead{r: r, log: r.st.log, to: id, term: bs.GetTerm(), lo: lo, hi: hi,
+		prevTerm: prevTerm, commit: bs.GetCommit()}
 	if r.host.reads.submit(rd) {
 		rf.reading = rd
 		r.host.refillReads.Add(1)
@@ -192,7 +221,7 @@ func (r *Replica) refillReadDone(rd *refillRead) {
 	}
 	switch {
 	case rd.err == nil:
-		rf.ahead = rd.ents
+		rf.ahead, rf.aheadData = rd.ents, rd.data
 	case errors.Is(rd.err, errClosedLog):
 		return // the replica is closing or recovering
 	case errors.Is(rd.err, etcdraft.ErrCompacted):

@@ -35,15 +35,18 @@ func proposeBig(t *testing.T, l *testNode, prefix string, n, size int) []string 
 // once the read goes on the wiped follower is refilled and rejoins.
 func TestRefillReadsOffWorker(t *testing.T) {
 	c := newMemberCluster(t, 1, 2, 3)
-	c.host = func(cfg *Config) { cfg.Workers = 1 }
+	// The leadership must not change: a 0.3 s election timeout, as in
+	// TestRejoinStaleMatch.
+	c.host = func(cfg *Config) { cfg.Workers, cfg.ElectionTicks = 1, 30 }
 	c.replica = func(rc *ReplicaConfig) { rc.Log.SegmentBytes = 1 << 20 }
 	voters := []uint64{1, 2, 3}
 	for _, id := range voters {
 		c.start(id, false)
 	}
 	l := c.leader(5 * time.Second)
-	// 3 MiB: more than the entry cache holds, so the first are on disk only.
-	vals := proposeBig(t, l, "before", 48, 64<<10)
+	// 6 MiB: more than the entry cache holds (the first are on disk only),
+	// and more than one refill message (a read ahead).
+	vals := proposeBig(t, l, "before", 96, 64<<10)
 	f := c.follower(l)
 	c.holdsAll([]uint64{f}, vals, 10*time.Second)
 	term := l.rep.Status().Term
