@@ -40,6 +40,7 @@
 //	gag.go       joining replicas that may not vote or lead
 //	gagnotice.go a gagged replica telling its leader (no transfers to it)
 //	refill.go    sending a follower again the entries it lost
+//	refillread.go reading those entries off the workers (readers)
 //	incarnation.go peers' data directory incarnations, retired ones
 //	throttle.go  the learner rate (Config.LearnerRate)
 //	transport.go TCPTransport, its hello (v1 and v2, see below), its
@@ -83,6 +84,9 @@
 //     A replica with nothing to sync skips the round: it runs finish and
 //     is released before the round starts (most steps of a leadership
 //     transfer need no fsync and must not wait for another group's).
+//     One that applies a configuration change finishes last, after the
+//     round: its apply fsyncs the configuration history and state in
+//     finish, and the rest of the batch must not wait for that.
 //  3. finish, per replica: answer acks=1 proposals whose entries are now
 //     in the log (synced under FsyncAlways); send the messages held back,
 //     the append and vote responses, which promise the writes of step 1
@@ -206,9 +210,17 @@
 // a refill, which sends the entries after what the follower holds (or the
 // log's base snapshot) up to Match, one message at a time, as etcd raft
 // would (to a learner within the learner rate); then etcd raft's appends
-// succeed again. Meanwhile the leader
+// succeed again. Entries no longer cached are read by the host's refill
+// readers (refillread.go), never on a worker: a multi-MiB segment read
+// there held up every group of its batch, whose heartbeats then came late
+// enough for CheckQuorum to depose their leaders. The worker asks, the
+// reader reads (log readers need no raft lock) and hands the entries back
+// through the inbox, and the worker sends them. Meanwhile the leader
 // counts the follower at what it holds (status Match, ISR, quiescence,
-// Reconfigure's catch-up), not at Match. A 2-voter group whose wiped
+// Reconfigure's catch-up), not at Match; while a probe is unanswered (a
+// new incarnation whose replica may not exist yet) at nothing. Such a
+// probe is resent, never dropped, and Reconfigure promotes a learner only
+// once its match covers the latest configuration change. A 2-voter group whose wiped
 // voter stays silent for an election timeout loses its leader
 // (CheckQuorum) and cannot elect one without that voter's vote: Ungag is
 // the operator's word there.
@@ -301,6 +313,8 @@
 //	r.gagMu     lifting a replica's gag (Ungag, or the worker); leaf
 //	h.incs.mu   peers' incarnations and retired ones; leaf
 //	h.learners.mu the learner token bucket; leaf
+//	h.reads.mu  the refill read queue (refillread.go); leaf. A reader
+//	            holds no lock while it reads or hands entries back
 //	h.qmu       the run queue; leaf
 //	recovery.mu a failed replica's retry timer; leaf
 //	log         a replica's log: l.syncMu, then l.mu (log/doc.go), taken
@@ -320,12 +334,12 @@
 //
 //	r.mu -> broker b.mu (read), view lock, partition locks (callbacks, SM)
 //	r.mu -> h.mu, h.peerMu, r.inMu, h.qmu, recovery.mu, states.mu, transport locks
-//	r.mu -> r.gagMu, h.incs.mu, h.learners.mu
+//	r.mu -> r.gagMu, h.incs.mu, h.learners.mu, h.reads.mu
 //	r.mu -> log l.syncMu -> log l.mu
 //	broker locks -> h.mu, r.inMu, h.qmu, transport locks (Submit, Replica, SendNotice)
 //	h.peerMu -> h.heardMu
 //	leaves: h.mu, h.heardMu, r.inMu, h.qmu, recovery.mu, states.mu, transport locks,
-//	        r.gagMu, h.incs.mu, h.learners.mu
+//	        r.gagMu, h.incs.mu, h.learners.mu, h.reads.mu
 //
 // Callbacks into the broker and what they run under:
 //

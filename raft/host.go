@@ -182,6 +182,8 @@ type Host struct {
 
 	transferring sync.Map      // group -> struct{}: rebalances in flight
 	sentRefills  atomic.Uint64 // refill messages sent (refill.go)
+	reads        refillReads   // refill entries read off the workers (refillread.go)
+	refillReads  atomic.Uint64 // reads asked of them
 	guard        msgGuard
 	learners     learnerBucket // Config.LearnerRate (throttle.go)
 	incs         incarnations  // peers' data directory incarnations (incarnation.go)
@@ -223,6 +225,7 @@ func (h *Host) Start() error {
 	if h.closed.Load() || !h.started.CompareAndSwap(false, true) {
 		return errors.New("raft: host already started or closed")
 	}
+	h.reads.start(refillReaders) // stopped by StopReplicas, even if the transport fails
 	if t, ok := h.tr.(interface{ setIncarnation(uint64) }); ok {
 		t.setIncarnation(h.cfg.Incarnation)
 	}
@@ -382,6 +385,9 @@ func (h *Host) StopReplicas() error {
 	h.qmu.Unlock()
 	h.qcond.Broadcast()
 	h.workers.Wait()
+	if h.started.Load() {
+		h.reads.stop() // before the logs they read close
+	}
 	// Close replicas in parallel: each syncs its own files, and a node with
 	// hundreds of partitions should not fsync them one after the other.
 	var mu sync.Mutex

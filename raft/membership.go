@@ -230,6 +230,14 @@ func (r *Replica) memberViewLocked() memberView {
 	return v
 }
 
+// holds reports whether member id may be promoted: in sync, and holding
+// the latest configuration change. In sync alone is not enough: a member
+// counted at an old disk's Match (etcd raft's, before the refill's probe
+// is answered) lacks the change that made it a learner.
+func (v *memberView) holds(id uint64) bool {
+	return v.caughtUp[id] && v.match[id] >= v.lastConf
+}
+
 func (v *memberView) progress(step string) Progress {
 	return Progress{Step: step, Voters: sortedIDs(v.cs.GetVoters()),
 		Learners: sortedIDs(append(slices.Clone(v.cs.GetLearners()), v.cs.GetLearnersNext()...)),
@@ -358,7 +366,7 @@ func planStep(self uint64, v *memberView, want *Membership, incarnation func(uin
 	if len(inPlace) > 0 {
 		// One at a time: a change of more than one member is joint.
 		id := inPlace[0]
-		if !v.caughtUp[id] {
+		if !v.holds(id) {
 			return plan{name: "catch up", behind: map[uint64]uint64{id: v.lastIndex - min(v.lastIndex, v.match[id])}}
 		}
 		return plan{name: "repromote", cc: confChange(map[uint64]uint64{id: want.Rejoin[id]}, change(pb.ConfChangeAddNode, id))}
@@ -370,7 +378,7 @@ func planStep(self uint64, v *memberView, want *Membership, incarnation func(uin
 			continue
 		}
 		promote = append(promote, id)
-		if !v.caughtUp[id] {
+		if !v.holds(id) {
 			behind[id] = v.lastIndex - min(v.lastIndex, v.match[id])
 		}
 	}

@@ -68,24 +68,7 @@ func (c *memberCluster) start(id uint64, joining bool) *testNode {
 	if !slices.Contains(c.known, id) {
 		c.known = append(c.known, id)
 	}
-	cfg := Config{ID: id, Transport: c.net.Transport(id), TickInterval: 10 * time.Millisecond,
-		ElectionTicks: 10, HeartbeatTicks: 1, Fsync: FsyncAlways, LagTime: time.Second,
-		StateDir: c.stateDir(id), Incarnation: c.incs[id],
-		OnRemoved: func(uint64) {
-			c.mu.Lock()
-			c.removed[id]++
-			c.mu.Unlock()
-		}}
-	if c.host != nil {
-		c.host(&cfg)
-	}
-	h, err := NewHost(cfg)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if err := h.Start(); err != nil {
-		c.t.Fatal(err)
-	}
+	h := c.newHost(id)
 	sm := &listSM{}
 	rc := ReplicaConfig{Group: 7, Name: fmt.Sprint("g7@", id), Dir: c.replicaDir(id), Peers: c.orig, SM: sm,
 		SnapshotEntries: 50, Log: clog.Options{SegmentBytes: 4096}, Joining: joining}
@@ -108,6 +91,31 @@ func (c *memberCluster) start(id uint64, joining bool) *testNode {
 		}
 	}
 	return nd
+}
+
+// newHost makes and starts node id's host at its current incarnation,
+// with no replica yet. Called with c.mu held.
+func (c *memberCluster) newHost(id uint64) *Host {
+	c.t.Helper()
+	cfg := Config{ID: id, Transport: c.net.Transport(id), TickInterval: 10 * time.Millisecond,
+		ElectionTicks: 10, HeartbeatTicks: 1, Fsync: FsyncAlways, LagTime: time.Second,
+		StateDir: c.stateDir(id), Incarnation: c.incs[id],
+		OnRemoved: func(uint64) {
+			c.mu.Lock()
+			c.removed[id]++
+			c.mu.Unlock()
+		}}
+	if c.host != nil {
+		c.host(&cfg)
+	}
+	h, err := NewHost(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := h.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	return h
 }
 
 // stop closes node id's host (no graceful hand-over: as a kill).

@@ -50,10 +50,14 @@ type refill struct {
 	sentAt    time.Time
 	since     time.Time
 	confirmed bool // the follower was seen to hold less than its Match
+	// reading is the read in flight (refillread.go), ahead the entries
+	// it read, from some index on; waiting: the next message waits for
+	// the read.
+	reading   *refillRead
+	ahead     []*pb.Entry
+	aheadData []byte // ahead encoded as the next message, if it fits
+	waiting   bool
 }
-
-// maxProbeResends bounds how often an unanswered probe is sent.
-const maxProbeResends = 10
 
 // maxRefillBytes bounds the entries of one refill message (etcd raft's
 // MaxSizePerMsg here).
@@ -79,7 +83,17 @@ func (r *Replica) rawMatch(id uint64) (match uint64, ok bool) {
 // effectiveMatch is what the leader counts member id as holding, given
 // etcd raft's Match for it: less while it is refilled.
 func (r *Replica) effectiveMatch(id, match uint64) uint64 {
-	if rf := r.refills[id]; rf != nil && rf.known && rf.has < match {
+	rf := r.refills[id]
+	switch {
+	case rf == nil:
+		return match
+	case !rf.known:
+		// An unanswered probe (a new incarnation, a lost tail): until the
+		// member says what it holds, it holds nothing, or a node back on
+		// an empty disk would count as caught up (and be promoted) on its
+		// old disk's Match before its replica even exists.
+		return 0
+	case rf.has < match:
 		return rf.has
 	}
 	return match
@@ -187,12 +201,9 @@ func (r *Replica) refillTick() error {
 		if time.Since(rf.sentAt) < r.refillResend() {
 			continue
 		}
-		if !rf.known && time.Since(rf.since) > maxProbeResends*r.refillResend() {
-			// Unanswered (the node is down or has no replica here yet):
-			// its next rejection or lost-tail report starts it again.
-			delete(r.refills, id)
-			continue
-		}
+		// An unanswered probe is never dropped (the node is down or has
+		// no replica here yet): dropped, the member would count at its
+		// old Match again. It costs one empty append per refillResend.
 		if err := r.sendRefill(id, rf, match, bs); err != nil {
 			return err
 		}
@@ -210,26 +221,30 @@ func (r *Replica) sendRefill(id uint64, rf *refill, match uint64, bs etcdraft.Ba
 		switch {
 		case err == nil:
 			m.Type, m.Index, m.LogTerm = pb.MsgApp.Enum(), new(match), new(t)
-			return r.sendRefillMsg(rf, m, match, match)
+			return r.sendRefillMsg(id, rf, m, match, match, match)
 		case errors.Is(err, etcdraft.ErrCompacted) || errors.Is(err, etcdraft.ErrUnavailable):
 			rf.known = true // send from the start: the base snapshot
 		default:
 			return fmt.Errorf("refill %d: term at %d: %w", id, match, err)
 		}
 	}
+	rf.waiting = false
 	prevTerm, err := r.st.Term(rf.has)
-	var ents []*pb.Entry
-	if err == nil {
-		ents, err = r.st.Entries(rf.has+1, min(match, r.lastIndex)+1, maxRefillBytes)
-	}
+	hi := min(match, r.lastIndex) + 1
 	switch {
-	case err == nil && len(ents) > 0:
-		m.Type, m.Index, m.LogTerm, m.Entries = pb.MsgApp.Enum(), new(rf.has), new(prevTerm), ents
-		return r.sendRefillMsg(rf, m, rf.has, ents[len(ents)-1].GetIndex())
-	case err == nil:
+	case err == nil && rf.has+1 >= hi:
 		return nil // nothing to send: etcd raft's appends take over
+	case err == nil:
+		// Read off the worker unless cached (refillread.go).
+		ents, data, ok := r.refillEntries(id, rf, hi)
+		if !ok {
+			rf.waiting = true
+			return nil
+		}
+		m.Type, m.Index, m.LogTerm, m.Entries = pb.MsgApp.Enum(), new(rf.has), new(prevTerm), ents
+		return r.sendRefillData(id, rf, m, data, rf.has, ents[len(ents)-1].GetIndex(), match)
 	case !errors.Is(err, etcdraft.ErrCompacted):
-		return fmt.Errorf("refill %d: entries after %d: %w", id, rf.has, err)
+		return fmt.Errorf("refill %d: term at %d: %w", id, rf.has, err)
 	}
 	snap, err := r.st.Snapshot()
 	if err != nil {
@@ -237,22 +252,42 @@ func (r *Replica) sendRefill(id uint64, rf *refill, match uint64, bs etcdraft.Ba
 	}
 	m.Type, m.Snapshot = pb.MsgSnap.Enum(), snap
 	m.Commit = nil
-	return r.sendRefillMsg(rf, m, 0, snap.GetMetadata().GetIndex())
+	return r.sendRefillMsg(id, rf, m, 0, snap.GetMetadata().GetIndex(), match)
 }
 
 // sendRefillMsg sends m (entries prev+1..end) unless the learner rate
-// holds it back; a message cut short by the rate ends earlier.
-func (r *Replica) sendRefillMsg(rf *refill, m *pb.Message, prev, end uint64) error {
+// holds it back; a message cut short by the rate ends earlier. The
+// entries after it are read meanwhile (refillread.go).
+func (r *Replica) sendRefillMsg(id uint64, rf *refill, m *pb.Message, prev, end, match uint64) error {
+	return r.sendRefillData(id, rf, m, nil, prev, end, match)
+}
+
+// sendRefillData is sendRefillMsg with m already encoded as data (nil:
+// not), which a message cut short by the rate no longer is.
+func (r *Replica) sendRefillData(id uint64, rf *refill, m *pb.Message, data []byte, prev, end, match uint64) error {
 	rf.sentAt = time.Now()
+	ents := m.Entries
 	if r.throttled(m) {
-		return nil // sent again after refillResend
+		rf.ahead, rf.aheadData = ents, data // kept for the next try, after refillResend
+		return nil
 	}
 	if n := len(m.Entries); n > 0 {
+		if n < len(ents) {
+			rf.ahead = ents[n:] // cut by the rate: the rest goes next
+			data = nil
+		}
 		end = m.Entries[n-1].GetIndex()
 	}
 	rf.prev, rf.end = prev, end
-	r.host.sendRaft(r, m, true)
+	if data != nil {
+		r.host.tr.Send(id, []WireMsg{{Group: r.cfg.Group, Data: data, Bulk: true}})
+	} else {
+		r.host.sendRaft(r, m, true)
+	}
 	r.host.sentRefills.Add(1)
+	if len(m.Entries) > 0 && len(rf.ahead) == 0 {
+		r.readAhead(id, rf, end, match)
+	}
 	return nil
 }
 

@@ -167,6 +167,11 @@ func (s *storage) cacheEvict(applied uint64) {
 	}
 }
 
+// cacheCovers reports whether the cache holds all of [lo, hi).
+func (s *storage) cacheCovers(lo, hi uint64) bool {
+	return len(s.cache) > 0 && lo >= s.cache[0].GetIndex() && hi <= s.cache[len(s.cache)-1].GetIndex()+1
+}
+
 // cacheGet serves [lo, hi) from the cache when it holds all of it.
 func (s *storage) cacheGet(lo, hi, maxSize uint64) ([]*pb.Entry, bool) {
 	if len(s.cache) == 0 || hi <= lo {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	etcdraft "go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 func (h *Host) schedule(r *Replica) { h.enqueueReplica(r, false) }
@@ -110,21 +111,53 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 	// steps (the old leader learning of its successor, the new leader's
 	// first append) need none, and each would otherwise wait out the
 	// fsync of some other group's vote.
+	//
+	// A replica that applies a configuration change fsyncs several files
+	// in finish (confhistory.go, the state), which takes long on a disk
+	// busy with a catch-up's writes: it finishes last, so the acks and
+	// append answers of the rest of the batch do not wait for it.
 	n := 0
 	for i, r := range rs {
-		if r.failed || !works[i].syncs() {
+		switch {
+		case r.failed:
 			h.finishOne(r, &works[i])
-			continue
+		case !works[i].syncs() && !works[i].appliesConf():
+			h.finishOne(r, &works[i])
+		default:
+			rs[n], works[n] = r, works[i]
+			n++
 		}
-		rs[n], works[n] = r, works[i]
-		n++
 	}
-	h.syncRound(rs[:n], works[:n])
-	for i, r := range rs[:n] {
-		h.finishOne(r, &works[i])
+	// Those that sync first: the round covers rs[:k].
+	k := 0
+	for i := range rs[:n] {
+		if works[i].syncs() {
+			rs[k], rs[i] = rs[i], rs[k]
+			works[k], works[i] = works[i], works[k]
+			k++
+		}
+	}
+	h.syncRound(rs[:k], works[:k])
+	for pass := range 2 {
+		for i, r := range rs[:n] {
+			if works[i].appliesConf() == (pass == 1) {
+				h.finishOne(r, &works[i])
+			}
+		}
 	}
 	clear(works) // no Ready kept alive until the next batch
 	return works
+}
+
+// appliesConf reports whether this Ready commits a configuration change,
+// whose apply fsyncs in finish.
+func (w *readyWork) appliesConf() bool {
+	for _, e := range w.rd.CommittedEntries {
+		if t := e.GetType(); t == pb.EntryConfChange || t == pb.EntryConfChangeV2 {
+			return true
+		}
+	}
+	return false
 }
 
 // syncs reports whether the sync phase has work for this Ready.
