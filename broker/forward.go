@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -167,30 +166,12 @@ func (b *Broker) awaitForwarded() {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ForwardWait)
 	defer cancel()
-	var allLeaving atomic.Bool
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		for {
-			changed := b.peerEvents.wait()
-			if !b.anyPeerStaying() {
-				allLeaving.Store(true)
-				cancel()
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-changed:
-			}
-		}
-	}()
+	peersLeft := b.watchPeersLeaving(ctx, cancel)
 	waited, still := b.kafka.AwaitForwardedClients(ctx, forwardQuiet)
-	cancel()
-	<-watched
+	allLeaving := peersLeft()
 	switch {
 	case waited == 0:
-	case allLeaving.Load():
+	case allLeaving:
 		b.logger.Info("Every peer is stopping too; not forwarding for " + itoa(still) + " client connections that do not follow leader hints")
 	case still == 0:
 		b.logger.Info("Forwarded for " + itoa(waited) + " client connections that do not follow leader hints until they moved, in " + fmtDur(time.Since(start)))

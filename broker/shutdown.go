@@ -162,6 +162,25 @@ func (b *Broker) informClients() {
 	defer cancel()
 	// When every peer is stopping too (the whole cluster going down), the
 	// new leaders are leaving as well: there is nowhere to send clients.
+	peersLeft := b.watchPeersLeaving(ctx, cancel)
+	waited, silent := b.kafka.AwaitActiveClients(ctx, start, informWindow)
+	allLeaving := peersLeft()
+	switch {
+	case waited == 0:
+	case allLeaving:
+		b.logger.Info("Every peer is stopping too; not waiting for " + itoa(silent) + " client connections to hear of new leaders")
+	case silent == 0:
+		b.logger.Info("Sent " + itoa(waited) + " active client connections to the new leaders in " + fmtDur(time.Since(start)))
+	default:
+		b.logger.Info(itoa(silent) + " of " + itoa(waited) + " active client connections sent no request within " + fmtDur(informWait) +
+			"; they find the new leaders through metadata")
+	}
+}
+
+// watchPeersLeaving calls cancel once every peer is stopping too, ending
+// a wait for clients to move: there is nowhere left to send them. The
+// returned function ends the watch and reports whether that happened.
+func (b *Broker) watchPeersLeaving(ctx context.Context, cancel context.CancelFunc) func() bool {
 	var allLeaving atomic.Bool
 	watched := make(chan struct{})
 	go func() {
@@ -180,18 +199,10 @@ func (b *Broker) informClients() {
 			}
 		}
 	}()
-	waited, silent := b.kafka.AwaitActiveClients(ctx, start, informWindow)
-	cancel()
-	<-watched
-	switch {
-	case waited == 0:
-	case allLeaving.Load():
-		b.logger.Info("Every peer is stopping too; not waiting for " + itoa(silent) + " client connections to hear of new leaders")
-	case silent == 0:
-		b.logger.Info("Sent " + itoa(waited) + " active client connections to the new leaders in " + fmtDur(time.Since(start)))
-	default:
-		b.logger.Info(itoa(silent) + " of " + itoa(waited) + " active client connections sent no request within " + fmtDur(informWait) +
-			"; they find the new leaders through metadata")
+	return func() bool {
+		cancel()
+		<-watched
+		return allLeaving.Load()
 	}
 }
 

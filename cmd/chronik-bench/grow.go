@@ -74,30 +74,10 @@ func (c *cluster) addNode(prevCfg string) (*node, error) {
 // runGrow runs the scenario once.
 func runGrow(ctx context.Context, bin string, partitions int32, rc replaceConfig, toml string) (growResult, error) {
 	res := growResult{Partitions: int(partitions), ClusterTOML: toml, Load: loadAvg()}
-	c, err := startClusterTOML(ctx, bin, 3, rc.ServerArgs, false, toml)
+	c, ctx, done, err := filledCluster(ctx, bin, "grow", growTopic, partitions, rc, toml, &res.Fill, &res.FillBytes)
+	defer done()
 	if err != nil {
 		return res, err
-	}
-	defer c.close()
-	if rc.KeepLogs != "" {
-		defer keepLogs(c, rc.KeepLogs)
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stopWatch := context.AfterFunc(c.ctx, func() { cancel(context.Cause(c.ctx)) })
-	defer stopWatch()
-	if err := createTopic(ctx, c.seeds(), growTopic, partitions, 3); err != nil {
-		return res, err
-	}
-	res.FillBytes = int64(partitions) * int64(rc.FillMiB) * mib
-	n := int(max(1, res.FillBytes/restartRecordSize))
-	slog.Info("grow: filling", "records", n, "size", restartRecordSize, "MiB", res.FillBytes/mib)
-	fctx, fcancel := context.WithTimeout(ctx, 30*time.Minute)
-	res.Fill, err = produceThroughput(fctx, c.seeds(), growTopic, n, restartRecordSize,
-		kgo.MaxBufferedBytes(64*mib), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
-	fcancel()
-	if err != nil {
-		return res, fmt.Errorf("fill: %w", err)
 	}
 	if err := waitFullISR(ctx, c.nodes[0].admin, 2*time.Minute); err != nil {
 		return res, fmt.Errorf("after the fill: %w", err)

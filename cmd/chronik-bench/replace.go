@@ -97,32 +97,10 @@ type replaceResult struct {
 // runReplace runs the scenario once.
 func runReplace(ctx context.Context, bin string, partitions int32, rc replaceConfig) (replaceResult, error) {
 	res := replaceResult{Partitions: int(partitions), Load: loadAvg()}
-	c, err := startCluster(ctx, bin, 3, rc.ServerArgs, false)
+	c, ctx, done, err := filledCluster(ctx, bin, "replace", replaceTopic, partitions, rc, "", &res.Fill, &res.FillBytes)
+	defer done()
 	if err != nil {
 		return res, err
-	}
-	defer c.close()
-	if rc.KeepLogs != "" {
-		defer keepLogs(c, rc.KeepLogs)
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stopWatch := context.AfterFunc(c.ctx, func() { cancel(context.Cause(c.ctx)) })
-	defer stopWatch()
-	if err := createTopic(ctx, c.seeds(), replaceTopic, partitions, 3); err != nil {
-		return res, err
-	}
-
-	// Fill: big records, spread evenly, so each partition holds fill-mib.
-	res.FillBytes = int64(partitions) * int64(rc.FillMiB) * mib
-	n := int(max(1, res.FillBytes/restartRecordSize))
-	slog.Info("replace: filling", "records", n, "size", restartRecordSize, "MiB", res.FillBytes/mib)
-	fctx, fcancel := context.WithTimeout(ctx, 30*time.Minute)
-	res.Fill, err = produceThroughput(fctx, c.seeds(), replaceTopic, n, restartRecordSize,
-		kgo.MaxBufferedBytes(64*mib), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
-	fcancel()
-	if err != nil {
-		return res, fmt.Errorf("fill: %w", err)
 	}
 	n3 := c.nodes[2]
 	res.DirBytes = dirSize(n3.dataDir)
@@ -528,6 +506,47 @@ func runScenario(ctx context.Context, cfg config) int {
 		}
 	}
 	return code
+}
+
+// filledCluster starts the 3-node cluster both scenarios begin with
+// (cluster.toml extras toml), creates topic at RF 3 and fills each of its
+// partitions with rc.FillMiB of big records, spread evenly; the fill's
+// figures go to fill and fillBytes. The returned context ends when a node
+// exits unexpectedly; done, to be called in any case, stops everything.
+func filledCluster(ctx context.Context, bin, scenario, topic string, partitions int32, rc replaceConfig, toml string,
+	fill *produceResult, fillBytes *int64) (*cluster, context.Context, func(), error) {
+	var undo []func()
+	done := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	c, err := startClusterTOML(ctx, bin, 3, rc.ServerArgs, false, toml)
+	if err != nil {
+		return nil, ctx, done, err
+	}
+	undo = append(undo, c.close)
+	if rc.KeepLogs != "" {
+		undo = append(undo, func() { keepLogs(c, rc.KeepLogs) })
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	undo = append(undo, func() { cancel(nil) })
+	stopWatch := context.AfterFunc(c.ctx, func() { cancel(context.Cause(c.ctx)) })
+	undo = append(undo, func() { stopWatch() })
+	if err := createTopic(ctx, c.seeds(), topic, partitions, 3); err != nil {
+		return c, ctx, done, err
+	}
+	*fillBytes = int64(partitions) * int64(rc.FillMiB) * mib
+	n := int(max(1, *fillBytes/restartRecordSize))
+	slog.Info(scenario+": filling", "records", n, "size", restartRecordSize, "MiB", *fillBytes/mib)
+	fctx, fcancel := context.WithTimeout(ctx, 30*time.Minute)
+	*fill, err = produceThroughput(fctx, c.seeds(), topic, n, restartRecordSize,
+		kgo.MaxBufferedBytes(64*mib), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	fcancel()
+	if err != nil {
+		return c, ctx, done, fmt.Errorf("fill: %w", err)
+	}
+	return c, ctx, done, nil
 }
 
 // keepLogs copies the node logs to dir/<cluster dir name>/.
