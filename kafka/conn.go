@@ -77,6 +77,9 @@ type conn struct {
 	// served is what partitions its Produce and Fetch were served for
 	// here lately (informed.go).
 	served servedParts
+	// key names the client (clients.go), set at its first request; 0
+	// before that.
+	key atomic.Uint64
 }
 
 type pendingResp struct {
@@ -305,6 +308,7 @@ func (c *conn) handle(body []byte, mem hold) error {
 	if d.clientID != nil && c.cc.clientID == "" {
 		c.cc.clientID = *d.clientID
 	}
+	c.noteClient()
 	if c.cc.sasl.expired(d.key, time.Now()) {
 		c.s.releaseMemory(mem)
 		c.s.logger.Info("closing connection: SASL session expired without re-authentication", "remote", c.cc.remote,

@@ -65,9 +65,11 @@ type Server struct {
 	serveOnce sync.Once
 	mu        sync.Mutex
 	conns     map[*conn]struct{}
-	perIP     map[netip.Addr]int
-	closed    bool
-	allGone   chan struct{} // closed once closed is set and conns is empty
+	// clientsVer counts changes of the clients connected (clients.go).
+	clientsVer atomic.Uint64
+	perIP      map[netip.Addr]int
+	closed     bool
+	allGone    chan struct{} // closed once closed is set and conns is empty
 	// Requests are counted in two generations: those received before a
 	// drain began (the drain waits for them) and those after.
 	draining atomic.Bool
@@ -319,6 +321,9 @@ func (s *Server) waitSlot(l *boundListener) bool {
 func (s *Server) dropConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if c.key.Load() != 0 {
+		s.clientsVer.Add(1)
+	}
 	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
 		delete(s.perIP, c.ip)
 	}
