@@ -15,8 +15,9 @@ func batchBytes(producerID int64) []byte {
 
 // While draining, a non-idempotent batch of a moved partition is answered
 // NOT_LEADER once per partition and client, then forwarded, on any of the
-// client's connections; an
-// idempotent one is always forwarded; nothing is held back when not
+// client's connections; an idempotent one is forwarded when not draining,
+// and while draining answered NOT_LEADER, and so is every later batch of
+// that partition on that connection; nothing is held back when not
 // draining or not asked to.
 func TestTellMovedOnce(t *testing.T) {
 	s := &Server{cfg: Config{TellMovedOnce: true}}
@@ -49,9 +50,27 @@ func TestTellMovedOnce(t *testing.T) {
 	if !tellMoved(s, &cc, producePart{topic: "t", part: 5, records: batchBytes(-1)}) {
 		t.Fatal("another partition was not told")
 	}
-	var idemCC connCtx
-	if tellMoved(s, &idemCC, idem) || idemCC.fwdAt.Load() != 0 {
-		t.Fatal("an idempotent batch was held back or noted")
+	idemConn := &conn{}
+	idemCC := &idemConn.cc
+	s.draining.Store(false)
+	if tellMoved(s, idemCC, idem) || idemCC.fwdAt.Load() != 0 || idemCC.toldAt.Load() != 0 {
+		t.Fatal("an idempotent batch was held back or noted while not draining")
+	}
+	s.draining.Store(true)
+	for i := range 3 {
+		if !tellMoved(s, idemCC, idem) {
+			t.Fatalf("idempotent batch %d of a moved partition while draining: forwarded, want NOT_LEADER", i)
+		}
+	}
+	if idemCC.fwdAt.Load() != 0 || idemCC.toldAt.Load() == 0 {
+		t.Fatal("an idempotent batch told NOT_LEADER: fwdAt set or toldAt not set")
+	}
+	if !idemConn.awaitsMetadata() {
+		t.Fatal("a connection told NOT_LEADER does not await its metadata request")
+	}
+	idemConn.metaAt.Store(time.Now().UnixNano())
+	if idemConn.awaitsMetadata() {
+		t.Fatal("a connection that asked for metadata since still awaits it")
 	}
 	off := connCtx{remote: "127.0.0.3:1"}
 	s.cfg.TellMovedOnce = false

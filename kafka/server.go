@@ -481,7 +481,17 @@ func (s *Server) AwaitActiveClients(ctx context.Context, since time.Time, window
 // NOT_LEADER since (informed.go).
 func (c *conn) waitingForNews(from, to int64) bool {
 	t := c.lastData.Load()
-	return t >= from && t < to && c.movedAt.Load() < t || c.served.pending(from, to)
+	return t >= from && t < to && c.movedAt.Load() < t || c.served.pending(from, to) || c.awaitsMetadata()
+}
+
+// awaitsMetadata reports whether c was told NOT_LEADER for an idempotent
+// batch (forwarded.go) and has not asked for metadata since. Until it
+// does, the client still routes the partition here; were the connection
+// to close now, it would try to reconnect at once (librdkafka), which
+// lengthens its reconnect back-off towards this node.
+func (c *conn) awaitsMetadata() bool {
+	told := c.cc.toldAt.Load()
+	return told != 0 && c.metaAt.Load() < told
 }
 
 // Close stops the listener and closes every connection. Safe to call twice.
