@@ -25,8 +25,11 @@ import (
 // forwards it from then on.
 // A client that moves stops writing here and the wait ends; one that
 // comes back is forwarded to and waited for. Idempotent batches are
-// always forwarded: answering one batch NOT_LEADER while the next one on
-// the connection is forwarded would reach the leader out of sequence.
+// forwarded while the node is not draining; while it drains they are
+// answered NOT_LEADER, and then every later batch of the partition on
+// that connection too (tellMovedIdempotent): answering one batch
+// NOT_LEADER while the next one on the connection is forwarded would
+// reach the leader out of sequence.
 
 // movedKey is a partition told NOT_LEADER to one client.
 type movedKey struct {
