@@ -37,8 +37,10 @@ type TopicPartition struct {
 }
 
 // noteClient gives c its key at its first request (reader goroutine).
+// A peer forwarding writes here (ForwardClientID) is not a client: it
+// gets none.
 func (c *conn) noteClient() {
-	if c.key.Load() != 0 {
+	if c.key.Load() != 0 || c.cc.clientID == ForwardClientID {
 		return
 	}
 	c.key.Store(uint64(hashClient(c.cc.clientID, c.ip)))

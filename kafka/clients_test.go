@@ -18,8 +18,8 @@ func TestPartitionClients(t *testing.T) {
 		hashClient("rdkafka", lo) == hashClient("kgo", lo) {
 		t.Fatal("client keys do not tell id and host apart")
 	}
-	s, cs := forwardingServer(3)
-	for i, id := range []string{"rdkafka", "rdkafka", "kgo"} {
+	s, cs := forwardingServer(4)
+	for i, id := range []string{"rdkafka", "rdkafka", "kgo", ForwardClientID} {
 		cs[i].ip, cs[i].cc.clientID = lo, id
 	}
 	v0 := s.ClientsVersion()
