@@ -152,6 +152,13 @@ const (
 	informWait   = 500 * time.Millisecond
 )
 
+// metadataWait bounds, from the end of the transfers, the wait for clients
+// told NOT_LEADER for idempotent batches to ask for metadata (kafka's
+// AwaitMetadataRequests). librdkafka 2.0.2 asks 250 ms after the error; on
+// a machine at load 20 that took over 500 ms, the connection closed first,
+// and the refused reconnect that followed lengthened its back-off again.
+const metadataWait = 1500 * time.Millisecond
+
 // informClients keeps serving until every active client has made a request
 // since leadership moved (and so got NOT_LEADER with the new leader), so no
 // client finds this node gone without knowing where its partitions went.
@@ -165,6 +172,13 @@ func (b *Broker) informClients() {
 	peersLeft := b.watchPeersLeaving(ctx, cancel)
 	waited, silent := b.kafka.AwaitActiveClients(ctx, start, informWindow)
 	allLeaving := peersLeft()
+	if !allLeaving {
+		mctx, mcancel := context.WithDeadline(context.Background(), start.Add(metadataWait))
+		if still := b.kafka.AwaitMetadataRequests(mctx); still > 0 {
+			b.logger.Info(itoa(still) + " client connections told NOT_LEADER asked no metadata here within " + fmtDur(metadataWait))
+		}
+		mcancel()
+	}
 	switch {
 	case waited == 0:
 	case allLeaving:

@@ -157,3 +157,32 @@ func TestWithFallbacks(t *testing.T) {
 		t.Errorf("partition 2 = %+v; want it unchanged", p)
 	}
 }
+
+// The wait for told clients' metadata requests ends once each has asked
+// or closed, or with the count of those left when ctx ends.
+func TestAwaitMetadataRequests(t *testing.T) {
+	s, cs := forwardingServer(3)
+	told := time.Now().UnixNano()
+	cs[0].cc.toldAt.Store(told)
+	cs[1].cc.toldAt.Store(told)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	if n := s.AwaitMetadataRequests(ctx); n != 2 {
+		t.Fatalf("%d connections still awaited at the deadline, want 2", n)
+	}
+	cancel()
+	done := make(chan int, 1)
+	go func() { done <- s.AwaitMetadataRequests(context.Background()) }()
+	time.Sleep(10 * time.Millisecond)
+	cs[0].metaAt.Store(time.Now().UnixNano())
+	s.noteNews()
+	close(cs[1].done)
+	s.noteNews()
+	select {
+	case n := <-done:
+		if n != 0 {
+			t.Fatalf("returned %d, want 0", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the wait did not end once every told connection asked or closed")
+	}
+}

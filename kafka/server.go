@@ -484,6 +484,38 @@ func (c *conn) waitingForNews(from, to int64) bool {
 	return t >= from && t < to && c.movedAt.Load() < t || c.served.pending(from, to) || c.awaitsMetadata()
 }
 
+// AwaitMetadataRequests waits until every open connection told NOT_LEADER
+// for an idempotent batch (awaitsMetadata) has asked for metadata since,
+// or ctx ends; it returns how many still had not.
+func (s *Server) AwaitMetadataRequests(ctx context.Context) int {
+	s.awaiting.Add(1)
+	defer s.awaiting.Add(-1)
+	for {
+		news := s.news.wait()
+		n := 0
+		s.mu.Lock()
+		for c := range s.conns {
+			select {
+			case <-c.done:
+				continue
+			default:
+			}
+			if c.awaitsMetadata() {
+				n++
+			}
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-news:
+		}
+	}
+}
+
 // awaitsMetadata reports whether c was told NOT_LEADER for an idempotent
 // batch (forwarded.go) and has not asked for metadata since. Until it
 // does, the client still routes the partition here; were the connection
