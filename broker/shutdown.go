@@ -153,10 +153,11 @@ const (
 )
 
 // metadataWait bounds, from the end of the transfers, the wait for clients
-// told NOT_LEADER for idempotent batches to ask for metadata (kafka's
-// AwaitMetadataRequests). librdkafka 2.0.2 asks 250 ms after the error; on
-// a machine at load 20 that took over 500 ms, the connection closed first,
-// and the refused reconnect that followed lengthened its back-off again.
+// told NOT_LEADER for idempotent batches to ask for metadata or go quiet
+// (kafka's AwaitMetadataRequests). librdkafka 2.0.2 asks 250 ms after the
+// error; on a machine at load 20 that took over 500 ms, the connection
+// closed first, and the refused reconnect that followed lengthened its
+// back-off again.
 const metadataWait = 1500 * time.Millisecond
 
 // informClients keeps serving until every active client has made a request

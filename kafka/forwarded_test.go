@@ -65,11 +65,14 @@ func TestTellMovedOnce(t *testing.T) {
 	if idemCC.fwdAt.Load() != 0 || idemCC.toldAt.Load() == 0 {
 		t.Fatal("an idempotent batch told NOT_LEADER: fwdAt set or toldAt not set")
 	}
-	if !idemConn.awaitsMetadata() {
+	if _, waits := idemConn.awaitsMetadata(time.Now().UnixNano()); !waits {
 		t.Fatal("a connection told NOT_LEADER does not await its metadata request")
 	}
+	if _, waits := idemConn.awaitsMetadata(time.Now().Add(movedQuiet).UnixNano()); waits {
+		t.Fatal("a told connection quiet for movedQuiet still awaits its metadata request")
+	}
 	idemConn.metaAt.Store(time.Now().UnixNano())
-	if idemConn.awaitsMetadata() {
+	if _, waits := idemConn.awaitsMetadata(time.Now().UnixNano()); waits {
 		t.Fatal("a connection that asked for metadata since still awaits it")
 	}
 	off := connCtx{remote: "127.0.0.3:1"}
@@ -184,5 +187,16 @@ func TestAwaitMetadataRequests(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the wait did not end once every told connection asked or closed")
+	}
+
+	// A told connection that writes nothing more here has moved: the
+	// wait ends movedQuiet after its last write, with no news.
+	cs[2].cc.toldAt.Store(time.Now().UnixNano())
+	start := time.Now()
+	if n := s.AwaitMetadataRequests(context.Background()); n != 0 {
+		t.Fatalf("returned %d, want 0", n)
+	}
+	if d := time.Since(start); d < movedQuiet-10*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("a quiet told connection was waited for %v, want about %v", d, movedQuiet)
 	}
 }

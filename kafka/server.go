@@ -481,18 +481,20 @@ func (s *Server) AwaitActiveClients(ctx context.Context, since time.Time, window
 // NOT_LEADER since (informed.go).
 func (c *conn) waitingForNews(from, to int64) bool {
 	t := c.lastData.Load()
-	return t >= from && t < to && c.movedAt.Load() < t || c.served.pending(from, to) || c.awaitsMetadata()
+	return t >= from && t < to && c.movedAt.Load() < t || c.served.pending(from, to)
 }
 
-// AwaitMetadataRequests waits until every open connection told NOT_LEADER
-// for an idempotent batch (awaitsMetadata) has asked for metadata since,
-// or ctx ends; it returns how many still had not.
+// AwaitMetadataRequests waits until no open connection told NOT_LEADER
+// for an idempotent batch still awaits its metadata request
+// (awaitsMetadata), or ctx ends; it returns how many still did.
 func (s *Server) AwaitMetadataRequests(ctx context.Context) int {
 	s.awaiting.Add(1)
 	defer s.awaiting.Add(-1)
 	for {
 		news := s.news.wait()
+		now := time.Now().UnixNano()
 		n := 0
+		var next int64 // when the first waiting connection turns quiet
 		s.mu.Lock()
 		for c := range s.conns {
 			select {
@@ -500,30 +502,48 @@ func (s *Server) AwaitMetadataRequests(ctx context.Context) int {
 				continue
 			default:
 			}
-			if c.awaitsMetadata() {
+			if quietAt, waits := c.awaitsMetadata(now); waits {
 				n++
+				if next == 0 || quietAt < next {
+					next = quietAt
+				}
 			}
 		}
 		s.mu.Unlock()
 		if n == 0 {
 			return 0
 		}
+		t := time.NewTimer(time.Duration(next - now))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return n
 		case <-news:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
+// movedQuiet: a connection told NOT_LEADER that has sent no Produce or
+// Fetch here for this long has moved its partitions, having learnt the
+// leaders from another broker (sarama asks any). librdkafka retries a
+// told batch here every retry.backoff.ms (100 ms) until it has moved.
+const movedQuiet = 300 * time.Millisecond
+
 // awaitsMetadata reports whether c was told NOT_LEADER for an idempotent
-// batch (forwarded.go) and has not asked for metadata since. Until it
-// does, the client still routes the partition here; were the connection
-// to close now, it would try to reconnect at once (librdkafka), which
-// lengthens its reconnect back-off towards this node.
-func (c *conn) awaitsMetadata() bool {
+// batch (forwarded.go) and has neither asked for metadata since nor gone
+// quiet (movedQuiet), and when it turns quiet. Until then the client still
+// routes the partition here; were the connection to close now, it would
+// try to reconnect at once (librdkafka), which lengthens its reconnect
+// back-off towards this node.
+func (c *conn) awaitsMetadata(now int64) (quietAt int64, waits bool) {
 	told := c.cc.toldAt.Load()
-	return told != 0 && c.metaAt.Load() < told
+	if told == 0 || c.metaAt.Load() >= told {
+		return 0, false
+	}
+	quietAt = max(c.lastData.Load(), told) + int64(movedQuiet)
+	return quietAt, now < quietAt
 }
 
 // Close stops the listener and closes every connection. Safe to call twice.
