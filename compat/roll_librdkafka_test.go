@@ -183,6 +183,10 @@ func TestRollingRestartLibrdkafka(t *testing.T) {
 		spans = append(spans, span{from, to})
 	})
 	time.Sleep(time.Second)
+	if len(spans) > 0 {
+		// A gap still open when the last roll ended belongs to it.
+		spans[len(spans)-1].to = time.Now()
+	}
 	load := pr.finish(t)
 	t.Log("librdkafka: " + load.summary())
 	load.logWorst(t, "librdkafka", tl)
