@@ -71,6 +71,7 @@ type Broker struct {
 	// Raft or the view) or the metadata changed.
 	peerEvents, leaderEvents *event
 	peerAge                  peerAges    // since when each peer is connected (transfer targets)
+	peerClients              peerClients // each peer's live client connections (clients.go)
 	servingSent              atomic.Bool // this node announced that it serves clients
 	elect                    electState  // ElectLeaders asks in flight (elect.go)
 
@@ -270,7 +271,8 @@ func (b *Broker) Start() (err error) {
 	if id.Mode != modeJoin {
 		b.campaignIfPreferred(meta, peers)
 	}
-	b.wg.Add(7)
+	b.wg.Add(8)
+	go b.clientsLoop(b.ctx)
 	go b.admitLoop(b.ctx)
 	go b.reconcileLoop()
 	go b.bootstrapLoop()

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/chronik-dev/chronik/kafka"
 	"github.com/chronik-dev/chronik/raft"
 )
 
@@ -152,6 +152,14 @@ const (
 	informWait   = 500 * time.Millisecond
 )
 
+// metadataWait bounds, from the end of the transfers, the wait for clients
+// told NOT_LEADER for idempotent batches to ask for metadata or go quiet
+// (kafka's AwaitMetadataRequests). librdkafka 2.0.2 asks 250 ms after the
+// error; on a machine at load 20 that took over 500 ms, the connection
+// closed first, and the refused reconnect that followed lengthened its
+// back-off again.
+const metadataWait = 1500 * time.Millisecond
+
 // informClients keeps serving until every active client has made a request
 // since leadership moved (and so got NOT_LEADER with the new leader), so no
 // client finds this node gone without knowing where its partitions went.
@@ -165,6 +173,13 @@ func (b *Broker) informClients() {
 	peersLeft := b.watchPeersLeaving(ctx, cancel)
 	waited, silent := b.kafka.AwaitActiveClients(ctx, start, informWindow)
 	allLeaving := peersLeft()
+	if !allLeaving {
+		mctx, mcancel := context.WithDeadline(context.Background(), start.Add(metadataWait))
+		if still := b.kafka.AwaitMetadataRequests(mctx); still > 0 {
+			b.logger.Info(itoa(still) + " client connections told NOT_LEADER asked no metadata here within " + fmtDur(metadataWait))
+		}
+		mcancel()
+	}
 	switch {
 	case waited == 0:
 	case allLeaving:
@@ -242,6 +257,7 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 	sort.Slice(leading, func(i, j int) bool { return leading[i].Name() < leading[j].Name() })
 	b.logger.Info("Found " + itoa(len(leading)) + " partitions where we're the leader")
 	deadline := time.Now().Add(b.cfg.TransferTimeout)
+	clients := b.groupClients()
 	var nOK, nFailed atomic.Int64
 	var mu sync.Mutex
 	failedNames := map[string]bool{}
@@ -253,7 +269,7 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			d, err := b.transferOne(r, deadline)
+			d, err := b.transferOne(r, deadline, clients[r.Group()])
 			if err != nil {
 				nFailed.Add(1)
 				b.transfersFailed.Inc()
@@ -297,7 +313,7 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 			break
 		}
 		for _, r := range still {
-			d, err := b.transferOne(r, verify)
+			d, err := b.transferOne(r, verify, clients[r.Group()])
 			if err != nil {
 				failedNames[r.Name()] = true
 				nFailed.Add(1)
@@ -313,8 +329,8 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 }
 
 // transferOne moves one group's leadership, trying followers from the most
-// caught up down.
-func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration, error) {
+// caught up down; clients are the group's clients here (groupClients).
+func (b *Broker) transferOne(r *raft.Replica, deadline time.Time, clients []kafka.ClientKey) (time.Duration, error) {
 	start := time.Now()
 	tried := map[uint64]bool{}
 	var lastErr error
@@ -325,7 +341,7 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time) (time.Duration
 			b.logger.Info("Successfully transferred leadership for " + r.Name() + " in " + fmtDur(time.Since(start)))
 			return time.Since(start), nil
 		}
-		target := b.pickTarget(st, tried)
+		target := b.pickTarget(st, tried, clients)
 		if target == 0 {
 			if len(tried) == 0 {
 				// Not a timeout: every peer is down or leaving too (e.g. the
@@ -460,50 +476,6 @@ func (pa *peerAges) age(id uint64) time.Duration {
 		return time.Since(t)
 	}
 	return 0
-}
-
-// pickTarget chooses the follower to hand leadership to, skipping ones
-// already tried; 0 when none. It must be live and not leaving; in-sync
-// beats not; between two connected for settledPeer or more, the higher
-// replicated index wins, otherwise the one connected longer. A node that
-// connected moments ago has usually just restarted (a fast rolling
-// restart stops the next node as soon as the last one is back in the
-// ISR, which it rejoins once it holds every committed entry of the group,
-// raft/insync.go, not once it is serving): it may still be opening its
-// other replicas and drop the hand-over, which raft then abandons only an election timeout later
-// (about 1 s, seen in TestRollingRestartSarama), and its clients have not
-// reconnected yet. A settled follower a few entries behind is caught up
-// first (raft sends the hand-over once it matches), which takes
-// milliseconds.
-func (b *Broker) pickTarget(st *raft.Status, tried map[uint64]bool) uint64 {
-	inISR := map[uint64]bool{}
-	for _, id := range st.ISR {
-		inISR[id] = true
-	}
-	better := func(v, than uint64) bool {
-		if inISR[v] != inISR[than] {
-			return inISR[v]
-		}
-		if sv, st := !b.peerAge.isStarting(v), !b.peerAge.isStarting(than); sv != st {
-			return sv // serving.go: clients can reach it
-		}
-		av, at := b.peerAge.age(v), b.peerAge.age(than)
-		if av >= settledPeer && at >= settledPeer {
-			return st.Match[v] > st.Match[than]
-		}
-		return av > at
-	}
-	var best uint64
-	for _, v := range st.Voters {
-		if v == st.ID || tried[v] || !b.host.PeerAlive(v) || b.host.PeerLeaving(v) ||
-			slices.Contains(st.GaggedPeers, v) { // a rejoining replica refuses to lead
-			continue
-		}
-		if best == 0 || better(v, best) {
-			best = v
-		}
-	}
-	return best
 }
 
 // Done is closed once the node has stopped.

@@ -151,6 +151,9 @@ func (b *Broker) onNotice(from uint64, channel uint16, data []byte) {
 	case noticeRegister:
 		b.onRegisterNotice(from, data)
 		return
+	case noticeClients:
+		b.onClientsNotice(from, data)
+		return
 	}
 	if channel != noticeLeaders {
 		return
@@ -174,10 +177,12 @@ func (b *Broker) onPeer(id uint64, up bool) {
 	b.peerAge.note(id, up)
 	b.peerEvents.fire()
 	if !up {
+		b.peerClients.forget(id)
 		b.signalLeadership()
 		return
 	}
 	b.host.SendNotice(id, noticeServing, b.servingState())
+	b.sendClients(id)
 	b.broadcastLed(int32(id))
 }
 

@@ -175,11 +175,31 @@ func TestRollingRestartLibrdkafka(t *testing.T) {
 	c.waitAllHealthy(30 * time.Second)
 	pr := startPyRollProducer(t, c, topic, parts, 1500)
 	pr.waitAcked(t, 1500, 30*time.Second)
-	tl := rollClientsFast(t, c, topic)
+	// Delivery reports are read only once the producer exits, so the
+	// rolls' spans are kept and their gaps looked up afterwards.
+	type span struct{ from, to time.Time }
+	var spans []span
+	tl := rollClientsFastEach(t, c, topic, func(_ *rollTimeline, _ int, from, to time.Time) {
+		spans = append(spans, span{from, to})
+	})
 	time.Sleep(time.Second)
+	if len(spans) > 0 {
+		// A gap still open when the last roll ended belongs to it.
+		spans[len(spans)-1].to = time.Now()
+	}
 	load := pr.finish(t)
 	t.Log("librdkafka: " + load.summary())
 	load.logWorst(t, "librdkafka", tl)
+	if len(spans) > 1 {
+		var worst []time.Duration
+		for i, s := range spans {
+			w, p, at := load.worstBetween(s.from, s.to)
+			worst = append(worst, w)
+			t.Logf("librdkafka: roll %d (%v, rebalance included): longest gap between delivery reports on a partition %v, partition %d from %s (%s)",
+				i+1, s.to.Sub(s.from).Round(time.Millisecond), w.Round(time.Millisecond), p, tl.rel(at), tl.around(at))
+		}
+		t.Logf("librdkafka: longest gap per roll %v", roundAll(worst))
+	}
 	if s := pr.stderr.String(); s != "" {
 		t.Logf("librdkafka stderr:\n%s", s)
 	}

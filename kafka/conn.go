@@ -49,6 +49,13 @@ type connCtx struct {
 	// fwdAt is when (unix ns) a non-idempotent Produce of a partition not
 	// led here was last forwarded or told NOT_LEADER (forwarded.go).
 	fwdAt atomic.Int64
+	// toldIdem holds the partitions whose idempotent batches this
+	// draining node answered NOT_LEADER on this connection: every later
+	// batch of theirs is answered so too, never forwarded (forwarded.go).
+	// Only the writer goroutine, which runs the replies, touches it.
+	toldIdem map[partKey]bool
+	// toldAt is when (unix ns) toldIdem got its first partition.
+	toldAt atomic.Int64
 }
 
 // conn is one client connection: a reader goroutine decodes requests and
@@ -77,6 +84,12 @@ type conn struct {
 	// served is what partitions its Produce and Fetch were served for
 	// here lately (informed.go).
 	served servedParts
+	// metaAt is when (unix ns) its latest Metadata request began: a
+	// client told NOT_LEADER learns the new leaders from one.
+	metaAt atomic.Int64
+	// key names the client (clients.go), set at its first request; 0
+	// before that.
+	key atomic.Uint64
 }
 
 type pendingResp struct {
@@ -305,6 +318,7 @@ func (c *conn) handle(body []byte, mem hold) error {
 	if d.clientID != nil && c.cc.clientID == "" {
 		c.cc.clientID = *d.clientID
 	}
+	c.noteClient()
 	if c.cc.sasl.expired(d.key, time.Now()) {
 		c.s.releaseMemory(mem)
 		c.s.logger.Info("closing connection: SASL session expired without re-authentication", "remote", c.cc.remote,
@@ -325,6 +339,12 @@ func (c *conn) handle(body []byte, mem hold) error {
 	if d.key == 0 || d.key == 1 {
 		c.lastData.Store(start.UnixNano())
 		c.s.noteNews()
+	}
+	if d.key == 3 {
+		c.metaAt.Store(start.UnixNano())
+		if c.s.draining.Load() {
+			c.s.noteNews()
+		}
 	}
 	r := safeHandle(c, d.api, d.req)
 	if r == nil {

@@ -25,8 +25,11 @@ import (
 // forwards it from then on.
 // A client that moves stops writing here and the wait ends; one that
 // comes back is forwarded to and waited for. Idempotent batches are
-// always forwarded: answering one batch NOT_LEADER while the next one on
-// the connection is forwarded would reach the leader out of sequence.
+// forwarded while the node is not draining; while it drains they are
+// answered NOT_LEADER, and then every later batch of the partition on
+// that connection too (tellMovedIdempotent): answering one batch
+// NOT_LEADER while the next one on the connection is forwarded would
+// reach the leader out of sequence.
 
 // movedKey is a partition told NOT_LEADER to one client.
 type movedKey struct {
@@ -63,7 +66,7 @@ func (tm *toldMoved) first(k movedKey) bool {
 // forwarded.
 func tellMoved(s *Server, cc *connCtx, pp producePart) bool {
 	if idempotentBatch(pp.records) {
-		return false
+		return tellMovedIdempotent(s, cc, pp)
 	}
 	cc.fwdAt.Store(time.Now().UnixNano())
 	if !s.cfg.TellMovedOnce || !s.draining.Load() {
@@ -131,4 +134,29 @@ func (s *Server) AwaitForwardedClients(ctx context.Context, quiet time.Duration)
 		}
 		t.Stop()
 	}
+}
+
+// tellMovedIdempotent decides the same for an idempotent batch. A draining
+// node answers it NOT_LEADER, and so every later batch of the partition on
+// this connection (toldIdem), never forwarding one again: the batch told
+// is retried at the new leader after the ones forwarded before it, which
+// were answered first (replies run in order), so the sequence holds.
+// Forwarding them instead kept such a client (librdkafka before it read
+// KIP-951 hints) routing the partition here until this node closed the
+// connection; librdkafka then tried to reconnect at once, refused, and
+// each such attempt doubles its reconnect back-off (up to 10 s), which in
+// a fast rolling restart kept it seconds from every restarted node.
+func tellMovedIdempotent(s *Server, cc *connCtx, pp producePart) bool {
+	if !s.cfg.TellMovedOnce || !s.draining.Load() {
+		return false
+	}
+	k := partKey{topic: pp.topic, partition: pp.part}
+	if cc.toldIdem == nil {
+		cc.toldIdem = map[partKey]bool{}
+	}
+	if !cc.toldIdem[k] {
+		cc.toldIdem[k] = true
+		cc.toldAt.CompareAndSwap(0, time.Now().UnixNano())
+	}
+	return true
 }

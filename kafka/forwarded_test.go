@@ -15,8 +15,9 @@ func batchBytes(producerID int64) []byte {
 
 // While draining, a non-idempotent batch of a moved partition is answered
 // NOT_LEADER once per partition and client, then forwarded, on any of the
-// client's connections; an
-// idempotent one is always forwarded; nothing is held back when not
+// client's connections; an idempotent one is forwarded when not draining,
+// and while draining answered NOT_LEADER, and so is every later batch of
+// that partition on that connection; nothing is held back when not
 // draining or not asked to.
 func TestTellMovedOnce(t *testing.T) {
 	s := &Server{cfg: Config{TellMovedOnce: true}}
@@ -49,9 +50,30 @@ func TestTellMovedOnce(t *testing.T) {
 	if !tellMoved(s, &cc, producePart{topic: "t", part: 5, records: batchBytes(-1)}) {
 		t.Fatal("another partition was not told")
 	}
-	var idemCC connCtx
-	if tellMoved(s, &idemCC, idem) || idemCC.fwdAt.Load() != 0 {
-		t.Fatal("an idempotent batch was held back or noted")
+	idemConn := &conn{}
+	idemCC := &idemConn.cc
+	s.draining.Store(false)
+	if tellMoved(s, idemCC, idem) || idemCC.fwdAt.Load() != 0 || idemCC.toldAt.Load() != 0 {
+		t.Fatal("an idempotent batch was held back or noted while not draining")
+	}
+	s.draining.Store(true)
+	for i := range 3 {
+		if !tellMoved(s, idemCC, idem) {
+			t.Fatalf("idempotent batch %d of a moved partition while draining: forwarded, want NOT_LEADER", i)
+		}
+	}
+	if idemCC.fwdAt.Load() != 0 || idemCC.toldAt.Load() == 0 {
+		t.Fatal("an idempotent batch told NOT_LEADER: fwdAt set or toldAt not set")
+	}
+	if _, waits := idemConn.awaitsMetadata(time.Now().UnixNano()); !waits {
+		t.Fatal("a connection told NOT_LEADER does not await its metadata request")
+	}
+	if _, waits := idemConn.awaitsMetadata(time.Now().Add(movedQuiet).UnixNano()); waits {
+		t.Fatal("a told connection quiet for movedQuiet still awaits its metadata request")
+	}
+	idemConn.metaAt.Store(time.Now().UnixNano())
+	if _, waits := idemConn.awaitsMetadata(time.Now().UnixNano()); waits {
+		t.Fatal("a connection that asked for metadata since still awaits it")
 	}
 	off := connCtx{remote: "127.0.0.3:1"}
 	s.cfg.TellMovedOnce = false
@@ -136,5 +158,45 @@ func TestWithFallbacks(t *testing.T) {
 	}
 	if p := ps[2]; p.Leader != 3 || len(p.ISR) != 2 {
 		t.Errorf("partition 2 = %+v; want it unchanged", p)
+	}
+}
+
+// The wait for told clients' metadata requests ends once each has asked
+// or closed, or with the count of those left when ctx ends.
+func TestAwaitMetadataRequests(t *testing.T) {
+	s, cs := forwardingServer(3)
+	told := time.Now().UnixNano()
+	cs[0].cc.toldAt.Store(told)
+	cs[1].cc.toldAt.Store(told)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	if n := s.AwaitMetadataRequests(ctx); n != 2 {
+		t.Fatalf("%d connections still awaited at the deadline, want 2", n)
+	}
+	cancel()
+	done := make(chan int, 1)
+	go func() { done <- s.AwaitMetadataRequests(context.Background()) }()
+	time.Sleep(10 * time.Millisecond)
+	cs[0].metaAt.Store(time.Now().UnixNano())
+	s.noteNews()
+	close(cs[1].done)
+	s.noteNews()
+	select {
+	case n := <-done:
+		if n != 0 {
+			t.Fatalf("returned %d, want 0", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the wait did not end once every told connection asked or closed")
+	}
+
+	// A told connection that writes nothing more here has moved: the
+	// wait ends movedQuiet after its last write, with no news.
+	cs[2].cc.toldAt.Store(time.Now().UnixNano())
+	start := time.Now()
+	if n := s.AwaitMetadataRequests(context.Background()); n != 0 {
+		t.Fatalf("returned %d, want 0", n)
+	}
+	if d := time.Since(start); d < movedQuiet-10*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("a quiet told connection was waited for %v, want about %v", d, movedQuiet)
 	}
 }

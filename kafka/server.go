@@ -65,9 +65,11 @@ type Server struct {
 	serveOnce sync.Once
 	mu        sync.Mutex
 	conns     map[*conn]struct{}
-	perIP     map[netip.Addr]int
-	closed    bool
-	allGone   chan struct{} // closed once closed is set and conns is empty
+	// clientsVer counts changes of the clients connected (clients.go).
+	clientsVer atomic.Uint64
+	perIP      map[netip.Addr]int
+	closed     bool
+	allGone    chan struct{} // closed once closed is set and conns is empty
 	// Requests are counted in two generations: those received before a
 	// drain began (the drain waits for them) and those after.
 	draining atomic.Bool
@@ -319,6 +321,9 @@ func (s *Server) waitSlot(l *boundListener) bool {
 func (s *Server) dropConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if c.key.Load() != 0 {
+		s.clientsVer.Add(1)
+	}
 	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
 		delete(s.perIP, c.ip)
 	}
@@ -477,6 +482,68 @@ func (s *Server) AwaitActiveClients(ctx context.Context, since time.Time, window
 func (c *conn) waitingForNews(from, to int64) bool {
 	t := c.lastData.Load()
 	return t >= from && t < to && c.movedAt.Load() < t || c.served.pending(from, to)
+}
+
+// AwaitMetadataRequests waits until no open connection told NOT_LEADER
+// for an idempotent batch still awaits its metadata request
+// (awaitsMetadata), or ctx ends; it returns how many still did.
+func (s *Server) AwaitMetadataRequests(ctx context.Context) int {
+	s.awaiting.Add(1)
+	defer s.awaiting.Add(-1)
+	for {
+		news := s.news.wait()
+		now := time.Now().UnixNano()
+		n := 0
+		var next int64 // when the first waiting connection turns quiet
+		s.mu.Lock()
+		for c := range s.conns {
+			select {
+			case <-c.done:
+				continue
+			default:
+			}
+			if quietAt, waits := c.awaitsMetadata(now); waits {
+				n++
+				if next == 0 || quietAt < next {
+					next = quietAt
+				}
+			}
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			return 0
+		}
+		t := time.NewTimer(time.Duration(next - now))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return n
+		case <-news:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// movedQuiet: a connection told NOT_LEADER that has sent no Produce or
+// Fetch here for this long has moved its partitions, having learnt the
+// leaders from another broker (sarama asks any). librdkafka retries a
+// told batch here every retry.backoff.ms (100 ms) until it has moved.
+const movedQuiet = 300 * time.Millisecond
+
+// awaitsMetadata reports whether c was told NOT_LEADER for an idempotent
+// batch (forwarded.go) and has neither asked for metadata since nor gone
+// quiet (movedQuiet), and when it turns quiet. Until then the client still
+// routes the partition here; were the connection to close now, it would
+// try to reconnect at once (librdkafka), which lengthens its reconnect
+// back-off towards this node.
+func (c *conn) awaitsMetadata(now int64) (quietAt int64, waits bool) {
+	told := c.cc.toldAt.Load()
+	if told == 0 || c.metaAt.Load() >= told {
+		return 0, false
+	}
+	quietAt = max(c.lastData.Load(), told) + int64(movedQuiet)
+	return quietAt, now < quietAt
 }
 
 // Close stops the listener and closes every connection. Safe to call twice.
