@@ -170,6 +170,7 @@ func (h *Host) Receive(from uint64, msgs []WireMsg) {
 			h.reject(from, wm.Group, m, why)
 			continue
 		}
+		xtr.msg(h.id, wm.Group, "recv", m)
 		r.inMu.Lock()
 		r.inMsgs = append(r.inMsgs, m)
 		r.inMu.Unlock()

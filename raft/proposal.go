@@ -207,12 +207,14 @@ type Transfer struct{ w *transferWait }
 // so a caller can do other work (log it) while the hand-over is in flight.
 func (r *Replica) BeginTransfer(to uint64) Transfer {
 	w := &transferWait{to: to, done: make(chan error, 1)}
+	xtr.ev(r.id, r.cfg.Group, true, "begin to=%d stopping=%v", to, r.host.stopping.Load())
 	if r.halted.Load() {
 		w.done <- ErrStopped
 		return Transfer{w}
 	}
 	r.enqueueUrgent(func() {
 		r.inOps = append(r.inOps, func() {
+			xtr.ev(r.id, r.cfg.Group, true, "op")
 			if r.raftState != etcdraft.StateLeader {
 				if r.lead == to {
 					w.done <- nil
@@ -401,6 +403,7 @@ func (r *Replica) checkTransfers() {
 	for _, w := range r.transfers {
 		switch {
 		case bs.RaftState != etcdraft.StateLeader && bs.Lead == w.to:
+			xtr.ev(r.id, r.cfg.Group, false, "done")
 			w.done <- nil
 		case bs.RaftState != etcdraft.StateLeader && bs.Lead != 0:
 			w.done <- fmt.Errorf("%w: node %d became leader instead", ErrTransferFail, bs.Lead)

@@ -87,6 +87,12 @@ func (h *Host) worker() {
 				locked = append(locked, r)
 			}
 		}
+		for _, r := range locked {
+			if !xtr.on {
+				break
+			}
+			xtr.ev(h.id, r.cfg.Group, false, "picked batch=%d left=%d", len(locked), len(h.queue))
+		}
 		works = h.processBatch(locked, works[:0])
 	}
 }
@@ -95,16 +101,35 @@ func (h *Host) worker() {
 // fsyncs between the replicas that need one. The caller holds every
 // replica's mu; processBatch releases them.
 func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
+	// Phase 1 in two passes: every replica steps and sends, then every
+	// replica writes (ready.go, prepare).
 	for _, r := range rs {
 		var w readyWork
-		var err error
 		if !r.stopped.Load() {
-			err = r.safely("prepare", func() (err error) { w, err = r.prepare(); return err })
+			err := r.safely("prepare", func() (err error) {
+				w, err = r.prepare()
+				if err != nil || !w.has {
+					r.settleConfProposals()
+				}
+				return err
+			})
 			if err != nil {
 				r.fail(err)
 			}
 		}
 		works = append(works, w)
+	}
+	for i, r := range rs {
+		if r.failed || !works[i].has {
+			continue
+		}
+		err := r.safely("prepare", func() error {
+			defer r.settleConfProposals()
+			return r.prepareWrite(&works[i])
+		})
+		if err != nil {
+			r.fail(err)
+		}
 	}
 	// A replica whose Ready has nothing to make durable finishes at once
 	// rather than after the others' fsyncs: when leadership moves, most
@@ -215,7 +240,11 @@ func (h *Host) syncRound(rs []*Replica, works []readyWork) {
 	errs := make([]error, len(syncs))
 	var stateErr error
 	commit := func() {
+		t0 := time.Now()
 		stateErr = h.states.commit(recs...)
+		for _, i := range owners {
+			xtr.ev(h.id, rs[i].cfg.Group, false, "commit %d recs of batch %d took %v", len(recs), len(rs), time.Since(t0))
+		}
 	}
 	syncOne := func(k int) {
 		i := syncs[k]
@@ -283,6 +312,12 @@ func (h *Host) ticker() {
 
 func (h *Host) syncer() {
 	h.every(h.cfg.FsyncInterval, func() {
+		t0 := time.Now()
+		defer func() {
+			if d := time.Since(t0); d > time.Millisecond {
+				xtr.ev(h.id, 0, true, "!syncer pass %v", d)
+			}
+		}()
 		for _, r := range h.Replicas() {
 			if h.ctx.Err() != nil {
 				// Stopping: closing syncs every log, and StopReplicas
