@@ -266,7 +266,8 @@
 //	Replica.Changed()        closed by the worker (publish) at each status change
 //	proposal appended, done  closed by the worker, once each, after the
 //	                         outcome is written (see proposal)
-//	transferWait.done        buffered; the worker writes it once
+//	transferWait.done        buffered; written once (transferWait.end) by
+//	                         the worker or the transport's receiver
 //	peerSender.wake          buffered kick; any sender writes, the sender
 //	                         goroutine drains
 //

@@ -171,6 +171,9 @@ func (h *Host) Receive(from uint64, msgs []WireMsg) {
 			continue
 		}
 		xtr.msg(h.id, wm.Group, "recv", m)
+		if r.nWatching.Load() > 0 {
+			r.watchLeaderMsg(m)
+		}
 		r.inMu.Lock()
 		r.inMsgs = append(r.inMsgs, m)
 		r.inMu.Unlock()

@@ -101,6 +101,14 @@ func (h *Host) worker() {
 // fsyncs between the replicas that need one. The caller holds every
 // replica's mu; processBatch releases them.
 func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
+	var tb [5]time.Time
+	if xtr.on {
+		tb[0] = time.Now()
+		nAll := len(rs)
+		defer func() {
+			xtr.ev(h.id, 0, true, "!batch n=%d p1=%v p2=%v fin1=%v sync=%v fin2=%v", nAll, tb[1].Sub(tb[0]), tb[2].Sub(tb[1]), tb[3].Sub(tb[2]), tb[4].Sub(tb[3]), time.Since(tb[4]))
+		}()
+	}
 	// Phase 1 in two passes: every replica steps and sends, then every
 	// replica writes (ready.go, prepare).
 	for _, r := range rs {
@@ -118,6 +126,9 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 			}
 		}
 		works = append(works, w)
+	}
+	if xtr.on {
+		tb[1] = time.Now()
 	}
 	for i, r := range rs {
 		if r.failed || !works[i].has {
@@ -141,6 +152,9 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 	// in finish (confhistory.go, the state), which takes long on a disk
 	// busy with a catch-up's writes: it finishes last, so the acks and
 	// append answers of the rest of the batch do not wait for it.
+	if xtr.on {
+		tb[2] = time.Now()
+	}
 	n := 0
 	for i, r := range rs {
 		switch {
@@ -162,7 +176,13 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 			k++
 		}
 	}
+	if xtr.on {
+		tb[3] = time.Now()
+	}
 	h.syncRound(rs[:k], works[:k])
+	if xtr.on {
+		tb[4] = time.Now()
+	}
 	for pass := range 2 {
 		for i, r := range rs[:n] {
 			if works[i].appliesConf() == (pass == 1) {
