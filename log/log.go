@@ -65,9 +65,9 @@ type Log struct {
 	// follows leadership transfers is not held up by them.
 	inherited atomic.Bool
 	syncMu    sync.Mutex
-	closed   bool
-	frameBuf []byte
-	hdrBuf   []byte
+	closed    bool
+	frameBuf  []byte
+	hdrBuf    []byte
 }
 
 // Open opens or creates the log in opts.Dir and recovers its tail.
