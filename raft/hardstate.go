@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -391,15 +390,10 @@ func (s *hardStateLog) write(recs [][]byte) error {
 	if len(fr) > hsMaxFrame {
 		return fmt.Errorf("raft hard state %s: frame of %d bytes", s.path, len(fr))
 	}
-	t0 := time.Now()
 	err := s.at("hardstate-write")
 	if err == nil {
 		_, err = s.f.Write(fr)
 	}
-	t1 := time.Now()
-	defer func() {
-		xtr.ev(0, 0, true, "!hsflush recs=%d write=%v sync=%v", len(recs), t1.Sub(t0), time.Since(t1))
-	}()
 	if err != nil {
 		return fmt.Errorf("raft hard state %s: write: %w", s.path, err)
 	}

@@ -428,11 +428,9 @@ func (h *Host) Close() error {
 	if !h.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	xtr.flush()
 	err := h.StopReplicas()
 	if e := h.tr.Close(); e != nil && err == nil {
 		err = e
 	}
-	xtr.flush()
 	return err
 }

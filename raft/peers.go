@@ -170,7 +170,6 @@ func (h *Host) Receive(from uint64, msgs []WireMsg) {
 			h.reject(from, wm.Group, m, why)
 			continue
 		}
-		xtr.msg(h.id, wm.Group, "recv", m)
 		if r.nWatching.Load() > 0 {
 			r.watchLeaderMsg(m)
 		}

@@ -132,7 +132,6 @@ func (r *Replica) watchLeaderMsg(m *pb.Message) {
 	defer r.watchMu.Unlock()
 	for _, w := range r.watching {
 		if w.to == m.GetFrom() && m.GetTerm() > w.term {
-			xtr.ev(r.id, r.cfg.Group, false, "done")
 			w.end(nil)
 		}
 	}
@@ -247,14 +246,12 @@ type Transfer struct{ w *transferWait }
 // so a caller can do other work (log it) while the hand-over is in flight.
 func (r *Replica) BeginTransfer(to uint64) Transfer {
 	w := &transferWait{to: to, done: make(chan error, 1)}
-	xtr.ev(r.id, r.cfg.Group, true, "begin to=%d stopping=%v", to, r.host.stopping.Load())
 	if r.halted.Load() {
 		w.end(ErrStopped)
 		return Transfer{w}
 	}
 	r.enqueueUrgent(func() {
 		r.inOps = append(r.inOps, func() {
-			xtr.ev(r.id, r.cfg.Group, true, "op")
 			if r.raftState != etcdraft.StateLeader {
 				if r.lead == to {
 					w.end(nil)
@@ -444,7 +441,6 @@ func (r *Replica) checkTransfers() {
 	for _, w := range r.transfers {
 		switch {
 		case bs.RaftState != etcdraft.StateLeader && bs.Lead == w.to:
-			xtr.ev(r.id, r.cfg.Group, false, "done")
 			w.end(nil)
 		case bs.RaftState != etcdraft.StateLeader && bs.Lead != 0:
 			w.end(fmt.Errorf("%w: node %d became leader instead", ErrTransferFail, bs.Lead))

@@ -72,7 +72,6 @@ func (r *Replica) drainInbox() {
 		if m.GetType() == pb.MsgAppResp && r.raftState == etcdraft.StateLeader {
 			r.noteRefillErr(r.noteAppResp(m)) // before etcd raft sees it (refill.go)
 		}
-		xtr.msg(r.id, r.cfg.Group, "step", m)
 		if err := r.rn.Step(m); err != nil && !errors.Is(err, etcdraft.ErrStepPeerNotFound) && !errors.Is(err, etcdraft.ErrStepLocalMsg) {
 			r.host.logger.Debug("raft step failed", "group", r.cfg.Name, "err", err)
 		}
@@ -213,7 +212,6 @@ func (r *Replica) prepareWrite(w *readyWork) error {
 				return err
 			}
 			w.stateRec = rec
-			xtr.ev(r.id, r.cfg.Group, false, "staterec term=%d vote=%d", r.st.hs.GetTerm(), r.st.hs.GetVote())
 		} else if err := r.st.saveState(false); err != nil {
 			return err
 		}
@@ -289,7 +287,6 @@ func (r *Replica) sendMsgs(msgs []*pb.Message, after bool) {
 			}
 			continue
 		}
-		xtr.msg(r.id, r.cfg.Group, "send", m)
 		r.host.sendRaft(r, m, r.catchUp(m))
 		if t == pb.MsgSnap {
 			// Snapshots are small here (metadata and state machine data)
@@ -380,7 +377,6 @@ func (r *Replica) termAt(batch []Committed, index uint64) uint64 {
 func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
 	wasLeader := r.raftState == etcdraft.StateLeader
 	r.lead, r.raftState = ss.Lead, ss.RaftState
-	xtr.ev(r.id, r.cfg.Group, false, "soft %v lead=%d", ss.RaftState, ss.Lead)
 	r.term = r.rn.BasicStatus().GetTerm()
 	if r.raftState == etcdraft.StateLeader && !wasLeader {
 		r.leaderSince = time.Now()

@@ -87,12 +87,6 @@ func (h *Host) worker() {
 				locked = append(locked, r)
 			}
 		}
-		for _, r := range locked {
-			if !xtr.on {
-				break
-			}
-			xtr.ev(h.id, r.cfg.Group, false, "picked batch=%d left=%d", len(locked), len(h.queue))
-		}
 		works = h.processBatch(locked, works[:0])
 	}
 }
@@ -101,14 +95,6 @@ func (h *Host) worker() {
 // fsyncs between the replicas that need one. The caller holds every
 // replica's mu; processBatch releases them.
 func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
-	var tb [5]time.Time
-	if xtr.on {
-		tb[0] = time.Now()
-		nAll := len(rs)
-		defer func() {
-			xtr.ev(h.id, 0, true, "!batch n=%d p1=%v p2=%v fin1=%v sync=%v fin2=%v", nAll, tb[1].Sub(tb[0]), tb[2].Sub(tb[1]), tb[3].Sub(tb[2]), tb[4].Sub(tb[3]), time.Since(tb[4]))
-		}()
-	}
 	// Phase 1 in two passes: every replica steps and sends, then every
 	// replica writes (ready.go, prepare).
 	for _, r := range rs {
@@ -126,9 +112,6 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 			}
 		}
 		works = append(works, w)
-	}
-	if xtr.on {
-		tb[1] = time.Now()
 	}
 	for i, r := range rs {
 		if r.failed || !works[i].has {
@@ -152,9 +135,6 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 	// in finish (confhistory.go, the state), which takes long on a disk
 	// busy with a catch-up's writes: it finishes last, so the acks and
 	// append answers of the rest of the batch do not wait for it.
-	if xtr.on {
-		tb[2] = time.Now()
-	}
 	n := 0
 	for i, r := range rs {
 		switch {
@@ -176,13 +156,7 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 			k++
 		}
 	}
-	if xtr.on {
-		tb[3] = time.Now()
-	}
 	h.syncRound(rs[:k], works[:k])
-	if xtr.on {
-		tb[4] = time.Now()
-	}
 	for pass := range 2 {
 		for i, r := range rs[:n] {
 			if works[i].appliesConf() == (pass == 1) {
@@ -260,11 +234,7 @@ func (h *Host) syncRound(rs []*Replica, works []readyWork) {
 	errs := make([]error, len(syncs))
 	var stateErr error
 	commit := func() {
-		t0 := time.Now()
 		stateErr = h.states.commit(recs...)
-		for _, i := range owners {
-			xtr.ev(h.id, rs[i].cfg.Group, false, "commit %d recs of batch %d took %v", len(recs), len(rs), time.Since(t0))
-		}
 	}
 	syncOne := func(k int) {
 		i := syncs[k]
@@ -332,12 +302,6 @@ func (h *Host) ticker() {
 
 func (h *Host) syncer() {
 	h.every(h.cfg.FsyncInterval, func() {
-		t0 := time.Now()
-		defer func() {
-			if d := time.Since(t0); d > time.Millisecond {
-				xtr.ev(h.id, 0, true, "!syncer pass %v", d)
-			}
-		}()
 		for _, r := range h.Replicas() {
 			if h.ctx.Err() != nil {
 				// Stopping: closing syncs every log, and StopReplicas
