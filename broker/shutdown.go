@@ -261,6 +261,12 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 	var nOK, nFailed atomic.Int64
 	var mu sync.Mutex
 	failedNames := map[string]bool{}
+	// The term each group had when its transfer succeeded. A transfer ends
+	// when the new leader's first message arrives, which the local replica
+	// may step a moment later: until then its status still shows it leading
+	// in that term, which the verification below must not take for a group
+	// that came back.
+	movedFrom := map[string]uint64{}
 	sem := make(chan struct{}, maxParallelTransfers)
 	var wg sync.WaitGroup
 	for _, r := range leading {
@@ -269,6 +275,7 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			term := r.Status().Term
 			d, err := b.transferOne(r, deadline, clients[r.Group()])
 			if err != nil {
 				nFailed.Add(1)
@@ -282,6 +289,7 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 			b.transfersOK.Inc()
 			mu.Lock()
 			durations = append(durations, d)
+			movedFrom[r.Name()] = term
 			mu.Unlock()
 		}()
 	}
@@ -297,7 +305,11 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 			if failedNames[r.Name()] {
 				continue
 			}
-			if st := r.Status(); st.IsLeader() && len(st.Voters) > 1 {
+			st := r.Status()
+			if t, moved := movedFrom[r.Name()]; moved && st.Term <= t {
+				continue // it has not stepped its successor's message yet
+			}
+			if st.IsLeader() && len(st.Voters) > 1 {
 				still = append(still, r)
 			}
 		}
@@ -313,6 +325,7 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 			break
 		}
 		for _, r := range still {
+			term := r.Status().Term
 			d, err := b.transferOne(r, verify, clients[r.Group()])
 			if err != nil {
 				failedNames[r.Name()] = true
@@ -323,6 +336,7 @@ func (b *Broker) transferAll() (ok, failed int, durations []time.Duration) {
 			nOK.Add(1)
 			b.transfersOK.Inc()
 			durations = append(durations, d)
+			movedFrom[r.Name()] = term
 		}
 	}
 	return int(nOK.Load()), int(nFailed.Load()), durations

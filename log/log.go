@@ -56,10 +56,18 @@ type Log struct {
 	// idle logs cost nothing. syncMu serializes Syncs (see Sync); it is
 	// taken before mu, never under it.
 	unsynced atomic.Bool
-	syncMu   sync.Mutex
-	closed   bool
-	frameBuf []byte
-	hdrBuf   []byte
+	// inherited: the active segment was opened, not created, by this
+	// process and has not been fsynced since: it may hold pages an earlier
+	// process wrote and never fsynced (a crash under --fsync interval).
+	// Close fsyncs the active segment only when it is unsynced or
+	// inherited: closing a node's hundreds of idle logs then costs no
+	// fsyncs (each one a device cache flush), and a graceful stop that
+	// follows leadership transfers is not held up by them.
+	inherited atomic.Bool
+	syncMu    sync.Mutex
+	closed    bool
+	frameBuf  []byte
+	hdrBuf    []byte
 }
 
 // Open opens or creates the log in opts.Dir and recovers its tail.
@@ -81,6 +89,7 @@ func Open(opts Options) (*Log, error) {
 		l.closeFiles()
 		return nil, err
 	}
+	l.inherited.Store(true)
 	return l, nil
 }
 
@@ -194,6 +203,10 @@ func (l *Log) Segments() int {
 
 // Close syncs the log and closes its files. It is safe to call twice.
 func (l *Log) Close() error {
+	// syncMu: a Sync in its fsync has cleared unsynced already; Close
+	// waits for it rather than skip its own fsync on that account.
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -211,8 +224,10 @@ func (l *Log) Close() error {
 		if e := s.flushIndexes(); e != nil && err == nil {
 			err = e
 		}
-		if e := s.f.Sync(); e != nil && err == nil {
-			err = e
+		if l.unsynced.Load() || l.inherited.Load() {
+			if e := s.f.Sync(); e != nil && err == nil {
+				err = e
+			}
 		}
 	}
 	l.closeFiles()

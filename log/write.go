@@ -192,6 +192,7 @@ func (l *Log) rollLocked(index uint64, offset int64) error {
 		return err
 	}
 	l.segs = append(l.segs, s)
+	l.inherited.Store(false) // the old active segment is sealed (fsynced)
 	if err := l.at(pointRollCreated); err != nil {
 		return err
 	}
@@ -251,5 +252,10 @@ func (l *Log) syncNow() error {
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("log %s: fsync: %w", l.opts.Dir, err)
 	}
+	l.mu.RLock()
+	if len(l.segs) > 0 && l.active() == s {
+		l.inherited.Store(false)
+	}
+	l.mu.RUnlock()
 	return nil
 }

@@ -60,7 +60,9 @@
 // replica busy on another worker is left to that worker, which runs it
 // again), and handles one Ready for each in three phases:
 //
-//  1. prepare, per replica: step the inbox into Raft (messages, then ticks,
+//  1. prepare, in two passes over the batch, so no replica's messages wait
+//     for another's disk writes (ready.go): first, per replica, step the
+//     inbox into Raft (messages, then ticks,
 //     operations and proposals, those held during a transfer before new
 //     ones; at most ElectionTicks-1 ticks at once, so
 //     a stalled worker does not judge its peers on time it was away);
@@ -68,7 +70,8 @@
 //     Ready's writes (so a leader replicates while it writes its own copy,
 //     and a candidate's vote requests leave while its term and vote are
 //     fsynced: a request promises nothing, and its own vote counts only at
-//     Advance; ready.go); install a snapshot the leader sent; write the
+//     Advance; ready.go), and end the transfers whose target now leads;
+//     then, per replica, install a snapshot the leader sent; write the
 //     new entries to the log and the hard state to the state file, neither
 //     fsynced (with Config.StateDir: a hard state whose term or vote
 //     changed becomes a record for the node's file; one that changed only
@@ -266,7 +269,8 @@
 //	Replica.Changed()        closed by the worker (publish) at each status change
 //	proposal appended, done  closed by the worker, once each, after the
 //	                         outcome is written (see proposal)
-//	transferWait.done        buffered; the worker writes it once
+//	transferWait.done        buffered; written once (transferWait.end) by
+//	                         the worker or the transport's receiver
 //	peerSender.wake          buffered kick; any sender writes, the sender
 //	                         goroutine drains
 //

@@ -82,9 +82,9 @@ func (r *Replica) fail(err error) {
 	r.publish()
 	r.failProposals(ErrStopped)
 	for _, w := range r.transfers {
-		w.done <- ErrStopped
+		w.end(ErrStopped)
 	}
-	r.transfers = nil
+	r.setTransfers(nil)
 	r.unsynced = r.unsynced[:0]
 	for _, v := range confMembers(r.st.cs) {
 		if v != r.id {

@@ -170,6 +170,9 @@ func (h *Host) Receive(from uint64, msgs []WireMsg) {
 			h.reject(from, wm.Group, m, why)
 			continue
 		}
+		if r.nWatching.Load() > 0 {
+			r.watchLeaderMsg(m)
+		}
 		r.inMu.Lock()
 		r.inMsgs = append(r.inMsgs, m)
 		r.inMu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	etcdraft "go.etcd.io/raft/v3"
@@ -95,7 +96,45 @@ func (p *proposal) fail(err error) {
 
 type transferWait struct {
 	to   uint64
+	term uint64 // this node's term when it asked Raft for the transfer
+	once sync.Once
 	done chan error
+}
+
+// end reports the outcome, once: the worker and the transport's receiver
+// (watchLeaderMsg) may both see the transfer end.
+func (w *transferWait) end(err error) { w.once.Do(func() { w.done <- err }) }
+
+// setTransfers replaces r.transfers and what the receiver watches for
+// (watchLeaderMsg). The worker calls it with r.mu held.
+func (r *Replica) setTransfers(ws []*transferWait) {
+	r.transfers = ws
+	r.watchMu.Lock()
+	r.watching = append(r.watching[:0], ws...)
+	r.watchMu.Unlock()
+	r.nWatching.Store(int32(len(ws)))
+}
+
+// watchLeaderMsg ends a transfer as soon as its target's first message as
+// leader of a newer term arrives (an append, heartbeat or snapshot: only a
+// leader sends those in its term), on the transport's receiver, before a
+// worker steps it. The step may wait: when this node voted for the target
+// its replica sits in the fsync round of that vote, and the target may
+// have won with the other voter's answer first. Raft learns the same from
+// the message moments later; held proposals are answered then.
+func (r *Replica) watchLeaderMsg(m *pb.Message) {
+	switch m.GetType() {
+	case pb.MsgApp, pb.MsgHeartbeat, pb.MsgSnap:
+	default:
+		return
+	}
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	for _, w := range r.watching {
+		if w.to == m.GetFrom() && m.GetTerm() > w.term {
+			w.end(nil)
+		}
+	}
 }
 
 // Propose appends an entry. With commit false it returns once the entry is
@@ -208,24 +247,25 @@ type Transfer struct{ w *transferWait }
 func (r *Replica) BeginTransfer(to uint64) Transfer {
 	w := &transferWait{to: to, done: make(chan error, 1)}
 	if r.halted.Load() {
-		w.done <- ErrStopped
+		w.end(ErrStopped)
 		return Transfer{w}
 	}
 	r.enqueueUrgent(func() {
 		r.inOps = append(r.inOps, func() {
 			if r.raftState != etcdraft.StateLeader {
 				if r.lead == to {
-					w.done <- nil
+					w.end(nil)
 				} else {
-					w.done <- &NotLeaderError{Leader: r.lead, Term: r.term, Why: "transfer target is not the leader"}
+					w.end(&NotLeaderError{Leader: r.lead, Term: r.term, Why: "transfer target is not the leader"})
 				}
 				return
 			}
 			if _, gagged := r.peerGagged(to); gagged {
-				w.done <- fmt.Errorf("%w: node %d is gagged (it lost its disk and is not promoted at its new incarnation yet)", ErrTransferFail, to)
+				w.end(fmt.Errorf("%w: node %d is gagged (it lost its disk and is not promoted at its new incarnation yet)", ErrTransferFail, to))
 				return
 			}
-			r.transfers = append(r.transfers, w)
+			w.term = r.rn.BasicStatus().GetTerm()
+			r.setTransfers(append(r.transfers, w))
 			r.rn.TransferLeader(to)
 		})
 	})
@@ -401,14 +441,16 @@ func (r *Replica) checkTransfers() {
 	for _, w := range r.transfers {
 		switch {
 		case bs.RaftState != etcdraft.StateLeader && bs.Lead == w.to:
-			w.done <- nil
+			w.end(nil)
 		case bs.RaftState != etcdraft.StateLeader && bs.Lead != 0:
-			w.done <- fmt.Errorf("%w: node %d became leader instead", ErrTransferFail, bs.Lead)
+			w.end(fmt.Errorf("%w: node %d became leader instead", ErrTransferFail, bs.Lead))
 		case bs.RaftState == etcdraft.StateLeader && bs.LeadTransferee == 0:
-			w.done <- fmt.Errorf("%w: transfer to %d aborted", ErrTransferFail, w.to)
+			w.end(fmt.Errorf("%w: transfer to %d aborted", ErrTransferFail, w.to))
 		default:
 			keep = append(keep, w)
 		}
 	}
-	r.transfers = keep
+	if len(keep) != len(r.transfers) {
+		r.setTransfers(keep)
+	}
 }

@@ -126,9 +126,17 @@ func (r *Replica) noteRefillErr(err error) {
 // run late, never early.
 func maxTicksPerDrain(electionTicks int) int { return max(1, electionTicks-1) }
 
+// prepare is the first half of phase 1: step the inbox, take a Ready and
+// send the messages that may leave before its writes. The worker runs it
+// for every replica of the batch before any of them writes (prepareWrite):
+// a log append can take milliseconds on a disk busy with other fsyncs, and
+// when a hundred groups change leader at once the messages of the last
+// replicas in a batch (a new leader's first append, a vote request) must not
+// wait for the first ones' writes. Each replica still sends before it writes,
+// as before; it only writes a little later. It reports whether the Ready has
+// writes left for prepareWrite.
 func (r *Replica) prepare() (w readyWork, err error) {
 	r.drainInbox()
-	defer r.settleConfProposals()
 	if err := r.refillErr; err != nil {
 		r.refillErr = nil
 		return w, err
@@ -160,16 +168,29 @@ func (r *Replica) prepare() (w readyWork, err error) {
 	// What does promise durability (append and vote responses) waits for
 	// finish.
 	r.sendMsgs(rd.Messages, false)
+	// A transfer ends when this node hears of the new leader (stepped
+	// above); nothing this Ready writes concerns it, so its waiter need
+	// not wait for the writes, the batch's fsyncs or Advance.
+	r.checkTransfers()
+	return w, nil
+}
+
+// prepareWrite is the second half of phase 1: install a snapshot the
+// leader sent, write the new entries to the log and the hard state to the
+// state file, neither fsynced.
+func (r *Replica) prepareWrite(w *readyWork) error {
+	rd := &w.rd
+	termOrVote := rd.HardState != nil && (rd.HardState.GetTerm() != r.st.hs.GetTerm() || rd.HardState.GetVote() != r.st.hs.GetVote())
 	if !etcdraft.IsEmptySnap(rd.Snapshot) {
 		if err := r.installSnapshot(rd.Snapshot); err != nil {
-			return w, err
+			return err
 		}
 	}
 	if len(rd.Entries) > 0 {
 		r.curEntries = rd.Entries
 		out, err := r.st.append(rd.Entries, r.scratch)
 		if err != nil {
-			return w, fmt.Errorf("append: %w", err)
+			return fmt.Errorf("append: %w", err)
 		}
 		r.scratch = out[:0]
 		r.noteAppended(out)
@@ -188,15 +209,15 @@ func (r *Replica) prepare() (w readyWork, err error) {
 		if r.st.node != nil && termOrVote {
 			rec, err := stateRecord(r.cfg.Group, r.st.hs, r.st.cs)
 			if err != nil {
-				return w, err
+				return err
 			}
 			w.stateRec = rec
 		} else if err := r.st.saveState(false); err != nil {
-			return w, err
+			return err
 		}
 		w.stateSync = termOrVote
 	}
-	return w, nil
+	return nil
 }
 
 // sync makes a Ready's writes durable as the policy and Raft require.

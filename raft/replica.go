@@ -100,12 +100,18 @@ type Replica struct {
 	stopped   atomic.Bool
 	halted    atomic.Bool // failed is set: no ticks, no transfers
 
+	// watching mirrors transfers for the transport's receiver
+	// (watchLeaderMsg); nWatching is its length, read without the lock.
+	watchMu   sync.Mutex
+	watching  []*transferWait
+	nWatching atomic.Int32
+
 	// worker-owned state
 	pending     map[uint64]*proposal // proposed, index not yet known
 	waiting     []*proposal          // appended, awaiting apply, index order
 	unsynced    []*proposal          // appended, awaiting fsync to signal
 	held        []*proposal          // arrived during a leadership transfer
-	transfers   []*transferWait
+	transfers   []*transferWait      // change with setTransfers
 	lead, term  uint64
 	raftState   etcdraft.StateType
 	applied     uint64
@@ -421,9 +427,9 @@ func (r *Replica) closeLocked() error {
 	}
 	r.failProposals(ErrStopped)
 	for _, w := range r.transfers {
-		w.done <- ErrStopped
+		w.end(ErrStopped)
 	}
-	r.transfers = nil
+	r.setTransfers(nil)
 	r.recovery.stop()
 	var err error
 	// A restart replays the log after the last snapshot; a short tail is

@@ -228,3 +228,96 @@ func TestVotersSyncWhileCandidateSyncs(t *testing.T) {
 	}
 	t.Logf("transfer took %v", took)
 }
+
+// TestTransferEndsWhileOldLeaderSyncsItsVote: the old leader's fsync of its
+// vote for the target is held; the target wins with the third node's vote
+// (whose fsync waits until the old leader's is held), and the transfer ends
+// when its first append reaches the old leader, not when the old leader's
+// replica gets out of its fsync round.
+func TestTransferEndsWhileOldLeaderSyncsItsVote(t *testing.T) {
+	net := NewMemNetwork()
+	root := t.TempDir()
+	ids := []uint64{1, 2, 3}
+	var old, third atomic.Uint64
+	var held atomic.Bool
+	heldCh := make(chan struct{})
+	var heldOnce sync.Once
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	reps := map[uint64]*Replica{}
+	for _, id := range ids {
+		h, err := NewHost(Config{ID: id, Transport: net.Transport(id), TickInterval: 10 * time.Millisecond,
+			ElectionTicks: 10, HeartbeatTicks: 1, Fsync: FsyncInterval, StateDir: filepath.Join(root, fmt.Sprint(id))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.states.hook = func(point string) error {
+			if point != "hardstate-fsync" {
+				return nil
+			}
+			switch id {
+			case old.Load():
+				held.Store(true)
+				heldOnce.Do(func() { close(heldCh) })
+				select {
+				case <-release:
+				case <-time.After(5 * time.Second):
+				}
+			case third.Load():
+				select {
+				case <-heldCh:
+				case <-time.After(5 * time.Second):
+				}
+			}
+			return nil
+		}
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			releaseOnce.Do(func() { close(release) })
+			h.Close()
+		})
+		for _, o := range ids {
+			h.PeerUp(o)
+		}
+		r, err := h.AddReplica(ReplicaConfig{Group: 7, Name: "g7", Dir: filepath.Join(root, fmt.Sprint(id), "g7"), Peers: ids, SM: &listSM{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps[id] = r
+	}
+	var lead uint64
+	waitFor(t, 5*time.Second, "a ready leader", func() bool {
+		for id, r := range reps {
+			if s := r.Status(); s.IsLeader() && s.LeaderReady {
+				lead = id
+				return true
+			}
+		}
+		return false
+	})
+	to := lead%3 + 1
+	third.Store(to%3 + 1)
+	old.Store(lead)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := reps[lead].TransferLeadership(ctx, to); err != nil {
+		t.Fatalf("transfer while the old leader's vote fsync is held: %v", err)
+	}
+	took := time.Since(start)
+	if !held.Load() {
+		t.Fatalf("the old leader never fsynced a vote (transfer took %v)", took)
+	}
+	if s := reps[to].Status(); !s.IsLeader() {
+		t.Fatalf("transfer reported done but node %d is %v", to, s.StateName())
+	}
+	releaseOnce.Do(func() { close(release) })
+	waitFor(t, 5*time.Second, "the old leader to follow the new one", func() bool {
+		s := reps[lead].Status()
+		return !s.IsLeader() && s.Leader == to
+	})
+	t.Logf("transfer took %v", took)
+}

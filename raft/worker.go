@@ -95,16 +95,35 @@ func (h *Host) worker() {
 // fsyncs between the replicas that need one. The caller holds every
 // replica's mu; processBatch releases them.
 func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
+	// Phase 1 in two passes: every replica steps and sends, then every
+	// replica writes (ready.go, prepare).
 	for _, r := range rs {
 		var w readyWork
-		var err error
 		if !r.stopped.Load() {
-			err = r.safely("prepare", func() (err error) { w, err = r.prepare(); return err })
+			err := r.safely("prepare", func() (err error) {
+				w, err = r.prepare()
+				if err != nil || !w.has {
+					r.settleConfProposals()
+				}
+				return err
+			})
 			if err != nil {
 				r.fail(err)
 			}
 		}
 		works = append(works, w)
+	}
+	for i, r := range rs {
+		if r.failed || !works[i].has {
+			continue
+		}
+		err := r.safely("prepare", func() error {
+			defer r.settleConfProposals()
+			return r.prepareWrite(&works[i])
+		})
+		if err != nil {
+			r.fail(err)
+		}
 	}
 	// A replica whose Ready has nothing to make durable finishes at once
 	// rather than after the others' fsyncs: when leadership moves, most
