@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,10 +53,17 @@ const (
 func TestHostileClients(t *testing.T) {
 	raiseNoFile(t)
 	bomb, bombTS := zstdBomb(t, 1024, 1<<20)
-	c := startCluster(t, 1, withArgs("--frame-timeout", hostileFrameTimeout.String(),
+	args := []string{"--frame-timeout", hostileFrameTimeout.String(),
 		"--queued-max-request-bytes", strconv.Itoa(hostileBudget),
 		"--max-connections", strconv.Itoa(hostileMaxConns), "--max-connections-per-ip", strconv.Itoa(hostilePerIP),
-		"--max-big-frame-reads", strconv.Itoa(hostileBigReads)))
+		"--max-big-frame-reads", strconv.Itoa(hostileBigReads)}
+	// HOSTILE_PROFILE=dir keeps a CPU profile and an execution trace of
+	// the node under attack there, for finding what delays the producer.
+	profDir := os.Getenv("HOSTILE_PROFILE")
+	if profDir != "" {
+		args = append(args, "--admin-pprof")
+	}
+	c := startCluster(t, 1, withArgs(args...))
 	addr := c.node(1).kafka
 	if probe, err := dialFrom(context.Background(), "127.0.0.2", addr); err != nil {
 		t.Skipf("cannot dial from 127.0.0.2 (the attack's source addresses): %v", err)
@@ -86,6 +95,9 @@ func TestHostileClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer attacker.Process.Kill()
+	if os.Getenv("HOSTILE_NICE") != "" {
+		syscall.Setpriority(syscall.PRIO_PROCESS, attacker.Process.Pid, 19)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -96,6 +108,15 @@ func TestHostileClients(t *testing.T) {
 		listByTime(ctx, t, cl, bombTS+900, &maxList)
 	}()
 	time.Sleep(time.Second) // let the attack reach full strength
+	if profDir != "" {
+		for _, p := range []string{"profile?seconds=6", "trace?seconds=2"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				saveProfile(t, c, p, profDir)
+			}()
+		}
+	}
 	during := produceLatencies(t, cl, 8*time.Second)
 	cancel()
 	wg.Wait()
@@ -152,6 +173,29 @@ func TestHostileClients(t *testing.T) {
 	}
 }
 
+// saveProfile fetches /debug/pprof/<what> from node 1 into dir.
+func saveProfile(t *testing.T, c *cluster, what, dir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.node(1).admin+"/debug/pprof/"+what, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("pprof %s: %v", what, err)
+		return
+	}
+	defer resp.Body.Close()
+	name := filepath.Join(dir, "node-"+what[:strings.IndexByte(what, '?')])
+	f, err := os.Create(name)
+	if err != nil {
+		t.Errorf("pprof %s: %v", what, err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		t.Errorf("pprof %s: %v", what, err)
+	}
+}
+
 // raiseNoFile lifts this process's open-file limit to its hard limit, so
 // the node it starts inherits it too.
 func raiseNoFile(t *testing.T) {
@@ -188,16 +232,23 @@ func TestHostileAttacker(t *testing.T) {
 	// them, and the node refuses them from their first bytes. The other
 	// half are well formed and must be read through.
 	zeros, formed := frameHeader(100<<20), wellFormedHead(100<<20)
+	parts := os.Getenv("HOSTILE_PARTS")
+	on := func(p string) bool { return parts == "" || strings.Contains(parts, p) }
 	for i := 0; i < 100; i++ {
-		wg.Add(2)
 		head := zeros
 		if i%2 == 1 {
 			head = formed
 		}
-		go func() { defer wg.Done(); slowloris(ctx, addr, slow) }()
-		go func() { defer wg.Done(); bigFrame(ctx, addr, head) }()
+		if on("slow") {
+			wg.Add(1)
+			go func() { defer wg.Done(); slowloris(ctx, addr, slow) }()
+		}
+		if (i%2 == 0 && on("zeros")) || (i%2 == 1 && on("formed")) {
+			wg.Add(1)
+			go func() { defer wg.Done(); bigFrame(ctx, addr, head) }()
+		}
 	}
-	for i := 0; i < hostileIdle; i++ {
+	for i := 0; i < hostileIdle && on("idle"); i++ {
 		wg.Add(1)
 		// Half from one address (past the per-address limit), half
 		// from four others (together past the total).

@@ -26,6 +26,13 @@ type Limits struct {
 	// silent before its first request: a slow or stalled sender is cut
 	// off in seconds, not after the idle timeout.
 	FrameTimeout time.Duration
+	// RefusedCloseDelay is how long a connection refused at
+	// MaxConnectionsPerIP, or cut for a malformed or oversized frame, is
+	// held unread before it is reset (tarpit.go); at most MaxConnections
+	// refused ones are held at once. Kafka delays the close of
+	// connections over their address's connection-creation rate (and of
+	// a failed login) the same way. Negative turns it off.
+	RefusedCloseDelay time.Duration
 	// QueuedMaxRequestBytes is the node-wide budget of request bytes held
 	// in memory, from the first byte read until the response is written
 	// (Kafka's queued.max.request.bytes): each frame's bytes as they
@@ -62,6 +69,7 @@ const (
 	DefaultMaxConnections           = 10000
 	DefaultMaxConnectionsPerIP      = 1000
 	DefaultFrameTimeout             = 20 * time.Second
+	DefaultRefusedCloseDelay        = time.Second
 	DefaultQueuedMaxRequestBytes    = 512 << 20
 	DefaultMaxBigFrameReads         = 2
 	DefaultMaxNonProduceRequestSize = 4 << 20
@@ -74,6 +82,9 @@ func (l *Limits) defaults(maxRequest int32) {
 	orDefault(&l.MaxConnections, DefaultMaxConnections)
 	orDefault(&l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
 	orDefault(&l.FrameTimeout, DefaultFrameTimeout)
+	if l.RefusedCloseDelay == 0 {
+		l.RefusedCloseDelay = DefaultRefusedCloseDelay
+	}
 	orDefault(&l.QueuedMaxRequestBytes, DefaultQueuedMaxRequestBytes)
 	orDefault(&l.MaxBigFrameReads, DefaultMaxBigFrameReads)
 	// One frame of the largest size must fit, or it could never be read.

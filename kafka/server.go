@@ -84,9 +84,12 @@ type Server struct {
 	// bigReads holds a token per frame over bigFrame being read
 	// (Limits.MaxBigFrameReads).
 	bigReads chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	// refused holds connections refused at the per-address limit until
+	// their close is due (tarpit.go).
+	refused *tarpit
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // handler serves one request. It runs on the connection's reader goroutine
@@ -151,7 +154,8 @@ func NewServer(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, backend: cfg.Backend, logger: cfg.Logger, metrics: m, reqMemory: mem,
 		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, allGone: make(chan struct{}),
-		bigReads: make(chan struct{}, cfg.Limits.MaxBigFrameReads), ctx: ctx, cancel: cancel}
+		bigReads: make(chan struct{}, cfg.Limits.MaxBigFrameReads), ctx: ctx, cancel: cancel,
+		refused: newTarpit(cfg.Limits.RefusedCloseDelay, cfg.Limits.MaxConnections)}
 	s.apis = map[int16]*api{}
 	for k, a := range registry {
 		s.apis[k] = a
@@ -195,6 +199,11 @@ func (s *Server) Listen() error {
 // Serve starts accepting connections; calls after the first do nothing.
 func (s *Server) Serve() {
 	s.serveOnce.Do(func() {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.refused.run(s.ctx.Done())
+		}()
 		for _, l := range s.lns {
 			s.wg.Add(1)
 			go s.accept(l)
@@ -270,7 +279,12 @@ func (s *Server) admit(c net.Conn, l *boundListener) {
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetLinger(0)
 		}
-		c.Close()
+		// Past its address's limit, the reset comes after the refused
+		// close delay (tarpit.go); another listener's last slot taken
+		// is a race, not a flood.
+		if hit == hitMaxConnections || !s.refused.hold(c) {
+			c.Close()
+		}
 		return
 	}
 	cn := newConn(s, c, ip, l)

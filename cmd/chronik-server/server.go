@@ -43,6 +43,7 @@ func serverFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-connections", Value: kafka.DefaultMaxConnections, Usage: "open Kafka client connections allowed (max.connections)", EnvVars: []string{"CHRONIK_MAX_CONNECTIONS"}},
 		&cli.IntFlag{Name: "max-connections-per-ip", Value: kafka.DefaultMaxConnectionsPerIP, Usage: "open Kafka client connections allowed per client address (max.connections.per.ip)", EnvVars: []string{"CHRONIK_MAX_CONNECTIONS_PER_IP"}},
 		&cli.IntFlag{Name: "max-big-frame-reads", Value: kafka.DefaultMaxBigFrameReads, Usage: "request frames over 1 MiB read at once, node-wide; others wait unread within their frame timeout", EnvVars: []string{"CHRONIK_MAX_BIG_FRAME_READS"}},
+		&cli.StringFlag{Name: "refused-close-delay", Value: "1s", Usage: "a connection refused at --max-connections-per-ip, or cut for a malformed or oversized frame, is reset only after this, unread (0: at once)", EnvVars: []string{"CHRONIK_REFUSED_CLOSE_DELAY"}},
 		&cli.StringFlag{Name: "frame-timeout", Value: "20s", Usage: "time a request frame may take to arrive once begun, and a new connection to send its first (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_FRAME_TIMEOUT"}},
 		&cli.IntFlag{Name: "fetch-max-bytes", Value: kafka.DefaultFetchMaxBytes, Usage: "most bytes one Fetch response carries, whatever the client asks (fetch.max.bytes)", EnvVars: []string{"CHRONIK_FETCH_MAX_BYTES"}},
 		&cli.IntFlag{Name: "max-partitions-per-request", Value: kafka.DefaultMaxPartitionsPerRequest, Usage: "partitions one CreateTopics or CreatePartitions request may add", EnvVars: []string{"CHRONIK_MAX_PARTITIONS_PER_REQUEST"}},
@@ -150,6 +151,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		{"raft-tick", &cfg.RaftTick}, {"isr-lag-time", &cfg.ISRLagTime},
 		{"rebalance-delay", &cfg.RebalanceDelay}, {"retention-check-interval", &cfg.RetentionInterval},
 		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout}, {"sasl-max-reauth", &cfg.SASLMaxReauth},
+		{"refused-close-delay", &cfg.KafkaLimits.RefusedCloseDelay},
 	}
 	for _, d := range durs {
 		v, err := parseSeconds(d.flag, c.String(d.flag))
@@ -157,6 +159,9 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 			return cfg, err
 		}
 		*d.dst = v
+	}
+	if cfg.KafkaLimits.RefusedCloseDelay == 0 {
+		cfg.KafkaLimits.RefusedCloseDelay = -1 // 0 on the command line: off (the library's 0 is its default)
 	}
 	return cfg, securityFromFlags(c, &cfg)
 }
