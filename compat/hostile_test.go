@@ -36,6 +36,7 @@ const (
 	hostilePerIP        = 1500
 	hostileBigReads     = 3          // --max-big-frame-reads: 300 MiB of frames, past the budget's bulk
 	hostileIdle         = 10000      // idle connections attempted, from 5 addresses
+	hostileHeld         = 4000       // of which speak once, and are then held idle
 	hostileRSSBudget    = 1280 << 20 // 5x the request budget: garbage and GC headroom
 )
 
@@ -250,13 +251,19 @@ func TestHostileAttacker(t *testing.T) {
 	}
 	for i := 0; i < hostileIdle && on("idle"); i++ {
 		wg.Add(1)
-		// Half from one address (past the per-address limit), half
-		// from four others (together past the total).
-		src := "127.0.0.2"
+		// Half from one address, never speaking: past the per-address
+		// limit, and cut at the frame timeout. Half from four others,
+		// 4,500 of which send an ApiVersions first and then idle, so
+		// that the node holds them until the end: with the first
+		// address's 1,500 the total limit is reached however slowly a
+		// loaded machine dials (when every idle connection was silent,
+		// each lived only a frame timeout and the total was at times
+		// never reached).
+		src, speak := "127.0.0.2", false
 		if i%2 == 1 {
-			src = fmt.Sprintf("127.0.0.%d", 3+i/2%4)
+			src, speak = fmt.Sprintf("127.0.0.%d", 3+i/2%4), i/2 < hostileHeld
 		}
-		go func() { defer wg.Done(); idleConn(ctx, addr, src) }()
+		go func() { defer wg.Done(); idleConn(ctx, addr, src, speak) }()
 	}
 	wg.Wait()
 	fmt.Printf("slowloris %d %d\n", slow.count(), slow.max())
@@ -302,14 +309,19 @@ func pause(ctx context.Context, d time.Duration) {
 	}
 }
 
-// idleConn holds a connection that never speaks, dialling again when the
-// node cuts it, until ctx ends.
-func idleConn(ctx context.Context, addr, src string) {
+// idleConn holds an idle connection, dialling again when the node cuts
+// it, until ctx ends. With speak it sends an ApiVersions v0 first, as
+// every client does, and is then idle within the idle timeout; without,
+// it never speaks and is cut at the frame timeout.
+func idleConn(ctx context.Context, addr, src string, speak bool) {
 	for ctx.Err() == nil {
 		conn, err := dialFrom(ctx, src, addr)
 		if err != nil {
 			pause(ctx, 200*time.Millisecond)
 			continue
+		}
+		if speak {
+			conn.Write([]byte{0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff}) // no client id
 		}
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
 		io.Copy(io.Discard, conn)
@@ -375,7 +387,9 @@ func wellFormedHead(size int) []byte {
 }
 
 // bigFrame sends frames of 100 MiB starting with head, as fast as the
-// node reads them.
+// node reads them, one after another on a connection until the node cuts
+// it (a well-formed frame is answered, and the connection kept), then on
+// a new one.
 func bigFrame(ctx context.Context, addr string, head []byte) {
 	chunk := make([]byte, 1<<20)
 	for ctx.Err() == nil {
@@ -385,12 +399,17 @@ func bigFrame(ctx context.Context, addr string, head []byte) {
 			continue
 		}
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		_, err = conn.Write(head)
-		for left := 100<<20 - (len(head) - 4); err == nil && left > 0; left -= len(chunk) {
-			_, err = conn.Write(chunk[:min(left, len(chunk))])
+		answers := make(chan struct{})
+		go func() { io.Copy(io.Discard, conn); close(answers) }()
+		for err == nil {
+			_, err = conn.Write(head)
+			for left := 100<<20 - (len(head) - 4); err == nil && left > 0; left -= len(chunk) {
+				_, err = conn.Write(chunk[:min(left, len(chunk))])
+			}
 		}
 		stop()
 		conn.Close()
+		<-answers
 		pause(ctx, 100*time.Millisecond)
 	}
 }
