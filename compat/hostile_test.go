@@ -38,6 +38,10 @@ const (
 	hostileIdle         = 10000      // idle connections attempted, from 5 addresses
 	hostileHeld         = 4000       // of which speak once, and are then held idle
 	hostileRSSBudget    = 1280 << 20 // 5x the request budget: garbage and GC headroom
+	// --big-frame-rate-per-ip: the big frames all come from 127.0.0.8,
+	// the producer from 127.0.0.1. Over the 3 s frame timeout that
+	// still lets more than the budget's bulk arrive.
+	hostileBigRate = 192 << 20
 )
 
 // TestHostileClients attacks one node, while a well-behaved franz-go
@@ -57,7 +61,7 @@ func TestHostileClients(t *testing.T) {
 	args := []string{"--frame-timeout", hostileFrameTimeout.String(),
 		"--queued-max-request-bytes", strconv.Itoa(hostileBudget),
 		"--max-connections", strconv.Itoa(hostileMaxConns), "--max-connections-per-ip", strconv.Itoa(hostilePerIP),
-		"--max-big-frame-reads", strconv.Itoa(hostileBigReads)}
+		"--max-big-frame-reads", strconv.Itoa(hostileBigReads), "--big-frame-rate-per-ip", strconv.Itoa(hostileBigRate)}
 	// HOSTILE_PROFILE=dir keeps a CPU profile and an execution trace of
 	// the node under attack there, for finding what delays the producer.
 	profDir := os.Getenv("HOSTILE_PROFILE")
@@ -151,7 +155,7 @@ func TestHostileClients(t *testing.T) {
 	if v, ok := c.metric(1, `chronik_produce_latency_seconds{quantile="0.99"}`); ok {
 		t.Logf("node-side produce p99 over the last minute: %v", time.Duration(v*float64(time.Second)))
 	}
-	for _, l := range []string{"frame_timeout", "max_connections", "max_connections_per_ip", "queued_max_request_bytes", "max_big_frame_reads"} {
+	for _, l := range []string{"frame_timeout", "max_connections", "max_connections_per_ip", "queued_max_request_bytes", "max_big_frame_reads", "big_frame_rate_per_ip"} {
 		v, _ := c.metric(1, `chronik_limit_hits_total{limit="`+l+`"}`)
 		t.Logf("chronik_limit_hits_total{limit=%q} %v", l, v)
 		if v == 0 {

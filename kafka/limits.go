@@ -49,6 +49,10 @@ type Limits struct {
 	// bandwidth and CPU stay with the small requests. A frame whose bytes
 	// stop coming gives its slot up at once.
 	MaxBigFrameReads int
+	// BigFrameRatePerIP bounds, in bytes a second, how fast frames over
+	// 1 MiB from one client address are read, all its connections
+	// together (readrate.go); 0, the default, does not.
+	BigFrameRatePerIP int64
 	// MaxNonProduceRequestSize bounds frames of every API but Produce.
 	// Those requests are made of small structs whose decoded form is
 	// several times their wire size, so their frames are kept small
@@ -119,6 +123,7 @@ const (
 	hitFrameTimeout        = "frame_timeout"
 	hitRequestMemoryWait   = "queued_max_request_bytes"
 	hitBigFrameReads       = "max_big_frame_reads"
+	hitBigFrameRate        = "big_frame_rate_per_ip"
 	hitNonProduceSize      = "max_nonproduce_request_size"
 	hitFetchMaxBytes       = "fetch_max_bytes"
 	hitPartitionsPerReq    = "max_partitions_per_request"

@@ -87,9 +87,12 @@ type Server struct {
 	// refused holds connections refused at the per-address limit until
 	// their close is due (tarpit.go).
 	refused *tarpit
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// readRate holds the per-address budgets of big-frame bytes
+	// (Limits.BigFrameRatePerIP).
+	readRate *rateBuckets
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // handler serves one request. It runs on the connection's reader goroutine
@@ -155,7 +158,8 @@ func NewServer(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, backend: cfg.Backend, logger: cfg.Logger, metrics: m, reqMemory: mem,
 		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, allGone: make(chan struct{}),
 		bigReads: make(chan struct{}, cfg.Limits.MaxBigFrameReads), ctx: ctx, cancel: cancel,
-		refused: newTarpit(cfg.Limits.RefusedCloseDelay, cfg.Limits.MaxConnections)}
+		refused:  newTarpit(cfg.Limits.RefusedCloseDelay, cfg.Limits.MaxConnections),
+		readRate: newRateBuckets(cfg.Limits.BigFrameRatePerIP)}
 	s.apis = map[int16]*api{}
 	for k, a := range registry {
 		s.apis[k] = a
@@ -291,6 +295,7 @@ func (s *Server) admit(c net.Conn, l *boundListener) {
 	s.conns[cn] = struct{}{}
 	s.perIP[ip]++
 	s.mu.Unlock()
+	s.readRate.open(ip)
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true}) // Go's defaults: 15 s idle and interval
 	}
@@ -338,6 +343,7 @@ func (s *Server) dropConn(c *conn) {
 	}
 	s.noteAllGoneLocked()
 	s.mu.Unlock()
+	s.readRate.close(c.ip)
 	for _, l := range s.lns {
 		select {
 		case l.slot <- struct{}{}: // wakes its accept loop if it waits at the limit

@@ -1,10 +1,14 @@
 package kafka
 
 import (
+	"bufio"
+	"errors"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -48,12 +52,17 @@ func TestRefusedCloseDelay(t *testing.T) {
 			t.Fatalf("first connection: %v", err)
 		}
 		start := time.Now()
-		second, err := net.Dial("tcp", s.Addr().String())
-		if err != nil {
-			t.Fatal(err)
+		var took time.Duration
+		if second, err := net.Dial("tcp", s.Addr().String()); err != nil {
+			// Reset before the dial returned: closed at once.
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatal(err)
+			}
+			took = time.Since(start)
+		} else {
+			took = closedAfter(t, second, start, 5*time.Second)
+			second.Close()
 		}
-		took := closedAfter(t, second, start, 5*time.Second)
-		second.Close()
 		if d > 0 && took < delay || d < 0 && took >= delay {
 			t.Errorf("delay %v: connection past the per-address limit closed after %v", d, took)
 		}
@@ -63,6 +72,9 @@ func TestRefusedCloseDelay(t *testing.T) {
 		var bad net.Conn
 		for i := 0; i < 50; i++ {
 			if bad, err = net.Dial("tcp", s.Addr().String()); err != nil {
+				if errors.Is(err, syscall.ECONNRESET) {
+					continue // still refused
+				}
 				t.Fatal(err)
 			}
 			writeReq(t, bad, 2, kmsg.NewPtrApiVersionsRequest())
@@ -87,5 +99,41 @@ func TestRefusedCloseDelay(t *testing.T) {
 			t.Errorf("delay %v: connection with a malformed frame closed after %v", d, took)
 		}
 		s.Close()
+	}
+}
+
+// Frames over 1 MiB from one address are read no faster than its rate:
+// 4 MiB at 8 MiB/s, with a burst of 1 MiB, take at least 3/8 s.
+func TestBigFrameRatePerIP(t *testing.T) {
+	for _, rate := range []int64{0, 8 << 20} {
+		c, client := testConn(t, Limits{})
+		c.s.readRate = newRateBuckets(rate)
+		c.s.readRate.open(c.ip)
+		frame := produceFrame("t", 4<<20)
+		go client.Write(frame)
+		start := time.Now()
+		deadline := start.Add(5 * time.Second)
+		c.nc.SetReadDeadline(deadline)
+		body, mem, err := c.readFrame(bufio.NewReaderSize(c.nc, readBufSize), deadline)
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("rate %d: %v", rate, err)
+		}
+		c.s.releaseMemory(mem)
+		if len(body) != len(frame)-4 {
+			t.Fatalf("rate %d: body of %d bytes, want %d", rate, len(body), len(frame)-4)
+		}
+		var m dto.Metric
+		if err := c.s.metrics.limitHits.WithLabelValues(hitBigFrameRate).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		hits := m.GetCounter().GetValue()
+		if rate > 0 && (took < 3*time.Second/8 || hits != 1) {
+			t.Errorf("rate %d: 4 MiB read in %v, %v limit hits", rate, took, hits)
+		}
+		if rate == 0 && hits != 0 {
+			t.Errorf("no rate: %v limit hits", hits)
+		}
+		t.Logf("rate %d: 4 MiB read in %v", rate, took)
 	}
 }
