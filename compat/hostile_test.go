@@ -168,8 +168,9 @@ func TestHostileClients(t *testing.T) {
 	if limit := max(3*p99b, 50*time.Millisecond); p99a > limit {
 		t.Errorf("producer p99 %v during the attack, over %v (3x %v)", p99a, limit, p99b)
 	}
-	// Measured from the attacker's dial, which includes time in the
-	// kernel's accept queue while thousands of connections arrive.
+	// Measured from the frame's first byte (see slowloris), no longer
+	// from the dial; the slack is for the scheduling of a loaded machine
+	// (at load 26 on 2 cores, 2 s past the timeout was seen).
 	if slowCut == 0 || slowMax > hostileFrameTimeout+5*time.Second {
 		t.Errorf("slowloris connections: %d cut, longest lived %v (frame timeout %v)", slowCut, slowMax, hostileFrameTimeout)
 	}
@@ -339,11 +340,28 @@ func idleConn(ctx context.Context, addr, src string, speak bool) {
 }
 
 // slowloris declares a 100 MiB frame and sends a byte a second, recording
-// how long the node kept each connection open.
+// how long the node kept each connection open from the frame's first byte.
+// It sends an ApiVersions first and waits for the answer: the frame then
+// starts once the node has accepted the connection, not while it waits in
+// the kernel's accept queue of a node at its connection limit, so that its
+// lifetime is the frame timeout's doing alone.
 func slowloris(ctx context.Context, addr string, lt *lifetimes) {
 	for ctx.Err() == nil {
 		conn, err := dialFrom(ctx, "127.0.0.7", addr)
 		if err != nil {
+			pause(ctx, 200*time.Millisecond)
+			continue
+		}
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		conn.Write([]byte{0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff}) // ApiVersions v0, no client id
+		var size [4]byte
+		_, err = io.ReadFull(conn, size[:])
+		if err == nil {
+			_, err = io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(size[:])))
+		}
+		stop()
+		if err != nil {
+			conn.Close() // refused at a limit, or the attack is over
 			pause(ctx, 200*time.Millisecond)
 			continue
 		}
