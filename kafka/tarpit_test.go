@@ -32,7 +32,7 @@ func closedAfter(t *testing.T, c net.Conn, start time.Time, limit time.Duration)
 // client sends, are closed only after the refused close delay; with the
 // delay off, at once.
 func TestRefusedCloseDelay(t *testing.T) {
-	const delay = 400 * time.Millisecond
+	const delay = time.Second
 	for _, d := range []time.Duration{delay, -1} {
 		s, err := NewServer(Config{Listeners: []Listener{{Name: "PLAIN", Protocol: Plaintext, Listen: "127.0.0.1:0"}},
 			Backend: stubBackend{}, Limits: Limits{MaxConnectionsPerIP: 1, RefusedCloseDelay: d}})
