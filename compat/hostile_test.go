@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,15 +36,23 @@ const (
 	hostilePerIP        = 1500
 	hostileBigReads     = 3          // --max-big-frame-reads: 300 MiB of frames, past the budget's bulk
 	hostileIdle         = 10000      // idle connections attempted, from 5 addresses
+	hostileHeld         = 4000       // of which speak once, and are then held idle
 	hostileRSSBudget    = 1280 << 20 // 5x the request budget: garbage and GC headroom
+	// --big-frame-rate-per-ip: the big frames all come from 127.0.0.8,
+	// the producer from 127.0.0.1. Over the 3 s frame timeout that
+	// still lets more than the budget's bulk arrive.
+	hostileBigRate = 192 << 20
 )
 
 // TestHostileClients attacks one node, while a well-behaved franz-go
 // producer runs, with: 10,000 idle connections (from five loopback
-// addresses, re-dialled when cut), 100 slowloris frames (100 MiB declared,
-// a byte a second), 100 connections each sending a 100 MiB frame as fast
-// as they can (half of them malformed, half well formed), and a zstd batch of a few KiB that inflates to 1 GiB,
+// addresses, re-dialled when cut; 4,000 of them speak once first), 100
+// slowloris frames (100 MiB declared, a byte a second), 100 connections
+// each sending 100 MiB frames as fast as they can (half of them malformed,
+// half well formed), and a zstd batch of a few KiB that inflates to 1 GiB,
 // followed by ListOffsets by a timestamp inside it, again and again. The
+// attack comes from 127.0.0.2-8 (Kafka's limits are per address), the
+// producer from 127.0.0.1. The
 // node must stay up within its memory budget, cut off the slow frames
 // within the frame timeout, and serve the producer with a p99 latency
 // within 3x of its p99 before the attack (the issue asks for 2x; the
@@ -51,10 +61,17 @@ const (
 func TestHostileClients(t *testing.T) {
 	raiseNoFile(t)
 	bomb, bombTS := zstdBomb(t, 1024, 1<<20)
-	c := startCluster(t, 1, withArgs("--frame-timeout", hostileFrameTimeout.String(),
+	args := []string{"--frame-timeout", hostileFrameTimeout.String(),
 		"--queued-max-request-bytes", strconv.Itoa(hostileBudget),
 		"--max-connections", strconv.Itoa(hostileMaxConns), "--max-connections-per-ip", strconv.Itoa(hostilePerIP),
-		"--max-big-frame-reads", strconv.Itoa(hostileBigReads)))
+		"--max-big-frame-reads", strconv.Itoa(hostileBigReads), "--big-frame-rate-per-ip", strconv.Itoa(hostileBigRate)}
+	// HOSTILE_PROFILE=dir keeps a CPU profile and an execution trace of
+	// the node under attack there, for finding what delays the producer.
+	profDir := os.Getenv("HOSTILE_PROFILE")
+	if profDir != "" {
+		args = append(args, "--admin-pprof")
+	}
+	c := startCluster(t, 1, withArgs(args...))
 	addr := c.node(1).kafka
 	if probe, err := dialFrom(context.Background(), "127.0.0.2", addr); err != nil {
 		t.Skipf("cannot dial from 127.0.0.2 (the attack's source addresses): %v", err)
@@ -96,6 +113,15 @@ func TestHostileClients(t *testing.T) {
 		listByTime(ctx, t, cl, bombTS+900, &maxList)
 	}()
 	time.Sleep(time.Second) // let the attack reach full strength
+	if profDir != "" {
+		for _, p := range []string{"profile?seconds=6", "trace?seconds=2"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				saveProfile(t, c, p, profDir)
+			}()
+		}
+	}
 	during := produceLatencies(t, cl, 8*time.Second)
 	cancel()
 	wg.Wait()
@@ -129,7 +155,7 @@ func TestHostileClients(t *testing.T) {
 	if v, ok := c.metric(1, `chronik_produce_latency_seconds{quantile="0.99"}`); ok {
 		t.Logf("node-side produce p99 over the last minute: %v", time.Duration(v*float64(time.Second)))
 	}
-	for _, l := range []string{"frame_timeout", "max_connections", "max_connections_per_ip", "queued_max_request_bytes", "max_big_frame_reads"} {
+	for _, l := range []string{"frame_timeout", "max_connections", "max_connections_per_ip", "queued_max_request_bytes", "max_big_frame_reads", "big_frame_rate_per_ip"} {
 		v, _ := c.metric(1, `chronik_limit_hits_total{limit="`+l+`"}`)
 		t.Logf("chronik_limit_hits_total{limit=%q} %v", l, v)
 		if v == 0 {
@@ -142,13 +168,37 @@ func TestHostileClients(t *testing.T) {
 	if limit := max(3*p99b, 50*time.Millisecond); p99a > limit {
 		t.Errorf("producer p99 %v during the attack, over %v (3x %v)", p99a, limit, p99b)
 	}
-	// Measured from the attacker's dial, which includes time in the
-	// kernel's accept queue while thousands of connections arrive.
+	// Measured from the frame's first byte (see slowloris), no longer
+	// from the dial; the slack is for the scheduling of a loaded machine
+	// (at load 26 on 2 cores, 2 s past the timeout was seen).
 	if slowCut == 0 || slowMax > hostileFrameTimeout+5*time.Second {
 		t.Errorf("slowloris connections: %d cut, longest lived %v (frame timeout %v)", slowCut, slowMax, hostileFrameTimeout)
 	}
 	if d := time.Duration(maxList.Load()); d == 0 || d > 5*time.Second {
 		t.Errorf("ListOffsets into the bomb: longest %v", d)
+	}
+}
+
+// saveProfile fetches /debug/pprof/<what> from node 1 into dir.
+func saveProfile(t *testing.T, c *cluster, what, dir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.node(1).admin+"/debug/pprof/"+what, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("pprof %s: %v", what, err)
+		return
+	}
+	defer resp.Body.Close()
+	name := filepath.Join(dir, "node-"+what[:strings.IndexByte(what, '?')])
+	f, err := os.Create(name)
+	if err != nil {
+		t.Errorf("pprof %s: %v", what, err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		t.Errorf("pprof %s: %v", what, err)
 	}
 }
 
@@ -188,24 +238,40 @@ func TestHostileAttacker(t *testing.T) {
 	// them, and the node refuses them from their first bytes. The other
 	// half are well formed and must be read through.
 	zeros, formed := frameHeader(100<<20), wellFormedHead(100<<20)
+	// HOSTILE_PARTS (a list of idle, slow, zeros, formed) runs only those
+	// parts of the attack, for taking it apart; the checks of the limits
+	// the others would hit then fail.
+	parts := os.Getenv("HOSTILE_PARTS")
+	on := func(p string) bool { return parts == "" || strings.Contains(parts, p) }
 	for i := 0; i < 100; i++ {
-		wg.Add(2)
 		head := zeros
 		if i%2 == 1 {
 			head = formed
 		}
-		go func() { defer wg.Done(); slowloris(ctx, addr, slow) }()
-		go func() { defer wg.Done(); bigFrame(ctx, addr, head) }()
-	}
-	for i := 0; i < hostileIdle; i++ {
-		wg.Add(1)
-		// Half from one address (past the per-address limit), half
-		// from four others (together past the total).
-		src := "127.0.0.2"
-		if i%2 == 1 {
-			src = fmt.Sprintf("127.0.0.%d", 3+i/2%4)
+		if on("slow") {
+			wg.Add(1)
+			go func() { defer wg.Done(); slowloris(ctx, addr, slow) }()
 		}
-		go func() { defer wg.Done(); idleConn(ctx, addr, src) }()
+		if (i%2 == 0 && on("zeros")) || (i%2 == 1 && on("formed")) {
+			wg.Add(1)
+			go func() { defer wg.Done(); bigFrame(ctx, addr, head) }()
+		}
+	}
+	for i := 0; i < hostileIdle && on("idle"); i++ {
+		wg.Add(1)
+		// Half from one address, never speaking: past the per-address
+		// limit, and cut at the frame timeout. Half from four others,
+		// 4,500 of which send an ApiVersions first and then idle, so
+		// that the node holds them until the end: with the first
+		// address's 1,500 the total limit is reached however slowly a
+		// loaded machine dials (when every idle connection was silent,
+		// each lived only a frame timeout and the total was at times
+		// never reached).
+		src, speak := "127.0.0.2", false
+		if i%2 == 1 {
+			src, speak = fmt.Sprintf("127.0.0.%d", 3+i/2%4), i/2 < hostileHeld
+		}
+		go func() { defer wg.Done(); idleConn(ctx, addr, src, speak) }()
 	}
 	wg.Wait()
 	fmt.Printf("slowloris %d %d\n", slow.count(), slow.max())
@@ -251,14 +317,19 @@ func pause(ctx context.Context, d time.Duration) {
 	}
 }
 
-// idleConn holds a connection that never speaks, dialling again when the
-// node cuts it, until ctx ends.
-func idleConn(ctx context.Context, addr, src string) {
+// idleConn holds an idle connection, dialling again when the node cuts
+// it, until ctx ends. With speak it sends an ApiVersions v0 first, as
+// every client does, and is then idle within the idle timeout; without,
+// it never speaks and is cut at the frame timeout.
+func idleConn(ctx context.Context, addr, src string, speak bool) {
 	for ctx.Err() == nil {
 		conn, err := dialFrom(ctx, src, addr)
 		if err != nil {
 			pause(ctx, 200*time.Millisecond)
 			continue
+		}
+		if speak {
+			conn.Write([]byte{0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff}) // no client id
 		}
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
 		io.Copy(io.Discard, conn)
@@ -269,11 +340,28 @@ func idleConn(ctx context.Context, addr, src string) {
 }
 
 // slowloris declares a 100 MiB frame and sends a byte a second, recording
-// how long the node kept each connection open.
+// how long the node kept each connection open from the frame's first byte.
+// It sends an ApiVersions first and waits for the answer: the frame then
+// starts once the node has accepted the connection, not while it waits in
+// the kernel's accept queue of a node at its connection limit, so that its
+// lifetime is the frame timeout's doing alone.
 func slowloris(ctx context.Context, addr string, lt *lifetimes) {
 	for ctx.Err() == nil {
 		conn, err := dialFrom(ctx, "127.0.0.7", addr)
 		if err != nil {
+			pause(ctx, 200*time.Millisecond)
+			continue
+		}
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		conn.Write([]byte{0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff}) // ApiVersions v0, no client id
+		var size [4]byte
+		_, err = io.ReadFull(conn, size[:])
+		if err == nil {
+			_, err = io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(size[:])))
+		}
+		stop()
+		if err != nil {
+			conn.Close() // refused at a limit, or the attack is over
 			pause(ctx, 200*time.Millisecond)
 			continue
 		}
@@ -324,7 +412,9 @@ func wellFormedHead(size int) []byte {
 }
 
 // bigFrame sends frames of 100 MiB starting with head, as fast as the
-// node reads them.
+// node reads them, one after another on a connection until the node cuts
+// it (a well-formed frame is answered, and the connection kept), then on
+// a new one.
 func bigFrame(ctx context.Context, addr string, head []byte) {
 	chunk := make([]byte, 1<<20)
 	for ctx.Err() == nil {
@@ -334,12 +424,17 @@ func bigFrame(ctx context.Context, addr string, head []byte) {
 			continue
 		}
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		_, err = conn.Write(head)
-		for left := 100<<20 - (len(head) - 4); err == nil && left > 0; left -= len(chunk) {
-			_, err = conn.Write(chunk[:min(left, len(chunk))])
+		answers := make(chan struct{})
+		go func() { io.Copy(io.Discard, conn); close(answers) }()
+		for err == nil {
+			_, err = conn.Write(head)
+			for left := 100<<20 - (len(head) - 4); err == nil && left > 0; left -= len(chunk) {
+				_, err = conn.Write(chunk[:min(left, len(chunk))])
+			}
 		}
 		stop()
 		conn.Close()
+		<-answers
 		pause(ctx, 100*time.Millisecond)
 	}
 }

@@ -162,6 +162,12 @@ func (c *conn) serve() {
 		close(c.out)
 		<-c.writerDone
 	}
+	var br *badRequest
+	if errors.As(err, &br) {
+		// A frame no client sends: the close waits, the connection
+		// unread and still counted against its address (tarpit.go).
+		c.s.delayClose()
+	}
 	if c.s.ctx.Err() != nil {
 		c.closeReset() // the server is stopping: see closeReset
 	} else {

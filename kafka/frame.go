@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -228,8 +229,9 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 			mem = hold{}
 		}
 	}()
-	got := 0       // bytes of the frame in chunks
-	var cur []byte // the last chunk, as far as it is filled
+	throttled := false // over the address's rate: counted once a frame
+	got := 0           // bytes of the frame in chunks
+	var cur []byte     // the last chunk, as far as it is filled
 	next := func() error {
 		class := min(len(chunks), len(chunkPools)-1)
 		n := min(firstChunk<<class, int(size)-got)
@@ -259,6 +261,31 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 				return nil, mem, err
 			}
 		}
+		want := cap(cur) - len(cur)
+		if size > bigFrame && got >= firstChunk {
+			n, wait := c.s.readRate.allow(c.ip, want, time.Now())
+			if wait > 0 {
+				// Over its address's rate: read nothing, and let
+				// another big frame be read meanwhile.
+				if !throttled {
+					throttled = true
+					c.s.metrics.limitHits.WithLabelValues(hitBigFrameRate).Inc()
+				}
+				if slot {
+					<-c.s.bigReads
+					slot = false
+					c.nc.SetReadDeadline(deadline)
+				}
+				if err := c.s.sleepUntil(minTime(time.Now().Add(wait), deadline)); err != nil {
+					return nil, mem, err
+				}
+				if !time.Now().Before(deadline) {
+					return nil, mem, os.ErrDeadlineExceeded
+				}
+				continue
+			}
+			want = n
+		}
 		if size > bigFrame && got >= firstChunk && !slot {
 			// Wait for bytes without a slot, then take one to read them.
 			if _, err := r.Peek(1); err != nil {
@@ -272,9 +299,12 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 		if slot {
 			c.nc.SetReadDeadline(minTime(deadline, time.Now().Add(bigReadStall)))
 		}
-		n, err := r.Read(cur[len(cur):cap(cur)])
+		n, err := r.Read(cur[len(cur) : len(cur)+want])
 		cur = cur[:len(cur)+n]
 		got += n
+		if size > bigFrame {
+			c.s.readRate.spend(c.ip, n)
+		}
 		if err != nil && got < int(size) {
 			if !slot || !isTimeout(err) || !time.Now().Before(deadline) {
 				return nil, mem, err
@@ -351,4 +381,20 @@ func (c *conn) takeMemory(n int64, big bool, deadline time.Time) error {
 	ctx, cancel := context.WithDeadline(c.s.ctx, deadline)
 	defer cancel()
 	return c.s.reqMemory.acquire(ctx, n, big)
+}
+
+// sleepUntil waits until t, or until the server stops (its error then).
+func (s *Server) sleepUntil(t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
 }

@@ -26,6 +26,13 @@ type Limits struct {
 	// silent before its first request: a slow or stalled sender is cut
 	// off in seconds, not after the idle timeout.
 	FrameTimeout time.Duration
+	// RefusedCloseDelay is how long a connection refused at
+	// MaxConnectionsPerIP, or cut for a malformed or oversized frame, is
+	// held unread before it is reset (tarpit.go); at most MaxConnections
+	// refused ones are held at once. Kafka delays the close of
+	// connections over their address's connection-creation rate (and of
+	// a failed login) the same way. Negative turns it off.
+	RefusedCloseDelay time.Duration
 	// QueuedMaxRequestBytes is the node-wide budget of request bytes held
 	// in memory, from the first byte read until the response is written
 	// (Kafka's queued.max.request.bytes): each frame's bytes as they
@@ -42,6 +49,10 @@ type Limits struct {
 	// bandwidth and CPU stay with the small requests. A frame whose bytes
 	// stop coming gives its slot up at once.
 	MaxBigFrameReads int
+	// BigFrameRatePerIP bounds, in bytes a second, how fast frames over
+	// 1 MiB from one client address are read, all its connections
+	// together (readrate.go); 0, the default, does not.
+	BigFrameRatePerIP int64
 	// MaxNonProduceRequestSize bounds frames of every API but Produce.
 	// Those requests are made of small structs whose decoded form is
 	// several times their wire size, so their frames are kept small
@@ -62,6 +73,7 @@ const (
 	DefaultMaxConnections           = 10000
 	DefaultMaxConnectionsPerIP      = 1000
 	DefaultFrameTimeout             = 20 * time.Second
+	DefaultRefusedCloseDelay        = time.Second
 	DefaultQueuedMaxRequestBytes    = 512 << 20
 	DefaultMaxBigFrameReads         = 2
 	DefaultMaxNonProduceRequestSize = 4 << 20
@@ -74,6 +86,9 @@ func (l *Limits) defaults(maxRequest int32) {
 	orDefault(&l.MaxConnections, DefaultMaxConnections)
 	orDefault(&l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
 	orDefault(&l.FrameTimeout, DefaultFrameTimeout)
+	if l.RefusedCloseDelay == 0 {
+		l.RefusedCloseDelay = DefaultRefusedCloseDelay
+	}
 	orDefault(&l.QueuedMaxRequestBytes, DefaultQueuedMaxRequestBytes)
 	orDefault(&l.MaxBigFrameReads, DefaultMaxBigFrameReads)
 	// One frame of the largest size must fit, or it could never be read.
@@ -108,6 +123,7 @@ const (
 	hitFrameTimeout        = "frame_timeout"
 	hitRequestMemoryWait   = "queued_max_request_bytes"
 	hitBigFrameReads       = "max_big_frame_reads"
+	hitBigFrameRate        = "big_frame_rate_per_ip"
 	hitNonProduceSize      = "max_nonproduce_request_size"
 	hitFetchMaxBytes       = "fetch_max_bytes"
 	hitPartitionsPerReq    = "max_partitions_per_request"

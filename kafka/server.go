@@ -86,6 +86,12 @@ type Server struct {
 	// bigReads holds a token per frame over bigFrame being read
 	// (Limits.MaxBigFrameReads).
 	bigReads chan struct{}
+	// refused holds connections refused at the per-address limit until
+	// their close is due (tarpit.go).
+	refused *tarpit
+	// readRate holds the per-address budgets of big-frame bytes
+	// (Limits.BigFrameRatePerIP).
+	readRate *rateBuckets
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -153,7 +159,9 @@ func NewServer(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, backend: cfg.Backend, logger: cfg.Logger, metrics: m, reqMemory: mem,
 		conns: map[*conn]struct{}{}, perIP: map[netip.Addr]int{}, allGone: make(chan struct{}),
-		bigReads: make(chan struct{}, cfg.Limits.MaxBigFrameReads), ctx: ctx, cancel: cancel}
+		bigReads: make(chan struct{}, cfg.Limits.MaxBigFrameReads), ctx: ctx, cancel: cancel,
+		refused:  newTarpit(cfg.Limits.RefusedCloseDelay, cfg.Limits.MaxConnections),
+		readRate: newRateBuckets(cfg.Limits.BigFrameRatePerIP)}
 	s.apis = map[int16]*api{}
 	for k, a := range registry {
 		s.apis[k] = a
@@ -197,6 +205,11 @@ func (s *Server) Listen() error {
 // Serve starts accepting connections; calls after the first do nothing.
 func (s *Server) Serve() {
 	s.serveOnce.Do(func() {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.refused.run(s.ctx.Done())
+		}()
 		for _, l := range s.lns {
 			s.wg.Add(1)
 			go s.accept(l)
@@ -272,13 +285,19 @@ func (s *Server) admit(c net.Conn, l *boundListener) {
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetLinger(0)
 		}
-		c.Close()
+		// Past its address's limit, the reset comes after the refused
+		// close delay (tarpit.go); another listener's last slot taken
+		// is a race, not a flood.
+		if hit == hitMaxConnections || !s.refused.hold(c) {
+			c.Close()
+		}
 		return
 	}
 	cn := newConn(s, c, ip, l)
 	s.conns[cn] = struct{}{}
 	s.perIP[ip]++
 	s.mu.Unlock()
+	s.readRate.open(ip)
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true}) // Go's defaults: 15 s idle and interval
 	}
@@ -329,6 +348,7 @@ func (s *Server) dropConn(c *conn) {
 	}
 	s.noteAllGoneLocked()
 	s.mu.Unlock()
+	s.readRate.close(c.ip)
 	for _, l := range s.lns {
 		select {
 		case l.slot <- struct{}{}: // wakes its accept loop if it waits at the limit

@@ -43,6 +43,8 @@ func serverFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-connections", Value: kafka.DefaultMaxConnections, Usage: "open Kafka client connections allowed (max.connections)", EnvVars: []string{"CHRONIK_MAX_CONNECTIONS"}},
 		&cli.IntFlag{Name: "max-connections-per-ip", Value: kafka.DefaultMaxConnectionsPerIP, Usage: "open Kafka client connections allowed per client address (max.connections.per.ip)", EnvVars: []string{"CHRONIK_MAX_CONNECTIONS_PER_IP"}},
 		&cli.IntFlag{Name: "max-big-frame-reads", Value: kafka.DefaultMaxBigFrameReads, Usage: "request frames over 1 MiB read at once, node-wide; others wait unread within their frame timeout", EnvVars: []string{"CHRONIK_MAX_BIG_FRAME_READS"}},
+		&cli.Int64Flag{Name: "big-frame-rate-per-ip", Value: 0, Usage: "bytes a second at which request frames over 1 MiB from one client address are read, all its connections together (0: no limit)", EnvVars: []string{"CHRONIK_BIG_FRAME_RATE_PER_IP"}},
+		&cli.StringFlag{Name: "refused-close-delay", Value: "1s", Usage: "a connection refused at --max-connections-per-ip, or cut for a malformed or oversized frame, is reset only after this, unread (0: at once)", EnvVars: []string{"CHRONIK_REFUSED_CLOSE_DELAY"}},
 		&cli.StringFlag{Name: "frame-timeout", Value: "20s", Usage: "time a request frame may take to arrive once begun, and a new connection to send its first (seconds, or a Go duration)", EnvVars: []string{"CHRONIK_FRAME_TIMEOUT"}},
 		&cli.IntFlag{Name: "fetch-max-bytes", Value: kafka.DefaultFetchMaxBytes, Usage: "most bytes one Fetch response carries, whatever the client asks (fetch.max.bytes)", EnvVars: []string{"CHRONIK_FETCH_MAX_BYTES"}},
 		&cli.IntFlag{Name: "max-partitions-per-request", Value: kafka.DefaultMaxPartitionsPerRequest, Usage: "partitions one CreateTopics or CreatePartitions request may add", EnvVars: []string{"CHRONIK_MAX_PARTITIONS_PER_REQUEST"}},
@@ -128,6 +130,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 			MaxConnections: c.Int("max-connections"), MaxConnectionsPerIP: c.Int("max-connections-per-ip"),
 			QueuedMaxRequestBytes:    c.Int64("queued-max-request-bytes"),
 			MaxBigFrameReads:         c.Int("max-big-frame-reads"),
+			BigFrameRatePerIP:        c.Int64("big-frame-rate-per-ip"),
 			MaxNonProduceRequestSize: int32(c.Int("max-nonproduce-request-size")),
 			FetchMaxBytes:            int32(c.Int("fetch-max-bytes")),
 			MaxPartitionsPerRequest:  c.Int("max-partitions-per-request"), MaxPartitions: c.Int("max-partitions"),
@@ -150,6 +153,7 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 		{"raft-tick", &cfg.RaftTick}, {"isr-lag-time", &cfg.ISRLagTime},
 		{"rebalance-delay", &cfg.RebalanceDelay}, {"retention-check-interval", &cfg.RetentionInterval},
 		{"frame-timeout", &cfg.KafkaLimits.FrameTimeout}, {"sasl-max-reauth", &cfg.SASLMaxReauth},
+		{"refused-close-delay", &cfg.KafkaLimits.RefusedCloseDelay},
 	}
 	for _, d := range durs {
 		v, err := parseSeconds(d.flag, c.String(d.flag))
@@ -157,6 +161,9 @@ func configFromFlags(c *cli.Context) (broker.Config, error) {
 			return cfg, err
 		}
 		*d.dst = v
+	}
+	if cfg.KafkaLimits.RefusedCloseDelay == 0 {
+		cfg.KafkaLimits.RefusedCloseDelay = -1 // 0 on the command line: off (the library's 0 is its default)
 	}
 	return cfg, securityFromFlags(c, &cfg)
 }
