@@ -119,16 +119,20 @@ func (r *Replica) noteAppResp(m *pb.Message) error {
 	has := m.GetIndex()
 	if m.GetReject() {
 		has = m.GetRejectHint()
-	}
-	if has >= match {
-		if rf != nil {
-			r.endRefill(from, rf, has)
-		}
-		return nil
+	} else if rf != nil && rf.known && has < rf.has {
+		// An ack of an older or smaller append (etcd raft's own probe):
+		// the follower still holds what it acked before.
+		has = rf.has
 	}
 	if rf == nil {
+		if has >= match {
+			return nil // not lost; checkBehind decides after the step
+		}
 		rf = &refill{since: time.Now()}
 		r.refills[from] = rf
+	} else if has >= r.refillTarget(match) {
+		r.endRefill(from, rf, has)
+		return nil
 	}
 	r.confirmRefill(from, rf, has, match)
 	answered := rf.end == 0 || (!m.GetReject() && has >= rf.end) || (m.GetReject() && m.GetIndex() == rf.prev)
@@ -141,8 +145,8 @@ func (r *Replica) noteAppResp(m *pb.Message) error {
 // confirmRefill records that follower id holds has, below its Match.
 func (r *Replica) confirmRefill(id uint64, rf *refill, has, match uint64) {
 	rf.has, rf.known = has, true
-	if rf.confirmed {
-		return
+	if rf.confirmed || has >= match {
+		return // a follower behind the cache (behind.go) lost nothing
 	}
 	rf.confirmed = true
 	// It proves it is caught up afresh (ISR, Reconfigure).
@@ -194,7 +198,7 @@ func (r *Replica) refillTick() error {
 			delete(r.refills, id)
 			continue
 		}
-		if rf.known && rf.has >= match {
+		if rf.known && rf.has >= r.refillTarget(match) {
 			r.endRefill(id, rf, rf.has)
 			continue
 		}
@@ -230,7 +234,7 @@ func (r *Replica) sendRefill(id uint64, rf *refill, match uint64, bs etcdraft.Ba
 	}
 	rf.waiting = false
 	prevTerm, err := r.st.Term(rf.has)
-	hi := min(match, r.lastIndex) + 1
+	hi := r.refillTarget(match) + 1
 	switch {
 	case err == nil && rf.has+1 >= hi:
 		return nil // nothing to send: etcd raft's appends take over
