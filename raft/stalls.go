@@ -30,7 +30,7 @@ type stallStats struct {
 	inbox, prepare, sync, finish, tick atomic.Int64 // worst ns since the last report
 	// one replica's worst: prepare, finish, log append, state machine apply
 	prepOne, finOne, appendOne, applyOne atomic.Int64
-	drainOne, readyOne, sendOne              atomic.Int64
+	drainOne, readyOne, sendOne          atomic.Int64
 
 	stepDownsQuorum atomic.Uint64
 	stepDownsTerm   atomic.Uint64
