@@ -57,6 +57,11 @@ type refill struct {
 	ahead     []*pb.Entry
 	aheadData []byte // ahead encoded as the next message, if it fits
 	waiting   bool
+	// held: the learner rate held the last message back; it is tried
+	// again on the next tick, not after refillResend (the bucket fills
+	// in a fraction of that, and a copy that waited out refillResend at
+	// each hold ran at a fifth of the rate).
+	held bool
 }
 
 // maxRefillBytes bounds the entries of one refill message (etcd raft's
@@ -202,7 +207,7 @@ func (r *Replica) refillTick() error {
 			r.endRefill(id, rf, rf.has)
 			continue
 		}
-		if time.Since(rf.sentAt) < r.refillResend() {
+		if !rf.held && time.Since(rf.sentAt) < r.refillResend() {
 			continue
 		}
 		// An unanswered probe is never dropped (the node is down or has
@@ -271,8 +276,9 @@ func (r *Replica) sendRefillMsg(id uint64, rf *refill, m *pb.Message, prev, end,
 func (r *Replica) sendRefillData(id uint64, rf *refill, m *pb.Message, data []byte, prev, end, match uint64) error {
 	rf.sentAt = time.Now()
 	ents := m.Entries
-	if r.throttled(m) {
-		rf.ahead, rf.aheadData = ents, data // kept for the next try, after refillResend
+	rf.held = r.throttled(m)
+	if rf.held {
+		rf.ahead, rf.aheadData = ents, data // kept for the next try, on the next tick
 		return nil
 	}
 	if n := len(m.Entries); n > 0 {
