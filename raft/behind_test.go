@@ -62,15 +62,3 @@ func TestLearnerBehindCacheRefilled(t *testing.T) {
 		t.Fatal("no leader refilled the learner: etcd raft read its entries on a worker")
 	}
 }
-
-// TestBatchSize: a worker takes an even share of a short queue, at least
-// minWorkerBatch, at most workerBatch.
-func TestBatchSize(t *testing.T) {
-	for _, c := range []struct{ queued, workers, want int }{
-		{0, 8, 0}, {1, 8, 1}, {3, 8, 3}, {30, 8, 4}, {40, 8, 5}, {300, 8, 32}, {30, 1, 30}, {100, 1, 32},
-	} {
-		if got := batchSize(c.queued, c.workers); got != c.want {
-			t.Errorf("batchSize(%d, %d) = %d, want %d", c.queued, c.workers, got, c.want)
-		}
-	}
-}

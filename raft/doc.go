@@ -58,8 +58,8 @@
 //
 // Anything that concerns a replica (a message from a peer, a proposal, a
 // tick, an operation such as a transfer request) is put in its inbox under
-// r.inMu and the replica is put on the host's run queue. A worker takes its
-// share of the queue (between minWorkerBatch and workerBatch replicas), holds each one's r.mu (TryLock: a
+// r.inMu and the replica is put on the host's run queue. A worker takes up
+// to workerBatch replicas off the queue, holds each one's r.mu (TryLock: a
 // replica busy on another worker is left to that worker, which runs it
 // again), and handles one Ready for each in three phases:
 //

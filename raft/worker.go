@@ -55,21 +55,6 @@ func (h *Host) enqueueReplica(r *Replica, urgent bool) {
 
 const workerBatch = 32
 
-// minWorkerBatch is the smallest batch a worker takes when others could
-// share the queue.
-const minWorkerBatch = 4
-
-// batchSize is how many of queued replicas one worker takes: an even
-// share of the workers', between minWorkerBatch and workerBatch. One
-// worker taking a short queue whole ran its groups one after another
-// while the other workers idled: at 30 groups and 50 ms each on a
-// starved machine the last one's heartbeat answers waited 1.5 s, and
-// CheckQuorum deposed leaders elsewhere (stalls.go's inbox figure).
-func batchSize(queued, workers int) int {
-	share := (queued + workers - 1) / max(workers, 1)
-	return min(queued, workerBatch, max(minWorkerBatch, share))
-}
-
 func (h *Host) worker() {
 	defer h.workers.Done()
 	batch := make([]*Replica, 0, workerBatch)
@@ -83,7 +68,7 @@ func (h *Host) worker() {
 			h.qmu.Unlock()
 			return
 		}
-		n := batchSize(len(h.queue), h.cfg.Workers)
+		n := min(len(h.queue), workerBatch)
 		batch = append(batch[:0], h.queue[:n]...)
 		h.queue = append(h.queue[:0], h.queue[n:]...)
 		h.qmu.Unlock()
