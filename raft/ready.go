@@ -76,7 +76,13 @@ func (r *Replica) drainInbox() {
 		if m.GetType() == pb.MsgAppResp && r.raftState == etcdraft.StateLeader {
 			r.noteRefillErr(r.noteAppResp(m)) // before etcd raft sees it (refill.go)
 		}
-		if err := r.rn.Step(m); err != nil && !errors.Is(err, etcdraft.ErrStepPeerNotFound) && !errors.Is(err, etcdraft.ErrStepLocalMsg) {
+		// The answer of a follower being refilled makes etcd raft send it
+		// an append it cannot take (it lacks what comes before): none of
+		// its entries is read from the log for that (behind.go).
+		r.st.refilling = r.refills[m.GetFrom()] != nil && r.raftState == etcdraft.StateLeader
+		err := r.rn.Step(m)
+		r.st.refilling = false
+		if err != nil && !errors.Is(err, etcdraft.ErrStepPeerNotFound) && !errors.Is(err, etcdraft.ErrStepLocalMsg) {
 			r.host.logger.Debug("raft step failed", "group", r.cfg.Name, "err", err)
 		}
 		if t := m.GetType(); (t == pb.MsgAppResp || t == pb.MsgHeartbeatResp) && r.raftState == etcdraft.StateLeader {
@@ -276,6 +282,9 @@ func (r *Replica) sendMsgs(msgs []*pb.Message, after bool) {
 		waits := t == pb.MsgAppResp || t == pb.MsgVoteResp || t == pb.MsgPreVoteResp
 		if waits != after {
 			continue
+		}
+		if r.uselessAppend(m) {
+			continue // behind.go
 		}
 		if r.throttled(m) {
 			if t == pb.MsgSnap {

@@ -120,6 +120,9 @@ type storage struct {
 	// inReady is set while etcd raft builds a Ready: its reads then are
 	// the apply path's, never deferred (behind.go).
 	inReady bool
+	// refilling is set while the leader steps an answer of a follower
+	// being refilled: no replication read goes to the log (behind.go).
+	refilling bool
 }
 
 // cacheLimit bounds a replica's entry cache. Entries not yet applied stay
