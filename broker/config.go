@@ -62,8 +62,9 @@ type ClusterFile struct {
 	// a resource no ACL applies to is open to all. Off by default.
 	AllowEveryoneIfNoACLFound bool `toml:"allow_everyone_if_no_acl_found"`
 	// ReplicationThrottle is every node's default learner rate in bytes
-	// per second (0: unlimited); --replication-throttle overrides it per
-	// node (throttle.go).
+	// per second (0 or unset: DefaultReplicationThrottle; negative:
+	// unlimited); --replication-throttle overrides it per node
+	// (throttle.go).
 	ReplicationThrottle int64 `toml:"replication_throttle"`
 	// MaxConcurrentMoves is how many reassignments the cluster runs at
 	// once; the rest wait in a queue in the metadata (move_queue.go).
@@ -196,7 +197,9 @@ type Config struct {
 	AutoLeaderRebalance bool
 	RebalanceDelay      time.Duration
 	// ReplicationThrottle bounds the bytes per second sent to replicas a
-	// reassignment adds (0: unlimited); the dynamic broker config
+	// reassignment adds or a node back on an empty disk refills (0: the
+	// cluster file's, else DefaultReplicationThrottle; negative:
+	// unlimited); the dynamic broker config
 	// leader.replication.throttled.rate overrides it (throttle.go).
 	ReplicationThrottle int64
 
@@ -265,8 +268,11 @@ func (c *Config) defaults() error {
 	if c.ISRLagTime <= 0 {
 		c.ISRLagTime = 10 * time.Second
 	}
-	if c.ReplicationThrottle <= 0 {
-		c.ReplicationThrottle = max(c.Cluster.ReplicationThrottle, 0)
+	if c.ReplicationThrottle == 0 {
+		c.ReplicationThrottle = c.Cluster.ReplicationThrottle
+	}
+	if c.ReplicationThrottle == 0 {
+		c.ReplicationThrottle = DefaultReplicationThrottle
 	}
 	if c.RebalanceDelay <= 0 {
 		c.RebalanceDelay = 2 * time.Second

@@ -45,6 +45,11 @@ var (
 		"Raft messages dropped because they came from a retired incarnation of a peer (a replaced disk).", nil, nil)
 	refillMsgsDesc = prometheus.NewDesc("chronik_raft_refill_messages_total",
 		"Appends a leader sent again to a follower that lacked entries it had counted as stored there (a wiped disk).", nil, nil)
+	behindRefillsDesc = prometheus.NewDesc("chronik_raft_behind_refills_total",
+		"Refills a leader started for a follower whose next entries were no longer in the entry cache (read off the Raft workers).", nil, nil)
+	stepDownsDesc = prometheus.NewDesc("chronik_raft_step_downs_total",
+		"Times a replica on this node stopped leading, by reason: quorum (CheckQuorum, a quorum of voters silent for an election timeout) or term (a higher term, a leadership transfer).",
+		[]string{"reason"}, nil)
 	adminUnauthorizedDesc = prometheus.NewDesc("chronik_admin_unauthorized_total",
 		"Admin HTTP requests refused for want of a token or client certificate.", nil, nil)
 )
@@ -57,6 +62,8 @@ func (c securityCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- rejectedMsgsDesc
 	ch <- retiredMsgsDesc
 	ch <- refillMsgsDesc
+	ch <- stepDownsDesc
+	ch <- behindRefillsDesc
 	ch <- adminUnauthorizedDesc
 }
 
@@ -67,6 +74,10 @@ func (c securityCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(rejectedMsgsDesc, prometheus.CounterValue, float64(c.b.host.RejectedMessages()))
 	ch <- prometheus.MustNewConstMetric(retiredMsgsDesc, prometheus.CounterValue, float64(c.b.host.RetiredMessages()))
 	ch <- prometheus.MustNewConstMetric(refillMsgsDesc, prometheus.CounterValue, float64(c.b.host.RefillMessages()))
+	ch <- prometheus.MustNewConstMetric(behindRefillsDesc, prometheus.CounterValue, float64(c.b.host.BehindRefills()))
+	for reason, n := range c.b.host.StepDowns() {
+		ch <- prometheus.MustNewConstMetric(stepDownsDesc, prometheus.CounterValue, float64(n), reason)
+	}
 	var unauth uint64
 	if c.b.admin != nil {
 		unauth = c.b.admin.Unauthorized()

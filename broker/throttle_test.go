@@ -76,4 +76,19 @@ func TestReplicationThrottleFromClusterFile(t *testing.T) {
 	if err := cfg.defaults(); err != nil || cfg.ReplicationThrottle != 5000 {
 		t.Fatalf("flag over cluster.toml: %d %v", cfg.ReplicationThrottle, err)
 	}
+	// Neither: the default; negative either way: unlimited, and it stays
+	// so when defaults run again.
+	cfg = oneNodeConfig(t)
+	if err := cfg.defaults(); err != nil || cfg.ReplicationThrottle != DefaultReplicationThrottle {
+		t.Fatalf("unset: %d %v", cfg.ReplicationThrottle, err)
+	}
+	for _, c := range []struct{ file, flag int64 }{{-1, 0}, {3000, -1}} {
+		cfg = oneNodeConfig(t)
+		cfg.Cluster.ReplicationThrottle, cfg.ReplicationThrottle = c.file, c.flag
+		for range 2 {
+			if err := cfg.defaults(); err != nil || cfg.ReplicationThrottle >= 0 {
+				t.Fatalf("file %d flag %d: %d %v, want unlimited (negative)", c.file, c.flag, cfg.ReplicationThrottle, err)
+			}
+		}
+	}
 }

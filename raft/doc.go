@@ -41,6 +41,9 @@
 //	gagnotice.go a gagged replica telling its leader (no transfers to it)
 //	refill.go    sending a follower again the entries it lost
 //	refillread.go reading those entries off the workers (readers)
+//	behind.go    followers far behind the entry cache: refilled too
+//	stalls.go    worst delays of the last second (the "raft stall" log
+//	             line), step-downs by reason
 //	incarnation.go peers' data directory incarnations, retired ones
 //	throttle.go  the learner rate (Config.LearnerRate)
 //	transport.go TCPTransport, its hello (v1 and v2, see below), its
@@ -223,7 +226,12 @@
 // Reconfigure's catch-up), not at Match; while a probe is unanswered (a
 // new incarnation whose replica may not exist yet) at nothing. Such a
 // probe is resent, never dropped, and Reconfigure promotes a learner only
-// once its match covers the latest configuration change. A 2-voter group whose wiped
+// once its match covers the latest configuration change. A follower that
+// lost nothing but is far behind the entry cache (behind.go: a new
+// leader's view of a wiped node, a learner a move adds) is refilled the
+// same way: etcd raft's replication reads that the cache does not serve
+// return no entries, so its appends would never read the log on a worker,
+// and a refill goes up to where the cache starts. A 2-voter group whose wiped
 // voter stays silent for an election timeout loses its leader
 // (CheckQuorum) and cannot elect one without that voter's vote: Ungag is
 // the operator's word there.

@@ -180,13 +180,15 @@ type Host struct {
 	closed  atomic.Bool
 	stopped atomic.Bool
 
-	transferring sync.Map      // group -> struct{}: rebalances in flight
-	sentRefills  atomic.Uint64 // refill messages sent (refill.go)
-	reads        refillReads   // refill entries read off the workers (refillread.go)
-	refillReads  atomic.Uint64 // reads asked of them
-	guard        msgGuard
-	learners     learnerBucket // Config.LearnerRate (throttle.go)
-	incs         incarnations  // peers' data directory incarnations (incarnation.go)
+	transferring  sync.Map      // group -> struct{}: rebalances in flight
+	sentRefills   atomic.Uint64 // refill messages sent (refill.go)
+	behindRefills atomic.Uint64 // refills of followers behind the cache (behind.go)
+	reads         refillReads   // refill entries read off the workers (refillread.go)
+	refillReads   atomic.Uint64 // reads asked of them
+	guard         msgGuard
+	learners      learnerBucket // Config.LearnerRate (throttle.go)
+	incs          incarnations  // peers' data directory incarnations (incarnation.go)
+	stalls        stallStats    // worst delays, step-downs (stalls.go)
 	// syncFault, when set (tests), is called before each log fsync and
 	// its error taken as the fsync's.
 	syncFault atomic.Pointer[func(*Replica) error]
@@ -242,9 +244,10 @@ func (h *Host) Start() error {
 		h.wg.Add(1)
 		go h.syncer()
 	}
-	h.wg.Add(2)
+	h.wg.Add(3)
 	go h.housekeeping()
 	go h.liveness()
+	go h.stallReporter()
 	return nil
 }
 

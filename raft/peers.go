@@ -174,6 +174,9 @@ func (h *Host) Receive(from uint64, msgs []WireMsg) {
 			r.watchLeaderMsg(m)
 		}
 		r.inMu.Lock()
+		if len(r.inMsgs) == 0 {
+			r.inMsgsAt = time.Now()
+		}
 		r.inMsgs = append(r.inMsgs, m)
 		r.inMu.Unlock()
 		switch m.GetType() {

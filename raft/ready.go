@@ -31,8 +31,12 @@ type readyWork struct {
 func (r *Replica) drainInbox() {
 	r.inMu.Lock()
 	msgs, props, ticks, ops := r.inMsgs, r.inProps, r.inTicks, r.inOps
+	msgsAt := r.inMsgsAt
 	r.inMsgs, r.inProps, r.inTicks, r.inOps = nil, nil, 0, nil
 	r.inMu.Unlock()
+	if len(msgs) > 0 && !msgsAt.IsZero() {
+		noteMax(&r.host.stalls.inbox, time.Since(msgsAt))
+	}
 	if len(msgs) > 0 || len(props) > 0 || len(ops) > 0 {
 		r.mustPublish = true
 	}
@@ -72,8 +76,17 @@ func (r *Replica) drainInbox() {
 		if m.GetType() == pb.MsgAppResp && r.raftState == etcdraft.StateLeader {
 			r.noteRefillErr(r.noteAppResp(m)) // before etcd raft sees it (refill.go)
 		}
-		if err := r.rn.Step(m); err != nil && !errors.Is(err, etcdraft.ErrStepPeerNotFound) && !errors.Is(err, etcdraft.ErrStepLocalMsg) {
+		// The answer of a follower being refilled makes etcd raft send it
+		// an append it cannot take (it lacks what comes before): none of
+		// its entries is read from the log for that (behind.go).
+		r.st.refilling = r.refills[m.GetFrom()] != nil && r.raftState == etcdraft.StateLeader
+		err := r.rn.Step(m)
+		r.st.refilling = false
+		if err != nil && !errors.Is(err, etcdraft.ErrStepPeerNotFound) && !errors.Is(err, etcdraft.ErrStepLocalMsg) {
 			r.host.logger.Debug("raft step failed", "group", r.cfg.Name, "err", err)
+		}
+		if t := m.GetType(); (t == pb.MsgAppResp || t == pb.MsgHeartbeatResp) && r.raftState == etcdraft.StateLeader {
+			r.noteRefillErr(r.checkBehind(m.GetFrom())) // behind.go
 		}
 	}
 	if r.quiesced.Load() {
@@ -136,7 +149,9 @@ func maxTicksPerDrain(electionTicks int) int { return max(1, electionTicks-1) }
 // as before; it only writes a little later. It reports whether the Ready has
 // writes left for prepareWrite.
 func (r *Replica) prepare() (w readyWork, err error) {
+	t0 := time.Now()
 	r.drainInbox()
+	noteMax(&r.host.stalls.drainOne, time.Since(t0))
 	if err := r.refillErr; err != nil {
 		r.refillErr = nil
 		return w, err
@@ -144,7 +159,11 @@ func (r *Replica) prepare() (w readyWork, err error) {
 	if r.failed || !r.rn.HasReady() {
 		return w, nil
 	}
+	t1 := time.Now()
+	r.st.inReady = true
 	w.rd = r.rn.Ready()
+	r.st.inReady = false
+	noteMax(&r.host.stalls.readyOne, time.Since(t1))
 	w.has = true
 	rd := &w.rd
 	if rd.SoftState != nil {
@@ -167,7 +186,9 @@ func (r *Replica) prepare() (w readyWork, err error) {
 	// sync phase, and a candidate that crashes first never counted it.
 	// What does promise durability (append and vote responses) waits for
 	// finish.
+	t2 := time.Now()
 	r.sendMsgs(rd.Messages, false)
+	noteMax(&r.host.stalls.sendOne, time.Since(t2))
 	// A transfer ends when this node hears of the new leader (stepped
 	// above); nothing this Ready writes concerns it, so its waiter need
 	// not wait for the writes, the batch's fsyncs or Advance.
@@ -188,7 +209,9 @@ func (r *Replica) prepareWrite(w *readyWork) error {
 	}
 	if len(rd.Entries) > 0 {
 		r.curEntries = rd.Entries
+		ta := time.Now()
 		out, err := r.st.append(rd.Entries, r.scratch)
+		noteMax(&r.host.stalls.appendOne, time.Since(ta))
 		if err != nil {
 			return fmt.Errorf("append: %w", err)
 		}
@@ -281,6 +304,9 @@ func (r *Replica) sendMsgs(msgs []*pb.Message, after bool) {
 		if waits != after {
 			continue
 		}
+		if r.uselessAppend(m) {
+			continue // behind.go
+		}
 		if r.throttled(m) {
 			if t == pb.MsgSnap {
 				r.rn.ReportSnapshot(m.GetTo(), etcdraft.SnapshotFailure)
@@ -339,9 +365,11 @@ func (r *Replica) apply(ents []*pb.Entry) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	ta := time.Now()
 	if err := r.cfg.SM.Apply(batch); err != nil {
 		return err
 	}
+	noteMax(&r.host.stalls.applyOne, time.Since(ta))
 	last := batch[len(batch)-1]
 	r.applied, r.appliedTerm = last.Index, last.Term
 	r.st.cacheEvict(r.applied)
@@ -376,8 +404,12 @@ func (r *Replica) termAt(batch []Committed, index uint64) uint64 {
 
 func (r *Replica) onSoftState(ss *etcdraft.SoftState) {
 	wasLeader := r.raftState == etcdraft.StateLeader
+	prevTerm := r.term
 	r.lead, r.raftState = ss.Lead, ss.RaftState
 	r.term = r.rn.BasicStatus().GetTerm()
+	if wasLeader && r.raftState != etcdraft.StateLeader {
+		r.noteStepDown(ss.Lead, prevTerm)
+	}
 	if r.raftState == etcdraft.StateLeader && !wasLeader {
 		r.leaderSince = time.Now()
 		clear(r.refills) // etcd raft's progress is fresh too

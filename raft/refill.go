@@ -57,6 +57,11 @@ type refill struct {
 	ahead     []*pb.Entry
 	aheadData []byte // ahead encoded as the next message, if it fits
 	waiting   bool
+	// held: the learner rate held the last message back; it is tried
+	// again on the next tick, not after refillResend (the bucket fills
+	// in a fraction of that, and a copy that waited out refillResend at
+	// each hold ran at a fifth of the rate).
+	held bool
 }
 
 // maxRefillBytes bounds the entries of one refill message (etcd raft's
@@ -119,16 +124,20 @@ func (r *Replica) noteAppResp(m *pb.Message) error {
 	has := m.GetIndex()
 	if m.GetReject() {
 		has = m.GetRejectHint()
-	}
-	if has >= match {
-		if rf != nil {
-			r.endRefill(from, rf, has)
-		}
-		return nil
+	} else if rf != nil && rf.known && has < rf.has {
+		// An ack of an older or smaller append (etcd raft's own probe):
+		// the follower still holds what it acked before.
+		has = rf.has
 	}
 	if rf == nil {
+		if has >= match {
+			return nil // not lost; checkBehind decides after the step
+		}
 		rf = &refill{since: time.Now()}
 		r.refills[from] = rf
+	} else if has >= r.refillTarget(match) {
+		r.endRefill(from, rf, has)
+		return nil
 	}
 	r.confirmRefill(from, rf, has, match)
 	answered := rf.end == 0 || (!m.GetReject() && has >= rf.end) || (m.GetReject() && m.GetIndex() == rf.prev)
@@ -141,8 +150,8 @@ func (r *Replica) noteAppResp(m *pb.Message) error {
 // confirmRefill records that follower id holds has, below its Match.
 func (r *Replica) confirmRefill(id uint64, rf *refill, has, match uint64) {
 	rf.has, rf.known = has, true
-	if rf.confirmed {
-		return
+	if rf.confirmed || has >= match {
+		return // a follower behind the cache (behind.go) lost nothing
 	}
 	rf.confirmed = true
 	// It proves it is caught up afresh (ISR, Reconfigure).
@@ -194,11 +203,11 @@ func (r *Replica) refillTick() error {
 			delete(r.refills, id)
 			continue
 		}
-		if rf.known && rf.has >= match {
+		if rf.known && rf.has >= r.refillTarget(match) {
 			r.endRefill(id, rf, rf.has)
 			continue
 		}
-		if time.Since(rf.sentAt) < r.refillResend() {
+		if !rf.held && time.Since(rf.sentAt) < r.refillResend() {
 			continue
 		}
 		// An unanswered probe is never dropped (the node is down or has
@@ -230,7 +239,7 @@ func (r *Replica) sendRefill(id uint64, rf *refill, match uint64, bs etcdraft.Ba
 	}
 	rf.waiting = false
 	prevTerm, err := r.st.Term(rf.has)
-	hi := min(match, r.lastIndex) + 1
+	hi := r.refillTarget(match) + 1
 	switch {
 	case err == nil && rf.has+1 >= hi:
 		return nil // nothing to send: etcd raft's appends take over
@@ -267,8 +276,9 @@ func (r *Replica) sendRefillMsg(id uint64, rf *refill, m *pb.Message, prev, end,
 func (r *Replica) sendRefillData(id uint64, rf *refill, m *pb.Message, data []byte, prev, end, match uint64) error {
 	rf.sentAt = time.Now()
 	ents := m.Entries
-	if r.throttled(m) {
-		rf.ahead, rf.aheadData = ents, data // kept for the next try, after refillResend
+	rf.held = r.throttled(m)
+	if rf.held {
+		rf.ahead, rf.aheadData = ents, data // kept for the next try, on the next tick
 		return nil
 	}
 	if n := len(m.Entries); n > 0 {

@@ -196,7 +196,7 @@ func (r *Replica) readRefill(id uint64, rf *refill, lo, hi uint64) {
 // readAhead asks for the entries after end, which the message just sent
 // covers, so they are at hand when the follower answers. Worker only.
 func (r *Replica) readAhead(id uint64, rf *refill, end, match uint64) {
-	hi := min(match, r.lastIndex) + 1
+	hi := r.refillTarget(match) + 1
 	if end+1 >= hi || rf.reading != nil {
 		return
 	}

@@ -89,6 +89,7 @@ type Replica struct {
 
 	inMu      sync.Mutex
 	inMsgs    []*pb.Message
+	inMsgsAt  time.Time // when the first of inMsgs arrived (stalls.go)
 	inProps   []*proposal
 	inTicks   int
 	inOps     []func()
@@ -252,7 +253,7 @@ func (r *Replica) start(reload bool) (err error) {
 		HeartbeatTick:             h.cfg.HeartbeatTicks,
 		Storage:                   st,
 		Applied:                   applied,
-		MaxSizePerMsg:             4 << 20,
+		MaxSizePerMsg:             sendMaxSize,
 		MaxCommittedSizePerReady:  64 << 20,
 		MaxUncommittedEntriesSize: 256 << 20,
 		MaxInflightMsgs:           256,

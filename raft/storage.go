@@ -117,6 +117,12 @@ type storage struct {
 	// memory spares a disk read on every commit.
 	cache      []*pb.Entry
 	cacheBytes int
+	// inReady is set while etcd raft builds a Ready: its reads then are
+	// the apply path's, never deferred (behind.go).
+	inReady bool
+	// refilling is set while the leader steps an answer of a follower
+	// being refilled: no replication read goes to the log (behind.go).
+	refilling bool
 }
 
 // cacheLimit bounds a replica's entry cache. Entries not yet applied stay
@@ -303,6 +309,9 @@ func (s *storage) InitialState() (*pb.HardState, *pb.ConfState, error) {
 func (s *storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	if out, ok := s.cacheGet(lo, hi, maxSize); ok {
 		return out, nil
+	}
+	if s.farRead(lo, maxSize) {
+		return nil, nil // a refill sends them (behind.go)
 	}
 	es, err := s.log.Entries(lo, hi, maxSize)
 	if err != nil {

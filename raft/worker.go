@@ -95,11 +95,13 @@ func (h *Host) worker() {
 // fsyncs between the replicas that need one. The caller holds every
 // replica's mu; processBatch releases them.
 func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
+	t0 := time.Now()
 	// Phase 1 in two passes: every replica steps and sends, then every
 	// replica writes (ready.go, prepare).
 	for _, r := range rs {
 		var w readyWork
 		if !r.stopped.Load() {
+			t := time.Now()
 			err := r.safely("prepare", func() (err error) {
 				w, err = r.prepare()
 				if err != nil || !w.has {
@@ -107,6 +109,7 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 				}
 				return err
 			})
+			noteMax(&h.stalls.prepOne, time.Since(t))
 			if err != nil {
 				r.fail(err)
 			}
@@ -156,7 +159,9 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 			k++
 		}
 	}
+	t1 := time.Now()
 	h.syncRound(rs[:k], works[:k])
+	t2 := time.Now()
 	for pass := range 2 {
 		for i, r := range rs[:n] {
 			if works[i].appliesConf() == (pass == 1) {
@@ -164,6 +169,9 @@ func (h *Host) processBatch(rs []*Replica, works []readyWork) []readyWork {
 			}
 		}
 	}
+	noteMax(&h.stalls.prepare, t1.Sub(t0)) // with the early finishes
+	noteMax(&h.stalls.sync, t2.Sub(t1))
+	noteMax(&h.stalls.finish, time.Since(t2))
 	clear(works) // no Ready kept alive until the next batch
 	return works
 }
@@ -185,6 +193,8 @@ func (w *readyWork) syncs() bool { return w.stateRec != nil || w.needSync || w.s
 // finishOne runs finish for r, releases it and reschedules it if needed.
 func (h *Host) finishOne(r *Replica, w *readyWork) {
 	if !r.failed && !r.stopped.Load() {
+		t := time.Now()
+		defer func() { noteMax(&h.stalls.finOne, time.Since(t)) }()
 		if err := r.safely("finish", func() error { return r.finish(w) }); err != nil {
 			r.fail(err)
 		}
@@ -287,7 +297,11 @@ func (h *Host) every(d time.Duration, fn func()) {
 }
 
 func (h *Host) ticker() {
+	last := time.Now()
 	h.every(h.cfg.TickInterval, func() {
+		now := time.Now()
+		noteMax(&h.stalls.tick, now.Sub(last)-h.cfg.TickInterval)
+		last = now
 		for _, r := range h.Replicas() {
 			if r.quiesced.Load() || r.halted.Load() {
 				continue
