@@ -36,6 +36,10 @@ const (
 // byte comes: a stalled sender must not keep others from being read.
 const bigReadStall = 50 * time.Millisecond
 
+// discardCost is what a byte of a frame answered from its head (read
+// only to be dropped) counts against its address's big-frame rate.
+const discardCost = 2
+
 // errFrameAnswered says a frame was answered from its header and the rest
 // of it discarded: there is nothing to decode.
 var errFrameAnswered = errors.New("frame answered from its header")
@@ -284,8 +288,18 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 			}
 		}
 		want := cap(cur) - len(cur)
+		// Bytes to be dropped count twice against the address's rate:
+		// the client has its answer, and a frame that must be read
+		// through goes first. Unlike those, they need no budget, so
+		// without this a flood of them would be taken in at the full
+		// rate, costing both ends of the connection CPU that the
+		// others wait for.
+		cost := 1
+		if answer != nil {
+			cost = discardCost
+		}
 		if size > bigFrame && got >= firstChunk {
-			n, wait := c.s.readRate.allow(c.ip, want, time.Now())
+			n, wait := c.s.readRate.allow(c.ip, want*cost, time.Now())
 			if wait > 0 {
 				// Over its address's rate: read nothing, and let
 				// another big frame be read meanwhile.
@@ -306,7 +320,7 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 				}
 				continue
 			}
-			want = n
+			want = max(n/cost, 1)
 		}
 		if size > bigFrame && got >= firstChunk && !slot {
 			// Wait for bytes without a slot, then take one to read them.
@@ -325,7 +339,7 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 		cur = cur[:len(cur)+n]
 		got += n
 		if size > bigFrame {
-			c.s.readRate.spend(c.ip, n)
+			c.s.readRate.spend(c.ip, n*cost)
 		}
 		if err != nil && got < int(size) {
 			if !slot || !isTimeout(err) || !time.Now().Before(deadline) {
