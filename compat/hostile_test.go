@@ -47,9 +47,9 @@ const (
 // TestHostileClients attacks one node, while a well-behaved franz-go
 // producer runs, with: 10,000 idle connections (from five loopback
 // addresses, re-dialled when cut; 4,000 of them speak once first), 100
-// slowloris frames (100 MiB declared, a byte a second), 100 connections
-// each sending 100 MiB frames as fast as they can (half of them malformed,
-// half well formed), and a zstd batch of a few KiB that inflates to 1 GiB,
+// slowloris frames (100 MiB declared, a byte a second), 125 connections
+// each sending 100 MiB frames as fast as they can (50 malformed, 75 well
+// formed, 25 of which the node can answer from their head), and a zstd batch of a few KiB that inflates to 1 GiB,
 // followed by ListOffsets by a timestamp inside it, again and again. The
 // attack comes from 127.0.0.2-8 (Kafka's limits are per address), the
 // producer from 127.0.0.1. The
@@ -234,10 +234,15 @@ func TestHostileAttacker(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	slow := &lifetimes{}
-	// Half the big frames are zeros after their header: no Produce fills
-	// them, and the node refuses them from their first bytes. The other
-	// half are well formed and must be read through.
-	zeros, formed := frameHeader(100<<20), wellFormedHead(100<<20)
+	// Of the 100 big-frame connections, half send zeros after the
+	// header: no Produce fills them, and the node refuses them from their
+	// first bytes. The other half send well-formed frames holding 512 KiB
+	// for an existing partition first, which must be read through (and
+	// held in the request budget) to be answered. 25 more send frames
+	// holding 64 bytes for the existing partition and then 100 MiB for
+	// one that does not exist, which the node answers from their first
+	// chunk and reads into scratch.
+	zeros, formed, through := frameHeader(100<<20), wellFormedHead(100<<20, 64), wellFormedHead(100<<20, 512<<10)
 	// HOSTILE_PARTS (a list of idle, slow, zeros, formed) runs only those
 	// parts of the attack, for taking it apart; the checks of the limits
 	// the others would hit then fail.
@@ -246,7 +251,7 @@ func TestHostileAttacker(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		head := zeros
 		if i%2 == 1 {
-			head = formed
+			head = through
 		}
 		if on("slow") {
 			wg.Add(1)
@@ -255,6 +260,10 @@ func TestHostileAttacker(t *testing.T) {
 		if (i%2 == 0 && on("zeros")) || (i%2 == 1 && on("formed")) {
 			wg.Add(1)
 			go func() { defer wg.Done(); bigFrame(ctx, addr, head) }()
+		}
+		if i%4 == 1 && on("formed") {
+			wg.Add(1)
+			go func() { defer wg.Done(); bigFrame(ctx, addr, formed) }()
 		}
 	}
 	for i := 0; i < hostileIdle && on("idle"); i++ {
@@ -389,18 +398,20 @@ func slowloris(ctx context.Context, addr string, lt *lifetimes) {
 }
 
 // wellFormedHead is the start of a Produce v9 frame of size bytes (acks 1)
-// to topic "calm" with two partitions: 0 with 64 bytes of records (it
-// exists, so the frame may hold something to write and is read through),
-// then 1 with the rest. All that follows it is zeros: the records, then
-// the empty tagged fields of partition, topic and request.
-func wellFormedHead(size int) []byte {
+// to topic "calm" with two partitions: 0 with first bytes of records (it
+// exists, so the frame may hold something to write), then 1 with the
+// rest. All that follows it is zeros: the records, then the empty tagged
+// fields of partition, topic and request; with first past the node's
+// first 4 KiB chunk the head is that long.
+func wellFormedHead(size, first int) []byte {
 	b := binary.BigEndian.AppendUint32(nil, uint32(size))
 	b = append(b, 0, 0, 0, 9, 0, 0, 0, 1) // Produce v9, correlation id 1
 	b = append(b, 0, 0, 0, 0)             // client id "", no tags, no transactional id
 	b = append(b, 0, 1, 0, 0, 0x27, 0x10) // acks 1, timeout 10 s
 	b = append(b, 2, 5, 'c', 'a', 'l', 'm', 3)
-	b = append(b, 0, 0, 0, 0, 65)
-	b = append(b, make([]byte, 64+1)...) // records, tags
+	b = append(b, 0, 0, 0, 0)
+	b = binary.AppendUvarint(b, uint64(first+1))
+	b = append(b, make([]byte, first+1)...) // records, tags
 	b = append(b, 0, 0, 0, 1)
 	// The records fill what the length itself and 3 tag bytes leave.
 	left := size - (len(b) - 4) - 3

@@ -321,6 +321,12 @@ func (c *conn) handle(body []byte, mem hold) error {
 			return resp
 		}})
 	}
+	return c.serveRequest(d, mem, began, nil)
+}
+
+// serveRequest runs a decoded request's handler and queues its reply; wrap,
+// when set, is given the reply to amend (screenProduce).
+func (c *conn) serveRequest(d decoded, mem hold, began time.Time, wrap func(reply) reply) error {
 	if d.clientID != nil && c.cc.clientID == "" {
 		c.cc.clientID = *d.clientID
 	}
@@ -357,6 +363,9 @@ func (c *conn) handle(body []byte, mem hold) error {
 		c.s.releaseMemory(mem)
 		c.s.requestDone(gen)
 		return nil
+	}
+	if wrap != nil {
+		r = wrap(r)
 	}
 	flexible := d.req.IsFlexible() && d.key != 18
 	if err := c.enqueue(pendingResp{gen: gen, key: d.key, version: d.version, corr: d.corr, flexible: flexible, start: start,

@@ -36,6 +36,10 @@ const (
 // byte comes: a stalled sender must not keep others from being read.
 const bigReadStall = 50 * time.Millisecond
 
+// discardCost is what a byte of a frame answered from its head (read
+// only to be dropped) counts against its address's big-frame rate.
+const discardCost = 2
+
 // errFrameAnswered says a frame was answered from its header and the rest
 // of it discarded: there is nothing to decode.
 var errFrameAnswered = errors.New("frame answered from its header")
@@ -217,9 +221,18 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 	// its chunks for the next one instead of a trail of garbage.
 	var chunks []*[]byte
 	slot := false
+	// answer is set when the frame's first chunk was enough to answer it
+	// (screenProduce): the rest is read into scratch and dropped, through
+	// the same big-read slots and address rate as any big frame (the
+	// bytes cost the same CPU to take in), but holding no budget.
+	var answer func() error
+	var scratch *[]byte
 	defer func() {
 		for _, ch := range chunks {
 			putChunk(ch)
+		}
+		if scratch != nil {
+			discardPool.Put(scratch)
 		}
 		if slot {
 			<-c.s.bigReads
@@ -253,17 +266,40 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 		if len(cur) == cap(cur) {
 			if !screened {
 				screened = true
-				if err := c.screenProduce(r, cur, int(size)); err != nil {
+				a, err := c.screenProduce(cur, int(size))
+				if err != nil {
 					return nil, mem, err
 				}
+				if a != nil {
+					answer = a
+					for _, ch := range chunks {
+						putChunk(ch)
+					}
+					chunks = nil
+					c.s.reqMemory.release(mem.n, mem.big)
+					mem = hold{}
+					scratch = discardPool.Get().(*[]byte)
+				}
 			}
-			if err := next(); err != nil {
+			if answer != nil {
+				cur = (*scratch)[:0:min(len(*scratch), int(size)-got)]
+			} else if err := next(); err != nil {
 				return nil, mem, err
 			}
 		}
 		want := cap(cur) - len(cur)
+		// Bytes to be dropped count twice against the address's rate:
+		// the client has its answer, and a frame that must be read
+		// through goes first. Unlike those, they need no budget, so
+		// without this a flood of them would be taken in at the full
+		// rate, costing both ends of the connection CPU that the
+		// others wait for.
+		cost := 1
+		if answer != nil {
+			cost = discardCost
+		}
 		if size > bigFrame && got >= firstChunk {
-			n, wait := c.s.readRate.allow(c.ip, want, time.Now())
+			n, wait := c.s.readRate.allow(c.ip, want*cost, time.Now())
 			if wait > 0 {
 				// Over its address's rate: read nothing, and let
 				// another big frame be read meanwhile.
@@ -284,7 +320,7 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 				}
 				continue
 			}
-			want = n
+			want = max(n/cost, 1)
 		}
 		if size > bigFrame && got >= firstChunk && !slot {
 			// Wait for bytes without a slot, then take one to read them.
@@ -303,7 +339,7 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 		cur = cur[:len(cur)+n]
 		got += n
 		if size > bigFrame {
-			c.s.readRate.spend(c.ip, n)
+			c.s.readRate.spend(c.ip, n*cost)
 		}
 		if err != nil && got < int(size) {
 			if !slot || !isTimeout(err) || !time.Now().Before(deadline) {
@@ -317,6 +353,16 @@ func (c *conn) readFrame(r *bufio.Reader, deadline time.Time) (body []byte, mem 
 	}
 	if slot {
 		c.nc.SetReadDeadline(deadline)
+	}
+	if answer != nil {
+		if slot {
+			<-c.s.bigReads
+			slot = false
+		}
+		if err := answer(); err != nil {
+			return nil, mem, err
+		}
+		return nil, mem, errFrameAnswered
 	}
 	body = make([]byte, 0, size)
 	for i, ch := range chunks {

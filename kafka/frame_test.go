@@ -260,10 +260,21 @@ func TestProduceShapeOfEncodedRequests(t *testing.T) {
 				t.Fatalf("v%d: %d of %d bytes read as malformed", v, k, len(body))
 			}
 			if k == len(body) {
-				want := []shapePart{{"a", 0, 300}, {"a", 2, -1}, {"bb", 1, 5}}
+				want := []shapePart{{"a", 0, 300, 0}, {"a", 2, -1, 0}, {"bb", 1, 5, 0}}
+				for i := range min(len(want), len(sh.parts)) {
+					want[i].at = sh.parts[i].at // checked below, against the bytes
+				}
 				if !sh.known || len(sh.parts) != 3 || sh.parts[0] != want[0] || sh.parts[1] != want[1] || sh.parts[2] != want[2] ||
-					sh.acks != -1 || sh.timeout != 1000 || sh.txnID != (v%2 == 0) {
+					sh.acks != -1 || sh.timeout != 1000 || sh.txnID != (v%2 == 0) || sh.clientID == nil || *sh.clientID != "client" {
 					t.Fatalf("v%d: %+v", v, sh)
+				}
+				// The records are where at says: 300 zeros for a-0, bb-1's
+				// five zeros end just before its tags (or the next topic).
+				if a := sh.parts[0].at; a < 2 || binary.BigEndian.Uint32(body[a-4:]) != 300 && !pr.IsFlexible() {
+					t.Fatalf("v%d: a-0's records at %d", v, a)
+				}
+				if b := sh.parts[2]; b.at+b.records > len(body) {
+					t.Fatalf("v%d: bb-1's records at %d run past the end", v, b.at)
 				}
 			}
 		}

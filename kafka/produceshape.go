@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bufio"
 	"encoding/binary"
 	"sync"
 	"time"
@@ -24,6 +23,7 @@ type shapePart struct {
 	topic   string
 	part    int32
 	records int // the records' length on the wire (-1 when null)
+	at      int // where the records start in the bytes walked
 }
 
 // produceShape is what the first bytes of a Produce frame tell.
@@ -33,11 +33,13 @@ type produceShape struct {
 	malformed bool
 	// known: every partition is in parts (only trailing tagged fields
 	// may lie past the bytes seen).
-	known   bool
-	txnID   bool // a transactional id is set
-	acks    int16
-	timeout int32
-	parts   []shapePart
+	known bool
+	txnID bool // a transactional id is set
+	// clientID is the header's client id, when it arrived.
+	clientID *string
+	acks     int16
+	timeout  int32
+	parts    []shapePart
 }
 
 // shapeCursor walks a region of end bytes of which only src has arrived.
@@ -158,7 +160,12 @@ func (c *shapeCursor) tags() {
 func readProduceShape(flexible bool, src []byte, size int) produceShape {
 	c := &shapeCursor{src: src, end: size}
 	var sh produceShape
-	c.skip(max(c.length(false, false), 0)) // client id: never compact
+	if n := c.length(false, false); n >= 0 { // client id: never compact
+		if b := c.take(n); b != nil {
+			id := string(b)
+			sh.clientID = &id
+		}
+	}
 	if flexible {
 		c.tags()
 	}
@@ -178,6 +185,7 @@ func readProduceShape(flexible bool, src []byte, size int) produceShape {
 		for j := 0; j < parts && !c.stopped(); j++ {
 			p := shapePart{topic: string(name), part: c.int32()}
 			p.records = c.length(flexible, true)
+			p.at = c.pos
 			c.skip(max(p.records, 0))
 			if c.bad {
 				break
@@ -225,24 +233,33 @@ var discardPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return
 
 // screenProduce looks at the first chunk of a big Produce frame (body,
 // from the api key on; the frame is size bytes). It refuses a frame whose
-// layout is wrong; when every partition would be refused it discards the
-// rest of the frame unbuffered, queues the answer and returns
-// errFrameAnswered; otherwise nil, and the frame is read.
-func (c *conn) screenProduce(r *bufio.Reader, body []byte, size int) error {
+// layout is wrong. When every partition would be refused, or every one
+// that might not has its records within body, nothing past body is needed:
+// it returns the answer to run once the rest of the frame has been read
+// into scratch and dropped (see readFrame). Otherwise it returns nil, and
+// the frame is read.
+//
+// The partitions that may be written are served as their own Produce, and
+// the refused ones added to its answer: Kafka answers each partition on
+// its own, and a refused partition's records are never looked at, so the
+// client sees what it would had the frame been read through.
+func (c *conn) screenProduce(body []byte, size int) (answer func() error, err error) {
 	version := int16(binary.BigEndian.Uint16(body[2:]))
 	corr := int32(binary.BigEndian.Uint32(body[4:]))
 	flexible := version >= 9
-	sh := readProduceShape(flexible, body[8:], size-8)
+	src := body[8:]
+	sh := readProduceShape(flexible, src, size-8)
 	if sh.malformed {
-		return c.refuse(&badRequest{"malformed", "malformed Produce frame: its fields do not fill its size"}, "size", size)
+		return nil, c.refuse(&badRequest{"malformed", "malformed Produce frame: its fields do not fill its size"}, "size", size)
 	}
 	if !sh.known || len(sh.parts) == 0 || c.cc.sasl.expired(0, time.Now()) || c.cc.sasl.admits(0) != nil {
-		return nil
+		return nil, nil
 	}
 	scr, _ := c.s.backend.(ProduceScreener)
-	resp := kmsg.NewPtrProduceResponse()
-	resp.Version = version
-	for i, p := range sh.parts {
+	refused := kmsg.NewPtrProduceResponse()
+	refused.Version = version
+	var keep []shapePart
+	for _, p := range sh.parts {
 		code, msg := topicErr(c.s, &c.cc, kmsg.ACLOperationWrite, p.topic), ""
 		switch {
 		case code != 0:
@@ -254,31 +271,60 @@ func (c *conn) screenProduce(r *bufio.Reader, body []byte, size int) error {
 			code, msg = scr.ScreenProduce(p.topic, p.part, p.records)
 		}
 		if code == 0 {
-			return nil // this one may be written: read the frame
-		}
-		if i == 0 || sh.parts[i-1].topic != p.topic {
-			resp.Topics = append(resp.Topics, kmsg.ProduceResponseTopic{Topic: p.topic})
+			if p.records > 0 && p.at+p.records > len(src) {
+				return nil, nil // this one may be written and its records are still to come: read the frame
+			}
+			keep = append(keep, p)
+			continue
 		}
 		rp := kmsg.ProduceResponseTopicPartition{Partition: p.part, ErrorCode: code, BaseOffset: -1, LogAppendTime: -1, LogStartOffset: -1}
 		if msg != "" {
 			rp.ErrorMessage = &msg
 		}
 		rp.CurrentLeader.LeaderID, rp.CurrentLeader.LeaderEpoch = -1, -1
-		t := &resp.Topics[len(resp.Topics)-1]
-		t.Partitions = append(t.Partitions, rp)
+		addPartition(refused, p.topic, rp)
 	}
-	bp := discardPool.Get().(*[]byte)
-	defer discardPool.Put(bp)
-	for left := size - len(body); left > 0; {
-		n, err := r.Read((*bp)[:min(left, len(*bp))])
-		left -= n
-		if err != nil && left > 0 {
-			return err
+	if len(keep) > 0 {
+		// The kept records are copied out of the first chunk, which
+		// readFrame gives back at once.
+		req := kmsg.NewPtrProduceRequest()
+		req.Version, req.Acks, req.TimeoutMillis = version, sh.acks, sh.timeout
+		n := 0
+		for i, p := range keep {
+			if i == 0 || keep[i-1].topic != p.topic {
+				req.Topics = append(req.Topics, kmsg.ProduceRequestTopic{Topic: p.topic})
+			}
+			rp := kmsg.ProduceRequestTopicPartition{Partition: p.part}
+			if p.records >= 0 {
+				rp.Records = append([]byte{}, src[p.at:p.at+p.records]...)
+				n += p.records
+			}
+			t := &req.Topics[len(req.Topics)-1]
+			t.Partitions = append(t.Partitions, rp)
+		}
+		d := decoded{key: 0, version: version, corr: corr, clientID: sh.clientID, req: req, api: c.s.apis[0]}
+		return func() error { return c.answerSplit(d, n, refused) }, nil
+	}
+	return func() error { return c.answerRefused(refused, sh.acks, version, corr, flexible) }, nil
+}
+
+// addPartition adds a partition's answer to resp, under its topic.
+func addPartition(resp *kmsg.ProduceResponse, topic string, rp kmsg.ProduceResponseTopicPartition) {
+	for i := range resp.Topics {
+		if resp.Topics[i].Topic == topic {
+			resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, rp)
+			return
 		}
 	}
+	resp.Topics = append(resp.Topics, kmsg.ProduceResponseTopic{Topic: topic, Partitions: []kmsg.ProduceResponseTopicPartition{rp}})
+}
+
+// answerRefused queues the answer to a Produce every partition of which
+// was refused from its header.
+func (c *conn) answerRefused(resp *kmsg.ProduceResponse, acks, version int16, corr int32, flexible bool) error {
 	c.s.metrics.requests.WithLabelValues(kmsg.NameForKey(0)).Inc()
-	if sh.acks == 0 {
-		return errFrameAnswered
+	if acks == 0 {
+		return nil
 	}
 	for _, t := range resp.Topics {
 		for _, p := range t.Partitions {
@@ -289,9 +335,37 @@ func (c *conn) screenProduce(r *bufio.Reader, body []byte, size int) error {
 	c.lastData.Store(start.UnixNano())
 	c.s.noteNews()
 	gen := c.s.requestStarted()
-	if err := c.enqueue(pendingResp{gen: gen, key: 0, version: version, corr: corr, flexible: flexible, start: start,
-		user: clientUser(&c.cc), r: func() kmsg.Response { return resp }}); err != nil {
+	return c.enqueue(pendingResp{gen: gen, key: 0, version: version, corr: corr, flexible: flexible, start: start,
+		user: clientUser(&c.cc), r: func() kmsg.Response { return resp }})
+}
+
+// answerSplit serves the partitions of a Produce that may be written (d,
+// holding n record bytes) and adds the ones refused from its header to
+// the answer.
+func (c *conn) answerSplit(d decoded, n int, refused *kmsg.ProduceResponse) error {
+	waitMuted(c.s, &c.cc)
+	began := time.Now()
+	var mem hold
+	if err := c.takeMemory(int64(n), false, began.Add(c.s.cfg.Limits.FrameTimeout)); err != nil {
 		return err
 	}
-	return errFrameAnswered
+	mem.n = int64(n)
+	for _, t := range refused.Topics {
+		for _, p := range t.Partitions {
+			c.s.metrics.countErr(0, p.ErrorCode)
+		}
+	}
+	return c.serveRequest(d, mem, began, func(r reply) reply {
+		return func() kmsg.Response {
+			resp := r()
+			if pr, ok := resp.(*kmsg.ProduceResponse); ok {
+				for _, t := range refused.Topics {
+					for _, p := range t.Partitions {
+						addPartition(pr, t.Topic, p)
+					}
+				}
+			}
+			return resp
+		}
+	})
 }

@@ -161,16 +161,19 @@ func (s *storage) cacheClear() {
 }
 
 // cacheEvict drops applied entries from the front while over the limit.
+// The slice is cut from the front, not shifted down: a full cache of small
+// entries evicts one entry per apply, and shifting ten thousand pointers
+// each time (with write barriers) was 8% of a node's CPU under a steady
+// stream of one-record produces. append moves the live part to a new
+// array when the capacity runs out, which costs O(1) per entry amortised.
 func (s *storage) cacheEvict(applied uint64) {
 	n := 0
 	for n < len(s.cache) && s.cacheBytes > cacheLimit && s.cache[n].GetIndex() <= applied {
 		s.cacheBytes -= len(s.cache[n].GetData())
-		s.cache[n] = nil
+		s.cache[n] = nil // the array's dead front must not keep it alive
 		n++
 	}
-	if n > 0 {
-		s.cache = append(s.cache[:0], s.cache[n:]...)
-	}
+	s.cache = s.cache[n:]
 }
 
 // cacheCovers reports whether the cache holds all of [lo, hi).
