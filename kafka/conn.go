@@ -56,6 +56,11 @@ type connCtx struct {
 	toldIdem map[partKey]bool
 	// toldAt is when (unix ns) toldIdem got its first partition.
 	toldAt atomic.Int64
+	// librdkafka is set when the client named itself a librdkafka one in
+	// ApiVersions (KIP-511 client software name, from the reader
+	// goroutine); a draining node tells only such clients NOT_LEADER for
+	// idempotent batches (tellMovedIdempotent).
+	librdkafka atomic.Bool
 }
 
 // conn is one client connection: a reader goroutine decodes requests and

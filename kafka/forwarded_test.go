@@ -16,9 +16,9 @@ func batchBytes(producerID int64) []byte {
 // While draining, a non-idempotent batch of a moved partition is answered
 // NOT_LEADER once per partition and client, then forwarded, on any of the
 // client's connections; an idempotent one is forwarded when not draining,
-// and while draining answered NOT_LEADER, and so is every later batch of
-// that partition on that connection; nothing is held back when not
-// draining or not asked to.
+// and while draining answered NOT_LEADER to a librdkafka client (forwarded
+// to others), and so is every later batch of that partition on that
+// connection; nothing is held back when not draining or not asked to.
 func TestTellMovedOnce(t *testing.T) {
 	s := &Server{cfg: Config{TellMovedOnce: true}}
 	cc := connCtx{remote: "127.0.0.1:4000", clientID: "w"}
@@ -57,6 +57,10 @@ func TestTellMovedOnce(t *testing.T) {
 		t.Fatal("an idempotent batch was held back or noted while not draining")
 	}
 	s.draining.Store(true)
+	if tellMoved(s, idemCC, idem) || idemCC.toldAt.Load() != 0 {
+		t.Fatal("an idempotent batch of a client that is not librdkafka was told NOT_LEADER, want forwarded")
+	}
+	idemCC.librdkafka.Store(true)
 	for i := range 3 {
 		if !tellMoved(s, idemCC, idem) {
 			t.Fatalf("idempotent batch %d of a moved partition while draining: forwarded, want NOT_LEADER", i)
@@ -198,5 +202,24 @@ func TestAwaitMetadataRequests(t *testing.T) {
 	}
 	if d := time.Since(start); d < movedQuiet-10*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("a quiet told connection was waited for %v, want about %v", d, movedQuiet)
+	}
+}
+
+// librdkafka names itself in ApiVersions v3+, as do bindings over it.
+func TestIsLibrdkafka(t *testing.T) {
+	for _, c := range []struct {
+		name, version string
+		want          bool
+	}{
+		{"librdkafka", "2.0.2", true},
+		{"confluent-kafka-python", "1.9.2-rdkafka-2.0.2", true},
+		{"kcat", "1.7.1-rdkafka-2.0.2", true},
+		{"sarama", "1.43.0", false},
+		{"kgo", "v1.18.0", false},
+		{"", "", false},
+	} {
+		if got := isLibrdkafka(c.name, c.version); got != c.want {
+			t.Errorf("isLibrdkafka(%q, %q) = %v, want %v", c.name, c.version, got, c.want)
+		}
 	}
 }
