@@ -398,7 +398,13 @@ func (b *Broker) transferOne(r *raft.Replica, deadline time.Time, clients []kafk
 		stopWatch()
 		cancel()
 		if err == nil {
-			d := time.Since(start)
+			// Measured to when the outcome was known, not to when this
+			// goroutine ran again: with a hundred transfers at once the
+			// wake-ups queue behind each other and the logger.
+			d := tr.EndedAt().Sub(start)
+			if d <= 0 {
+				d = time.Since(start)
+			}
 			b.logger.Info("Successfully transferred leadership for " + r.Name() + " in " + fmtDur(d))
 			return d, nil
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	etcdraft "go.etcd.io/raft/v3"
@@ -99,11 +100,20 @@ type transferWait struct {
 	term uint64 // this node's term when it asked Raft for the transfer
 	once sync.Once
 	done chan error
+	// endedAt is when the outcome was known (unix ns), written in end
+	// before done: a waiter that is scheduled late still reports the
+	// transfer's own duration (Transfer.EndedAt).
+	endedAt atomic.Int64
 }
 
 // end reports the outcome, once: the worker and the transport's receiver
 // (watchLeaderMsg) may both see the transfer end.
-func (w *transferWait) end(err error) { w.once.Do(func() { w.done <- err }) }
+func (w *transferWait) end(err error) {
+	w.once.Do(func() {
+		w.endedAt.Store(time.Now().UnixNano())
+		w.done <- err
+	})
+}
 
 // setTransfers replaces r.transfers and what the receiver watches for
 // (watchLeaderMsg). The worker calls it with r.mu held.
@@ -274,6 +284,15 @@ func (r *Replica) BeginTransfer(to uint64) Transfer {
 
 // Wait waits until the transfer has ended (nil once leadership is with its
 // target) or ctx ends; the transfer itself goes on in Raft after ctx ends.
+// EndedAt is when the transfer's outcome was known, once Wait returned
+// it (zero before).
+func (t Transfer) EndedAt() time.Time {
+	if ns := t.w.endedAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 func (t Transfer) Wait(ctx context.Context) error {
 	select {
 	case err := <-t.w.done:
